@@ -1,0 +1,277 @@
+//! COPY: selected sources → layer entries → a layer blob in the store.
+//!
+//! Besides the copied entries, the layer carries every parent directory of
+//! them (parents first, as DESIGN.md "Formats" asks). A parent the filesystem
+//! below already has keeps its mode and owner there; a new one is created
+//! 0755 and owned by `--chown`'s user, as docker's COPY creates it.
+//! Destinations are resolved through symlinks of the filesystem below, so
+//! `COPY x /lib/` lands in `usr/lib` when `/lib → usr/lib`.
+
+use std::collections::BTreeSet;
+
+use super::sources::{Selected, SourceKind};
+use crate::layer::index::{Kind, Merged};
+use crate::layer::{Entry, EntryKind};
+
+/// Ownership and permissions applied to one copy's entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply {
+    /// `--chmod`.
+    pub mode: Option<u32>,
+    /// Resolved `--chown` uid.
+    pub uid: u64,
+    /// Resolved `--chown` gid.
+    pub gid: u64,
+    /// mtime for every entry when the build has an epoch.
+    pub epoch: Option<u64>,
+    /// mtime of directories created (no epoch): the build's start time.
+    pub now: u64,
+}
+
+/// One copy's selection with what to apply, plus its destination root (created
+/// even if the source directory was empty).
+pub struct ItemSelection {
+    /// Selected sources.
+    pub selected: Vec<Selected>,
+    /// How to own and stamp them.
+    pub apply: Apply,
+    /// The directory the item copies into, as a layer path ("" for `/`), when
+    /// its sources include a directory.
+    pub dest_root: Option<String>,
+}
+
+/// Builds the entries of one layer from its copies, over the filesystem `lower`.
+pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    // Created directories take the owner of the first copy that needs them.
+    let mut implicit: Vec<(String, Apply)> = Vec::new();
+    for item in items {
+        let a = item.apply;
+        if let Some(root) = &item.dest_root {
+            let root = redirect(lower, root);
+            if !root.is_empty() {
+                implicit.push((root, a));
+            }
+        }
+        for s in item.selected {
+            let path = redirect(lower, &s.dest);
+            let mtime = a.epoch.unwrap_or(s.mtime.max(0) as u64);
+            let (kind, mode) = match s.kind {
+                SourceKind::Dir => (EntryKind::Dir, a.mode.unwrap_or(s.mode)),
+                SourceKind::File { size } => (
+                    EntryKind::File {
+                        source: s.host,
+                        size,
+                    },
+                    a.mode.unwrap_or(s.mode),
+                ),
+                SourceKind::Symlink(t) => (EntryKind::Symlink(t), 0o777),
+            };
+            if let Some(parent) = parent_of(&path) {
+                implicit.push((parent.to_string(), a));
+            }
+            out.push(Entry {
+                path,
+                kind,
+                mode,
+                uid: a.uid,
+                gid: a.gid,
+                mtime,
+                xattrs: Vec::new(),
+                link_key: s.link_key,
+            });
+        }
+    }
+    let explicit: BTreeSet<String> = out.iter().map(|e| e.path.clone()).collect();
+    let mut added: BTreeSet<String> = BTreeSet::new();
+    for (dir, a) in implicit {
+        let mut cur = Some(dir.as_str());
+        while let Some(p) = cur {
+            if p.is_empty() || explicit.contains(p) || !added.insert(p.to_string()) {
+                break;
+            }
+            let mtime = a.epoch.unwrap_or(a.now);
+            let e = match lower.get(p) {
+                Some(m) if m.kind == Kind::Dir => Entry::dir(p, m.mode, m.uid, m.gid, mtime),
+                _ => Entry::dir(p, 0o755, a.uid, a.gid, mtime),
+            };
+            out.push(e);
+            cur = parent_of(p);
+        }
+    }
+    out
+}
+
+fn parent_of(p: &str) -> Option<&str> {
+    p.rfind('/').map(|i| &p[..i])
+}
+
+/// Resolves the directory part of `path` through symlinks of `lower`.
+fn redirect(lower: &Merged, path: &str) -> String {
+    if lower.is_empty() {
+        return path.to_string();
+    }
+    match path.rfind('/') {
+        Some(i) => {
+            let dir = lower.resolve(&path[..i]);
+            if dir.is_empty() {
+                path[i + 1..].to_string()
+            } else {
+                format!("{dir}/{}", &path[i + 1..])
+            }
+        }
+        None => path.to_string(),
+    }
+}
+
+/// Looks up a user (and optionally a group) in passwd/group file contents,
+/// returning `(uid, gid)`. A user without a group gets gid = uid, as docker's
+/// `--chown` does.
+///
+/// # Errors
+/// A message naming what was not found.
+pub fn resolve_owner(
+    user: &str,
+    group: Option<&str>,
+    passwd: Option<&[u8]>,
+    groups: Option<&[u8]>,
+) -> Result<(u64, u64), String> {
+    let lookup = |file: Option<&[u8]>, name: &str, what: &str| -> Result<u64, String> {
+        if let Ok(n) = name.parse::<u64>() {
+            return Ok(n);
+        }
+        let text = file.ok_or_else(|| {
+            format!(
+                "unable to find {what} {name}: no /etc/{what_file} file in the image",
+                what_file = if what == "user" { "passwd" } else { "group" }
+            )
+        })?;
+        String::from_utf8_lossy(text)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let mut f = l.split(':');
+                (f.next() == Some(name))
+                    .then(|| f.nth(1).and_then(|id| id.parse().ok()))
+                    .flatten()
+            })
+            .ok_or_else(|| {
+                format!("unable to find {what} {name}: no matching entries in the {what} file")
+            })
+    };
+    let uid = lookup(passwd, user, "user")?;
+    let gid = match group {
+        Some(g) => lookup(groups, g, "group")?,
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::index::{Meta, Record};
+    use std::path::PathBuf;
+
+    fn sel(dest: &str) -> Selected {
+        Selected {
+            dest: dest.into(),
+            host: PathBuf::from("/dev/null"),
+            kind: SourceKind::File { size: 0 },
+            mode: 0o644,
+            mtime: 5,
+            link_key: None,
+        }
+    }
+
+    fn apply() -> Apply {
+        Apply {
+            mode: None,
+            uid: 0,
+            gid: 0,
+            epoch: Some(100),
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn parents_come_from_below_or_are_new() {
+        let mut lower = Merged::new();
+        lower.apply(&[
+            Record::Entry(
+                "tmp".into(),
+                Meta {
+                    kind: Kind::Dir,
+                    mode: 0o1777,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            ),
+            Record::Entry(
+                "usr".into(),
+                Meta {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            ),
+            Record::Entry(
+                "usr/lib".into(),
+                Meta {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            ),
+            Record::Entry(
+                "lib".into(),
+                Meta {
+                    kind: Kind::Symlink("usr/lib".into()),
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            ),
+        ]);
+        let mut a = apply();
+        a.uid = 7;
+        a.gid = 8;
+        let es = entries(
+            vec![ItemSelection {
+                selected: vec![sel("tmp/x"), sel("new/dir/y"), sel("lib/z")],
+                apply: a,
+                dest_root: None,
+            }],
+            &lower,
+        );
+        let find = |p: &str| es.iter().find(|e| e.path == p).unwrap();
+        assert_eq!(find("tmp").mode, 0o1777);
+        assert_eq!(find("tmp").uid, 0);
+        assert_eq!((find("new").mode, find("new").uid), (0o755, 7));
+        assert!(es.iter().any(|e| e.path == "usr/lib/z"));
+        assert!(es.iter().all(|e| e.mtime == 100));
+    }
+
+    #[test]
+    fn owner_lookup() {
+        let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+        let group = b"root:x:0:\nstaff:x:50:\n";
+        assert_eq!(
+            resolve_owner("app", None, Some(passwd), None),
+            Ok((1000, 1000))
+        );
+        assert_eq!(
+            resolve_owner("app", Some("staff"), Some(passwd), Some(group)),
+            Ok((1000, 50))
+        );
+        assert_eq!(resolve_owner("10", Some("20"), None, None), Ok((10, 20)));
+        assert!(resolve_owner("nobody", None, Some(passwd), None).is_err());
+        assert!(resolve_owner("app", None, None, None).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! Command-line definitions (clap). Flags follow `docker build` / `buildx`
+//! where those have one.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  imgbuild specs/app.toml                 build every image the spec defines
+  imgbuild build -t app:dev --target app specs/app.toml
+  imgbuild check specs/app.toml           report every problem, build nothing
+  imgbuild load base.tar                  import an OCI or docker archive
+  imgbuild images                         list images in the store
+
+Exit status: 0 success, 1 build failed, 2 usage or spec error.
+The store is --store, else $IMGBUILD_STORE, else $XDG_CACHE_HOME/imgbuild,
+else ~/.cache/imgbuild.";
+
+/// imgbuild: build container images from TOML specs or Dockerfiles into
+/// reproducible OCI archives, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "imgbuild", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Content store directory (blobs, images, tags, build cache).
+    #[arg(long, global = true, env = "IMGBUILD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. `imgbuild SPEC` is `imgbuild build SPEC`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build images from a TOML spec (or a directory with a Dockerfile).
+    Build(BuildArgs),
+    /// Validate a spec without building; report every problem.
+    Check(CheckArgs),
+    /// Import an OCI or docker archive into the store.
+    Load(LoadArgs),
+    /// List images in the store.
+    Images(ImagesArgs),
+    /// Show an image's config and metadata as JSON.
+    Inspect(InspectArgs),
+    /// Show an image's history.
+    History(HistoryArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Write an image from the store to an archive.
+    Export(ExportArgs),
+}
+
+/// `--progress` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// `plain` unless on a terminal.
+    Auto,
+    /// Live status on a terminal.
+    Tty,
+    /// Docker-classic lines (`Step 1/3 : …`).
+    Plain,
+    /// Only the final image ID on stdout.
+    Quiet,
+    /// One JSON event per line.
+    Json,
+}
+
+/// Archive flavours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// OCI media types (default).
+    Oci,
+    /// Docker v2 schema 2 media types.
+    Docker,
+}
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// gzip (default; every tool reads it).
+    Gzip,
+    /// zstd (faster; needs a recent runtime).
+    Zstd,
+    /// Uncompressed tar layers.
+    None,
+}
+
+/// `imgbuild build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// A `*.toml` spec, or a directory holding a Dockerfile.
+    #[arg(value_name = "SPEC|CONTEXT")]
+    pub input: PathBuf,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Name the image NAME[:TAG]; repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Build only this stage or image (and what it needs).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Set a build argument K=V; repeatable.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Archive path (default: the spec's `output`, else ./<name>.oci.tar).
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Archive flavour (both load with `docker load` and `podman load`).
+    #[arg(long, value_enum, value_name = "oci|docker")]
+    pub format: Option<FormatArg>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: CompressionArg,
+    /// Ignore the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Parallel jobs (default: number of CPUs).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print only the image ID (same as --progress=quiet).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+}
+
+/// `imgbuild check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The spec (or directory with a Dockerfile) to validate.
+    #[arg(value_name = "SPEC|CONTEXT")]
+    pub input: PathBuf,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Check as if building only this stage or image.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+}
+
+/// `imgbuild load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// OCI archive, docker archive (`docker save`), or OCI layout directory.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `imgbuild images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Also list untagged images, intermediate step images included.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only print image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `imgbuild inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Tag, image ID, or unique ID prefix.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+/// `imgbuild history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Tag, image ID, or unique ID prefix.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Do not truncate CREATED BY.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `imgbuild tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Tag, image ID, or unique ID prefix.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// New name NAME[:TAG].
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `imgbuild export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Tag, image ID, or unique ID prefix.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Archive to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
+    pub output: PathBuf,
+    /// Archive flavour.
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: FormatArg,
+}
+
+/// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
+pub const SUBCOMMANDS: &[&str] = &[
+    "build", "check", "load", "images", "inspect", "history", "tag", "export", "help",
+];
+
+/// Inserts `build` when the first word is not a subcommand, so `imgbuild
+/// specs/app.toml` and `imgbuild -t x specs/app.toml` work.
+pub fn with_default_subcommand(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--store" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with("--store=") {
+            i += 1;
+            continue;
+        }
+        if SUBCOMMANDS.contains(&a.as_ref())
+            || matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version")
+        {
+            return args;
+        }
+        let mut out = args;
+        out.insert(i, "build".into());
+        return out;
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(v: &[&str]) -> Vec<String> {
+        with_default_subcommand(v.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn default_subcommand() {
+        assert_eq!(
+            run(&["imgbuild", "a.toml"]),
+            ["imgbuild", "build", "a.toml"]
+        );
+        assert_eq!(
+            run(&["imgbuild", "--store", "s", "a.toml"]),
+            ["imgbuild", "--store", "s", "build", "a.toml"]
+        );
+        assert_eq!(
+            run(&["imgbuild", "-t", "x", "a.toml"]),
+            ["imgbuild", "build", "-t", "x", "a.toml"]
+        );
+        assert_eq!(run(&["imgbuild", "images"]), ["imgbuild", "images"]);
+        assert_eq!(run(&["imgbuild", "--help"]), ["imgbuild", "--help"]);
+        assert_eq!(run(&["imgbuild"]), ["imgbuild"]);
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,99 @@
+//! `imgbuild images [-a]`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cli::args::{Cli, ImagesArgs};
+use crate::cli::exit::Failure;
+use crate::cli::util::{ago, human_size, now, open_store, out};
+use crate::digest::Digest;
+use crate::oci::{ImageConfig, Manifest, parse_rfc3339};
+use crate::store::Store;
+
+struct Row {
+    repo: String,
+    tag: String,
+    id: Digest,
+    created: Option<i64>,
+    size: u64,
+}
+
+fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure> {
+    let Some(rec) = store.image(id)? else {
+        return Ok((None, 0));
+    };
+    let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
+    let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
+    let created = cfg.oci.created().as_deref().and_then(parse_rfc3339);
+    Ok((created, m.layers.iter().map(|l| l.1).sum()))
+}
+
+/// Lists tagged images (and, with `-a`, untagged ones).
+pub fn run(cli: &Cli, a: &ImagesArgs) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let mut rows = Vec::new();
+    let mut tagged: BTreeSet<Digest> = BTreeSet::new();
+    for (r, id) in store.tags()? {
+        tagged.insert(id);
+        let fam = r.familiar();
+        let (repo, tag) = match fam.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
+            _ => (fam.clone(), "<none>".to_string()),
+        };
+        let (created, size) = image_info(&store, &id)?;
+        rows.push(Row {
+            repo,
+            tag,
+            id,
+            created,
+            size,
+        });
+    }
+    if a.all {
+        let mut untagged: BTreeMap<Digest, ()> = BTreeMap::new();
+        for id in store.image_ids()? {
+            if !tagged.contains(&id) {
+                untagged.insert(id, ());
+            }
+        }
+        for id in untagged.into_keys() {
+            let (created, size) = image_info(&store, &id)?;
+            rows.push(Row {
+                repo: "<none>".into(),
+                tag: "<none>".into(),
+                id,
+                created,
+                size,
+            });
+        }
+    }
+    rows.sort_by(|x, y| y.created.cmp(&x.created).then(x.repo.cmp(&y.repo)));
+    let mut text = String::new();
+    if a.quiet {
+        let mut seen = BTreeSet::new();
+        for r in &rows {
+            if seen.insert(r.id) {
+                text.push_str(&format!("{}\n", r.id.short()));
+            }
+        }
+        return out(&text);
+    }
+    let now = now();
+    let w_repo = rows.iter().map(|r| r.repo.len()).max().unwrap_or(0).max(10);
+    let w_tag = rows.iter().map(|r| r.tag.len()).max().unwrap_or(0).max(3);
+    text.push_str(&format!(
+        "{:w_repo$}   {:w_tag$}   {:12}   {:16}   {}\n",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    ));
+    for r in rows {
+        let created = r.created.map_or_else(|| "N/A".to_string(), |c| ago(c, now));
+        text.push_str(&format!(
+            "{:w_repo$}   {:w_tag$}   {:12}   {:16}   {}\n",
+            r.repo,
+            r.tag,
+            r.id.short(),
+            created,
+            human_size(r.size)
+        ));
+    }
+    out(&text)
+}

@@ -1,0 +1,48 @@
+//! `imgbuild inspect IMAGE…`: JSON, like `docker image inspect`.
+
+use serde_json::{Value, json};
+
+use crate::cli::args::{Cli, InspectArgs};
+use crate::cli::exit::Failure;
+use crate::cli::util::{open_store, out};
+use crate::oci::{ImageConfig, Manifest};
+
+/// Prints a JSON array with one object per image.
+pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let tags = store.tags()?;
+    let mut all = Vec::new();
+    for what in &a.images {
+        let id = super::resolve_image(&store, what)?;
+        let rec = store
+            .image(&id)?
+            .ok_or_else(|| crate::store::Error::NoSuchImage(what.clone()))?;
+        let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
+        let config_bytes = store.read_blob(&m.config)?;
+        let cfg = ImageConfig::from_bytes(&config_bytes)?;
+        let raw: Value = serde_json::from_slice(&config_bytes).map_err(anyhow::Error::from)?;
+        let repo_tags: Vec<String> = tags
+            .iter()
+            .filter(|(_, t)| *t == id)
+            .map(|(r, _)| r.familiar())
+            .collect();
+        all.push(json!({
+            "Id": id.to_string(),
+            "RepoTags": repo_tags,
+            "Parent": rec.parent.map(|p| p.to_string()).unwrap_or_default(),
+            "Created": cfg.oci.created(),
+            "Author": cfg.oci.author(),
+            "Architecture": raw.get("architecture"),
+            "Os": raw.get("os"),
+            "Config": raw.get("config"),
+            "RootFS": raw.get("rootfs"),
+            "Size": m.layers.iter().map(|l| l.1).sum::<u64>(),
+            "Manifest": {
+                "Digest": rec.manifest.to_string(),
+                "Layers": m.layers.iter().map(|(d, s, mt)| json!({"Digest": d.to_string(), "Size": s, "MediaType": mt})).collect::<Vec<_>>(),
+            },
+        }));
+    }
+    let text = serde_json::to_string_pretty(&all).map_err(anyhow::Error::from)?;
+    out(&format!("{text}\n"))
+}

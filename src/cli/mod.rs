@@ -1,0 +1,43 @@
+//! The command line: argument parsing, dispatch, printing and exit codes.
+//!
+//! The only module that reads the environment or the clock, prints, or uses
+//! `anyhow`. Each subcommand lives in [`commands`]; this file only routes.
+
+pub mod args;
+mod commands;
+mod exit;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use exit::Failure;
+
+/// Runs imgbuild with the process arguments and returns its exit status.
+pub fn main() -> ExitCode {
+    let argv = args::with_default_subcommand(std::env::args_os().collect());
+    let cli = match args::Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match &cli.command {
+        args::Command::Build(a) => commands::build::run(&cli, a),
+        args::Command::Check(a) => commands::check::run(a),
+        args::Command::Load(a) => commands::load::run(&cli, a),
+        args::Command::Images(a) => commands::images::run(&cli, a),
+        args::Command::Inspect(a) => commands::inspect::run(&cli, a),
+        args::Command::History(a) => commands::history::run(&cli, a),
+        args::Command::Tag(a) => commands::tag::run(&cli, a),
+        args::Command::Export(a) => commands::export::run(&cli, a),
+    };
+    exit::report(result)
+}

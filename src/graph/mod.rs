@@ -1,0 +1,446 @@
+//! The BuildGraph: what both frontends lower into and the scheduler walks.
+//!
+//! An arena of stages and steps with typed payloads. Every value in it is
+//! concrete (variables already expanded, destinations absolute), so a step's
+//! cache key is a function of the step and its inputs alone. Spans are kept
+//! beside the payload ([`Step::source`]) and never enter a key.
+
+pub mod builder;
+pub mod key;
+mod render;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::diag::SourceRef;
+use crate::reference::Reference;
+
+pub use builder::{GraphBuilder, GraphError};
+pub use key::CacheKey;
+
+/// Index of a stage in [`BuildGraph::stages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StageId(pub usize);
+
+/// Index of a step in [`BuildGraph::steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(pub usize);
+
+/// Where an image comes from when it is not built by this graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "transport", rename_all = "kebab-case")]
+pub enum ImageSource {
+    /// `oci-archive:PATH[:NAME]`.
+    OciArchive {
+        /// The archive (absolute).
+        path: PathBuf,
+        /// Which image in it, when it holds several.
+        name: Option<String>,
+    },
+    /// `oci:DIR[:TAG]`.
+    OciDir {
+        /// The layout directory (absolute).
+        path: PathBuf,
+        /// Which image in it.
+        name: Option<String>,
+    },
+    /// `docker-archive:PATH[:NAME]`.
+    DockerArchive {
+        /// The archive (absolute).
+        path: PathBuf,
+        /// Which image in it.
+        name: Option<String>,
+    },
+    /// An image ID (full or a prefix) in the local store.
+    Id(String),
+    /// A name: the local store first, then its registry.
+    Named(Reference),
+}
+
+impl std::fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_name =
+            |f: &mut std::fmt::Formatter<'_>, t: &str, p: &PathBuf, n: &Option<String>| {
+                write!(f, "{t}:{}", p.display())?;
+                if let Some(n) = n {
+                    write!(f, ":{n}")?;
+                }
+                Ok(())
+            };
+        match self {
+            ImageSource::OciArchive { path, name } => with_name(f, "oci-archive", path, name),
+            ImageSource::OciDir { path, name } => with_name(f, "oci", path, name),
+            ImageSource::DockerArchive { path, name } => with_name(f, "docker-archive", path, name),
+            ImageSource::Id(id) => f.write_str(id),
+            ImageSource::Named(r) => f.write_str(&r.familiar()),
+        }
+    }
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// An empty filesystem and config.
+    Scratch,
+    /// An image from outside the graph.
+    Image(ImageSource),
+    /// The result of another stage.
+    Stage(StageId),
+}
+
+/// A named sequence of steps over a base.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Name: the spec's table key, or the Dockerfile's `AS` name (else its index).
+    pub name: String,
+    /// What it starts from.
+    pub base: Base,
+    /// The base as written, for progress (`FROM …`).
+    pub base_text: String,
+    /// Its steps, in order.
+    pub steps: Vec<StepId>,
+    /// Where it is defined.
+    pub source: SourceRef,
+}
+
+/// One step: a layer or a config change.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The stage it belongs to.
+    pub stage: StageId,
+    /// What it does.
+    pub kind: StepKind,
+    /// Where it is defined (for diagnostics; never in a key).
+    pub source: SourceRef,
+    /// Where each copy source was written, flattened across items (empty for
+    /// other steps), so a missing file is reported at its own string.
+    pub args: Vec<SourceRef>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Copy files into one new layer.
+    Copy(CopyStep),
+    /// Run a command; its filesystem changes become one layer.
+    Run(RunStep),
+    /// Change the image config; no layer.
+    Config(ConfigChange),
+}
+
+/// One layer made of one or more copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyStep {
+    /// The copies, applied in order (a later one wins on a conflict).
+    pub items: Vec<CopyItem>,
+    /// A display name (spec `name = …`); not part of the cache key.
+    #[serde(skip)]
+    pub name: Option<String>,
+    /// Written as ADD (history shows `ADD`; archives extracted, URLs refused).
+    pub add: bool,
+}
+
+/// Where a copy reads from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CopyFrom {
+    /// The build context.
+    Context,
+    /// The filesystem of another stage; its result enters the key as an input.
+    Stage {
+        /// Which stage.
+        #[serde(skip)]
+        stage: StageId,
+        /// Its name, for `created_by`.
+        #[serde(skip)]
+        name: String,
+    },
+    /// The filesystem of an image; its manifest digest (not where it was read
+    /// from) enters the key as an input.
+    Image {
+        /// Which image.
+        #[serde(skip)]
+        source: ImageSource,
+    },
+}
+
+/// An owner as written: numeric, or names resolved in the image's
+/// `/etc/passwd` and `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// User name or numeric uid.
+    pub user: String,
+    /// Group name or numeric gid; `None` means the user's primary group.
+    pub group: Option<String>,
+}
+
+impl Owner {
+    /// Parses `user[:group]`.
+    pub fn parse(s: &str) -> Option<Owner> {
+        let (user, group) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        if user.is_empty() || group.is_some_and(str::is_empty) {
+            return None;
+        }
+        Some(Owner {
+            user: user.to_string(),
+            group: group.map(str::to_string),
+        })
+    }
+
+    /// The numeric ids when both parts are numbers (or the group is absent,
+    /// meaning gid = uid as docker does for numeric users without a passwd
+    /// lookup).
+    pub fn numeric(&self) -> Option<(u64, Option<u64>)> {
+        let uid = self.user.parse().ok()?;
+        match &self.group {
+            None => Some((uid, None)),
+            Some(g) => Some((uid, Some(g.parse().ok()?))),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.user)?;
+        if let Some(g) = &self.group {
+            write!(f, ":{g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One source-set-to-destination copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyItem {
+    /// Where the sources are.
+    pub from: CopyFrom,
+    /// Source paths or `filepath.Match` globs, relative to the context root (or
+    /// absolute in a stage/image).
+    pub sources: Vec<String>,
+    /// Destination, absolute or relative to the image's working directory; a
+    /// trailing `/` means "into this directory".
+    pub dest: String,
+    /// Permission bits for every copied file and directory (`--chmod`).
+    pub mode: Option<u32>,
+    /// Owner for every copied file and created directory (`--chown`).
+    pub owner: Option<Owner>,
+    /// Patterns (dockerignore syntax) excluded from the sources (`--exclude`).
+    pub excludes: Vec<String>,
+    /// Keep the source's parent directories under `dest` (`--parents`).
+    pub parents: bool,
+    /// Follow a symlink named directly as a source (docker does).
+    pub follow_links: bool,
+}
+
+/// A command as written: shell form (run by the stage's shell) or exec form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// `RUN make` → `[shell..., "make"]`.
+    Shell(String),
+    /// `RUN ["make", "all"]`.
+    Exec(Vec<String>),
+}
+
+/// Network mode for RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// Share the host's network (docker's default).
+    #[default]
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+/// A mount for the duration of one RUN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Mount {
+    /// A persistent cache directory kept in the store.
+    Cache {
+        /// Where it appears.
+        target: String,
+        /// Cache identity (defaults to the target).
+        id: String,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Where it appears.
+        target: String,
+    },
+    /// A read-only (unless `rw`) view of the context or a stage.
+    Bind {
+        /// Where it appears.
+        target: String,
+        /// Path in the source.
+        source: String,
+        /// Stage or image to bind from; the context when `None`.
+        from: Option<String>,
+        /// Writable (changes are discarded).
+        rw: bool,
+    },
+    /// A secret file; never in a layer, the history or a key's plain text.
+    Secret {
+        /// Secret id (from `--secret id=…`).
+        id: String,
+        /// Where it appears.
+        target: String,
+        /// Fail when absent.
+        required: bool,
+    },
+}
+
+/// A command to run in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunStep {
+    /// What to run.
+    pub command: Command,
+    /// Build-time environment on top of the image's (not persisted).
+    pub env: Vec<(String, String)>,
+    /// Working directory for this step only (the image's otherwise).
+    pub workdir: Option<String>,
+    /// User for this step only (the image's otherwise).
+    pub user: Option<String>,
+    /// Network mode.
+    pub network: Network,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+}
+
+/// A change to the image config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigChange {
+    /// Set environment variables (later ones win).
+    Env(Vec<(String, String)>),
+    /// Set labels.
+    Label(Vec<(String, String)>),
+    /// Set the entrypoint; `Exec(vec![])` clears it.
+    Entrypoint(Command),
+    /// Set the default command; `Exec(vec![])` clears it.
+    Cmd(Command),
+    /// Set the working directory (absolute).
+    Workdir(String),
+    /// Set the user.
+    User(String),
+    /// Add exposed ports (`8080/tcp`).
+    Expose(Vec<String>),
+    /// Add volumes.
+    Volume(Vec<String>),
+    /// Set the stop signal.
+    StopSignal(String),
+    /// Set the shell used for shell-form commands.
+    Shell(Vec<String>),
+    /// Set the author (MAINTAINER).
+    Maintainer(String),
+}
+
+/// An image this build writes out.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The stage whose result it is.
+    pub stage: StageId,
+    /// Tags to give it in the store and the archive.
+    pub tags: Vec<Reference>,
+    /// Archive path, if the frontend names one (absolute).
+    pub path: Option<PathBuf>,
+}
+
+/// Build-wide settings the frontends determine.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The context directory (absolute).
+    pub context: PathBuf,
+    /// `source_date_epoch` from the spec, if any (the environment overrides it).
+    pub source_date_epoch: Option<i64>,
+    /// Context-wide exclude patterns (`.dockerignore`, spec `exclude`).
+    pub context_excludes: Vec<String>,
+    /// Files the frontend read (spec, Dockerfile, ignore file), for depfiles.
+    pub inputs: Vec<PathBuf>,
+}
+
+/// The whole graph.
+#[derive(Debug, Clone, Default)]
+pub struct BuildGraph {
+    /// Stages, in definition order.
+    pub stages: Vec<Stage>,
+    /// Steps of all stages.
+    pub steps: Vec<Step>,
+    /// Images to write.
+    pub outputs: Vec<Output>,
+    /// Build-wide settings.
+    pub settings: Settings,
+}
+
+impl BuildGraph {
+    /// The stage with this id.
+    pub fn stage(&self, id: StageId) -> &Stage {
+        &self.stages[id.0]
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: StepId) -> &Step {
+        &self.steps[id.0]
+    }
+
+    /// Finds a stage by name.
+    pub fn stage_by_name(&self, name: &str) -> Option<StageId> {
+        self.stages.iter().position(|s| s.name == name).map(StageId)
+    }
+
+    /// Stages another stage needs first: its base stage and every stage it
+    /// copies from.
+    pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
+        let stage = self.stage(id);
+        let mut deps = Vec::new();
+        if let Base::Stage(b) = stage.base {
+            deps.push(b);
+        }
+        for s in &stage.steps {
+            if let StepKind::Copy(c) = &self.step(*s).kind {
+                for item in &c.items {
+                    if let CopyFrom::Stage { stage, .. } = item.from
+                        && !deps.contains(&stage)
+                    {
+                        deps.push(stage);
+                    }
+                }
+            }
+        }
+        deps
+    }
+
+    /// The stages needed to build `targets`, dependencies first; ties keep
+    /// definition order. The graph builder has already rejected cycles.
+    pub fn build_order(&self, targets: &[StageId]) -> Vec<StageId> {
+        fn visit(g: &BuildGraph, s: StageId, seen: &mut Vec<bool>, out: &mut Vec<StageId>) {
+            if seen[s.0] {
+                return;
+            }
+            seen[s.0] = true;
+            for d in g.dependencies(s) {
+                visit(g, d, seen, out);
+            }
+            out.push(s);
+        }
+        let mut seen = vec![false; self.stages.len()];
+        let mut out = Vec::new();
+        let mut sorted = targets.to_vec();
+        sorted.sort();
+        for t in sorted {
+            visit(self, t, &mut seen, &mut out);
+        }
+        out
+    }
+
+    /// The Dockerfile-syntax text of a step, as `history` and progress show it.
+    pub fn created_by(&self, id: StepId) -> String {
+        render::created_by(&self.step(id).kind)
+    }
+}

@@ -1,0 +1,179 @@
+//! Dockerfile-syntax text of a step (`COPY foo.txt /foo.txt`), as image history
+//! and progress show it. Rendered from the lowered step, not from the source
+//! text, so a Dockerfile and a spec that mean the same thing produce the same
+//! history and therefore the same image ID.
+
+use super::{Command, ConfigChange, CopyFrom, CopyItem, CopyStep, Network, RunStep, StepKind};
+
+pub(super) fn created_by(kind: &StepKind) -> String {
+    match kind {
+        StepKind::Copy(c) => copy(c),
+        StepKind::Run(r) => run(r),
+        StepKind::Config(c) => config(c),
+    }
+}
+
+fn copy(c: &CopyStep) -> String {
+    let word = if c.add { "ADD" } else { "COPY" };
+    c.items
+        .iter()
+        .map(|i| copy_item(word, i))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn copy_item(word: &str, i: &CopyItem) -> String {
+    let mut out = String::from(word);
+    match &i.from {
+        CopyFrom::Context => {}
+        CopyFrom::Stage { name, .. } => out.push_str(&format!(" --from={name}")),
+        CopyFrom::Image { source } => out.push_str(&format!(" --from={source}")),
+    }
+    if let Some(o) = &i.owner {
+        out.push_str(&format!(" --chown={o}"));
+    }
+    if let Some(m) = i.mode {
+        out.push_str(&format!(" --chmod={m:o}"));
+    }
+    if i.parents {
+        out.push_str(" --parents");
+    }
+    for e in &i.excludes {
+        out.push_str(&format!(" --exclude={e}"));
+    }
+    let mut args: Vec<&str> = i.sources.iter().map(String::as_str).collect();
+    args.push(&i.dest);
+    if args.iter().any(|a| a.chars().any(char::is_whitespace)) {
+        out.push(' ');
+        out.push_str(&json_array(&args));
+    } else {
+        for a in args {
+            out.push(' ');
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+fn run(r: &RunStep) -> String {
+    let mut out = String::from("RUN");
+    if r.network == Network::None {
+        out.push_str(" --network=none");
+    }
+    if !r.env.is_empty() {
+        // Build-time variables, shown the way BuildKit shows build args.
+        out.push_str(&format!(" |{}", r.env.len()));
+        for (k, v) in &r.env {
+            out.push_str(&format!(" {k}={}", quote(v)));
+        }
+    }
+    out.push(' ');
+    out.push_str(&command(&r.command));
+    out
+}
+
+fn command(c: &Command) -> String {
+    match c {
+        Command::Shell(s) => s.clone(),
+        Command::Exec(args) => json_array(args),
+    }
+}
+
+fn config(c: &ConfigChange) -> String {
+    match c {
+        ConfigChange::Env(kv) => format!("ENV {}", pairs(kv)),
+        ConfigChange::Label(kv) => format!("LABEL {}", pairs(kv)),
+        ConfigChange::Entrypoint(cmd) => format!("ENTRYPOINT {}", command(cmd)),
+        ConfigChange::Cmd(cmd) => format!("CMD {}", command(cmd)),
+        ConfigChange::Workdir(w) => format!("WORKDIR {w}"),
+        ConfigChange::User(u) => format!("USER {u}"),
+        ConfigChange::Expose(p) => format!("EXPOSE {}", p.join(" ")),
+        ConfigChange::Volume(v) => format!("VOLUME {}", json_array(v)),
+        ConfigChange::StopSignal(s) => format!("STOPSIGNAL {s}"),
+        ConfigChange::Shell(s) => format!("SHELL {}", json_array(s)),
+        ConfigChange::Maintainer(m) => format!("MAINTAINER {m}"),
+    }
+}
+
+fn pairs(kv: &[(String, String)]) -> String {
+    kv.iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Double-quotes a word when a Dockerfile would need it.
+fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '$' | '='));
+    if plain {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn json_array<S: AsRef<str>>(items: &[S]) -> String {
+    let v: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sources: &[&str], dest: &str) -> CopyItem {
+        CopyItem {
+            from: CopyFrom::Context,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            dest: dest.into(),
+            mode: None,
+            owner: None,
+            excludes: vec![],
+            parents: false,
+            follow_links: true,
+        }
+    }
+
+    #[test]
+    fn copy_reads_like_a_dockerfile() {
+        let c = StepKind::Copy(CopyStep {
+            items: vec![item(&["foo.txt"], "/foo.txt")],
+            name: None,
+            add: false,
+        });
+        assert_eq!(created_by(&c), "COPY foo.txt /foo.txt");
+        let mut i = item(&["a b"], "/x/");
+        i.mode = Some(0o755);
+        i.owner = super::super::Owner::parse("1:2");
+        let c = StepKind::Copy(CopyStep {
+            items: vec![i],
+            name: None,
+            add: false,
+        });
+        assert_eq!(
+            created_by(&c),
+            r#"COPY --chown=1:2 --chmod=755 ["a b","/x/"]"#
+        );
+    }
+
+    #[test]
+    fn config_quotes_values() {
+        let e = StepKind::Config(ConfigChange::Env(vec![
+            ("A".into(), "x y".into()),
+            ("B".into(), "1".into()),
+        ]));
+        assert_eq!(created_by(&e), r#"ENV A="x y" B=1"#);
+        let c = StepKind::Config(ConfigChange::Cmd(Command::Exec(vec!["/hello".into()])));
+        assert_eq!(created_by(&c), r#"CMD ["/hello"]"#);
+    }
+}

@@ -1,0 +1,391 @@
+//! Layers: the deterministic tar diff writer, compression, reading and
+//! root-confined extraction.
+//!
+//! Owns the byte format of a layer (DESIGN.md "Formats"): PAX tar, entries in byte
+//! order of path with parents first, numeric ids, empty user/group names, no
+//! atime/ctime, hard links kept, xattrs kept; and the streaming pipeline that
+//! computes `diff_id` (uncompressed) and the blob digest (compressed) as the bytes
+//! pass, so a layer is never held in memory. It does not know about the store:
+//! callers hand it a sink and get digests back.
+
+mod compress;
+pub mod extract;
+pub mod index;
+mod tar;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+pub use compress::{Compression, Decompressor, detect_compression};
+
+use crate::digest::{Digest, HashingWriter};
+
+/// Errors writing or reading a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A source file could not be opened or read.
+    #[error("reading {path}")]
+    ReadSource {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A source file changed size between listing and archiving.
+    #[error("{path} changed while it was being archived (expected {expected} bytes, read {got})")]
+    SourceChanged {
+        /// The file.
+        path: PathBuf,
+        /// Size when listed.
+        expected: u64,
+        /// Size when read.
+        got: u64,
+    },
+    /// The sink failed.
+    #[error("writing layer")]
+    Write(#[source] io::Error),
+    /// Two entries of one layer have the same path with different content.
+    #[error("layer has two different entries for `{0}`")]
+    Duplicate(String),
+    /// A layer stream could not be decoded.
+    #[error("reading layer {what}")]
+    Read {
+        /// Which layer or entry.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Extraction refused an entry.
+    #[error(transparent)]
+    Extract(#[from] extract::ExtractError),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a layer entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file whose bytes are read from `source` at write time.
+    File {
+        /// Where the bytes are.
+        source: PathBuf,
+        /// Size when listed; a mismatch at write time is an error.
+        size: u64,
+    },
+    /// A symbolic link to `target` (kept verbatim).
+    Symlink(PathBuf),
+    /// A hard link to another entry of the same layer (path without leading `/`).
+    Hardlink(String),
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One entry of a layer to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path inside the image, relative (no leading `/`, no trailing `/`), already
+    /// cleaned. A whiteout is a regular empty file named `.wh.NAME`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits including setuid/setgid/sticky (`0o7777`).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch (already clamped by the caller).
+    pub mtime: u64,
+    /// Extended attributes.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// `(device, inode)` of the source when it has more than one link: entries
+    /// sharing it become hard links to the first of them in path order.
+    pub link_key: Option<(u64, u64)>,
+}
+
+impl Entry {
+    /// A directory entry with the given metadata.
+    pub fn dir(path: impl Into<String>, mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs: Vec::new(),
+            link_key: None,
+        }
+    }
+}
+
+/// Digests of a written layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the blob as stored (compressed).
+    pub digest: Digest,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// Puts entries in layer order: by the bytes of their path (so parents come before
+/// children), later duplicates replacing earlier ones (a later COPY source wins, as
+/// in docker), and turns repeated `link_key`s into hard links.
+///
+/// # Errors
+/// Never at present; reserved for conflicting duplicates.
+pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
+    // Stable sort keeps insertion order among equal paths; keep the last one.
+    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match out.last_mut() {
+            Some(last) if last.path == e.path => *last = e,
+            _ => out.push(e),
+        }
+    }
+    let mut first_with_key: HashMap<(u64, u64), String> = HashMap::new();
+    for e in &mut out {
+        let Some(key) = e.link_key else { continue };
+        if !matches!(e.kind, EntryKind::File { .. }) {
+            continue;
+        }
+        match first_with_key.get(&key) {
+            Some(target) => e.kind = EntryKind::Hardlink(target.clone()),
+            None => {
+                first_with_key.insert(key, e.path.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `entries` (already [`normalize`]d) as a layer into `sink`, compressed
+/// with `compression`, and returns the sink and the digests. `on_bytes` is told
+/// how many content bytes have been archived so far, for progress.
+///
+/// # Errors
+/// A source that cannot be read or changed size, or a failing sink.
+pub fn write<W: Write>(
+    entries: &[Entry],
+    compression: Compression,
+    sink: W,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<(W, LayerDigests)> {
+    let encoder = compression
+        .encoder(HashingWriter::new(sink))
+        .map_err(Error::Write)?;
+    let mut tar = tar::TarWriter::new(HashingWriter::new(encoder));
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    for e in entries {
+        write_entry(&mut tar, e, &mut buf, &mut done, on_bytes)?;
+    }
+    let tar_hasher = tar.finish().map_err(Error::Write)?;
+    let (encoder, diff_id, uncompressed_size) = tar_hasher.finish();
+    let blob_hasher = encoder.finish().map_err(Error::Write)?;
+    let (sink, digest, size) = blob_hasher.finish();
+    Ok((
+        sink,
+        LayerDigests {
+            diff_id,
+            digest,
+            size,
+            uncompressed_size,
+        },
+    ))
+}
+
+fn write_entry<W: Write>(
+    tar: &mut tar::TarWriter<W>,
+    e: &Entry,
+    buf: &mut [u8],
+    done: &mut u64,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut name = e.path.clone().into_bytes();
+    let (flag, link, size, dev) = match &e.kind {
+        EntryKind::Dir => {
+            name.push(b'/');
+            (tar::TypeFlag::Dir, Vec::new(), 0, (0, 0))
+        }
+        EntryKind::File { size, .. } => (tar::TypeFlag::File, Vec::new(), *size, (0, 0)),
+        EntryKind::Symlink(t) => (
+            tar::TypeFlag::Symlink,
+            t.as_os_str().as_encoded_bytes().to_vec(),
+            0,
+            (0, 0),
+        ),
+        EntryKind::Hardlink(t) => (tar::TypeFlag::Hardlink, t.clone().into_bytes(), 0, (0, 0)),
+        EntryKind::Char { major, minor } => (tar::TypeFlag::Char, Vec::new(), 0, (*major, *minor)),
+        EntryKind::Block { major, minor } => {
+            (tar::TypeFlag::Block, Vec::new(), 0, (*major, *minor))
+        }
+        EntryKind::Fifo => (tar::TypeFlag::Fifo, Vec::new(), 0, (0, 0)),
+    };
+    let mut xattrs = e.xattrs.clone();
+    xattrs.sort();
+    tar.header(&tar::Header {
+        name: &name,
+        link: &link,
+        flag,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        size,
+        mtime: e.mtime,
+        dev_major: dev.0,
+        dev_minor: dev.1,
+        xattrs: &xattrs,
+    })
+    .map_err(Error::Write)?;
+    if let EntryKind::File { source, size } = &e.kind {
+        let read_err = |source_err| Error::ReadSource {
+            path: source.clone(),
+            source: source_err,
+        };
+        let mut f = std::fs::File::open(source).map_err(read_err)?;
+        let mut copied = 0u64;
+        while copied < *size {
+            let want = buf.len().min((*size - copied) as usize);
+            let n = f.read(&mut buf[..want]).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            tar.data(&buf[..n]).map_err(Error::Write)?;
+            copied += n as u64;
+            *done += n as u64;
+            on_bytes(*done);
+        }
+        // A file that grew is caught by reading one more byte.
+        let grew = copied == *size && f.read(&mut buf[..1]).map_err(read_err)? > 0;
+        if copied != *size || grew {
+            return Err(Error::SourceChanged {
+                path: source.clone(),
+                expected: *size,
+                got: copied + u64::from(grew),
+            });
+        }
+        tar.pad(*size).map_err(Error::Write)?;
+    }
+    Ok(())
+}
+
+/// The whiteout name for deleting `name` (OCI image spec, "Whiteouts").
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The marker entry that makes a directory opaque.
+pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, src: &std::path::Path) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File {
+                source: src.to_path_buf(),
+                size: std::fs::metadata(src).unwrap().len(),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: vec![],
+            link_key: None,
+        }
+    }
+
+    #[test]
+    fn order_is_bytewise_with_parents_first() {
+        let entries = vec![
+            Entry::dir("a/b", 0o755, 0, 0, 0),
+            Entry::dir("a-b", 0o755, 0, 0, 0),
+            Entry::dir("a", 0o755, 0, 0, 0),
+        ];
+        let got: Vec<_> = normalize(entries)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(got, ["a", "a-b", "a/b"]);
+    }
+
+    #[test]
+    fn later_duplicate_wins_and_links_become_hardlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "x").unwrap();
+        let mut a = file("x", &p);
+        a.link_key = Some((1, 2));
+        let mut b = file("y", &p);
+        b.link_key = Some((1, 2));
+        let mut dup = Entry::dir("z", 0o700, 0, 0, 0);
+        dup.mode = 0o700;
+        let got = normalize(vec![b, Entry::dir("z", 0o755, 0, 0, 0), dup, a]).unwrap();
+        assert_eq!(got[0].kind, got[0].kind.clone());
+        assert!(matches!(got[0].kind, EntryKind::File { .. }));
+        assert_eq!(got[1].kind, EntryKind::Hardlink("x".into()));
+        assert_eq!(got[2].mode, 0o700);
+    }
+
+    #[test]
+    fn digests_match_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "hello").unwrap();
+        let entries = normalize(vec![Entry::dir("d", 0o755, 0, 0, 0), file("d/f", &p)]).unwrap();
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let (blob, d) = write(&entries, c, Vec::new(), &mut |_| {}).unwrap();
+            assert_eq!(d.digest, Digest::of(&blob));
+            assert_eq!(d.size, blob.len() as u64);
+            let mut tar_bytes = Vec::new();
+            Decompressor::new(&blob[..], c)
+                .unwrap()
+                .read_to_end(&mut tar_bytes)
+                .unwrap();
+            assert_eq!(d.diff_id, Digest::of(&tar_bytes));
+            let names: Vec<_> = ::tar::Archive::new(&tar_bytes[..])
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            assert_eq!(names, ["d/", "d/f"]);
+        }
+    }
+
+    #[test]
+    fn a_file_that_changed_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "hello").unwrap();
+        let e = file("f", &p);
+        std::fs::write(&p, "hello world").unwrap();
+        let err = write(&[e], Compression::None, Vec::new(), &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::SourceChanged { .. }));
+    }
+}

@@ -1,0 +1,24 @@
+//! imgbuild: a daemonless container image builder.
+//!
+//! A TOML spec or a Dockerfile is lowered into one [`graph::BuildGraph`]; the
+//! [`build`] module walks it, caching every step by content in the [`store`],
+//! and [`oci`] writes standard, reproducible OCI image archives.
+//!
+//! Module dependencies point one way (see `docs/architecture.md`):
+//! `cli → frontend → graph`, `cli → build → {oci, store, layer, progress}`,
+//! `oci → {store, layer}`; the leaves `diag`, `digest`, `pattern` and
+//! `reference` import nothing else from the crate.
+#![warn(missing_docs)]
+
+pub mod build;
+pub mod cli;
+pub mod diag;
+pub mod digest;
+pub mod frontend;
+pub mod graph;
+pub mod layer;
+pub mod oci;
+pub mod pattern;
+pub mod progress;
+pub mod reference;
+pub mod store;

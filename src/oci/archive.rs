@@ -1,0 +1,241 @@
+//! Writing image archives: an OCI image layout in a tar (`oci-layout`,
+//! `index.json`, `blobs/sha256/*`) with a Docker `manifest.json` beside it, so
+//! `skopeo`, `umoci`, `podman load` and `docker load` all take the same file.
+//!
+//! Archives are deterministic: entries in a fixed order, fixed modes and owners,
+//! every timestamp the given epoch, every JSON document canonical. Blobs stream
+//! from the store and are verified against their digest on the way.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+
+use serde_json::json;
+
+use super::{
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Error, MEDIA_DOCKER_CONFIG,
+    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Manifest, Result,
+};
+use crate::digest::{Digest, HashingReader, canonical_json};
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// Which flavour of manifest the archive carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArchiveFormat {
+    /// OCI media types (the default).
+    #[default]
+    Oci,
+    /// Docker v2 schema 2 media types, for old docker clients and registries.
+    /// The image ID is the same; zstd layers cannot be expressed.
+    Docker,
+}
+
+impl ArchiveFormat {
+    /// Parses `oci` or `docker`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "oci" => Some(ArchiveFormat::Oci),
+            "docker" => Some(ArchiveFormat::Docker),
+            _ => None,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Digest of the manifest inside the archive (differs between formats).
+    pub manifest: Digest,
+    /// The image ID.
+    pub config: Digest,
+}
+
+/// The manifest bytes an archive of `format` carries for the store manifest
+/// `manifest_digest`: the store's own bytes for OCI, a Docker-typed twin
+/// otherwise.
+///
+/// # Errors
+/// A missing or corrupt manifest, or a layer docker cannot describe.
+pub fn manifest_for_format(
+    store: &Store,
+    manifest_digest: &Digest,
+    format: ArchiveFormat,
+) -> Result<(Vec<u8>, Manifest)> {
+    let bytes = store.read_blob(manifest_digest)?;
+    let m = Manifest::from_bytes(&bytes)?;
+    match format {
+        ArchiveFormat::Oci => Ok((bytes, m)),
+        ArchiveFormat::Docker => {
+            let layers = m
+                .layers
+                .iter()
+                .map(|(d, size, mt)| {
+                    let docker_mt = crate::layer::Compression::from_media_type(mt)
+                        .and_then(|c| c.docker_media_type())
+                        .ok_or_else(|| {
+                            Error::Malformed(format!(
+                                "layer {d} has media type {mt}, which the docker format cannot express; use --format oci"
+                            ))
+                        })?;
+                    Ok(json!({"mediaType": docker_mt, "digest": d.to_string(), "size": size}))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let v = json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_DOCKER_MANIFEST,
+                "config": {"mediaType": MEDIA_DOCKER_CONFIG, "digest": m.config.to_string(), "size": m.config_size},
+                "layers": layers,
+            });
+            let bytes = canonical_json(&v).map_err(|source| Error::Json {
+                what: "manifest".into(),
+                source,
+            })?;
+            Ok((bytes, m))
+        }
+    }
+}
+
+/// Writes the archive of one image, named by `names` (may be empty), into `out`.
+///
+/// # Errors
+/// Missing or corrupt blobs, or a failing sink.
+pub fn write_archive<W: Write>(
+    store: &Store,
+    manifest_digest: &Digest,
+    names: &[Reference],
+    format: ArchiveFormat,
+    mtime: u64,
+    out: W,
+) -> Result<(W, Written)> {
+    let (manifest_bytes, m) = manifest_for_format(store, manifest_digest, format)?;
+    let manifest_digest = Digest::of(&manifest_bytes);
+    let manifest_media = match format {
+        ArchiveFormat::Oci => MEDIA_OCI_MANIFEST,
+        ArchiveFormat::Docker => MEDIA_DOCKER_MANIFEST,
+    };
+    let mut descriptor = json!({
+        "mediaType": manifest_media,
+        "digest": manifest_digest.to_string(),
+        "size": manifest_bytes.len(),
+    });
+    // One descriptor only: with several, `oci-archive:FILE` would need a name to
+    // pick one. All tags go to manifest.json's RepoTags.
+    if let Some(first) = names.first() {
+        descriptor["annotations"] = json!({
+            ANNOTATION_REF_NAME: first.to_string(),
+            ANNOTATION_CONTAINERD_NAME: first.to_string(),
+        });
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": [descriptor],
+    });
+    let docker_manifest = json!([{
+        "Config": format!("blobs/sha256/{}", m.config.hex()),
+        "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
+        "Layers": m.layers.iter().map(|(d, _, _)| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
+    }]);
+    let json_err = |source| Error::Json {
+        what: "archive index".into(),
+        source,
+    };
+    let index = canonical_json(&index).map_err(json_err)?;
+    let docker_manifest = canonical_json(&docker_manifest).map_err(json_err)?;
+
+    let mut tar = ::tar::Builder::new(out);
+    let io_err = |source| Error::Io {
+        action: "writing archive",
+        path: std::path::PathBuf::new(),
+        source,
+    };
+    let put = |tar: &mut ::tar::Builder<W>, name: &str, bytes: &[u8]| {
+        tar.append(&header(name, bytes.len() as u64, mtime, false), bytes)
+            .map_err(io_err)
+    };
+    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put(&mut tar, "index.json", &index)?;
+    put(&mut tar, "manifest.json", &docker_manifest)?;
+    tar.append(&header("blobs/", 0, mtime, true), io::empty())
+        .map_err(io_err)?;
+    tar.append(&header("blobs/sha256/", 0, mtime, true), io::empty())
+        .map_err(io_err)?;
+    // Blobs in digest order; the manifest is written from memory because the
+    // docker flavour is not in the store.
+    let mut blobs: BTreeSet<Digest> = m.layers.iter().map(|(d, _, _)| *d).collect();
+    blobs.insert(m.config);
+    blobs.insert(manifest_digest);
+    for d in blobs {
+        let name = format!("blobs/sha256/{}", d.hex());
+        if d == manifest_digest {
+            put(&mut tar, &name, &manifest_bytes)?;
+            continue;
+        }
+        let file = store.open_blob(&d)?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Io {
+                action: "reading",
+                path: store.blob_path(&d),
+                source,
+            })?
+            .len();
+        let mut reader = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
+        tar.append(&header(&name, len, mtime, false), &mut reader)
+            .map_err(io_err)?;
+        let (actual, _) = reader.finish();
+        if actual != d {
+            return Err(crate::store::Error::DigestMismatch {
+                expected: d,
+                actual,
+            }
+            .into());
+        }
+    }
+    let out = tar.into_inner().map_err(io_err)?;
+    Ok((
+        out,
+        Written {
+            manifest: manifest_digest,
+            config: m.config,
+        },
+    ))
+}
+
+fn header(name: &str, size: u64, mtime: u64, dir: bool) -> ::tar::Header {
+    let mut h = ::tar::Header::new_ustar();
+    // Names here are short ASCII (at most `blobs/sha256/` + 64 hex digits).
+    let _ = h.set_path(name);
+    if dir {
+        h.set_entry_type(::tar::EntryType::Directory);
+        h.set_mode(0o755);
+    } else {
+        h.set_entry_type(::tar::EntryType::Regular);
+        h.set_mode(0o644);
+    }
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    h
+}
+
+/// Reads all of `r`, for small documents inside archives.
+pub(crate) fn read_small<R: Read>(mut r: R, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    (&mut r)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| Error::Io {
+            action: "reading",
+            path: what.into(),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(Error::Malformed(format!(
+            "{what} is larger than {limit} bytes"
+        )));
+    }
+    Ok(buf)
+}

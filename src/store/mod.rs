@@ -1,0 +1,602 @@
+//! The content store: blobs by digest, image records, tags, the build cache
+//! index, and the lock that lets several imgbuild processes share one store.
+//!
+//! Layout under the store root:
+//!
+//! ```text
+//! blobs/sha256/<hex>   layers, configs, manifests (immutable, verified on write)
+//! images/<hex>         image ID (config digest) → its manifest and parent
+//! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID
+//! cache/<hex>          a cache key → the image the step produced
+//! snapshots/<hex>      extracted root filesystems, by chain ID
+//! tmp/                 temporary files; never read, removed by prune
+//! lock                 flock: builds share it, prune takes it exclusively
+//! ```
+//!
+//! Every file is created through [`atomic`]: a reader sees all of it or none.
+//! Blobs with the same digest have the same bytes, so concurrent writers of
+//! one blob race harmlessly to the same rename.
+
+pub mod atomic;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::reference::Reference;
+pub use atomic::{AtomicFile, atomic_write};
+
+/// Store failures; every variant names the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes did not hash to the digest they were stored or announced under.
+    #[error("blob {expected} is corrupt: its content hashes to {actual}")]
+    DigestMismatch {
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// A blob the caller needs is not in the store.
+    #[error("blob {0} is not in the store")]
+    MissingBlob(Digest),
+    /// A record file is not valid JSON of the expected shape.
+    #[error("corrupt store record {path}")]
+    BadRecord {
+        /// The record file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No image matches a name or ID.
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    /// An ID prefix matches several images.
+    #[error("image ID prefix `{0}` is ambiguous")]
+    Ambiguous(String),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the store knows of an image besides its blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Digest of the OCI manifest (in this store, always OCI media types).
+    pub manifest: Digest,
+    /// The image of the previous build step, for intermediate images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
+}
+
+/// A content store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A shared or exclusive hold on the store lock, released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+const DIRS: &[&str] = &[
+    "blobs/sha256",
+    "images",
+    "tags",
+    "cache",
+    "snapshots",
+    "tmp",
+];
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    ///
+    /// # Errors
+    /// When the directories cannot be created.
+    pub fn open(root: &Path) -> Result<Self> {
+        for d in DIRS {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self, op: rustix::fs::FlockOperation) -> Result<StoreLock> {
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        rustix::fs::flock(file.as_fd(), op)
+            .map_err(io::Error::from)
+            .map_err(io_err("locking", &path))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Takes the lock shared: any number of builds may hold it at once.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked.
+    pub fn lock_shared(&self) -> Result<StoreLock> {
+        self.lock(rustix::fs::FlockOperation::LockShared)
+    }
+
+    /// Takes the lock exclusively (prune): waits for running builds.
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked.
+    pub fn lock_exclusive(&self) -> Result<StoreLock> {
+        self.lock(rustix::fs::FlockOperation::LockExclusive)
+    }
+
+    // ---- blobs -----------------------------------------------------------
+
+    /// Where the blob with `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether the store has the blob.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Opens a blob for reading.
+    ///
+    /// # Errors
+    /// [`Error::MissingBlob`] when absent.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let p = self.blob_path(digest);
+        File::open(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::MissingBlob(*digest),
+            _ => Error::Io {
+                action: "opening",
+                path: p.clone(),
+                source: e,
+            },
+        })
+    }
+
+    /// Reads a small blob (config, manifest) whole and checks its digest.
+    ///
+    /// # Errors
+    /// Missing, unreadable or corrupt blob.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let p = self.blob_path(digest);
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .map_err(io_err("reading", &p))?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts writing a blob of yet unknown digest.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be created.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let tmp = self.tmp_path("blob");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("creating", &tmp))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            inner: Some(HashingWriter::new(io::BufWriter::with_capacity(
+                1 << 20,
+                file,
+            ))),
+            tmp,
+        })
+    }
+
+    /// Stores `bytes` as a blob and returns its digest.
+    ///
+    /// # Errors
+    /// Any I/O failure.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .map_err(io_err("writing", &self.root.join("tmp")))?;
+        w.commit(Some(&digest))
+    }
+
+    /// Copies a stream into the store, verifying it against `expected` when given.
+    ///
+    /// # Errors
+    /// I/O failures, or [`Error::DigestMismatch`] (nothing is stored then).
+    pub fn put_stream<R: Read>(
+        &self,
+        mut r: R,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
+        let mut w = self.blob_writer()?;
+        let tmp = w.tmp.clone();
+        io::copy(&mut r, &mut w).map_err(io_err("writing", &tmp))?;
+        let size = w.written();
+        Ok((w.commit(expected)?, size))
+    }
+
+    /// A fresh path in the store's `tmp/` directory.
+    pub fn tmp_path(&self, what: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}", atomic::unique_suffix()))
+    }
+
+    // ---- images ------------------------------------------------------------
+
+    /// Records an image: its ID (config digest) and manifest.
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn put_image(&self, id: &Digest, record: &ImageRecord) -> Result<()> {
+        let p = self.root.join("images").join(id.hex());
+        self.write_record(&p, record)
+    }
+
+    /// The record of an image ID, if the store has it.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt record.
+    pub fn image(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+        self.read_record(&self.root.join("images").join(id.hex()))
+    }
+
+    /// Every image ID in the store, sorted.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed.
+    pub fn image_ids(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("images");
+        let mut ids: Vec<Digest> = list_names(&dir)?
+            .iter()
+            .filter_map(|n| Digest::from_hex(n).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Resolves what a user typed (a tag, `sha256:<id>`, a full ID or a unique
+    /// prefix of at least 4 hex digits) to an image ID.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchImage`], [`Error::Ambiguous`], or I/O failures.
+    pub fn resolve(&self, what: &str) -> Result<Digest> {
+        if let Ok(d) = what.parse::<Digest>() {
+            return match self.image(&d)? {
+                Some(_) => Ok(d),
+                None => Err(Error::NoSuchImage(what.to_string())),
+            };
+        }
+        if let Ok(r) = Reference::parse(what)
+            && let Some(id) = self.tag(&r)?
+        {
+            return Ok(id);
+        }
+        let is_hex = what.len() >= 4
+            && what.len() <= 64
+            && what
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex {
+            let matches: Vec<Digest> = self
+                .image_ids()?
+                .into_iter()
+                .filter(|d| d.hex().starts_with(what))
+                .collect();
+            return match matches.as_slice() {
+                [one] => Ok(*one),
+                [] => Err(Error::NoSuchImage(what.to_string())),
+                _ => Err(Error::Ambiguous(what.to_string())),
+            };
+        }
+        Err(Error::NoSuchImage(what.to_string()))
+    }
+
+    // ---- tags --------------------------------------------------------------
+
+    fn tag_path(&self, r: &Reference) -> PathBuf {
+        let name = r.to_string().replace('%', "%25").replace('/', "%2F");
+        self.root.join("tags").join(name)
+    }
+
+    /// Points a tag at an image.
+    ///
+    /// # Errors
+    /// When the tag file cannot be written.
+    pub fn set_tag(&self, r: &Reference, id: &Digest) -> Result<()> {
+        let p = self.tag_path(r);
+        atomic_write(&p, id.to_string().as_bytes()).map_err(io_err("writing", &p))
+    }
+
+    /// The image a tag points at.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt tag file.
+    pub fn tag(&self, r: &Reference) -> Result<Option<Digest>> {
+        let p = self.tag_path(r);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => s.trim().parse().map(Some).map_err(|e| Error::Io {
+                action: "parsing",
+                path: p.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "reading",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Removes a tag; returns whether it existed.
+    ///
+    /// # Errors
+    /// When the tag file cannot be removed.
+    pub fn remove_tag(&self, r: &Reference) -> Result<bool> {
+        let p = self.tag_path(r);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io {
+                action: "removing",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Every tag with the image it points at, sorted by name.
+    ///
+    /// # Errors
+    /// When the tags cannot be listed or read.
+    pub fn tags(&self) -> Result<Vec<(Reference, Digest)>> {
+        let mut out = Vec::new();
+        for name in list_names(&self.root.join("tags"))? {
+            let decoded = name.replace("%2F", "/").replace("%25", "%");
+            let Ok(r) = Reference::parse(&decoded) else {
+                continue;
+            };
+            if let Some(id) = self.tag(&r)? {
+                out.push((r, id));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    // ---- build cache -------------------------------------------------------
+
+    /// The image a cache key produced, if recorded and still complete.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt cache record.
+    pub fn cache_get(&self, key: &Digest) -> Result<Option<Digest>> {
+        let p = self.root.join("cache").join(key.hex());
+        let rec: Option<CacheRecord> = self.read_record(&p)?;
+        Ok(rec.map(|r| r.image))
+    }
+
+    /// Records that a cache key produced an image.
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn cache_put(&self, key: &Digest, image: &Digest) -> Result<()> {
+        let p = self.root.join("cache").join(key.hex());
+        self.write_record(&p, &CacheRecord { image: *image })
+    }
+
+    // ---- records -----------------------------------------------------------
+
+    fn write_record<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|source| Error::BadRecord {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        atomic_write(path, &bytes).map_err(io_err("writing", path))
+    }
+
+    fn read_record<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::BadRecord {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "reading",
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheRecord {
+    image: Digest,
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(io_err("listing", dir))?;
+    let mut names = Vec::new();
+    for e in rd {
+        let e = e.map_err(io_err("listing", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// A blob being written: digests as it goes, lands under its digest on commit.
+pub struct BlobWriter {
+    store: Store,
+    inner: Option<HashingWriter<io::BufWriter<File>>>,
+    tmp: PathBuf,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.as_ref().map_or(0, HashingWriter::count)
+    }
+
+    /// Finishes the blob: fsync, verify against `expected` if given, rename
+    /// into place. Returns the digest.
+    ///
+    /// # Errors
+    /// I/O failures or a digest mismatch; the temporary file is removed.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<Digest> {
+        let Some(inner) = self.inner.take() else {
+            return Err(Error::Io {
+                action: "committing",
+                path: self.tmp.clone(),
+                source: io::Error::other("blob already committed"),
+            });
+        };
+        let (buf, digest, _) = inner.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(io_err("writing", &self.tmp))?;
+        if let Some(exp) = expected
+            && *exp != digest
+        {
+            return Err(Error::DigestMismatch {
+                expected: *exp,
+                actual: digest,
+            });
+        }
+        file.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        drop(file);
+        let dest = self.store.blob_path(&digest);
+        std::fs::rename(&self.tmp, &dest).map_err(io_err("renaming", &dest))?;
+        self.tmp = PathBuf::new();
+        let dir = self.store.root.join("blobs/sha256");
+        atomic::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        Ok(digest)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("blob already committed")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.inner.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let dg = s.put_blob(b"hello").unwrap();
+        assert_eq!(dg, Digest::of(b"hello"));
+        assert_eq!(s.read_blob(&dg).unwrap(), b"hello");
+        let wrong = Digest::of(b"other");
+        let err = s.put_stream(&b"hello"[..], Some(&wrong)).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }));
+        assert!(!s.has_blob(&wrong));
+        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        // Corruption on disk is caught on read.
+        std::fs::write(s.blob_path(&dg), b"jello").unwrap();
+        assert!(matches!(
+            s.read_blob(&dg),
+            Err(Error::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn tags_and_prefix_resolution() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let id = Digest::of(b"config");
+        let rec = ImageRecord {
+            manifest: Digest::of(b"m"),
+            parent: None,
+        };
+        s.put_image(&id, &rec).unwrap();
+        let r = Reference::parse("app:1.0").unwrap();
+        s.set_tag(&r, &id).unwrap();
+        assert_eq!(s.resolve("app:1.0").unwrap(), id);
+        assert_eq!(s.resolve("docker.io/library/app:1.0").unwrap(), id);
+        assert_eq!(s.resolve(&id.short()).unwrap(), id);
+        assert_eq!(s.resolve(&id.to_string()).unwrap(), id);
+        assert!(matches!(s.resolve("nope"), Err(Error::NoSuchImage(_))));
+        assert_eq!(s.tags().unwrap(), vec![(r, id)]);
+    }
+}
