@@ -10,14 +10,15 @@
 use std::collections::BTreeSet;
 
 use super::sources::{Selected, SourceKind};
+use crate::graph::Chmod;
 use crate::layer::index::{Kind, Merged};
 use crate::layer::{Entry, EntryKind};
 
 /// Ownership and permissions applied to one copy's entries.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Apply {
     /// `--chmod`.
-    pub mode: Option<u32>,
+    pub mode: Option<Chmod>,
     /// Resolved `--chown` uid.
     pub uid: u64,
     /// Resolved `--chown` gid.
@@ -50,25 +51,25 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
         if let Some(root) = &item.dest_root {
             let root = redirect(lower, root);
             if !root.is_empty() {
-                implicit.push((root, a));
+                implicit.push((root, a.clone()));
             }
         }
         for s in item.selected {
             let path = redirect(lower, &s.dest);
             let mtime = a.epoch.unwrap_or(s.mtime.max(0) as u64);
             let (kind, mode) = match s.kind {
-                SourceKind::Dir => (EntryKind::Dir, a.mode.unwrap_or(s.mode)),
+                SourceKind::Dir => (EntryKind::Dir, chmod(&a, s.mode, true)),
                 SourceKind::File { size } => (
                     EntryKind::File {
                         source: s.host,
                         size,
                     },
-                    a.mode.unwrap_or(s.mode),
+                    chmod(&a, s.mode, false),
                 ),
                 SourceKind::Symlink(t) => (EntryKind::Symlink(t), 0o777),
             };
             if let Some(parent) = parent_of(&path) {
-                implicit.push((parent.to_string(), a));
+                implicit.push((parent.to_string(), a.clone()));
             }
             out.push(Entry {
                 path,
@@ -100,6 +101,10 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
         }
     }
     out
+}
+
+fn chmod(a: &Apply, mode: u32, is_dir: bool) -> u32 {
+    a.mode.as_ref().map_or(mode, |m| m.apply(mode, is_dir))
 }
 
 fn parent_of(p: &str) -> Option<&str> {

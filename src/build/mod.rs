@@ -559,7 +559,7 @@ impl Builder<'_> {
             items.push(copy::ItemSelection {
                 selected: sel.entries,
                 apply: copy::Apply {
-                    mode: item.mode,
+                    mode: item.mode.clone(),
                     uid,
                     gid,
                     epoch: self.opts.epoch.map(|e| e.max(0) as u64),

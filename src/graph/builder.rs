@@ -32,14 +32,6 @@ pub enum PendingBase {
     Image(ImageSource),
 }
 
-/// Errors the builder reports (as diagnostics, through [`GraphBuilder::finish`]).
-#[derive(Debug, thiserror::Error)]
-pub enum GraphError {
-    /// The graph has problems; each is a rendered-ready diagnostic.
-    #[error("{} error(s) in the build definition", .0.len())]
-    Invalid(Vec<Diagnostic>),
-}
-
 struct PendingStage {
     name: String,
     base: PendingBase,
@@ -122,11 +114,11 @@ impl GraphBuilder {
         self.stages.iter().position(|s| s.name == name).map(StageId)
     }
 
-    /// Resolves stage references and checks the graph.
-    ///
-    /// # Errors
-    /// [`GraphError::Invalid`] with one diagnostic per unknown stage and per cycle.
-    pub fn finish(self) -> Result<BuildGraph, GraphError> {
+    /// Resolves stage references and checks the graph. Returns the graph
+    /// together with one diagnostic per unknown stage and per cycle; when there
+    /// are any, the graph is only good for further checking (unknown stages
+    /// read as scratch), never for building.
+    pub fn finish(self) -> (BuildGraph, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
         let lookup = |name: &str| names.iter().position(|n| n == name).map(StageId);
@@ -205,15 +197,10 @@ impl GraphBuilder {
             outputs: self.outputs,
             settings: self.settings,
         };
-        if diags.is_empty() {
-            diags.extend(find_cycles(&graph));
-        }
-        if !diags.is_empty() {
-            return Err(GraphError::Invalid(diags));
-        }
+        diags.extend(find_cycles(&graph));
         graph.settings.inputs.sort();
         graph.settings.inputs.dedup();
-        Ok(graph)
+        (graph, diags)
     }
 }
 

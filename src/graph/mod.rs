@@ -6,6 +6,7 @@
 //! beside the payload ([`Step::source`]) and never enter a key.
 
 pub mod builder;
+mod chmod;
 pub mod key;
 mod render;
 
@@ -16,7 +17,8 @@ use serde::Serialize;
 use crate::diag::SourceRef;
 use crate::reference::Reference;
 
-pub use builder::{GraphBuilder, GraphError};
+pub use builder::GraphBuilder;
+pub use chmod::Chmod;
 pub use key::CacheKey;
 
 /// Index of a stage in [`BuildGraph::stages`].
@@ -225,8 +227,8 @@ pub struct CopyItem {
     /// Destination, absolute or relative to the image's working directory; a
     /// trailing `/` means "into this directory".
     pub dest: String,
-    /// Permission bits for every copied file and directory (`--chmod`).
-    pub mode: Option<u32>,
+    /// Permissions for every copied file and directory (`--chmod`).
+    pub mode: Option<Chmod>,
     /// Owner for every copied file and created directory (`--chown`).
     pub owner: Option<Owner>,
     /// Patterns (dockerignore syntax) excluded from the sources (`--exclude`).

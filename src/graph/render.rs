@@ -32,8 +32,8 @@ fn copy_item(word: &str, i: &CopyItem) -> String {
     if let Some(o) = &i.owner {
         out.push_str(&format!(" --chown={o}"));
     }
-    if let Some(m) = i.mode {
-        out.push_str(&format!(" --chmod={m:o}"));
+    if let Some(m) = &i.mode {
+        out.push_str(&format!(" --chmod={m}"));
     }
     if i.parents {
         out.push_str(" --parents");
@@ -153,7 +153,7 @@ mod tests {
         });
         assert_eq!(created_by(&c), "COPY foo.txt /foo.txt");
         let mut i = item(&["a b"], "/x/");
-        i.mode = Some(0o755);
+        i.mode = Some(super::super::Chmod::Octal(0o755));
         i.owner = super::super::Owner::parse("1:2");
         let c = StepKind::Copy(CopyStep {
             items: vec![i],

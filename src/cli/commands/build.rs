@@ -18,7 +18,7 @@ use crate::store::atomic_write;
 
 /// Runs a build.
 pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
-    let graph = load_definition(&a.input, a.file.as_deref())?;
+    let graph = load_definition(&a.input, a.file.as_deref(), a.target.as_deref(), false)?;
     if !a.build_args.is_empty() {
         return Err(Failure::Usage(anyhow!(
             "--build-arg applies to Dockerfiles; a TOML spec sets values directly"

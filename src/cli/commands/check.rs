@@ -1,18 +1,13 @@
 //! `imgbuild check`: every problem, no build.
 
 use super::load_definition;
-use crate::build;
 use crate::cli::args::CheckArgs;
 use crate::cli::exit::Failure;
 use crate::cli::util::out;
 
 /// Validates a build definition.
 pub fn run(a: &CheckArgs) -> Result<(), Failure> {
-    let graph = load_definition(&a.input, a.file.as_deref())?;
-    let diags = build::check(&graph, a.target.as_deref());
-    if diags.iter().any(crate::diag::Diagnostic::is_error) {
-        return Err(Failure::Diagnostics(diags));
-    }
+    let graph = load_definition(&a.input, a.file.as_deref(), a.target.as_deref(), true)?;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     out(&format!(

@@ -12,7 +12,7 @@ use super::model::{CommandSpec, ConfigKeys, CopySpec, Spec, StepBody, TargetKind
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
-    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder, GraphError,
+    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder,
     ImageSource, Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
 };
 use crate::pattern::{PatternSet, clean_path};
@@ -24,11 +24,12 @@ struct Lowerer<'a> {
     diags: Vec<Diagnostic>,
 }
 
+/// Lowers a (possibly partial) spec; returns the graph and every problem found.
 pub(super) fn lower(
     file: &Arc<SourceFile>,
     spec: &Spec,
     spec_dir: &Path,
-) -> Result<BuildGraph, Vec<Diagnostic>> {
+) -> (BuildGraph, Vec<Diagnostic>) {
     let context = match &spec.build.context {
         Some(c) => join_clean(spec_dir, &c.value),
         None => spec_dir.to_path_buf(),
@@ -68,10 +69,9 @@ pub(super) fn lower(
         seen.push(&t.name);
         l.target(&mut g, t);
     }
-    if !l.diags.is_empty() {
-        return Err(l.diags);
-    }
-    g.finish().map_err(|GraphError::Invalid(d)| d)
+    let (graph, more) = g.finish();
+    l.diags.extend(more);
+    (graph, l.diags)
 }
 
 /// `base/rel`, cleaned lexically (`..` resolved), absolute when `base` is.
@@ -235,10 +235,15 @@ impl Lowerer<'_> {
             .unwrap_or(v)
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && v.trim_start_matches("sha256:").len() >= 12
-            && (v.starts_with("sha256:") || v.len() == 64);
+            && v.trim_start_matches("sha256:").len() >= 12;
+        // A bare name (no tag, digest or registry) always means a stage: images
+        // are pinned with a tag (`alpine:3.20`), so a typo in a stage name is an
+        // error here rather than a pull of `docker.io/library/<typo>:latest`.
+        let bare = !v.contains([':', '/', '@']);
         let image = if is_id {
             Some(ImageSource::Id(v.to_string()))
+        } else if bare {
+            None
         } else {
             Reference::parse(v).ok().map(ImageSource::Named)
         };
@@ -307,7 +312,7 @@ impl Lowerer<'_> {
                 from: CopyFrom::Context,
                 sources: c.src.iter().map(|s| s.value.clone()).collect(),
                 dest: c.dest.value.clone(),
-                mode: c.mode.as_ref().map(|m| m.value),
+                mode: c.mode.as_ref().map(|m| m.value.clone()),
                 owner,
                 excludes: c.exclude.iter().map(|e| e.value.clone()).collect(),
                 parents: c.parents,

@@ -22,6 +22,21 @@ use crate::graph::BuildGraph;
 /// # Errors
 /// Every diagnostic found, in file order.
 pub fn load(file: &Arc<SourceFile>, spec_dir: &Path) -> Result<BuildGraph, Vec<Diagnostic>> {
-    let spec = model::parse(file)?;
-    lower::lower(file, &spec, spec_dir)
+    match load_all(file, spec_dir) {
+        (Some(g), d) if !d.iter().any(Diagnostic::is_error) => Ok(g),
+        (_, d) => Err(d),
+    }
+}
+
+/// Like [`load`], but keeps going: returns whatever graph could be built (for
+/// further checks such as missing context files) with every diagnostic so far.
+/// The graph is `None` only when the TOML does not parse.
+pub fn load_all(file: &Arc<SourceFile>, spec_dir: &Path) -> (Option<BuildGraph>, Vec<Diagnostic>) {
+    let (spec, mut diags) = match model::parse(file) {
+        Ok(x) => x,
+        Err(d) => return (None, d),
+    };
+    let (graph, more) = lower::lower(file, &spec, spec_dir);
+    diags.extend(more);
+    (Some(graph), diags)
 }

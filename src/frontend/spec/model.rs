@@ -8,6 +8,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::decode::{Decoder, S, V, get};
 use crate::diag::{Diagnostic, SourceFile, Span};
+use crate::graph::Chmod;
 
 /// A command in shell form (a string) or exec form (an array).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +82,8 @@ pub struct CopySpec {
     pub dest: S<String>,
     /// `from`: a stage or image to copy from (the context otherwise).
     pub from: Option<S<String>>,
-    /// `mode`: permission bits.
-    pub mode: Option<S<u32>>,
+    /// `mode`: octal or symbolic permissions.
+    pub mode: Option<S<Chmod>>,
     /// `owner`: `user[:group]`.
     pub owner: Option<S<String>>,
     /// `exclude`: patterns.
@@ -185,11 +186,12 @@ const IMAGE_ONLY_KEYS: &[&str] = &["tags", "output", "format"];
 const COPY_KEYS: &[&str] = &["src", "dest", "from", "mode", "owner", "exclude", "parents"];
 const RUN_KEYS: &[&str] = &["name", "run", "env", "workdir", "user", "network", "cache"];
 
-/// Parses spec text into a [`Spec`], collecting every problem.
+/// Parses spec text into a [`Spec`], collecting every problem. The spec comes
+/// back with what could be read, beside the diagnostics for the rest.
 ///
 /// # Errors
-/// All diagnostics found (syntax errors alone when the TOML does not parse).
-pub fn parse(file: &Arc<SourceFile>) -> Result<Spec, Vec<Diagnostic>> {
+/// TOML syntax errors: nothing can be read then.
+pub fn parse(file: &Arc<SourceFile>) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
     let (root, errors) = DeTable::parse_recoverable(file.text());
     if !errors.is_empty() {
         return Err(errors
@@ -221,11 +223,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Spec, Vec<Diagnostic>> {
         d.error(0..0, "the spec defines no image").help =
             Some("add an `[image.NAME]` table: it is what the build writes out".into());
     }
-    if d.diags.is_empty() {
-        Ok(spec)
-    } else {
-        Err(d.diags)
-    }
+    Ok((spec, d.diags))
 }
 
 fn parse_build(d: &mut Decoder, v: &V<'_>) -> BuildSpec {
@@ -545,40 +543,32 @@ fn parse_copy(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<CopySpec> 
     })
 }
 
-/// `mode = "0644"` (octal string, as chmod takes it) or `mode = 0o644`.
-fn parse_mode(d: &mut Decoder, v: &V<'_>) -> Option<S<u32>> {
+/// `mode = "0644"` / `"a=rX,u+w"` (as chmod takes them) or `mode = 0o644`.
+fn parse_mode(d: &mut Decoder, v: &V<'_>) -> Option<S<Chmod>> {
     let bad = |d: &mut Decoder, span| {
-        d.error(
-            span,
-            "`mode` must be octal permission bits, e.g. \"0644\" or 0o755",
-        )
-        .label = Some("not a mode".into());
+        d.error(span, "`mode` must be octal bits or a symbolic mode, e.g. \"0644\", 0o755 or \"a=rX,u+w\"")
+            .label = Some("not a mode".into());
     };
     match v.get_ref() {
-        DeValue::String(s) => match u32::from_str_radix(s, 8) {
-            Ok(m) if m <= 0o7777 && !s.is_empty() => Some(S::new(m, v.span())),
-            _ => {
+        DeValue::String(s) => match Chmod::parse(s) {
+            Some(m) => Some(S::new(m, v.span())),
+            None => {
                 bad(d, v.span());
                 None
             }
         },
         DeValue::Integer(i) => {
             if i.radix() != 8 {
-                d.error(
-                    v.span(),
-                    "`mode` as a number must be written in octal, e.g. 0o644",
-                )
-                .help = Some(format!(
-                    "decimal {} is probably not what you meant; write \"0{}\" or 0o{}",
-                    i.as_str(),
-                    i.as_str(),
+                d.error(v.span(), "`mode` as a number must be written in octal, e.g. 0o644")
+                    .help = Some(format!(
+                    "decimal {0} is probably not what you meant; write \"0{0}\" or 0o{0}",
                     i.as_str()
                 ));
                 return None;
             }
             let n = d.integer(v, "mode")?;
             match u32::try_from(n.value) {
-                Ok(m) if m <= 0o7777 => Some(S::new(m, v.span())),
+                Ok(m) if m <= 0o7777 => Some(S::new(Chmod::Octal(m), v.span())),
                 _ => {
                     bad(d, v.span());
                     None
