@@ -164,23 +164,41 @@ impl GraphBuilder {
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, mut p) in self.steps.into_iter().enumerate() {
             if let StepKind::Copy(c) = &mut p.kind {
-                for (item, pending) in c.items.iter_mut().zip(&p.copy_from) {
-                    let Some(r) = pending else { continue };
-                    match (lookup(&r.name), &r.image) {
-                        (Some(id), _) => {
-                            item.from = CopyFrom::Stage {
-                                stage: id,
-                                name: r.name.clone(),
+                // Items naming an unknown stage are dropped (with their source
+                // locations): the graph is then only used for further checks,
+                // which must not mistake them for context copies.
+                let mut keep_items = Vec::new();
+                let mut keep_args = Vec::new();
+                let mut args = std::mem::take(&mut p.args).into_iter();
+                for (mut item, pending) in
+                    std::mem::take(&mut c.items).into_iter().zip(&p.copy_from)
+                {
+                    let item_args: Vec<SourceRef> =
+                        args.by_ref().take(item.sources.len()).collect();
+                    if let Some(r) = pending {
+                        match (lookup(&r.name), &r.image) {
+                            (Some(id), _) => {
+                                item.from = CopyFrom::Stage {
+                                    stage: id,
+                                    name: r.name.clone(),
+                                }
+                            }
+                            (None, Some(img)) => {
+                                item.from = CopyFrom::Image {
+                                    source: img.clone(),
+                                }
+                            }
+                            (None, None) => {
+                                unknown(r, &mut diags);
+                                continue;
                             }
                         }
-                        (None, Some(img)) => {
-                            item.from = CopyFrom::Image {
-                                source: img.clone(),
-                            }
-                        }
-                        (None, None) => unknown(r, &mut diags),
                     }
+                    keep_items.push(item);
+                    keep_args.extend(item_args);
                 }
+                c.items = keep_items;
+                p.args = keep_args;
             }
             stages[p.stage.0].steps.push(StepId(i));
             steps.push(Step {

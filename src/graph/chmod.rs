@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(m.apply(0o700, true), 0o755);
         assert_eq!(m.apply(0o000, true), 0o755);
         assert_eq!(Chmod::parse("go-w").unwrap().apply(0o777, false), 0o755);
-        assert_eq!(Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0o666, false), 0o750);
+        assert_eq!(
+            Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0o666, false),
+            0o750
+        );
         assert_eq!(Chmod::parse("+x").unwrap().apply(0o644, false), 0o755);
         assert!(Chmod::parse("q+r").is_none());
         assert!(Chmod::parse("u").is_none());

@@ -48,7 +48,10 @@ pub fn load_definition(
         // build runs these checks itself before any work.
         diags.extend(crate::build::check(g, target));
     }
-    diags.sort_by_key(|d| d.at.as_ref().map(|a| (a.file.path().to_path_buf(), a.span.start)));
+    diags.sort_by_key(|d| {
+        d.at.as_ref()
+            .map(|a| (a.file.path().to_path_buf(), a.span.start))
+    });
     match graph {
         Some(g) if !diags.iter().any(crate::diag::Diagnostic::is_error) => {
             if !diags.is_empty() {

@@ -12,8 +12,8 @@ use super::model::{CommandSpec, ConfigKeys, CopySpec, Spec, StepBody, TargetKind
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
-    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder,
-    ImageSource, Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
+    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder, ImageSource,
+    Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
 };
 use crate::pattern::{PatternSet, clean_path};
 use crate::reference::Reference;

@@ -193,14 +193,15 @@ const RUN_KEYS: &[&str] = &["name", "run", "env", "workdir", "user", "network", 
 /// TOML syntax errors: nothing can be read then.
 pub fn parse(file: &Arc<SourceFile>) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
     let (root, errors) = DeTable::parse_recoverable(file.text());
-    if !errors.is_empty() {
-        return Err(errors
-            .iter()
-            .map(|e| {
-                let span = e.span().unwrap_or(0..0);
-                Diagnostic::error(file, span, format!("invalid TOML: {}", e.message().trim()))
-            })
-            .collect());
+    // Only the first syntax error: the ones after it are mostly the parser
+    // recovering from the first.
+    if let Some(e) = errors.first() {
+        let span = e.span().unwrap_or(0..0);
+        return Err(vec![Diagnostic::error(
+            file,
+            span,
+            format!("invalid TOML: {}", e.message().trim()),
+        )]);
     }
     let mut d = Decoder::new(Arc::clone(file));
     let root = root.get_ref();
@@ -546,8 +547,11 @@ fn parse_copy(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<CopySpec> 
 /// `mode = "0644"` / `"a=rX,u+w"` (as chmod takes them) or `mode = 0o644`.
 fn parse_mode(d: &mut Decoder, v: &V<'_>) -> Option<S<Chmod>> {
     let bad = |d: &mut Decoder, span| {
-        d.error(span, "`mode` must be octal bits or a symbolic mode, e.g. \"0644\", 0o755 or \"a=rX,u+w\"")
-            .label = Some("not a mode".into());
+        d.error(
+            span,
+            "`mode` must be octal bits or a symbolic mode, e.g. \"0644\", 0o755 or \"a=rX,u+w\"",
+        )
+        .label = Some("not a mode".into());
     };
     match v.get_ref() {
         DeValue::String(s) => match Chmod::parse(s) {
@@ -559,8 +563,11 @@ fn parse_mode(d: &mut Decoder, v: &V<'_>) -> Option<S<Chmod>> {
         },
         DeValue::Integer(i) => {
             if i.radix() != 8 {
-                d.error(v.span(), "`mode` as a number must be written in octal, e.g. 0o644")
-                    .help = Some(format!(
+                d.error(
+                    v.span(),
+                    "`mode` as a number must be written in octal, e.g. 0o644",
+                )
+                .help = Some(format!(
                     "decimal {0} is probably not what you meant; write \"0{0}\" or 0o{0}",
                     i.as_str()
                 ));

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `imgbuild` binary on real files, validated with
+//! real tools (skopeo, umoci, podman). One binary, one module per area.
+
+mod util;
+
+mod archive;
+mod kill;
+mod load;
+mod repro;
+mod spec;

@@ -1,0 +1,204 @@
+//! Test environment: a temporary store, context and working directory, and a
+//! runner for the real binary (like ripgrep's `Dir`/`TestCommand`).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch area for one test.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::Builder::new()
+                .prefix("imgbuild-it-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// Writes a file (creating parents) under the env.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// `imgbuild ARGS` with this env's store, run in `cwd`.
+    pub fn cmd_in(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+        c.current_dir(cwd)
+            .args(args)
+            .env("IMGBUILD_STORE", self.store())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("XDG_CACHE_HOME");
+        c
+    }
+
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.cmd_in(cwd, args).output().expect("run imgbuild")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_in(self.path(), args)
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_success(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+pub fn assert_success(out: &Output, what: &[&str]) {
+    assert!(
+        out.status.success(),
+        "`imgbuild {}` failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        what.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs an external tool, failing the test with its output if it fails. The
+/// tools are installed by .ci/run; a missing tool is a failure, not a skip.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("CONTAINERS_CONF", containers_conf())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (install it: see .ci/run): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed:\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// podman settings that work on CI machines without systemd (cgroupfs, file
+/// events, runc), kept under tests/fixtures.
+pub fn containers_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/containers.conf")
+}
+
+/// Unpacks an OCI archive with skopeo + umoci and returns the rootfs path.
+pub fn unpack(archive: &Path, work: &Path) -> PathBuf {
+    let layout = work.join("layout");
+    let bundle = work.join("bundle");
+    let _ = std::fs::remove_dir_all(&layout);
+    let _ = std::fs::remove_dir_all(&bundle);
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("oci:{}:img", layout.display()),
+        ],
+    );
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:img", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    bundle.join("rootfs")
+}
+
+/// `path mode uid:gid [size|->target]` for every entry under `root`, sorted.
+pub fn tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let kind = if m.is_dir() {
+                "dir".to_string()
+            } else if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                format!("{} bytes", m.len())
+            };
+            out.push(format!(
+                "{rel} {:o} {}:{} {kind}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Copies a directory tree (files, dirs, symlinks).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_tree(&src, &dst);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The golden-file check: compares, or rewrites with IMGBUILD_BLESS=1.
+pub fn golden(path: &Path, actual: &str) {
+    if std::env::var_os("IMGBUILD_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden {} (run with IMGBUILD_BLESS=1)",
+            path.display()
+        )
+    });
+    assert_eq!(actual, expected, "golden mismatch for {}", path.display());
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
