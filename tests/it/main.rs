@@ -4,6 +4,8 @@
 mod util;
 
 mod archive;
+mod build;
+mod golden;
 mod kill;
 mod load;
 mod repro;

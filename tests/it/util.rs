@@ -202,3 +202,55 @@ pub fn golden(path: &Path, actual: &str) {
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
+
+/// The uncompressed layer tars of the (single) image in an OCI archive, in order.
+pub fn archive_layers(path: &Path) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        files.insert(name, v);
+    }
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let blob = |d: &str| &files[&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))];
+    let m: serde_json::Value =
+        serde_json::from_slice(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let raw = blob(l["digest"].as_str().unwrap());
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        })
+        .collect()
+}
+
+/// `path mode uid:gid mtime size` of every entry of a layer tar, in archive order.
+pub fn layer_listing(layer: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(layer);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            format!(
+                "{} {:o} {}:{} {} {}",
+                e.path().unwrap().display(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mtime().unwrap(),
+                h.size().unwrap()
+            )
+        })
+        .collect()
+}
