@@ -1,4 +1,5 @@
 //! End-to-end tests: the real `imgbuild` binary on real files, validated with
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! real tools (skopeo, umoci, podman). One binary, one module per area.
 
 mod util;
