@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `imgbuild` binary on real files, validated with
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! real tools (skopeo, umoci, podman). One binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod util;
 
