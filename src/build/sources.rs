@@ -407,19 +407,9 @@ pub fn link_groups(sel: &[Selected]) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::CopyFrom;
 
     fn item(sources: &[&str], dest: &str) -> CopyItem {
-        CopyItem {
-            from: CopyFrom::Context,
-            sources: sources.iter().map(|s| s.to_string()).collect(),
-            dest: dest.into(),
-            mode: None,
-            owner: None,
-            excludes: vec![],
-            parents: false,
-            follow_links: true,
-        }
+        CopyItem::from_context(sources, dest)
     }
 
     fn ctx() -> tempfile::TempDir {

@@ -73,20 +73,11 @@ fn epoch_field(h: &mut Hasher, epoch: Option<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{ConfigChange, CopyFrom, CopyItem, CopyStep};
+    use crate::graph::{ConfigChange, CopyItem, CopyStep};
 
     fn copy(dest: &str, name: Option<&str>) -> StepKind {
         StepKind::Copy(CopyStep {
-            items: vec![CopyItem {
-                from: CopyFrom::Context,
-                sources: vec!["a".into()],
-                dest: dest.into(),
-                mode: None,
-                owner: None,
-                excludes: vec![],
-                parents: false,
-                follow_links: true,
-            }],
+            items: vec![CopyItem::from_context(&["a"], dest)],
             name: name.map(str::to_string),
             add: false,
         })

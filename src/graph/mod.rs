@@ -239,6 +239,22 @@ pub struct CopyItem {
     pub follow_links: bool,
 }
 
+impl CopyItem {
+    /// A plain copy from the context: no mode, owner, excludes or parents.
+    pub fn from_context(sources: &[&str], dest: &str) -> Self {
+        CopyItem {
+            from: CopyFrom::Context,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            dest: dest.to_string(),
+            mode: None,
+            owner: None,
+            excludes: Vec::new(),
+            parents: false,
+            follow_links: true,
+        }
+    }
+}
+
 /// A command as written: shell form (run by the stage's shell) or exec form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -132,16 +132,7 @@ mod tests {
     use super::*;
 
     fn item(sources: &[&str], dest: &str) -> CopyItem {
-        CopyItem {
-            from: CopyFrom::Context,
-            sources: sources.iter().map(|s| s.to_string()).collect(),
-            dest: dest.into(),
-            mode: None,
-            owner: None,
-            excludes: vec![],
-            parents: false,
-            follow_links: true,
-        }
+        CopyItem::from_context(sources, dest)
     }
 
     #[test]

@@ -297,17 +297,7 @@ impl Extractor {
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), pfd, base)
                     .map_err(io_err)
                     .map_err(err)?;
-                if self.is_root {
-                    rustix::fs::chownat(
-                        pfd,
-                        base,
-                        Some(rustix::fs::Uid::from_raw(uid as u32)),
-                        Some(rustix::fs::Gid::from_raw(gid as u32)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(io_err)
-                    .map_err(err)?;
-                }
+                self.chown_at(pfd, base, uid, gid).map_err(err)?;
                 let _ =
                     rustix::fs::utimensat(pfd, base, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
@@ -361,17 +351,7 @@ impl Extractor {
                 )
                 .map_err(io_err)
                 .map_err(err)?;
-                if self.is_root {
-                    rustix::fs::chownat(
-                        pfd,
-                        base,
-                        Some(rustix::fs::Uid::from_raw(uid as u32)),
-                        Some(rustix::fs::Gid::from_raw(gid as u32)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(io_err)
-                    .map_err(err)?;
-                }
+                self.chown_at(pfd, base, uid, gid).map_err(err)?;
             }
             // PAX/GNU metadata entries are consumed by the tar reader; anything
             // else (sparse, unknown) is skipped rather than guessed at.
@@ -505,6 +485,21 @@ impl Extractor {
             Err(e) => return Err(e.into()),
         }
         open_in_root(self.root.as_fd(), Path::new(path), flags)
+    }
+
+    /// Sets the owner of `name` in `dir` without following a symlink; only
+    /// root can, so others keep their own ids (as tar does).
+    fn chown_at(&self, dir: BorrowedFd<'_>, name: &str, uid: u64, gid: u64) -> io::Result<()> {
+        if self.is_root {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid as u32)),
+                Some(rustix::fs::Gid::from_raw(gid as u32)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        Ok(())
     }
 
     fn set_owner_mode(&self, fd: BorrowedFd<'_>, uid: u64, gid: u64, mode: u32) -> io::Result<()> {
