@@ -50,6 +50,19 @@ pub enum Command {
     Tag(TagArgs),
     /// Write an image from the store to an archive.
     Export(ExportArgs),
+    /// Parse a Dockerfile and print its parse tree.
+    Parse(ParseArgs),
+}
+
+/// `imgbuild parse`.
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// Print BuildKit's parse-tree dump (one s-expression per instruction).
+    #[arg(long)]
+    pub dump: bool,
+    /// The Dockerfile (`-` for standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `--progress` modes.
@@ -210,7 +223,7 @@ pub struct ExportArgs {
 
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
 pub const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "load", "images", "inspect", "history", "tag", "export", "help",
+    "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "help",
 ];
 
 /// Inserts `build` when the first word is not a subcommand, so `imgbuild

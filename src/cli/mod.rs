@@ -38,6 +38,7 @@ pub fn main() -> ExitCode {
         args::Command::History(a) => commands::history::run(&cli, a),
         args::Command::Tag(a) => commands::tag::run(&cli, a),
         args::Command::Export(a) => commands::export::run(&cli, a),
+        args::Command::Parse(a) => commands::parse::run(a),
     };
     exit::report(result)
 }

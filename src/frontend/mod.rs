@@ -3,4 +3,5 @@
 //! They receive a [`crate::diag::SourceFile`] and do no I/O: no reading of the
 //! context, no pulls. Problems come back as diagnostics.
 
+pub mod dockerfile;
 pub mod spec;

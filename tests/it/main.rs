@@ -9,5 +9,6 @@ mod build;
 mod golden;
 mod kill;
 mod load;
+mod parse;
 mod repro;
 mod spec;

@@ -7,6 +7,7 @@ pub mod history;
 pub mod images;
 pub mod inspect;
 pub mod load;
+pub mod parse;
 pub mod tag;
 
 use std::path::Path;

@@ -1,0 +1,177 @@
+//! Dockerfile parser conformance against BuildKit's own test data (copied
+//! into tests/fixtures/buildkit-parser with its license; see its README).
+
+use std::path::Path;
+
+use imgbuild::diag::SourceFile;
+use imgbuild::frontend::dockerfile::expand::Lexer;
+use imgbuild::frontend::dockerfile::{dump, parse};
+
+use crate::util::{TestEnv, fixtures};
+
+fn conformance() -> std::path::PathBuf {
+    fixtures().join("buildkit-parser")
+}
+
+fn cases(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_testfile_dumps_byte_for_byte() {
+    let env = TestEnv::new();
+    let all = cases(&conformance().join("testfiles"));
+    assert_eq!(all.len(), 22);
+    for case in all {
+        let out = env.run(&["parse", "--dump", case.join("Dockerfile").to_str().unwrap()]);
+        let want = std::fs::read(case.join("result")).unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            case.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want),
+            "dump of {}",
+            case.display()
+        );
+    }
+}
+
+#[test]
+fn every_negative_case_is_an_error() {
+    let env = TestEnv::new();
+    let all = cases(&conformance().join("testfiles-negative"));
+    assert_eq!(all.len(), 4);
+    for case in all {
+        let out = env.run(&["parse", "--dump", case.join("Dockerfile").to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{} should fail", case.display());
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error:"), "{}: {err}", case.display());
+    }
+}
+
+#[test]
+fn line_numbers_match_the_reference() {
+    let dir = conformance().join("testfile-line");
+    let text = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let ast = parse(&SourceFile::new("Dockerfile", text)).unwrap();
+    let want: Vec<(usize, usize, usize)> = std::fs::read_to_string(dir.join("expected_lines"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let v: Vec<usize> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    let got: Vec<(usize, usize, usize)> = ast
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.start_line, n.end_line))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn derived_heredoc_cases() {
+    for case in cases(&conformance().join("derived")) {
+        let text = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
+        let ast = parse(&SourceFile::new("Dockerfile", text)).unwrap();
+        assert_eq!(
+            dump(&ast),
+            std::fs::read_to_string(case.join("result")).unwrap(),
+            "{}",
+            case.display()
+        );
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("heredocs.json")).unwrap())
+                .unwrap();
+        let mut got = Vec::new();
+        for (i, n) in ast.nodes.iter().enumerate() {
+            for h in &n.heredocs {
+                got.push(serde_json::json!({
+                    "instruction": i, "start_line": n.start_line, "end_line": n.end_line,
+                    "name": h.name, "fd": h.fd, "expand": h.expand, "chomp": h.chomp, "content": h.content,
+                }));
+            }
+        }
+        assert_eq!(serde_json::Value::Array(got), want, "{}", case.display());
+    }
+}
+
+fn shell_env(name: &str) -> Option<String> {
+    match name {
+        "PWD" => Some("/home".into()),
+        "SHELL" => Some("bash".into()),
+        "KOREAN" => Some("한국어".into()),
+        "NULL" => Some(String::new()),
+        _ => None,
+    }
+}
+
+#[test]
+fn env_var_test_unix_lines() {
+    let text = std::fs::read_to_string(conformance().join("shell/envVarTest")).unwrap();
+    let lex = Lexer::new('\\');
+    let mut checked = 0;
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(f.len(), 3, "{line}");
+        if f[0] == "W" {
+            continue;
+        }
+        let got = lex.word(f[1], &shell_env);
+        match f[2] {
+            "error" => assert!(got.is_err(), "{line}: expected an error, got {got:?}"),
+            want => assert_eq!(got.as_deref(), Ok(want), "{line}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 228);
+}
+
+#[test]
+fn words_test() {
+    let text = std::fs::read_to_string(conformance().join("shell/wordsTest")).unwrap();
+    let lex = Lexer::new('\\');
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut checked = 0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(e) = line.strip_prefix("ENV ") {
+            let (k, v) = e.trim_start().split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+            continue;
+        }
+        let (input, expected) = line.split_once('|').unwrap();
+        let expected: Vec<&str> = expected.trim_start().split(',').collect();
+        let lookup = |n: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        let got = match lex.words(input.trim(), &lookup) {
+            Ok(w) => w,
+            Err(_) => vec!["error".to_string()],
+        };
+        assert_eq!(got, expected, "{line}");
+        checked += 1;
+    }
+    assert_eq!(checked, 24);
+}
