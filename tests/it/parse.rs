@@ -175,3 +175,30 @@ fn words_test() {
     }
     assert_eq!(checked, 24);
 }
+
+#[test]
+fn real_world_dockerfiles_parse_with_the_right_instruction_counts() {
+    let dir = fixtures().join("dockerfile-corpus");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for case in cases(&dir) {
+        if !case.is_dir() {
+            continue;
+        }
+        let bytes = std::fs::read(case.join("Dockerfile")).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let want: usize = std::fs::read_to_string(case.join("count")).unwrap().trim().parse().unwrap();
+        match parse(&SourceFile::new("Dockerfile", text)) {
+            Ok(ast) => {
+                let d = dump(&ast);
+                if ast.nodes.len() != want || d.lines().count() != want {
+                    failures.push(format!("{}: {} instructions, want {want}", case.display(), ast.nodes.len()));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", case.display())),
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 50, "only {checked} cases");
+}
