@@ -187,12 +187,20 @@ fn real_world_dockerfiles_parse_with_the_right_instruction_counts() {
         }
         let bytes = std::fs::read(case.join("Dockerfile")).unwrap();
         let text = String::from_utf8(bytes).unwrap();
-        let want: usize = std::fs::read_to_string(case.join("count")).unwrap().trim().parse().unwrap();
+        let want: usize = std::fs::read_to_string(case.join("count"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         match parse(&SourceFile::new("Dockerfile", text)) {
             Ok(ast) => {
                 let d = dump(&ast);
                 if ast.nodes.len() != want || d.lines().count() != want {
-                    failures.push(format!("{}: {} instructions, want {want}", case.display(), ast.nodes.len()));
+                    failures.push(format!(
+                        "{}: {} instructions, want {want}",
+                        case.display(),
+                        ast.nodes.len()
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e}", case.display())),
@@ -201,4 +209,34 @@ fn real_world_dockerfiles_parse_with_the_right_instruction_counts() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 50, "only {checked} cases");
+}
+
+#[path = "../support/dockerfile_gen.rs"]
+mod dockerfile_gen;
+
+/// A short version of `cargo run --release --example parser_fuzz` (which runs
+/// a million inputs): generated Dockerfile-like text never panics the parser,
+/// the dump, or word expansion.
+#[test]
+fn generated_inputs_never_panic() {
+    let mut rng = dockerfile_gen::Rng::new(42);
+    for _ in 0..20_000 {
+        let input = dockerfile_gen::dockerfile(&mut rng);
+        let file = SourceFile::new("Dockerfile", input.clone());
+        let result = std::panic::catch_unwind(|| match parse(&file) {
+            Ok(ast) => {
+                let _ = dump(&ast);
+                for n in &ast.nodes {
+                    for a in &n.args {
+                        let _ = Lexer::new('\\')
+                            .words(&a.value, &imgbuild::frontend::dockerfile::expand::NoEnv);
+                    }
+                }
+            }
+            Err(d) => {
+                let _ = d.to_string();
+            }
+        });
+        assert!(result.is_ok(), "panic on {input:?}");
+    }
 }

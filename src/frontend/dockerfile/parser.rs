@@ -74,8 +74,8 @@ pub struct Node {
     pub args: Vec<Word>,
     /// The arguments were a JSON array.
     pub json: bool,
-    /// The argument text after the flags, trimmed, as written.
-    pub rest: Word,
+    /// Where the argument text after the flags is (trimmed).
+    pub rest_span: Span,
     /// Heredocs, in the order their markers appear.
     pub heredocs: Vec<Heredoc>,
     /// For ONBUILD: the instruction it wraps.
@@ -92,6 +92,40 @@ impl Node {
     /// The keyword, lowercased.
     pub fn command(&self) -> String {
         self.keyword.value.to_ascii_lowercase()
+    }
+}
+
+/// The known keyword `kw` names, lowercase, without allocating; `""` for an
+/// unknown one.
+pub fn kind_of(kw: &str) -> &'static str {
+    let b = kw.as_bytes();
+    if b.len() > 11 {
+        return "";
+    }
+    let mut buf = [0u8; 11];
+    for (d, s) in buf.iter_mut().zip(b) {
+        *d = s.to_ascii_lowercase();
+    }
+    match &buf[..b.len()] {
+        b"add" => "add",
+        b"arg" => "arg",
+        b"cmd" => "cmd",
+        b"copy" => "copy",
+        b"entrypoint" => "entrypoint",
+        b"env" => "env",
+        b"expose" => "expose",
+        b"from" => "from",
+        b"healthcheck" => "healthcheck",
+        b"label" => "label",
+        b"maintainer" => "maintainer",
+        b"onbuild" => "onbuild",
+        b"run" => "run",
+        b"shell" => "shell",
+        b"stopsignal" => "stopsignal",
+        b"user" => "user",
+        b"volume" => "volume",
+        b"workdir" => "workdir",
+        _ => "",
     }
 }
 
@@ -115,21 +149,65 @@ struct PhysLine<'a> {
     number: usize,
 }
 
-fn physical_lines(text: &str, base: usize) -> Vec<PhysLine<'_>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (index, piece) in text.split_inclusive('\n').enumerate() {
-        let number = index + 1;
-        let raw = piece.strip_suffix('\n').unwrap_or(piece);
-        out.push(PhysLine {
-            raw,
-            text: piece.trim_end_matches(['\r', '\n']),
-            start: base + start,
-            number,
-        });
-        start += piece.len();
+/// Physical lines, scanned lazily: no per-file vector of lines.
+#[derive(Clone)]
+struct Lines<'a> {
+    text: &'a str,
+    pos: usize,
+    base: usize,
+    number: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str, base: usize) -> Self {
+        Lines {
+            text,
+            pos: 0,
+            base,
+            number: 0,
+        }
     }
-    out
+}
+
+impl<'a> Lines<'a> {
+    /// The next line, or an error for one longer than the reference accepts.
+    fn next_checked(&mut self, file: &Arc<SourceFile>) -> Result<Option<PhysLine<'a>>, Diagnostic> {
+        match self.next() {
+            Some(l) if l.raw.len() > MAX_LINE => Err(Diagnostic::error(
+                file,
+                Span::new(l.start, l.start + 1),
+                format!(
+                    "line is {} bytes long; the limit is {MAX_LINE}",
+                    l.raw.len()
+                ),
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = PhysLine<'a>;
+
+    fn next(&mut self) -> Option<PhysLine<'a>> {
+        if self.pos >= self.text.len() {
+            return None;
+        }
+        let rest = &self.text[self.pos..];
+        let (raw, consumed) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        let line = PhysLine {
+            raw,
+            text: raw.trim_end_matches(['\r', '\n']),
+            start: self.base + self.pos,
+            number: self.number + 1,
+        };
+        self.pos += consumed;
+        self.number += 1;
+        Some(line)
+    }
 }
 
 /// Go's `unicode.IsSpace` applied to one byte as the reference's byte loops do
@@ -153,28 +231,35 @@ fn go_trim(s: &str) -> &str {
 // to file offsets.
 
 #[derive(Default)]
-struct Logical {
-    text: String,
-    /// (offset in `text`, offset in the file) at the start of each piece.
-    map: Vec<(usize, usize)>,
+struct Logical<'a> {
+    /// Borrowed while the instruction is one physical line (the common case).
+    text: std::borrow::Cow<'a, str>,
+    /// (offset in `text`, offset in the file) at the start of each piece; the
+    /// first piece inline, so one-line instructions allocate nothing here.
+    first: (usize, usize),
+    more: Vec<(usize, usize)>,
 }
 
-impl Logical {
-    fn push(&mut self, piece: &str, file_start: usize) {
-        self.map.push((self.text.len(), file_start));
-        self.text.push_str(piece);
+impl<'a> Logical<'a> {
+    fn push(&mut self, piece: &'a str, file_start: usize) {
+        if self.text.is_empty() && self.more.is_empty() {
+            self.first = (0, file_start);
+            self.text = std::borrow::Cow::Borrowed(piece);
+        } else {
+            self.more.push((self.text.len(), file_start));
+            self.text.to_mut().push_str(piece);
+        }
     }
 
     fn file(&self, logical: usize) -> usize {
-        let i = match self.map.binary_search_by(|(l, _)| l.cmp(&logical)) {
-            Ok(i) => i,
-            Err(0) => 0,
-            Err(i) => i - 1,
-        };
-        match self.map.get(i) {
-            Some((l, f)) => f + (logical - l),
-            None => logical,
-        }
+        let (l, f) = self
+            .more
+            .iter()
+            .rev()
+            .find(|(l, _)| *l <= logical)
+            .copied()
+            .unwrap_or(self.first);
+        f + (logical - l)
     }
 
     fn span(&self, start: usize, end: usize) -> Span {
@@ -381,10 +466,10 @@ struct Parser<'f> {
 pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
     let text = file.text();
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let lines = physical_lines(&text[base..], base);
+    let lines = Lines::new(&text[base..], base);
     let error = |span: Span, msg: &str| Diagnostic::error(file, span, msg.to_string());
 
-    for l in &lines {
+    for l in lines.clone() {
         if l.raw.len() > MAX_LINE {
             return Err(error(
                 Span::new(l.start, l.start + 1),
@@ -403,7 +488,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
         check: None,
     };
     let mut seen: Vec<String> = Vec::new();
-    for l in &lines {
+    for l in lines.clone() {
         let lead = l.text.len() - l.text.trim_start().len();
         let Some((name, voff, value)) = directive(&l.text[lead..]) else {
             break;
@@ -447,12 +532,10 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
     };
     let mut nodes = Vec::new();
     let mut warnings = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let first = &lines[i];
+    let mut lines = lines;
+    while let Some(first) = lines.next_checked(file)? {
         let lead = first.text.len() - first.text.trim_start().len();
         let trimmed = &first.text[lead..];
-        i += 1;
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
@@ -462,8 +545,9 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
         let (piece, mut continues) = trim_continuation(trimmed, p.escape);
         logical.push(piece, first.start + lead);
         while continues {
-            let Some(l) = lines.get(i) else { break };
-            i += 1;
+            let Some(l) = lines.next_checked(file)? else {
+                break;
+            };
             end_line = l.number;
             let t = l.text.trim_start();
             if t.starts_with('#') {
@@ -487,20 +571,22 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
         let mut node = p.node(&logical, 0, logical.text.len())?;
         node.start_line = start_line;
         // Heredoc bodies follow the instruction's last physical line.
-        let heredoc_cmd = match node.command().as_str() {
-            "onbuild" => node.inner.as_ref().map(|n| (n.command(), n.json)),
-            c => Some((c.to_string(), node.json)),
+        let heredoc_cmd = match kind_of(&node.keyword.value) {
+            "onbuild" => node
+                .inner
+                .as_ref()
+                .map(|n| (kind_of(&n.keyword.value), n.json)),
+            c => Some((c, node.json)),
         };
         if let Some((cmd, json)) = heredoc_cmd
-            && matches!(cmd.as_str(), "run" | "copy" | "add")
+            && matches!(cmd, "run" | "copy" | "add")
             && !json
             && logical.text.contains("<<")
         {
             let mut docs = heredocs_from_line(&logical.text);
             for doc in &mut docs {
                 let mut terminated = false;
-                while let Some(l) = lines.get(i) {
-                    i += 1;
+                while let Some(l) = lines.next_checked(file)? {
                     end_line = l.number;
                     let candidate = if doc.chomp {
                         l.text.trim_start_matches('\t')
@@ -525,7 +611,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
                     );
                 }
             }
-            let is_onbuild = node.command() == "onbuild";
+            let is_onbuild = kind_of(&node.keyword.value) == "onbuild";
             match node.inner.as_mut() {
                 Some(inner) if is_onbuild => inner.heredocs = docs,
                 _ => node.heredocs = docs,
@@ -649,22 +735,21 @@ impl Parser<'_> {
         let off = args_text.len() - args_text.trim_start_matches(char::is_whitespace).len();
         a_start += off;
         a_end = a_start + t.len();
-        let rest = logical.word(a_start, a_end);
         let mut node = Node {
             keyword,
             flags,
             args: Vec::new(),
             json: false,
-            rest,
+            rest_span: logical.span(a_start, a_end),
             heredocs: Vec::new(),
             inner: None,
             span: logical.span(start, end),
             start_line: 0,
             end_line: 0,
         };
-        let cmd = node.command();
+        let cmd = kind_of(&node.keyword.value);
         let rest = &text[a_start..a_end];
-        match cmd.as_str() {
+        match cmd {
             "from" | "expose" => node.args = ws_split(logical, a_start, a_end),
             "add" | "copy" | "volume" => match json_args(rest) {
                 JsonArgs::Strings(items) => {
@@ -677,7 +762,7 @@ impl Parser<'_> {
                         })
                         .collect();
                 }
-                JsonArgs::NotStrings => return Err(self.not_strings(node.rest.span)),
+                JsonArgs::NotStrings => return Err(self.not_strings(node.rest_span)),
                 JsonArgs::NotJson => node.args = ws_split(logical, a_start, a_end),
             },
             "run" | "cmd" | "entrypoint" | "shell" => {
@@ -707,7 +792,8 @@ impl Parser<'_> {
                 }
             }
             "env" | "label" => {
-                node.args = self.name_val(logical, a_start, a_end, &cmd.to_ascii_uppercase())?;
+                let key = if cmd == "env" { "ENV" } else { "LABEL" };
+                node.args = self.name_val(logical, a_start, a_end, key)?;
             }
             "arg" => {
                 node.args = parse_words(logical, a_start, a_end, self.escape);
@@ -726,7 +812,7 @@ impl Parser<'_> {
                 // Unknown instruction: the reference keeps one empty argument.
                 node.args = vec![Word {
                     value: String::new(),
-                    span: node.rest.span,
+                    span: node.rest_span,
                 }];
             }
         }
@@ -940,81 +1026,52 @@ fn extract_flags(logical: &Logical, start: usize, end: usize) -> (Vec<Word>, usi
 /// The ENV/LABEL/ARG tokenizer: words separated by whitespace outside quotes;
 /// quotes and escapes are kept in the words.
 fn parse_words(logical: &Logical, start: usize, end: usize, escape: char) -> Vec<Word> {
+    // Every word is a substring of the text (quotes and escapes stay in it);
+    // only an escape at the very end is dropped. So words are found as ranges
+    // and copied once.
     let text = &logical.text[start..end];
     let mut out = Vec::new();
-    let mut word = String::new();
     let mut word_start: Option<usize> = None;
     let mut blank_ok = false;
     let mut quote: Option<char> = None;
-    let mut iter = text.char_indices().peekable();
-    let close = |word: &mut String,
-                 ws: &mut Option<usize>,
-                 at: usize,
-                 blank_ok: bool,
-                 out: &mut Vec<Word>| {
-        if blank_ok || !word.is_empty() {
-            let s = ws.unwrap_or(at);
-            out.push(Word {
-                value: std::mem::take(word),
-                span: logical.span(start + s, start + at),
-            });
+    let mut cut = text.len();
+    let mut iter = text.char_indices();
+    let emit = |s: usize, e: usize, blank_ok: bool, out: &mut Vec<Word>| {
+        if blank_ok || e > s {
+            out.push(logical.word(start + s, start + e));
         }
-        word.clear();
-        *ws = None;
     };
     while let Some((pos, ch)) = iter.next() {
         match quote {
             None => {
-                if word_start.is_none() {
-                    if ch.is_whitespace() {
-                        continue;
-                    }
-                    word_start = Some(pos);
-                }
                 if ch.is_whitespace() {
-                    close(&mut word, &mut word_start, pos, blank_ok, &mut out);
-                    blank_ok = false;
+                    if let Some(s) = word_start.take() {
+                        emit(s, pos, blank_ok, &mut out);
+                        blank_ok = false;
+                    }
                     continue;
+                }
+                if word_start.is_none() {
+                    word_start = Some(pos);
                 }
                 if ch == '\'' || ch == '"' {
                     quote = Some(ch);
                     blank_ok = true;
+                } else if ch == escape && iter.next().is_none() {
+                    cut = pos;
                 }
-                if ch == escape {
-                    match iter.next() {
-                        None => continue, // an escape at the very end is dropped
-                        Some((_, n)) => {
-                            word.push(ch);
-                            word.push(n);
-                            continue;
-                        }
-                    }
-                }
-                word.push(ch);
             }
             Some(q) => {
                 if ch == q {
                     quote = None;
+                } else if ch == escape && q != '\'' && iter.next().is_none() {
+                    cut = pos;
                 }
-                if ch == escape && q != '\'' {
-                    match iter.next() {
-                        None => {
-                            quote = None;
-                            continue;
-                        }
-                        Some((_, n)) => {
-                            word.push(ch);
-                            word.push(n);
-                            continue;
-                        }
-                    }
-                }
-                word.push(ch);
             }
         }
     }
-    if word_start.is_some() {
-        close(&mut word, &mut word_start, text.len(), blank_ok, &mut out);
+    if let Some(s) = word_start {
+        emit(s, cut.max(s), blank_ok, &mut out);
     }
     out
 }
