@@ -19,6 +19,7 @@ pub mod graph;
 pub mod layer;
 pub mod oci;
 pub mod pattern;
+pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod store;

@@ -109,6 +109,39 @@ pub fn apply(cfg: &mut ImageConfig, change: &ConfigChange, flags: &mut StageFlag
         ConfigChange::Shell(sh) => {
             cfg.docker_ext.insert("Shell".into(), serde_json::json!(sh));
         }
+        ConfigChange::Healthcheck(h) => {
+            let v = match h {
+                None => serde_json::json!({"Test": ["NONE"]}),
+                Some(h) => {
+                    let mut v = serde_json::json!({"Test": h.test});
+                    for (k, ns) in [
+                        ("Interval", h.interval),
+                        ("Timeout", h.timeout),
+                        ("StartPeriod", h.start_period),
+                        ("StartInterval", h.start_interval),
+                    ] {
+                        if ns > 0 {
+                            v[k] = serde_json::json!(ns);
+                        }
+                    }
+                    if h.retries > 0 {
+                        v["Retries"] = serde_json::json!(h.retries);
+                    }
+                    v
+                }
+            };
+            cfg.docker_ext.insert("Healthcheck".into(), v);
+        }
+        ConfigChange::OnBuild(t) => {
+            let mut list: Vec<serde_json::Value> = cfg
+                .docker_ext
+                .get("OnBuild")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            list.push(serde_json::json!(t));
+            cfg.docker_ext
+                .insert("OnBuild".into(), serde_json::Value::Array(list));
+        }
         ConfigChange::Maintainer(m) => {
             cfg.oci.set_author(Some(m.clone()));
         }

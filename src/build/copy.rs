@@ -19,6 +19,8 @@ use crate::layer::{Entry, EntryKind};
 pub struct Apply {
     /// `--chmod`.
     pub mode: Option<Chmod>,
+    /// Whether `--chown` was given (it then overrides owners archives carry).
+    pub chown: bool,
     /// Resolved `--chown` uid.
     pub uid: u64,
     /// Resolved `--chown` gid.
@@ -67,6 +69,11 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                     chmod(&a, s.mode, false),
                 ),
                 SourceKind::Symlink(t) => (EntryKind::Symlink(t), 0o777),
+                SourceKind::Hardlink(t) => (EntryKind::Hardlink(redirect(lower, &t)), 0o644),
+            };
+            let (uid, gid) = match s.owner {
+                Some(o) if !a.chown => o,
+                _ => (a.uid, a.gid),
             };
             if let Some(parent) = parent_of(&path) {
                 implicit.push((parent.to_string(), a.clone()));
@@ -75,8 +82,8 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                 path,
                 kind,
                 mode,
-                uid: a.uid,
-                gid: a.gid,
+                uid,
+                gid,
                 mtime,
                 xattrs: Vec::new(),
                 link_key: s.link_key,
@@ -186,12 +193,15 @@ mod tests {
             mode: 0o644,
             mtime: 5,
             link_key: None,
+            direct: true,
+            owner: None,
         }
     }
 
     fn apply() -> Apply {
         Apply {
             mode: None,
+            chown: false,
             uid: 0,
             gid: 0,
             epoch: Some(100),

@@ -11,36 +11,14 @@ pub enum Error {
     /// Problems in the build definition found before any work started.
     #[error("{} problem(s) in the build definition", .0.len())]
     Invalid(Vec<Diagnostic>),
-    /// A base or `--from` image is not in the local store.
-    #[error(
-        "{location}: image `{image}` not found in the local store (pulling from registries is not supported yet; load it with `imgbuild load FILE` or use oci-archive:PATH)"
-    )]
-    BaseNotFound {
+    /// A base or `--from` image could not be resolved.
+    #[error("{location}: {source}")]
+    Base {
         /// Where it is named.
         location: String,
-        /// The reference.
-        image: String,
-    },
-    /// An image archive could not be read.
-    #[error("{location}: cannot read image {image}")]
-    Import {
-        /// Where it is named.
-        location: String,
-        /// The source.
-        image: String,
         /// Why.
         #[source]
-        source: crate::oci::Error,
-    },
-    /// An archive holds several images and the reference names none.
-    #[error("{location}: {image} holds {count} images; name one, e.g. oci-archive:PATH:NAME")]
-    AmbiguousArchive {
-        /// Where it is named.
-        location: String,
-        /// The source.
-        image: String,
-        /// How many images.
-        count: usize,
+        source: super::base::BaseError,
     },
     /// A COPY step failed.
     #[error("{location}: COPY failed")]

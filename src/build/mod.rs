@@ -6,6 +6,8 @@
 //! and decides what runs; frontends hand it a finished graph, and it reports
 //! through [`progress`](crate::progress) events.
 
+mod add;
+pub mod base;
 pub mod config;
 pub mod copy;
 mod error;
@@ -29,7 +31,7 @@ use crate::graph::{
 use crate::layer::Compression;
 use crate::layer::index::{self, Merged, Record};
 use crate::oci::archive::{ArchiveFormat, write_archive};
-use crate::oci::import::{self, Imported, Source};
+use crate::oci::import::{self, Imported};
 use crate::oci::{ImageConfig, LayerDescriptor, Manifest, manifest_bytes};
 use crate::pattern::PatternSet;
 use crate::progress::{Event, Sink};
@@ -151,7 +153,7 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
                     }
                 }
                 CopyFrom::Image { source } => check_image_source(source, &step.source, &mut diags),
-                CopyFrom::Stage { .. } => {}
+                CopyFrom::Stage { .. } | CopyFrom::Inline { .. } => {}
             }
             arg += item.sources.len();
         }
@@ -372,6 +374,11 @@ impl Builder<'_> {
                 seconds: 0.0,
             });
         }
+        if !matches!(stage.base, Base::Scratch) {
+            // Docker: a base's ONBUILD triggers are consumed by the stage built
+            // on it (frontends lower them as steps), never inherited further.
+            state.config.docker_ext.remove("OnBuild");
+        }
         let mut flags = config::StageFlags::default();
         for step in stage.steps.clone() {
             state = self.build_step(step, state, &mut flags)?;
@@ -447,6 +454,8 @@ impl Builder<'_> {
                         inputs.push((format!("item{i}:image"), imported.manifest));
                         selections.push(None);
                     }
+                    // The content is part of the step, so of its key.
+                    CopyFrom::Inline { .. } => selections.push(None),
                 }
             }
         }
@@ -550,16 +559,25 @@ impl Builder<'_> {
         index: usize,
     ) -> Result<LayerDescriptor, CopyError> {
         let mut items = Vec::new();
+        let mut temps = TempFiles::default();
+        let mut temp_dirs = add::TempDirs::default();
         for (item, sel) in c.items.iter().zip(selections) {
-            let sel = match sel {
-                Some(s) => s,
-                None => self.select_from_image(item, workdir)?,
+            let mut sel = match (sel, &item.from) {
+                (Some(s), _) => s,
+                (None, CopyFrom::Inline { content }) => {
+                    self.select_inline(item, content, workdir, &mut temps)?
+                }
+                (None, _) => self.select_from_image(item, workdir)?,
             };
+            if c.add {
+                sel = add::unpack_archives(self.store, sel, &mut temp_dirs)?;
+            }
             let (uid, gid) = self.owner(item, state)?;
             items.push(copy::ItemSelection {
                 selected: sel.entries,
                 apply: copy::Apply {
                     mode: item.mode.clone(),
+                    chown: item.owner.is_some(),
                     uid,
                     gid,
                     epoch: self.opts.epoch.map(|e| e.max(0) as u64),
@@ -596,6 +614,50 @@ impl Builder<'_> {
         })
     }
 
+    /// A heredoc copy: the content written to a temporary file, selected as a
+    /// 0644 file named by the heredoc (docker's `COPY <<EOF /dest`).
+    fn select_inline(
+        &self,
+        item: &CopyItem,
+        content: &str,
+        workdir: &str,
+        temps: &mut TempFiles,
+    ) -> Result<Selection, CopyError> {
+        let path = self.store.tmp_path("heredoc");
+        std::fs::write(&path, content).map_err(|source| CopyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        temps.0.push(path.clone());
+        let name = item.sources.first().cloned().unwrap_or_default();
+        let dest_abs = sources::absolute(workdir, &item.dest);
+        let (dest, dest_dir) = if item.dest.ends_with('/') {
+            (
+                format!("{dest_abs}/{name}")
+                    .trim_start_matches('/')
+                    .to_string(),
+                Some(dest_abs),
+            )
+        } else {
+            (dest_abs, None)
+        };
+        Ok(Selection {
+            entries: vec![sources::Selected {
+                dest,
+                host: path,
+                kind: sources::SourceKind::File {
+                    size: content.len() as u64,
+                },
+                mode: 0o644,
+                mtime: self.time(),
+                link_key: None,
+                direct: true,
+                owner: None,
+            }],
+            dest_dir,
+        })
+    }
+
     /// Selects a copy's sources from another stage's or an image's filesystem.
     fn select_from_image(
         &mut self,
@@ -622,7 +684,7 @@ impl Builder<'_> {
                         })?
                         .layers
                 }
-                CopyFrom::Context => Vec::new(),
+                CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
             };
         let rootfs = snapshot::rootfs(self.store, &layers)?;
         let root = SourceRoot {
@@ -696,59 +758,12 @@ impl Builder<'_> {
         if let Some(i) = self.imported.get(&key) {
             return Ok(i.clone());
         }
-        let location = at.location();
-        let import_err = |source| Error::Import {
-            location: location.clone(),
-            image: key.clone(),
+        let imported = base::resolve(self.store, src).map_err(|source| Error::Base {
+            location: at.location(),
             source,
-        };
-        let imported = match src {
-            ImageSource::OciArchive { path, name }
-            | ImageSource::DockerArchive { path, name }
-            | ImageSource::OciDir { path, name } => {
-                let source = match src {
-                    ImageSource::OciArchive { .. } => Source::OciArchive(path.clone()),
-                    ImageSource::DockerArchive { .. } => Source::DockerArchive(path.clone()),
-                    _ => Source::OciDir(path.clone()),
-                };
-                let mut all =
-                    import::import(self.store, &source, name.as_deref()).map_err(import_err)?;
-                if all.len() > 1 {
-                    return Err(Error::AmbiguousArchive {
-                        location,
-                        image: key,
-                        count: all.len(),
-                    });
-                }
-                all.pop().ok_or_else(|| Error::Internal {
-                    what: format!("{key} imported no image"),
-                })?
-            }
-            ImageSource::Id(id) => self.local_image(id, &location)?,
-            ImageSource::Named(r) => self.local_image(&r.to_string(), &location)?,
-        };
+        })?;
         self.imported.insert(key, imported.clone());
         Ok(imported)
-    }
-
-    fn local_image(&self, what: &str, location: &str) -> Result<Imported> {
-        match self.store.resolve(what) {
-            Ok(id) => {
-                let rec = self.store.image(&id)?.ok_or_else(|| Error::Internal {
-                    what: format!("image {id} resolved but has no record"),
-                })?;
-                Ok(Imported {
-                    manifest: rec.manifest,
-                    id,
-                    names: Vec::new(),
-                })
-            }
-            Err(crate::store::Error::NoSuchImage(_)) => Err(Error::BaseNotFound {
-                location: location.to_string(),
-                image: what.to_string(),
-            }),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Loads an image from the store as a build state.
@@ -879,6 +894,18 @@ impl Builder<'_> {
     }
 }
 
+/// Temporary files that go away with the step, however it ends.
+#[derive(Default)]
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn file_digest(path: &Path) -> std::io::Result<Digest> {
     let mut r = crate::digest::HashingReader::new(std::fs::File::open(path)?);
     std::io::copy(&mut r, &mut std::io::sink())?;
@@ -896,6 +923,10 @@ fn hash_selection(sel: &Selection) -> Result<Digest, CopyError> {
         h.field(&s.mode.to_be_bytes());
         match &s.kind {
             sources::SourceKind::Dir => h.field(b"dir"),
+            sources::SourceKind::Hardlink(t) => {
+                h.field(b"hardlink");
+                h.field(t.as_bytes());
+            }
             sources::SourceKind::Symlink(t) => {
                 h.field(b"symlink");
                 h.field(t.as_os_str().as_encoded_bytes());

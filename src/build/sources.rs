@@ -31,6 +31,8 @@ pub enum SourceKind {
     },
     /// A symbolic link, kept as a link.
     Symlink(PathBuf),
+    /// A hard link to another selected entry (its layer path); from archives.
+    Hardlink(String),
 }
 
 /// One source entry and where it goes.
@@ -48,6 +50,12 @@ pub struct Selected {
     pub mtime: i64,
     /// `(dev, inode)` when the file has several hard links.
     pub link_key: Option<(u64, u64)>,
+    /// Named directly by a source (not found inside a copied directory):
+    /// only these are candidates for ADD's archive extraction.
+    pub direct: bool,
+    /// Owner carried by the source itself (archive members); `None` means
+    /// the copy's owner (root unless `--chown`).
+    pub owner: Option<(u64, u64)>,
 }
 
 /// A source of a copy that selected nothing.
@@ -189,7 +197,9 @@ pub fn select(
             } else {
                 dest_abs.clone()
             };
-            out.push(selected(target, host, &meta, None));
+            let mut s = selected(target, host, &meta, None);
+            s.direct = true;
+            out.push(s);
         }
     }
     Ok(Selection {
@@ -321,6 +331,8 @@ fn selected(
         mode: meta.mode() & 0o7777,
         mtime: meta.mtime(),
         link_key,
+        direct: false,
+        owner: None,
     }
 }
 

@@ -156,6 +156,9 @@ pub struct CheckArgs {
     /// Check as if building only this stage or image.
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+    /// Set a build argument K=V (K alone: from the environment); repeatable.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
 }
 
 /// `imgbuild load`.

@@ -65,9 +65,15 @@ pub fn report(result: Result<(), Failure>) -> ExitCode {
 
 #[allow(clippy::print_stderr)]
 fn print_chain(e: &anyhow::Error) {
-    eprintln!("error: {e}");
+    let mut shown = e.to_string();
+    eprintln!("error: {shown}");
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        // Some messages already quote their cause; say it once.
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        shown = text;
     }
 }
 

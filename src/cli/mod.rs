@@ -31,7 +31,7 @@ pub fn main() -> ExitCode {
     };
     let result = match &cli.command {
         args::Command::Build(a) => commands::build::run(&cli, a),
-        args::Command::Check(a) => commands::check::run(a),
+        args::Command::Check(a) => commands::check::run(&cli, a),
         args::Command::Load(a) => commands::load::run(&cli, a),
         args::Command::Images(a) => commands::images::run(&cli, a),
         args::Command::Inspect(a) => commands::inspect::run(&cli, a),

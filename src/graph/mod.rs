@@ -166,6 +166,12 @@ pub enum CopyFrom {
         #[serde(skip)]
         source: ImageSource,
     },
+    /// Inline content (a Dockerfile heredoc): `sources` holds one name, the
+    /// file created is `content` with mode 0644.
+    Inline {
+        /// The file's bytes.
+        content: String,
+    },
 }
 
 /// An owner as written: numeric, or names resolved in the image's
@@ -314,11 +320,26 @@ pub enum Mount {
     },
 }
 
+/// A heredoc attached to a RUN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunHeredoc {
+    /// Its name (`EOF`).
+    pub name: String,
+    /// The body, expanded when the name was unquoted, tabs stripped for `<<-`.
+    pub content: String,
+    /// The file descriptor it feeds (0: stdin or the script itself).
+    pub fd: u32,
+    /// Whether `$VAR`s in the body expand (the name was not quoted).
+    pub expand: bool,
+}
+
 /// A command to run in the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunStep {
     /// What to run.
     pub command: Command,
+    /// Heredoc bodies the command uses.
+    pub heredocs: Vec<RunHeredoc>,
     /// Build-time environment on top of the image's (not persisted).
     pub env: Vec<(String, String)>,
     /// Working directory for this step only (the image's otherwise).
@@ -357,6 +378,28 @@ pub enum ConfigChange {
     Shell(Vec<String>),
     /// Set the author (MAINTAINER).
     Maintainer(String),
+    /// Set (or with `None`, disable) the health check.
+    Healthcheck(Option<Healthcheck>),
+    /// Add an ONBUILD trigger (the instruction text, run when the image is
+    /// used as a base).
+    OnBuild(String),
+}
+
+/// A container health check (docker's `Healthcheck` config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// `["CMD", …]` or `["CMD-SHELL", "…"]`.
+    pub test: Vec<String>,
+    /// Nanoseconds between checks (0: default).
+    pub interval: u64,
+    /// Nanoseconds before a check times out (0: default).
+    pub timeout: u64,
+    /// Nanoseconds of start-up grace (0: default).
+    pub start_period: u64,
+    /// Nanoseconds between checks during start-up (0: default).
+    pub start_interval: u64,
+    /// Failures before unhealthy (0: default).
+    pub retries: u64,
 }
 
 /// An image this build writes out.
@@ -368,6 +411,39 @@ pub struct Output {
     pub tags: Vec<Reference>,
     /// Archive path, if the frontend names one (absolute).
     pub path: Option<PathBuf>,
+}
+
+/// What a frontend needs to know about a base image to lower the
+/// instructions after `FROM` (BuildKit resolves base images before it
+/// dispatches, for the same reason): its environment for `$VAR` expansion, its
+/// working directory for relative `WORKDIR`, and its ONBUILD triggers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseInfo {
+    /// `KEY=value` entries of the image config.
+    pub env: Vec<String>,
+    /// The image's working directory.
+    pub workdir: Option<String>,
+    /// ONBUILD triggers to run in the stage that uses the image.
+    pub onbuild: Vec<String>,
+}
+
+/// Looks base images up for a frontend; implemented by the builder (which
+/// owns the store), passed in by the CLI, so frontends do no I/O themselves.
+pub trait BaseResolver {
+    /// What `image` is.
+    ///
+    /// # Errors
+    /// A message saying why the image cannot be found or read.
+    fn resolve(&self, image: &ImageSource) -> Result<BaseInfo, String>;
+}
+
+/// A resolver for contexts where no image can be looked up.
+pub struct NoBases;
+
+impl BaseResolver for NoBases {
+    fn resolve(&self, image: &ImageSource) -> Result<BaseInfo, String> {
+        Err(format!("image {image} cannot be looked up here"))
+    }
 }
 
 /// Build-wide settings the frontends determine.

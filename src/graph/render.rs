@@ -28,6 +28,7 @@ fn copy_item(word: &str, i: &CopyItem) -> String {
         CopyFrom::Context => {}
         CopyFrom::Stage { name, .. } => out.push_str(&format!(" --from={name}")),
         CopyFrom::Image { source } => out.push_str(&format!(" --from={source}")),
+        CopyFrom::Inline { .. } => {}
     }
     if let Some(o) = &i.owner {
         out.push_str(&format!(" --chown={o}"));
@@ -41,7 +42,13 @@ fn copy_item(word: &str, i: &CopyItem) -> String {
     for e in &i.excludes {
         out.push_str(&format!(" --exclude={e}"));
     }
-    let mut args: Vec<&str> = i.sources.iter().map(String::as_str).collect();
+    let heredoc_names: Vec<String>;
+    let mut args: Vec<&str> = if matches!(i.from, CopyFrom::Inline { .. }) {
+        heredoc_names = i.sources.iter().map(|s| format!("<<{s}")).collect();
+        heredoc_names.iter().map(String::as_str).collect()
+    } else {
+        i.sources.iter().map(String::as_str).collect()
+    };
     args.push(&i.dest);
     if args.iter().any(|a| a.chars().any(char::is_whitespace)) {
         out.push(' ');
@@ -92,7 +99,53 @@ fn config(c: &ConfigChange) -> String {
         ConfigChange::StopSignal(s) => format!("STOPSIGNAL {s}"),
         ConfigChange::Shell(s) => format!("SHELL {}", json_array(s)),
         ConfigChange::Maintainer(m) => format!("MAINTAINER {m}"),
+        ConfigChange::Healthcheck(None) => "HEALTHCHECK NONE".to_string(),
+        ConfigChange::Healthcheck(Some(h)) => {
+            let mut out = String::from("HEALTHCHECK");
+            for (flag, ns) in [
+                ("interval", h.interval),
+                ("timeout", h.timeout),
+                ("start-period", h.start_period),
+                ("start-interval", h.start_interval),
+            ] {
+                if ns > 0 {
+                    out.push_str(&format!(" --{flag}={}", duration(ns)));
+                }
+            }
+            if h.retries > 0 {
+                out.push_str(&format!(" --retries={}", h.retries));
+            }
+            match h.test.split_first() {
+                Some((first, rest)) if first == "CMD-SHELL" => {
+                    out.push_str(&format!(" CMD {}", rest.join(" ")))
+                }
+                Some((_, rest)) => out.push_str(&format!(" CMD {}", json_array(rest))),
+                None => {}
+            }
+            out
+        }
+        ConfigChange::OnBuild(t) => format!("ONBUILD {t}"),
     }
+}
+
+/// A Go-style duration (`30s`, `1m30s`, `500ms`) from nanoseconds.
+fn duration(ns: u64) -> String {
+    if ns % 1_000_000_000 != 0 {
+        return format!("{}ms", ns / 1_000_000);
+    }
+    let s = ns / 1_000_000_000;
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 fn pairs(kv: &[(String, String)]) -> String {

@@ -203,16 +203,7 @@ impl ImageConfig {
 
 /// The platform architecture of this host in GOARCH terms.
 pub fn host_arch() -> Arch {
-    match std::env::consts::ARCH {
-        "x86_64" => Arch::Amd64,
-        "aarch64" => Arch::ARM64,
-        "arm" => Arch::ARM,
-        "x86" => Arch::i386,
-        "powerpc64" => Arch::PowerPC64le,
-        "s390x" => Arch::s390x,
-        "riscv64" => Arch::RISCV64,
-        other => Arch::Other(other.to_string()),
-    }
+    Arch::from(crate::platform::host().arch)
 }
 
 /// One layer of an image: what the manifest and config say about it.

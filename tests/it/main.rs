@@ -6,6 +6,7 @@ mod util;
 
 mod archive;
 mod build;
+mod dockerfile;
 mod golden;
 mod kill;
 mod load;

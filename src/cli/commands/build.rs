@@ -3,9 +3,9 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 
-use super::load_definition;
+use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
 use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
 use crate::cli::exit::Failure;
@@ -18,18 +18,34 @@ use crate::store::atomic_write;
 
 /// Runs a build.
 pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
-    let graph = load_definition(&a.input, a.file.as_deref(), a.target.as_deref(), false)?;
-    if !a.build_args.is_empty() {
-        return Err(Failure::Usage(anyhow!(
-            "--build-arg applies to Dockerfiles; a TOML spec sets values directly"
-        )));
-    }
+    let store = open_store(cli)?;
+    let def = definition::load(&Request {
+        input: &a.input,
+        dockerfile: a.file.as_deref(),
+        target: a.target.as_deref(),
+        build_args: &a.build_args,
+        run_checks: false,
+        store: &store,
+    })?;
+    let graph = def.graph;
     let tags = a
         .tags
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| Failure::Usage(e.into())))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = open_store(cli)?;
+    let output = match (&a.output, def.dockerfile) {
+        (Some(o), _) => Some(absolute(o)?),
+        // A Dockerfile names no output: ./<repository>.oci.tar after the first
+        // tag, else ./image.oci.tar.
+        (None, true) => {
+            let name = tags
+                .first()
+                .and_then(|t| t.path().rsplit('/').next().map(str::to_string))
+                .unwrap_or_else(|| "image".to_string());
+            Some(absolute(std::path::Path::new(&format!("{name}.oci.tar")))?)
+        }
+        (None, false) => None,
+    };
     let mode = if a.quiet {
         ProgressMode::Quiet
     } else {
@@ -51,9 +67,14 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         epoch: env_epoch()?.or(graph.settings.source_date_epoch),
         now: now(),
         no_cache: a.no_cache,
-        target: a.target.clone(),
+        // A Dockerfile's --target was applied when lowering.
+        target: if def.dockerfile {
+            None
+        } else {
+            a.target.clone()
+        },
         tags,
-        output: a.output.as_deref().map(absolute).transpose()?,
+        output,
         format: a.format.map(|f| match f {
             FormatArg::Oci => ArchiveFormat::Oci,
             FormatArg::Docker => ArchiveFormat::Docker,

@@ -1,13 +1,22 @@
 //! `imgbuild check`: every problem, no build.
 
-use super::load_definition;
-use crate::cli::args::CheckArgs;
+use super::definition::{self, Request};
+use crate::cli::args::{CheckArgs, Cli};
 use crate::cli::exit::Failure;
-use crate::cli::util::out;
+use crate::cli::util::{open_store, out};
 
 /// Validates a build definition.
-pub fn run(a: &CheckArgs) -> Result<(), Failure> {
-    let graph = load_definition(&a.input, a.file.as_deref(), a.target.as_deref(), true)?;
+pub fn run(cli: &Cli, a: &CheckArgs) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let graph = definition::load(&Request {
+        input: &a.input,
+        dockerfile: a.file.as_deref(),
+        target: a.target.as_deref(),
+        build_args: &a.build_args,
+        run_checks: true,
+        store: &store,
+    })?
+    .graph;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     out(&format!(

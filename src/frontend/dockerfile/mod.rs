@@ -4,8 +4,11 @@
 //! Parsing does no I/O and expands nothing; expansion happens in lowering,
 //! against each stage's ARG and ENV values, as BuildKit's dispatcher does.
 
+pub mod ast;
+pub mod dockerignore;
 pub mod dump;
 pub mod expand;
+pub mod lower;
 pub mod parser;
 
 pub use dump::dump;

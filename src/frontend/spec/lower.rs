@@ -137,6 +137,7 @@ impl Lowerer<'_> {
                     }
                     let run = RunStep {
                         command: command_of(&command.value),
+                        heredocs: Vec::new(),
                         env: self.env_pairs(env),
                         workdir: workdir.as_ref().map(|w| w.value.clone()),
                         user: user.as_ref().map(|u| {

@@ -1,0 +1,673 @@
+//! Dockerfile instructions → BuildGraph, with BuildKit's dispatch semantics:
+//! stages and `AS` names, ARG scoping (global ARGs before the first FROM,
+//! re-declared per stage, `--build-arg`, the predefined platform args), ENV,
+//! and which words of which instruction are expanded.
+//!
+//! Expansion needs each base image's environment; lowering asks a
+//! [`BaseResolver`] for it, as BuildKit resolves base images before it
+//! dispatches. Each instruction family lowers in its own file.
+
+mod copy;
+mod meta;
+mod run;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::ast::{self, Instruction, Kind};
+use super::expand::Lexer;
+use super::parser::{Ast, Word};
+use crate::diag::{Diagnostic, SourceFile, SourceRef, Span, did_you_mean};
+use crate::graph::builder::{PendingBase, PendingRef};
+use crate::graph::{
+    BaseInfo, BaseResolver, BuildGraph, GraphBuilder, ImageSource, Output, Settings, StageId,
+    StepKind,
+};
+use crate::pattern::clean_path;
+use crate::platform::Platform;
+use crate::reference::Reference;
+
+/// What lowering needs besides the file.
+pub struct Options<'a> {
+    /// The build context (absolute).
+    pub context: PathBuf,
+    /// Files read to define the build (the Dockerfile, the ignore file).
+    pub inputs: Vec<PathBuf>,
+    /// `.dockerignore` patterns.
+    pub excludes: Vec<String>,
+    /// `--build-arg` values.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// The platform built for.
+    pub platform: Platform,
+    /// Looks up base images (their environment and ONBUILD triggers).
+    pub resolver: &'a dyn BaseResolver,
+}
+
+/// Build args usable without an ARG instruction (docker's predefined proxy
+/// args); they reach RUN but are not expanded in other instructions.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Variables in scope for expansion: ENV wins over ARG, as docker documents.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scope {
+    /// Image config environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Declared build args: value, or `None` when declared without one.
+    pub args: Vec<(String, Option<String>)>,
+}
+
+impl Scope {
+    fn get(&self, name: &str) -> Option<String> {
+        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
+            return Some(v.clone());
+        }
+        self.args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn knows(&self, name: &str) -> bool {
+        self.env.iter().any(|(k, _)| k == name) || self.args.iter().any(|(k, _)| k == name)
+    }
+
+    pub(super) fn set_env(&mut self, k: &str, v: &str) {
+        match self.env.iter_mut().find(|(key, _)| key == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => self.env.push((k.to_string(), v.to_string())),
+        }
+    }
+}
+
+/// Per-stage lowering state.
+pub(super) struct Stage {
+    pub id: StageId,
+    pub scope: Scope,
+    pub workdir: String,
+}
+
+pub(super) struct Lowerer<'a> {
+    pub file: &'a Arc<SourceFile>,
+    pub opts: &'a Options<'a>,
+    pub lexer: Lexer,
+    pub diags: Vec<Diagnostic>,
+    /// The stages so far, for `FROM <stage>` and index lookups.
+    pub stages: Vec<StageInfo>,
+    /// Build args used by some ARG, to warn about unused `--build-arg`s.
+    pub used_build_args: BTreeSet<String>,
+}
+
+/// Lowers a parsed Dockerfile. Returns the graph (for further checks even
+/// when there are errors) and every diagnostic.
+pub fn lower(
+    file: &Arc<SourceFile>,
+    ast: &Ast,
+    opts: &Options<'_>,
+) -> (BuildGraph, Vec<Diagnostic>) {
+    let mut l = Lowerer {
+        file,
+        opts,
+        lexer: Lexer::new(ast.directives.escape),
+        diags: ast.warnings.clone(),
+        stages: Vec::new(),
+        used_build_args: BTreeSet::new(),
+    };
+    let settings = Settings {
+        context: opts.context.clone(),
+        source_date_epoch: None,
+        context_excludes: opts.excludes.clone(),
+        inputs: opts.inputs.clone(),
+    };
+    let mut g = GraphBuilder::new(settings);
+
+    let mut instructions = Vec::new();
+    for node in &ast.nodes {
+        match ast::instruction(file, node) {
+            Ok(i) => instructions.push(i),
+            Err(d) => l.diags.push(d),
+        }
+    }
+
+    // Global scope: ARGs before the first FROM, plus the predefined args.
+    let mut meta = l.predefined();
+    let mut iter = instructions.iter().peekable();
+    while let Some(i) = iter.peek() {
+        match &i.kind {
+            Kind::From { .. } => break,
+            Kind::Arg(args) => {
+                l.declare_args(&mut meta, args, true);
+                iter.next();
+            }
+            _ => {
+                l.diags.push(
+                    Diagnostic::error(
+                        file,
+                        i.keyword.span,
+                        format!(
+                            "{} before the first FROM",
+                            i.keyword.value.to_ascii_uppercase()
+                        ),
+                    )
+                    .with_help("only ARG may come before FROM; start the stage with FROM IMAGE"),
+                );
+                iter.next();
+            }
+        }
+    }
+    let global = meta;
+
+    let mut current: Option<Stage> = None;
+    for i in iter {
+        if let Kind::From {
+            image,
+            alias,
+            platform,
+        } = &i.kind
+        {
+            if let Some(st) = current.take() {
+                l.finish_stage(st);
+            }
+            current =
+                Some(l.start_stage(&mut g, &global, i, image, alias.as_ref(), platform.as_ref()));
+            continue;
+        }
+        let Some(st) = current.as_mut() else { continue };
+        l.instruction(&mut g, st, &global, i);
+    }
+    if let Some(st) = current.take() {
+        l.finish_stage(st);
+    }
+    if l.stages.is_empty() && !l.diags.iter().any(Diagnostic::is_error) {
+        l.diags.push(Diagnostic::error(
+            file,
+            Span::new(0, 0),
+            "the Dockerfile has no FROM instruction",
+        ));
+    }
+
+    // The output: --target, or the last stage.
+    let target = match &opts.target {
+        Some(t) => {
+            let lower = t.to_ascii_lowercase();
+            match l.stages.iter().position(|s| s.name == lower) {
+                Some(i) => Some(StageId(i)),
+                None => {
+                    let names: Vec<&str> = l.stages.iter().map(|s| s.name.as_str()).collect();
+                    let mut d = Diagnostic {
+                        severity: crate::diag::Severity::Error,
+                        at: None,
+                        message: format!("--target: no stage named `{t}`"),
+                        label: None,
+                        help: None,
+                    };
+                    d.help = Some(match did_you_mean(t, names.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("the Dockerfile's stages: {}", names.join(", ")),
+                    });
+                    l.diags.push(d);
+                    None
+                }
+            }
+        }
+        None => l.stages.len().checked_sub(1).map(StageId),
+    };
+    for (k, _) in &opts.build_args {
+        if !l.used_build_args.contains(k) && !PROXY_ARGS.contains(&k.as_str()) {
+            l.diags.push(Diagnostic::warning(
+                file,
+                Span::new(0, 0),
+                format!("--build-arg {k} is not used: no ARG {k} in the stages built"),
+            ));
+        }
+    }
+    if let Some(t) = target {
+        g.add_output(Output {
+            stage: t,
+            tags: Vec::new(),
+            path: None,
+        });
+    }
+    let (graph, more) = g.finish();
+    l.diags.extend(more);
+    if let Some(t) = target {
+        l.warn_unused_stages(&graph, t);
+    }
+    (graph, l.diags)
+}
+
+impl Lowerer<'_> {
+    pub(super) fn at(&self, span: Span) -> SourceRef {
+        SourceRef {
+            file: Arc::clone(self.file),
+            span,
+        }
+    }
+
+    pub(super) fn error(&mut self, span: Span, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(self.file, span, msg));
+        let n = self.diags.len() - 1;
+        &mut self.diags[n]
+    }
+
+    fn predefined(&self) -> Scope {
+        let p = &self.opts.platform;
+        let full = p.to_string_full();
+        let mut s = Scope::default();
+        for (k, v) in [
+            ("BUILDPLATFORM", full.as_str()),
+            ("BUILDOS", p.os),
+            ("BUILDARCH", p.arch),
+            ("BUILDVARIANT", p.variant),
+            ("TARGETPLATFORM", full.as_str()),
+            ("TARGETOS", p.os),
+            ("TARGETARCH", p.arch),
+            ("TARGETVARIANT", p.variant),
+        ] {
+            s.args.push((k.to_string(), Some(v.to_string())));
+        }
+        s
+    }
+
+    /// Expands one word against `scope`; undeclared variables are warned about.
+    pub(super) fn expand(&mut self, w: &Word, scope: &Scope) -> Option<String> {
+        let env = |n: &str| scope.get(n);
+        match self.lexer.word_with_names(&w.value, &env) {
+            Ok((v, names)) => {
+                for n in names {
+                    if !scope.knows(&n) && !n.chars().all(|c| c.is_ascii_digit()) {
+                        self.diags.push(
+                            Diagnostic::warning(
+                                self.file,
+                                w.span,
+                                format!("`${n}` is not declared; it expands to an empty string"),
+                            )
+                            .with_help(format!(
+                                "declare it with ARG {n}[=DEFAULT] or ENV {n}=VALUE"
+                            )),
+                        );
+                    }
+                }
+                Some(v)
+            }
+            Err(e) => {
+                self.error(w.span, format!("cannot expand `{}`: {e}", w.value));
+                None
+            }
+        }
+    }
+
+    /// Expands and splits one word into words (EXPOSE, VOLUME shell form).
+    pub(super) fn expand_words(&mut self, w: &Word, scope: &Scope) -> Vec<String> {
+        let env = |n: &str| scope.get(n);
+        match self.lexer.words(&w.value, &env) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error(w.span, format!("cannot expand `{}`: {e}", w.value));
+                Vec::new()
+            }
+        }
+    }
+
+    fn declare_args(&mut self, scope: &mut Scope, args: &[(Word, Option<Word>)], global: bool) {
+        self.declare_args_with(scope, args, global, &Scope::default());
+    }
+
+    /// ARG: a `--build-arg` value wins, then (in a stage, for a name declared
+    /// globally without a stage default) the global value, then the default.
+    fn declare_args_with(
+        &mut self,
+        scope: &mut Scope,
+        args: &[(Word, Option<Word>)],
+        global: bool,
+        globals: &Scope,
+    ) {
+        for (name, default) in args {
+            let n = &name.value;
+            let from_cli = self
+                .opts
+                .build_args
+                .iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone());
+            if from_cli.is_some() {
+                self.used_build_args.insert(n.clone());
+            }
+            let value = match (from_cli, default) {
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => self.expand(d, scope),
+                (None, None) if !global => globals.get(n),
+                (None, None) => None,
+            };
+            scope.args.retain(|(k, _)| k != n);
+            scope.args.push((n.clone(), value));
+        }
+    }
+
+    fn start_stage(
+        &mut self,
+        g: &mut GraphBuilder,
+        global: &Scope,
+        i: &Instruction,
+        image: &Word,
+        alias: Option<&Word>,
+        platform: Option<&Word>,
+    ) -> Stage {
+        let index = self.stages.len();
+        let name = alias.map_or_else(|| index.to_string(), |a| a.value.to_ascii_lowercase());
+        if let Some(a) = alias
+            && self.stages.iter().any(|s| s.name == name)
+        {
+            self.error(a.span, format!("duplicate stage name `{}`", a.value));
+        }
+        if let Some(p) = platform
+            && let Some(v) = self.expand(p, global)
+            && !v.is_empty()
+        {
+            let host = self.opts.platform.to_string_full();
+            let plain = format!("{}/{}", self.opts.platform.os, self.opts.platform.arch);
+            if v != host && v != plain {
+                self.error(
+                    p.span,
+                    format!(
+                        "platform {v} is not supported: imgbuild builds for this host ({host})"
+                    ),
+                )
+                .help = Some("use --platform=$BUILDPLATFORM, or leave it out".into());
+            }
+        }
+        let base_text = self.expand(image, global).unwrap_or_default();
+        if base_text.is_empty() {
+            self.error(
+                image.span,
+                format!("base name ({}) should not be blank", image.value),
+            );
+        }
+        let at = self.at(image.span);
+        let (base, info) = self.base(&base_text, image.span);
+        let id = g.add_stage(&name, base, &base_text, at);
+        let mut scope = Scope::default();
+        let mut workdir = "/".to_string();
+        let mut triggers = Vec::new();
+        match info {
+            BaseLookup::Image(info) => {
+                for e in &info.env {
+                    let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+                    scope.set_env(k, v);
+                }
+                if let Some(w) = info.workdir.filter(|w| !w.is_empty()) {
+                    workdir = w;
+                }
+                triggers = info.onbuild;
+            }
+            BaseLookup::Stage(s) => {
+                if let Some(info) = self.stages.get(s) {
+                    scope.env = info.scope.env.clone();
+                    workdir = info.workdir.clone();
+                    triggers = info.onbuild.clone();
+                }
+            }
+            BaseLookup::None => {}
+        }
+        self.stages.push(StageInfo {
+            name,
+            scope: Scope::default(),
+            workdir: workdir.clone(),
+            onbuild: Vec::new(),
+        });
+        let mut st = Stage { id, scope, workdir };
+        // ONBUILD triggers of the base run first, as if written after FROM.
+        for t in triggers {
+            self.trigger(g, &mut st, global, &t, i.span);
+        }
+        st
+    }
+
+    fn finish_stage(&mut self, st: Stage) {
+        if let Some(slot) = self.stages.get_mut(st.id.0) {
+            slot.scope = Scope {
+                env: st.scope.env,
+                args: Vec::new(),
+            };
+            slot.workdir = st.workdir;
+        }
+    }
+
+    /// What a FROM names: a stage, scratch, or an image (looked up for its
+    /// environment).
+    fn base(&mut self, text: &str, span: Span) -> (PendingBase, BaseLookup) {
+        if text.eq_ignore_ascii_case("scratch") {
+            return (PendingBase::Scratch, BaseLookup::None);
+        }
+        let lower = text.to_ascii_lowercase();
+        if let Some(i) = self.stages.iter().position(|s| s.name == lower) {
+            return (
+                PendingBase::Ref(PendingRef {
+                    name: lower,
+                    image: None,
+                    at: self.at(span),
+                }),
+                BaseLookup::Stage(i),
+            );
+        }
+        let Some(src) = self.image_source(text, span) else {
+            return (PendingBase::Scratch, BaseLookup::None);
+        };
+        let info = match self.opts.resolver.resolve(&src) {
+            Ok(info) => BaseLookup::Image(info),
+            Err(why) => {
+                let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
+                let hint =
+                    did_you_mean(&lower, names.iter().map(String::as_str)).map(str::to_string);
+                let d = self.error(span, format!("base image {text}: {why}"));
+                if let Some(h) = hint {
+                    d.help = Some(format!("did you mean the stage `{h}`?"));
+                }
+                BaseLookup::None
+            }
+        };
+        (PendingBase::Image(src), info)
+    }
+
+    /// An image reference: a transport (`oci-archive:` etc., paths relative to
+    /// the context), an ID, or a name.
+    pub(super) fn image_source(&mut self, text: &str, span: Span) -> Option<ImageSource> {
+        if let Some((transport, rest)) = text.split_once(':')
+            && matches!(transport, "oci-archive" | "oci" | "docker-archive")
+        {
+            let (path, name) = match rest.split_once(':') {
+                Some((p, n)) => (p, Some(n.to_string())),
+                None => (rest, None),
+            };
+            let path = if path.starts_with('/') {
+                PathBuf::from(clean_path(path))
+            } else {
+                PathBuf::from(clean_path(&self.opts.context.join(path).to_string_lossy()))
+            };
+            return Some(match transport {
+                "oci-archive" => ImageSource::OciArchive { path, name },
+                "oci" => ImageSource::OciDir { path, name },
+                _ => ImageSource::DockerArchive { path, name },
+            });
+        }
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if hex.len() >= 12
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && (text.starts_with("sha256:") || hex.len() == 64)
+        {
+            return Some(ImageSource::Id(text.to_string()));
+        }
+        match Reference::parse(text) {
+            Ok(r) => Some(ImageSource::Named(r)),
+            Err(e) => {
+                self.error(span, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A stage name, an index, or an image, for `COPY --from`.
+    pub(super) fn copy_source_ref(&mut self, text: &str, span: Span) -> Option<PendingRef> {
+        let lower = text.to_ascii_lowercase();
+        let name = match text.parse::<usize>() {
+            Ok(i) if i < self.stages.len() => self.stages[i].name.clone(),
+            Ok(i) => {
+                self.error(
+                    span,
+                    format!("invalid from flag value {text}: stage index {i} does not exist yet"),
+                );
+                return None;
+            }
+            Err(_) => lower.clone(),
+        };
+        if self.stages.iter().any(|s| s.name == name) {
+            return Some(PendingRef {
+                name,
+                image: None,
+                at: self.at(span),
+            });
+        }
+        let image = self.image_source(text, span)?;
+        Some(PendingRef {
+            name: text.to_string(),
+            image: Some(image),
+            at: self.at(span),
+        })
+    }
+
+    fn trigger(
+        &mut self,
+        g: &mut GraphBuilder,
+        st: &mut Stage,
+        global: &Scope,
+        text: &str,
+        span: Span,
+    ) {
+        // Triggers are parsed on their own; errors point at the FROM.
+        let tf = SourceFile::new("ONBUILD trigger", text.to_string());
+        match super::parse(&tf).and_then(|a| {
+            a.nodes
+                .first()
+                .ok_or_else(|| Diagnostic::error(&tf, Span::new(0, 0), "empty trigger"))
+                .and_then(|n| ast::instruction(&tf, n))
+        }) {
+            Ok(mut i) => {
+                // Re-home spans on the FROM so diagnostics land in the Dockerfile.
+                i.span = span;
+                i.keyword.span = span;
+                self.instruction(g, st, global, &i);
+            }
+            Err(d) => {
+                self.error(
+                    span,
+                    format!(
+                        "ONBUILD trigger of the base image is invalid: {}",
+                        d.message
+                    ),
+                );
+            }
+        }
+    }
+
+    fn instruction(
+        &mut self,
+        g: &mut GraphBuilder,
+        st: &mut Stage,
+        global: &Scope,
+        i: &Instruction,
+    ) {
+        match &i.kind {
+            Kind::From { .. } => {}
+            Kind::Arg(args) => {
+                let mut scope = std::mem::take(&mut st.scope);
+                self.declare_args_with(&mut scope, args, false, global);
+                st.scope = scope;
+            }
+            Kind::Copy(c) => self.copy(g, st, i, c, false),
+            Kind::Add(c) => self.copy(g, st, i, c, true),
+            Kind::Run {
+                cmd,
+                mounts,
+                network,
+                security,
+                heredocs,
+            } => {
+                self.run(
+                    g,
+                    st,
+                    i,
+                    cmd,
+                    mounts,
+                    network.as_ref(),
+                    security.as_ref(),
+                    heredocs,
+                );
+            }
+            _ => self.meta(g, st, i),
+        }
+    }
+
+    pub(super) fn step(&mut self, g: &mut GraphBuilder, st: &Stage, kind: StepKind, span: Span) {
+        g.add_step(st.id, kind, self.at(span), Vec::new(), Vec::new());
+    }
+
+    fn warn_unused_stages(&mut self, graph: &BuildGraph, target: StageId) {
+        let needed = graph.build_order(&[target]);
+        for (i, s) in graph.stages.iter().enumerate() {
+            if !needed.contains(&StageId(i)) {
+                self.diags.push(
+                    Diagnostic::warning(
+                        &s.source.file,
+                        s.source.span,
+                        format!("stage `{}` is never used", s.name),
+                    )
+                    .with_help("nothing the target stage builds depends on it; it is skipped"),
+                );
+            }
+        }
+    }
+}
+
+/// What later stages need to know about a stage.
+pub(super) struct StageInfo {
+    /// Name (lowercase alias, or index).
+    pub name: String,
+    /// Its final environment.
+    pub scope: Scope,
+    /// Its final working directory.
+    pub workdir: String,
+    /// Its own ONBUILD triggers: they run in stages built `FROM` it.
+    pub onbuild: Vec<String>,
+}
+
+enum BaseLookup {
+    None,
+    Image(BaseInfo),
+    Stage(usize),
+}
+
+/// Joins a possibly relative path to a working directory, cleaned.
+pub(super) fn join_workdir(workdir: &str, p: &str) -> String {
+    if p.starts_with('/') {
+        clean_path(p)
+    } else {
+        clean_path(&format!("{}/{p}", workdir.trim_end_matches('/')))
+    }
+}

@@ -1,0 +1,181 @@
+//! RUN: the command (shell or exec form, heredocs), `--mount`, `--network`,
+//! `--security`, and the declared build args as its build-time environment.
+
+use super::{Lowerer, Stage};
+use crate::frontend::dockerfile::ast::{Instruction, ShellOrExec};
+use crate::frontend::dockerfile::parser::{Heredoc, Word};
+use crate::graph::{Command, GraphBuilder, Mount, Network, RunHeredoc, RunStep, StepKind};
+
+impl Lowerer<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run(
+        &mut self,
+        g: &mut GraphBuilder,
+        st: &mut Stage,
+        i: &Instruction,
+        cmd: &ShellOrExec,
+        mounts: &[Word],
+        network: Option<&Word>,
+        security: Option<&Word>,
+        heredocs: &[Heredoc],
+    ) {
+        let scope = st.scope.clone();
+        let command = match cmd {
+            ShellOrExec::Shell(w) => Command::Shell(w.value.clone()),
+            ShellOrExec::Exec(ws) => Command::Exec(ws.iter().map(|w| w.value.clone()).collect()),
+        };
+        let network = match network {
+            None => Network::Host,
+            Some(w) => match self.expand(w, &scope).as_deref() {
+                Some("host" | "default") => Network::Host,
+                Some("none") => Network::None,
+                Some(other) => {
+                    self.error(w.span, format!("unsupported network mode `{other}`"))
+                        .help = Some("use --network=host (the default) or --network=none".into());
+                    Network::Host
+                }
+                None => Network::Host,
+            },
+        };
+        if let Some(w) = security {
+            match w.value.as_str() {
+                "sandbox" => {}
+                "insecure" => {
+                    self.error(w.span, "RUN --security=insecure is not supported: imgbuild runs every step sandboxed");
+                }
+                other => {
+                    self.error(w.span, format!("unknown --security mode `{other}`"))
+                        .help = Some("use sandbox or insecure".into());
+                }
+            }
+        }
+        let mounts = mounts
+            .iter()
+            .filter_map(|m| self.mount(m, &scope))
+            .collect();
+        let heredocs = heredocs
+            .iter()
+            .map(|h| RunHeredoc {
+                name: h.name.clone(),
+                content: if h.chomp {
+                    h.content
+                        .split_inclusive('\n')
+                        .map(|l| l.trim_start_matches('\t'))
+                        .collect()
+                } else {
+                    h.content.clone()
+                },
+                fd: h.fd,
+                expand: h.expand,
+            })
+            .collect();
+        // Declared build args are the command's environment (not persisted);
+        // the image's ENV wins over them when the command runs.
+        let env = scope
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect();
+        let step = RunStep {
+            command,
+            heredocs,
+            env,
+            workdir: None,
+            user: None,
+            network,
+            mounts,
+        };
+        self.step(g, st, StepKind::Run(step), i.span);
+    }
+
+    /// `--mount=type=cache,target=/x,...` (BuildKit's CSV syntax).
+    fn mount(&mut self, w: &Word, scope: &super::Scope) -> Option<Mount> {
+        let v = self.expand(w, scope)?;
+        let mut kind = "bind".to_string();
+        let mut target = None;
+        let mut source = None;
+        let mut from = None;
+        let mut id = None;
+        let mut rw = false;
+        let mut required = false;
+        for field in v.split(',') {
+            let (k, val) = match field.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
+                None => (field.trim().to_ascii_lowercase(), None),
+            };
+            let truthy = || {
+                val.as_deref()
+                    .is_none_or(|v| v.eq_ignore_ascii_case("true"))
+            };
+            match k.as_str() {
+                "type" => kind = val.unwrap_or_default(),
+                "target" | "dst" | "destination" => target = val,
+                "source" | "src" => source = val,
+                "from" => from = val,
+                "id" => id = val,
+                "rw" | "readwrite" => rw = truthy(),
+                "ro" | "readonly" => rw = !truthy(),
+                "required" => required = truthy(),
+                // Accepted, applied by the sandbox when it lands.
+                "sharing" | "mode" | "uid" | "gid" | "size" | "env" => {}
+                "" => {}
+                other => {
+                    self.error(w.span, format!("unexpected key `{other}` in --mount"));
+                    return None;
+                }
+            }
+        }
+        let need_target = |this: &mut Self| -> Option<String> {
+            match &target {
+                Some(t) if !t.is_empty() => Some(t.clone()),
+                _ => {
+                    this.error(w.span, "--mount needs target=PATH");
+                    None
+                }
+            }
+        };
+        Some(match kind.as_str() {
+            "cache" => {
+                let t = need_target(self)?;
+                Mount::Cache {
+                    id: id.unwrap_or_else(|| t.clone()),
+                    target: t,
+                }
+            }
+            "tmpfs" => Mount::Tmpfs {
+                target: need_target(self)?,
+            },
+            "bind" => Mount::Bind {
+                target: need_target(self)?,
+                source: source.unwrap_or_else(|| "/".into()),
+                from,
+                rw,
+            },
+            "secret" => {
+                let id = id.or_else(|| {
+                    target
+                        .as_ref()
+                        .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                });
+                let Some(id) = id else {
+                    self.error(w.span, "--mount=type=secret needs id=NAME (or a target)");
+                    return None;
+                };
+                Mount::Secret {
+                    target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+                    id,
+                    required,
+                }
+            }
+            "ssh" => {
+                self.error(w.span, "--mount=type=ssh is not supported");
+                return None;
+            }
+            other => {
+                self.error(w.span, format!("unknown mount type `{other}`"))
+                    .help = Some("use bind, cache, tmpfs or secret".into());
+                return None;
+            }
+        })
+    }
+}
