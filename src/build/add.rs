@@ -165,5 +165,6 @@ pub fn unpack_archives(
     Ok(Selection {
         entries: out,
         dest_dir: sel.dest_dir,
+        ignored: sel.ignored,
     })
 }

@@ -147,11 +147,31 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
         let mut arg = 0;
         for item in &c.items {
             match &item.from {
-                CopyFrom::Context => {
-                    if let Err(e) = sources::select(&root, item, "/") {
-                        diags.push(select_diag(step, arg, &e));
+                CopyFrom::Context => match sources::select(&root, item, "/") {
+                    Err(e) => diags.push(select_diag(step, arg, &e)),
+                    Ok(sel) if !sel.ignored.is_empty() => {
+                        let at = step.args.get(arg).unwrap_or(&step.source);
+                        let mut shown: Vec<&str> = sel.ignored.iter().take(3).map(String::as_str).collect();
+                        if sel.ignored.len() > 3 {
+                            shown.push("…");
+                        }
+                        diags.push(
+                            Diagnostic::warning(
+                                &at.file,
+                                at.span,
+                                format!(
+                                    "{} path{} under this source {} excluded from the context and will not be copied: {}",
+                                    sel.ignored.len(),
+                                    if sel.ignored.len() == 1 { "" } else { "s" },
+                                    if sel.ignored.len() == 1 { "is" } else { "are" },
+                                    shown.join(", ")
+                                ),
+                            )
+                            .with_help("this follows the exclude patterns (.dockerignore, or the spec's [build].exclude)"),
+                        );
                     }
-                }
+                    Ok(_) => {}
+                },
                 CopyFrom::Image { source } => check_image_source(source, &step.source, &mut diags),
                 CopyFrom::Stage { .. } | CopyFrom::Inline { .. } => {}
             }
@@ -655,6 +675,7 @@ impl Builder<'_> {
                 owner: None,
             }],
             dest_dir,
+            ignored: Vec::new(),
         })
     }
 

@@ -118,6 +118,9 @@ pub struct Selection {
     /// (a directory source, several sources, a glob, or a trailing `/`): it is
     /// created even when nothing lands in it.
     pub dest_dir: Option<String>,
+    /// Context paths inside the sources that the context-wide excludes
+    /// (`.dockerignore`) left out, for `check` to mention.
+    pub ignored: Vec<String>,
 }
 
 /// Selects every source of `item` under `root`, mapped to layer paths with
@@ -155,6 +158,7 @@ pub fn select(
     let many = matches.len() > 1 || item.sources.iter().any(|s| has_wildcards(s));
     let mut dest_is_dir = item.dest.ends_with('/') || many;
     let mut out = Vec::new();
+    let mut ignored = Vec::new();
     for (index, rel) in matches {
         let host = resolve_in_root(
             root.root,
@@ -185,7 +189,7 @@ pub fn select(
             } else {
                 dest_abs.clone()
             };
-            walk(root, &host, &rel, "", &target, &item_excludes, &mut out)?;
+            walk(root, &host, &rel, "", &target, &item_excludes, &mut out, &mut ignored)?;
         } else {
             if !item_excludes.is_empty() && item_excludes.is_excluded(&base_name) {
                 continue;
@@ -205,6 +209,7 @@ pub fn select(
     Ok(Selection {
         entries: out,
         dest_dir: dest_is_dir.then_some(dest_abs),
+        ignored,
     })
 }
 
@@ -339,6 +344,7 @@ fn selected(
 /// Walks a directory source in sorted order without following links.
 /// `ctx_rel` is the directory's path relative to the root (for context
 /// excludes), `src_rel` relative to the copy source (for `--exclude`).
+#[allow(clippy::too_many_arguments)]
 fn walk(
     root: &SourceRoot<'_>,
     dir: &Path,
@@ -347,6 +353,7 @@ fn walk(
     dest: &str,
     item_excludes: &PatternSet,
     out: &mut Vec<Selected>,
+    ignored: &mut Vec<String>,
 ) -> Result<(), SelectError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -365,8 +372,12 @@ fn walk(
         let child_dest = join(dest, &name_str);
         let host = dir.join(&name);
         let meta = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
-        let excluded = root.excluded(&child_ctx)
-            || (!item_excludes.is_empty() && item_excludes.is_excluded(&child_src));
+        let ctx_excluded = root.excluded(&child_ctx);
+        if ctx_excluded {
+            ignored.push(child_ctx.clone());
+        }
+        let excluded =
+            ctx_excluded || (!item_excludes.is_empty() && item_excludes.is_excluded(&child_src));
         if meta.is_dir() {
             let prune = excluded && root.can_prune() && !item_excludes.has_exclusions();
             if prune {
@@ -383,6 +394,7 @@ fn walk(
                 &child_dest,
                 item_excludes,
                 out,
+                ignored,
             )?;
             continue;
         }
