@@ -64,6 +64,8 @@ pub struct BuildOptions {
     pub output_dir: PathBuf,
     /// Progress events go here.
     pub progress: Arc<dyn Sink>,
+    /// Threads for building and compressing (`-j`); at least 1.
+    pub jobs: usize,
 }
 
 /// One image the build produced.
@@ -151,7 +153,8 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
                     Err(e) => diags.push(select_diag(step, arg, &e)),
                     Ok(sel) if !sel.ignored.is_empty() => {
                         let at = step.args.get(arg).unwrap_or(&step.source);
-                        let mut shown: Vec<&str> = sel.ignored.iter().take(3).map(String::as_str).collect();
+                        let mut shown: Vec<&str> =
+                            sel.ignored.iter().take(3).map(String::as_str).collect();
                         if sel.ignored.len() > 3 {
                             shown.push("…");
                         }
@@ -304,9 +307,17 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     let _lock = opts.store.lock_shared()?;
     let excludes = PatternSet::new(&graph.settings.context_excludes)
         .map_err(|e| Error::Invalid(vec![plain_diag(e.to_string())]))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("imgbuild-{i}"))
+        .build()
+        .map_err(|e| Error::Internal {
+            what: format!("starting {} worker threads: {e}", opts.jobs),
+        })?;
     let mut b = Builder {
         graph,
         opts,
+        pool,
         store: &opts.store,
         excludes,
         results: HashMap::new(),
@@ -331,6 +342,8 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
 struct Builder<'a> {
     graph: &'a BuildGraph,
     opts: &'a BuildOptions,
+    /// The only thread pool: build work and gzip blocks run here.
+    pool: rayon::ThreadPool,
     store: &'a Store,
     excludes: PatternSet,
     results: HashMap<StageId, ImageState>,
@@ -623,8 +636,13 @@ impl Builder<'_> {
                 });
             }
         };
-        let (writer, digests) =
-            crate::layer::write(&entries, self.opts.compression, writer, &mut on_bytes)?;
+        let (writer, digests) = crate::layer::write(
+            &entries,
+            self.opts.compression,
+            writer,
+            Some(&self.pool),
+            &mut on_bytes,
+        )?;
         let digest = writer.commit(Some(&digests.digest))?;
         Ok(LayerDescriptor {
             diff_id: digests.diff_id,

@@ -189,7 +189,16 @@ pub fn select(
             } else {
                 dest_abs.clone()
             };
-            walk(root, &host, &rel, "", &target, &item_excludes, &mut out, &mut ignored)?;
+            walk(
+                root,
+                &host,
+                &rel,
+                "",
+                &target,
+                &item_excludes,
+                &mut out,
+                &mut ignored,
+            )?;
         } else {
             if !item_excludes.is_empty() && item_excludes.is_excluded(&base_name) {
                 continue;

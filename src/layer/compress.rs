@@ -2,12 +2,13 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use flate2::write::GzEncoder;
+use super::pgzip::ParGzip;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
-    /// gzip, level 6 (Go's and docker's default level).
+    /// gzip, level 6 (Go's and docker's default level), compressed in
+    /// parallel blocks with thread-count-independent output.
     #[default]
     Gzip,
     /// zstd, level 3.
@@ -77,11 +78,13 @@ impl Compression {
         }
     }
 
-    pub(crate) fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
+    pub(crate) fn encoder<'p, W: Write>(
+        self,
+        w: W,
+        pool: Option<&'p rayon::ThreadPool>,
+    ) -> io::Result<Encoder<'p, W>> {
         Ok(match self {
-            Compression::Gzip => {
-                Encoder::Gzip(GzEncoder::new(w, flate2::Compression::new(GZIP_LEVEL)))
-            }
+            Compression::Gzip => Encoder::Gzip(ParGzip::new(w, GZIP_LEVEL, pool)?),
             Compression::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
                 // The content size is unknown up front; the checksum lets readers
@@ -95,13 +98,13 @@ impl Compression {
 }
 
 /// A compressing writer of any [`Compression`].
-pub(crate) enum Encoder<W: Write> {
-    Gzip(GzEncoder<W>),
+pub(crate) enum Encoder<'p, W: Write> {
+    Gzip(ParGzip<'p, W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
 
-impl<W: Write> Encoder<W> {
+impl<W: Write> Encoder<'_, W> {
     /// Ends the stream and returns the inner writer.
     pub(crate) fn finish(self) -> io::Result<W> {
         match self {
@@ -112,7 +115,7 @@ impl<W: Write> Encoder<W> {
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
+impl<W: Write> Write for Encoder<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Gzip(g) => g.write(buf),

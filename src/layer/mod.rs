@@ -11,6 +11,7 @@
 mod compress;
 pub mod extract;
 pub mod index;
+mod pgzip;
 mod tar;
 
 use std::collections::HashMap;
@@ -185,8 +186,9 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
 }
 
 /// Writes `entries` (already [`normalize`]d) as a layer into `sink`, compressed
-/// with `compression`, and returns the sink and the digests. `on_bytes` is told
-/// how many content bytes have been archived so far, for progress.
+/// with `compression` (gzip blocks on `pool` when given; the bytes are the same
+/// either way), and returns the sink and the digests. `on_bytes` is told how
+/// many content bytes have been archived so far, for progress.
 ///
 /// # Errors
 /// A source that cannot be read or changed size, or a failing sink.
@@ -194,10 +196,11 @@ pub fn write<W: Write>(
     entries: &[Entry],
     compression: Compression,
     sink: W,
+    pool: Option<&rayon::ThreadPool>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<(W, LayerDigests)> {
     let encoder = compression
-        .encoder(HashingWriter::new(sink))
+        .encoder(HashingWriter::new(sink), pool)
         .map_err(Error::Write)?;
     let mut tar = tar::TarWriter::new(HashingWriter::new(encoder));
     let mut buf = vec![0u8; 256 * 1024];
@@ -360,7 +363,7 @@ mod tests {
         std::fs::write(&p, "hello").unwrap();
         let entries = normalize(vec![Entry::dir("d", 0o755, 0, 0, 0), file("d/f", &p)]).unwrap();
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let (blob, d) = write(&entries, c, Vec::new(), &mut |_| {}).unwrap();
+            let (blob, d) = write(&entries, c, Vec::new(), None, &mut |_| {}).unwrap();
             assert_eq!(d.digest, Digest::of(&blob));
             assert_eq!(d.size, blob.len() as u64);
             let mut tar_bytes = Vec::new();
@@ -385,7 +388,7 @@ mod tests {
         std::fs::write(&p, "hello").unwrap();
         let e = file("f", &p);
         std::fs::write(&p, "hello world").unwrap();
-        let err = write(&[e], Compression::None, Vec::new(), &mut |_| {}).unwrap_err();
+        let err = write(&[e], Compression::None, Vec::new(), None, &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::SourceChanged { .. }));
     }
 }

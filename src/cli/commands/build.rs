@@ -86,6 +86,9 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         },
         output_dir: absolute(std::path::Path::new("."))?,
         progress: sink,
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
     };
     let result = build::build(&graph, &opts).map_err(|e| match e {
         build::Error::Invalid(d) => Failure::Diagnostics(d),
