@@ -159,6 +159,7 @@ pub fn unpack_archives(
                 link_key: None,
                 direct: false,
                 owner: Some((meta.uid, meta.gid)),
+                stat: None,
             });
         }
     }

@@ -195,6 +195,7 @@ mod tests {
             link_key: None,
             direct: true,
             owner: None,
+            stat: None,
         }
     }
 

@@ -17,7 +17,7 @@ pub mod sources;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use error::{CopyError, Error, Result};
 
@@ -36,6 +36,7 @@ use crate::oci::{ImageConfig, LayerDescriptor, Manifest, manifest_bytes};
 use crate::pattern::PatternSet;
 use crate::progress::{Event, Sink};
 use crate::reference::Reference;
+use crate::store::memo::{FileStat, StatMemo};
 use crate::store::{AtomicFile, ImageRecord, Store};
 use sources::{Selection, SourceRoot};
 
@@ -113,7 +114,20 @@ struct Planned {
 /// Checks what can be checked before any work: `--target`, copy sources in the
 /// context, local base archives. Returns every problem found.
 pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
+    plan(graph, target).diags
+}
+
+/// What the pre-build pass found: its diagnostics, and the context selections
+/// it made (keyed by step and copy item), which the build reuses instead of
+/// walking the context again.
+struct Plan {
+    diags: Vec<Diagnostic>,
+    selections: HashMap<(StepId, usize), Selection>,
+}
+
+fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
     let mut diags = Vec::new();
+    let mut selections = HashMap::new();
     if let Some(t) = target
         && let Err(d) = target_stage(graph, t)
     {
@@ -123,7 +137,7 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
         Ok(p) => p,
         Err(e) => {
             diags.push(plain_diag(e.to_string()));
-            return diags;
+            return Plan { diags, selections };
         }
     };
     if !graph.settings.context.is_dir() {
@@ -131,7 +145,7 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
             "the build context {} is not a directory",
             graph.settings.context.display()
         )));
-        return diags;
+        return Plan { diags, selections };
     }
     let root = SourceRoot {
         root: &graph.settings.context,
@@ -142,23 +156,24 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
             check_image_source(src, &stage.source, &mut diags);
         }
     }
-    for step in &graph.steps {
+    for (step_index, step) in graph.steps.iter().enumerate() {
         let StepKind::Copy(c) = &step.kind else {
             continue;
         };
         let mut arg = 0;
-        for item in &c.items {
+        for (item_index, item) in c.items.iter().enumerate() {
             match &item.from {
                 CopyFrom::Context => match sources::select(&root, item, "/") {
                     Err(e) => diags.push(select_diag(step, arg, &e)),
-                    Ok(sel) if !sel.ignored.is_empty() => {
-                        let at = step.args.get(arg).unwrap_or(&step.source);
-                        let mut shown: Vec<&str> =
-                            sel.ignored.iter().take(3).map(String::as_str).collect();
-                        if sel.ignored.len() > 3 {
-                            shown.push("…");
-                        }
-                        diags.push(
+                    Ok(sel) => {
+                        if !sel.ignored.is_empty() {
+                            let at = step.args.get(arg).unwrap_or(&step.source);
+                            let mut shown: Vec<&str> =
+                                sel.ignored.iter().take(3).map(String::as_str).collect();
+                            if sel.ignored.len() > 3 {
+                                shown.push("…");
+                            }
+                            diags.push(
                             Diagnostic::warning(
                                 &at.file,
                                 at.span,
@@ -172,8 +187,13 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
                             )
                             .with_help("this follows the exclude patterns (.dockerignore, or the spec's [build].exclude)"),
                         );
+                        }
+                        // With an absolute destination the selection does not
+                        // depend on the image's working directory: keep it.
+                        if item.dest.starts_with('/') {
+                            selections.insert((StepId(step_index), item_index), sel);
+                        }
                     }
-                    Ok(_) => {}
                 },
                 CopyFrom::Image { source } => check_image_source(source, &step.source, &mut diags),
                 CopyFrom::Stage { .. } | CopyFrom::Inline { .. } => {}
@@ -181,7 +201,7 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
             arg += item.sources.len();
         }
     }
-    diags
+    Plan { diags, selections }
 }
 
 fn plain_diag(message: String) -> Diagnostic {
@@ -299,7 +319,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
 /// Definition problems found before work starts ([`Error::Invalid`]), or the
 /// first step that fails.
 pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
-    let diags = check(graph, opts.target.as_deref());
+    let Plan { diags, selections } = plan(graph, opts.target.as_deref());
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Error::Invalid(diags));
     }
@@ -314,10 +334,17 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         .map_err(|e| Error::Internal {
             what: format!("starting {} worker threads: {e}", opts.jobs),
         })?;
+    let memo = Mutex::new(StatMemo::load(
+        &opts.store,
+        &std::fs::canonicalize(&graph.settings.context)
+            .unwrap_or_else(|_| graph.settings.context.clone()),
+    ));
     let mut b = Builder {
         graph,
         opts,
         pool,
+        planned: selections,
+        memo,
         store: &opts.store,
         excludes,
         results: HashMap::new(),
@@ -332,6 +359,10 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     for s in &order {
         b.build_stage(*s)?;
     }
+    // A memo that cannot be saved costs the next build time, not correctness.
+    if let Ok(memo) = b.memo.lock() {
+        let _ = memo.save();
+    }
     let mut result = BuildResult::default();
     for o in outputs {
         result.images.push(b.write_output(&o)?);
@@ -344,6 +375,10 @@ struct Builder<'a> {
     opts: &'a BuildOptions,
     /// The only thread pool: build work and gzip blocks run here.
     pool: rayon::ThreadPool,
+    /// Context selections made by the pre-build pass.
+    planned: HashMap<(StepId, usize), Selection>,
+    /// Content digests of context files by stat, across builds.
+    memo: Mutex<StatMemo>,
     store: &'a Store,
     excludes: PatternSet,
     results: HashMap<StageId, ImageState>,
@@ -455,16 +490,20 @@ impl Builder<'_> {
             for (i, item) in c.items.iter().enumerate() {
                 match &item.from {
                     CopyFrom::Context => {
-                        let root = SourceRoot {
-                            root: &self.graph.settings.context,
-                            excludes: Some(&self.excludes),
+                        let sel = match self.planned.remove(&(id, i)) {
+                            Some(sel) => sel,
+                            None => {
+                                let root = SourceRoot {
+                                    root: &self.graph.settings.context,
+                                    excludes: Some(&self.excludes),
+                                };
+                                sources::select(&root, item, &workdir).map_err(|e| Error::Copy {
+                                    location: location.clone(),
+                                    source: CopyError::Select(e),
+                                })?
+                            }
                         };
-                        let sel =
-                            sources::select(&root, item, &workdir).map_err(|e| Error::Copy {
-                                location: location.clone(),
-                                source: CopyError::Select(e),
-                            })?;
-                        let d = hash_selection(&sel).map_err(|e| Error::Copy {
+                        let d = hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
                             location: location.clone(),
                             source: e,
                         })?;
@@ -691,6 +730,7 @@ impl Builder<'_> {
                 link_key: None,
                 direct: true,
                 owner: None,
+                stat: None,
             }],
             dest_dir,
             ignored: Vec::new(),
@@ -911,8 +951,25 @@ impl Builder<'_> {
         {
             std::fs::create_dir_all(dir).map_err(out_err)?;
         }
-        let mut file = AtomicFile::create(path).map_err(out_err)?;
         let mtime = self.opts.epoch.unwrap_or(0).max(0) as u64;
+        let inputs = OutputInputs {
+            manifest: *manifest,
+            names: tags.iter().map(ToString::to_string).collect(),
+            format: format!("{format:?}"),
+            mtime,
+        };
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let record: Option<OutputRecord> = self.store.output_record(&abs)?;
+        let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
+        // The file is what we wrote last time, untouched, for the same inputs:
+        // nothing to read, nothing to write.
+        if let (Some(rec), Some(stat)) = (&record, &on_disk)
+            && rec.inputs == inputs
+            && rec.file == *stat
+        {
+            return Ok((rec.archive_manifest, true));
+        }
+        let mut file = AtomicFile::create(path).map_err(out_err)?;
         let hashing = crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(
             1 << 20,
             file.file(),
@@ -922,15 +979,108 @@ impl Builder<'_> {
         buf.into_inner()
             .map_err(|e| e.into_error())
             .map_err(out_err)?;
-        let same = std::fs::metadata(path).is_ok_and(|m| m.len() == new_len)
-            && file_digest(path).is_ok_and(|d| d == new_digest);
+        // Same bytes as the existing file: leave it (and its mtime) alone, so
+        // make and ninja's restat see nothing changed.
+        let same = match (&record, &on_disk) {
+            (Some(rec), Some(stat)) if rec.file == *stat => rec.digest == new_digest,
+            (_, Some(stat)) => {
+                stat.size == new_len && file_digest(path).is_ok_and(|d| d == new_digest)
+            }
+            _ => false,
+        };
         if same {
             drop(file);
-            return Ok((written.manifest, true));
+        } else {
+            file.commit().map_err(out_err)?;
         }
-        file.commit().map_err(out_err)?;
-        Ok((written.manifest, false))
+        if let Ok(m) = std::fs::metadata(path) {
+            let rec = OutputRecord {
+                inputs,
+                digest: new_digest,
+                archive_manifest: written.manifest,
+                file: FileStat::of(&m),
+            };
+            // Only an optimisation for the next build.
+            let _ = self.store.put_output_record(&abs, &rec);
+        }
+        Ok((written.manifest, same))
     }
+}
+
+/// What an output archive's bytes are a function of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct OutputInputs {
+    manifest: Digest,
+    names: Vec<String>,
+    format: String,
+    mtime: u64,
+}
+
+/// What the store remembers of an archive it wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OutputRecord {
+    inputs: OutputInputs,
+    /// Digest of the archive bytes.
+    digest: Digest,
+    /// The manifest digest inside the archive.
+    archive_manifest: Digest,
+    /// The file as written (stat), to notice anyone touching it.
+    #[serde(with = "file_stat_serde")]
+    file: FileStat,
+}
+
+mod file_stat_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::store::memo::FileStat;
+
+    pub fn serialize<S: Serializer>(f: &FileStat, s: S) -> Result<S::Ok, S::Error> {
+        (f.size, f.mtime_ns, f.ctime_ns, f.ino, f.dev).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FileStat, D::Error> {
+        let (size, mtime_ns, ctime_ns, ino, dev) = <(u64, i64, i64, u64, u64)>::deserialize(d)?;
+        Ok(FileStat {
+            size,
+            mtime_ns,
+            ctime_ns,
+            ino,
+            dev,
+        })
+    }
+}
+
+/// A file's content digest: from the stat memo when its stat fields match,
+/// else read and hashed (and memoized).
+fn file_content_digest(s: &sources::Selected, memo: &Mutex<StatMemo>) -> Result<Digest, CopyError> {
+    let key = s.host.to_string_lossy();
+    if let Some(stat) = &s.stat
+        && let Ok(m) = memo.lock()
+        && let Some(d) = m.get(&key, stat)
+    {
+        return Ok(d);
+    }
+    let read_err = |source| CopyError::Read {
+        path: s.host.clone(),
+        source,
+    };
+    let mut f = std::fs::File::open(&s.host).map_err(read_err)?;
+    let mut fh = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        fh.update(&buf[..n]);
+    }
+    let d = fh.finish();
+    if let Some(stat) = s.stat
+        && let Ok(mut m) = memo.lock()
+    {
+        m.put(key.into_owned(), stat, d);
+    }
+    Ok(d)
 }
 
 /// Temporary files that go away with the step, however it ends.
@@ -953,7 +1103,7 @@ fn file_digest(path: &Path) -> std::io::Result<Digest> {
 
 /// The input digest of a context selection: every entry's layer path, type,
 /// mode, content digest or link target, and hard-link grouping. Never mtimes.
-fn hash_selection(sel: &Selection) -> Result<Digest, CopyError> {
+fn hash_selection(sel: &Selection, memo: &Mutex<StatMemo>) -> Result<Digest, CopyError> {
     let mut h = Hasher::new();
     let groups = sources::link_groups(&sel.entries);
     h.field(sel.dest_dir.as_deref().unwrap_or("\0").as_bytes());
@@ -973,23 +1123,7 @@ fn hash_selection(sel: &Selection) -> Result<Digest, CopyError> {
             sources::SourceKind::File { size } => {
                 h.field(b"file");
                 h.field(&size.to_be_bytes());
-                let mut f = std::fs::File::open(&s.host).map_err(|source| CopyError::Read {
-                    path: s.host.clone(),
-                    source,
-                })?;
-                let mut fh = Hasher::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = f.read(&mut buf).map_err(|source| CopyError::Read {
-                        path: s.host.clone(),
-                        source,
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    fh.update(&buf[..n]);
-                }
-                h.field(fh.finish().as_bytes());
+                h.field(file_content_digest(s, memo)?.as_bytes());
                 if let Some(first) = groups.get(&s.dest)
                     && first != &s.dest
                 {

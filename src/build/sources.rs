@@ -56,6 +56,8 @@ pub struct Selected {
     /// Owner carried by the source itself (archive members); `None` means
     /// the copy's owner (root unless `--chown`).
     pub owner: Option<(u64, u64)>,
+    /// For files: the stat fields the stat memo keys on.
+    pub stat: Option<crate::store::memo::FileStat>,
 }
 
 /// A source of a copy that selected nothing.
@@ -347,6 +349,9 @@ fn selected(
         link_key,
         direct: false,
         owner: None,
+        stat: meta
+            .is_file()
+            .then(|| crate::store::memo::FileStat::of(meta)),
     }
 }
 

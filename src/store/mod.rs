@@ -9,6 +9,8 @@
 //! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID
 //! cache/<hex>          a cache key → the image the step produced
 //! snapshots/<hex>      extracted root filesystems, by chain ID
+//! memo/<hex>           stat memo per context directory (see [`memo`])
+//! outputs/<hex>        what was last written to an output archive path
 //! tmp/                 temporary files; never read, removed by prune
 //! lock                 flock: builds share it, prune takes it exclusively
 //! ```
@@ -18,6 +20,7 @@
 //! one blob race harmlessly to the same rename.
 
 pub mod atomic;
+pub mod memo;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -111,6 +114,8 @@ const DIRS: &[&str] = &[
     "tags",
     "cache",
     "snapshots",
+    "memo",
+    "outputs",
     "tmp",
 ];
 
@@ -433,6 +438,35 @@ impl Store {
     pub fn cache_put(&self, key: &Digest, image: &Digest) -> Result<()> {
         let p = self.root.join("cache").join(key.hex());
         self.write_record(&p, &CacheRecord { image: *image })
+    }
+
+    // ---- output records ----------------------------------------------------
+
+    /// What was last written to the archive at `path` (absolute), if known.
+    ///
+    /// # Errors
+    /// An unreadable record (a corrupt one reads as absent).
+    pub fn output_record<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
+        let p = self.output_path(path);
+        match self.read_record(&p) {
+            Err(Error::BadRecord { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Remembers what was written to the archive at `path` (absolute).
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn put_output_record<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let p = self.output_path(path);
+        self.write_record(&p, value)
+    }
+
+    fn output_path(&self, path: &Path) -> PathBuf {
+        self.root
+            .join("outputs")
+            .join(Digest::of(path.as_os_str().as_encoded_bytes()).hex())
     }
 
     // ---- records -----------------------------------------------------------
