@@ -24,6 +24,13 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The build is about to start.
+    Plan {
+        /// Steps in the build (each stage's FROM counts as one).
+        steps: usize,
+        /// Whether independent stages may run at the same time.
+        parallel: bool,
+    },
     /// A step begins. `index` counts from 1 across every stage of the build.
     StepStarted {
         /// Stage name.
@@ -102,16 +109,102 @@ pub trait Sink: Send + Sync {
 }
 
 /// Docker-classic plain lines.
+///
+/// Steps of one stage are printed in order even when their work overlaps (a
+/// step's lines wait until the steps before it are done); once two stages
+/// run at the same time, every line is prefixed with `[stage] `.
 pub struct Plain {
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Mutex<PlainState>,
     show_reasons: bool,
+}
+
+struct Slot {
+    index: usize,
+    header: String,
+    header_printed: bool,
+    lines: Vec<String>,
+    done: bool,
+}
+
+struct PlainState {
+    out: Box<dyn Write + Send>,
+    stages: Vec<(String, std::collections::VecDeque<Slot>)>,
+    prefix: bool,
+}
+
+impl PlainState {
+    fn queue(&mut self, stage: &str) -> &mut std::collections::VecDeque<Slot> {
+        let i = match self.stages.iter().position(|(s, _)| s == stage) {
+            Some(i) => i,
+            None => {
+                self.stages.push((stage.to_string(), Default::default()));
+                self.stages.len() - 1
+            }
+        };
+        &mut self.stages[i].1
+    }
+
+    fn print(&mut self, stage: &str, line: &str) {
+        // A closed pipe must not fail the build; the CLI notices it later.
+        let _ = if self.prefix {
+            writeln!(self.out, "[{stage}] {line}")
+        } else {
+            writeln!(self.out, "{line}")
+        };
+    }
+
+    /// Prints what is printable for `stage`: the front slots in order.
+    fn flush(&mut self, stage: &str) {
+        // Another stage still has a step in progress: stages interleave.
+        let busy_elsewhere = self
+            .stages
+            .iter()
+            .any(|(s, q)| s != stage && q.iter().any(|slot| !slot.done));
+        if busy_elsewhere {
+            self.prefix = true;
+        }
+        let mut lines = Vec::new();
+        let queue = self.queue(stage);
+        while let Some(front) = queue.front_mut() {
+            if !front.header_printed {
+                front.header_printed = true;
+                lines.push(front.header.clone());
+            }
+            lines.append(&mut front.lines);
+            if front.done {
+                queue.pop_front();
+            } else {
+                break;
+            }
+        }
+        for l in lines {
+            self.print(stage, &l);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn attach(&mut self, stage: &str, index: usize, line: Option<String>, done: bool) {
+        if let Some(slot) = self.queue(stage).iter_mut().find(|s| s.index == index) {
+            if let Some(l) = line {
+                slot.lines.push(l);
+            }
+            slot.done |= done;
+        } else if let Some(l) = line {
+            self.print(stage, &l);
+        }
+        self.flush(stage);
+    }
 }
 
 impl Plain {
     /// Plain output to `out`; with `show_reasons`, cache misses say why.
     pub fn new(out: Box<dyn Write + Send>, show_reasons: bool) -> Self {
         Plain {
-            out: Mutex::new(out),
+            out: Mutex::new(PlainState {
+                out,
+                stages: Vec::new(),
+                prefix: false,
+            }),
             show_reasons,
         }
     }
@@ -119,32 +212,62 @@ impl Plain {
 
 impl Sink for Plain {
     fn event(&self, e: Event) {
-        let line = match e {
+        let Ok(mut st) = self.out.lock() else { return };
+        match e {
+            Event::Plan { parallel, .. } => st.prefix = parallel,
             Event::StepStarted {
-                index, total, text, ..
-            } => format!("Step {index}/{total} : {text}"),
-            Event::StepCached { .. } => " ---> Using cache".to_string(),
-            Event::StepMiss { reason, .. } if self.show_reasons => {
-                format!(" ---> Cache miss: {reason}")
+                stage,
+                index,
+                total,
+                text,
+            } => {
+                st.queue(&stage).push_back(Slot {
+                    index,
+                    header: format!("Step {index}/{total} : {text}"),
+                    header_printed: false,
+                    lines: Vec::new(),
+                    done: false,
+                });
+                st.flush(&stage);
             }
-            Event::StepMiss { .. } | Event::StepBytes { .. } => return,
-            Event::StepDone { image, .. } => format!(" ---> {image}"),
-            Event::Warning { message } => format!("WARNING: {message}"),
-            Event::Built { image } => format!("Successfully built {image}"),
-            Event::Tagged { name } => format!("Successfully tagged {name}"),
+            Event::StepCached { stage, index } => {
+                st.attach(&stage, index, Some(" ---> Using cache".into()), false);
+            }
+            Event::StepMiss {
+                stage,
+                index,
+                reason,
+            } => {
+                let line = self
+                    .show_reasons
+                    .then(|| format!(" ---> Cache miss: {reason}"));
+                st.attach(&stage, index, line, false);
+            }
+            Event::StepBytes { .. } => {}
+            Event::StepDone {
+                stage,
+                index,
+                image,
+                ..
+            } => {
+                let line = (!image.is_empty()).then(|| format!(" ---> {image}"));
+                st.attach(&stage, index, line, true);
+            }
+            Event::Warning { message } => {
+                let _ = writeln!(st.out, "WARNING: {message}");
+            }
+            Event::Built { image } => {
+                let _ = writeln!(st.out, "Successfully built {image}");
+            }
+            Event::Tagged { name } => {
+                let _ = writeln!(st.out, "Successfully tagged {name}");
+            }
             Event::Wrote { path, unchanged } => {
-                if unchanged {
-                    format!("Unchanged {path}")
-                } else {
-                    format!("Wrote {path}")
-                }
+                let verb = if unchanged { "Unchanged" } else { "Wrote" };
+                let _ = writeln!(st.out, "{verb} {path}");
             }
-        };
-        if let Ok(mut out) = self.out.lock() {
-            // A closed pipe must not fail the build; the CLI notices it later.
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
         }
+        let _ = st.out.flush();
     }
 }
 

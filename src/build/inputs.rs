@@ -1,0 +1,100 @@
+//! A step's inputs as digests: context selections hashed file by file, with
+//! content digests from the stat memo when a file's stat fields match.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::error::CopyError;
+use super::sources::{self, Selection};
+use crate::digest::{Digest, Hasher};
+use crate::store::memo::StatMemo;
+
+/// A file's content digest: from the stat memo when its stat fields match,
+/// else read and hashed (and memoized).
+pub(super) fn file_content_digest(
+    s: &sources::Selected,
+    memo: &Mutex<StatMemo>,
+) -> Result<Digest, CopyError> {
+    let key = s.host.to_string_lossy();
+    if let Some(stat) = &s.stat
+        && let Ok(m) = memo.lock()
+        && let Some(d) = m.get(&key, stat)
+    {
+        return Ok(d);
+    }
+    let read_err = |source| CopyError::Read {
+        path: s.host.clone(),
+        source,
+    };
+    let mut f = std::fs::File::open(&s.host).map_err(read_err)?;
+    let mut fh = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        fh.update(&buf[..n]);
+    }
+    let d = fh.finish();
+    if let Some(stat) = s.stat
+        && let Ok(mut m) = memo.lock()
+    {
+        m.put(key.into_owned(), stat, d);
+    }
+    Ok(d)
+}
+
+/// Temporary files that go away with the step, however it ends.
+#[derive(Default)]
+pub(super) struct TempFiles(pub(super) Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+pub(super) fn file_digest(path: &Path) -> std::io::Result<Digest> {
+    let mut r = crate::digest::HashingReader::new(std::fs::File::open(path)?);
+    std::io::copy(&mut r, &mut std::io::sink())?;
+    Ok(r.finish().0)
+}
+
+/// The input digest of a context selection: every entry's layer path, type,
+/// mode, content digest or link target, and hard-link grouping. Never mtimes.
+pub(super) fn hash_selection(sel: &Selection, memo: &Mutex<StatMemo>) -> Result<Digest, CopyError> {
+    let mut h = Hasher::new();
+    let groups = sources::link_groups(&sel.entries);
+    h.field(sel.dest_dir.as_deref().unwrap_or("\0").as_bytes());
+    for s in &sel.entries {
+        h.field(s.dest.as_bytes());
+        h.field(&s.mode.to_be_bytes());
+        match &s.kind {
+            sources::SourceKind::Dir => h.field(b"dir"),
+            sources::SourceKind::Hardlink(t) => {
+                h.field(b"hardlink");
+                h.field(t.as_bytes());
+            }
+            sources::SourceKind::Symlink(t) => {
+                h.field(b"symlink");
+                h.field(t.as_os_str().as_encoded_bytes());
+            }
+            sources::SourceKind::File { size } => {
+                h.field(b"file");
+                h.field(&size.to_be_bytes());
+                h.field(file_content_digest(s, memo)?.as_bytes());
+                if let Some(first) = groups.get(&s.dest)
+                    && first != &s.dest
+                {
+                    h.field(b"hardlink");
+                    h.field(first.as_bytes());
+                }
+            }
+        }
+    }
+    Ok(h.finish())
+}

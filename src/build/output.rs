@@ -1,0 +1,163 @@
+//! Writing the output images: tags, then archives written atomically, left
+//! alone when their bytes would not change, and remembered in the store so an
+//! untouched archive for the same inputs is not even regenerated.
+
+use std::path::Path;
+
+use super::inputs::file_digest;
+use super::scheduler::Builder;
+use super::{BuiltImage, Error, Planned, Result};
+use crate::digest::Digest;
+use crate::oci::archive::{ArchiveFormat, write_archive};
+use crate::progress::Event;
+use crate::reference::Reference;
+use crate::store::AtomicFile;
+use crate::store::memo::FileStat;
+
+impl Builder<'_> {
+    pub(super) fn write_output(&self, o: &Planned) -> Result<BuiltImage> {
+        let state = self.result(o.stage).ok_or_else(|| Error::Internal {
+            what: "output stage was not built".into(),
+        })?;
+        let (Some(id), Some(manifest)) = (state.id, state.manifest) else {
+            return Err(Error::Internal {
+                what: "output image was not committed".into(),
+            });
+        };
+        self.emit(Event::Built { image: id.short() });
+        for t in &o.tags {
+            self.store.set_tag(t, &id)?;
+            self.emit(Event::Tagged { name: t.familiar() });
+        }
+        let (archive_manifest, unchanged) =
+            self.write_archive_file(&manifest, &o.tags, o.format, &o.path)?;
+        self.emit(Event::Wrote {
+            path: o.path.display().to_string(),
+            unchanged,
+        });
+        Ok(BuiltImage {
+            name: self.graph.stage(o.stage).name.clone(),
+            id,
+            manifest,
+            archive_manifest,
+            tags: o.tags.clone(),
+            archive: o.path.clone(),
+        })
+    }
+
+    /// Writes the archive atomically; leaves an identical existing file alone
+    /// (its mtime too, so `make` and ninja's `restat` see nothing changed).
+    fn write_archive_file(
+        &self,
+        manifest: &Digest,
+        tags: &[Reference],
+        format: ArchiveFormat,
+        path: &Path,
+    ) -> Result<(Digest, bool)> {
+        let out_err = |source| Error::Output {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(out_err)?;
+        }
+        let mtime = self.opts.epoch.unwrap_or(0).max(0) as u64;
+        let inputs = OutputInputs {
+            manifest: *manifest,
+            names: tags.iter().map(ToString::to_string).collect(),
+            format: format!("{format:?}"),
+            mtime,
+        };
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let record: Option<OutputRecord> = self.store.output_record(&abs)?;
+        let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
+        // The file is what we wrote last time, untouched, for the same inputs:
+        // nothing to read, nothing to write.
+        if let (Some(rec), Some(stat)) = (&record, &on_disk)
+            && rec.inputs == inputs
+            && rec.file == *stat
+        {
+            return Ok((rec.archive_manifest, true));
+        }
+        let mut file = AtomicFile::create(path).map_err(out_err)?;
+        let hashing = crate::digest::HashingWriter::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            file.file(),
+        ));
+        let (hashing, written) = write_archive(self.store, manifest, tags, format, mtime, hashing)?;
+        let (buf, new_digest, new_len) = hashing.finish();
+        buf.into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(out_err)?;
+        // Same bytes as the existing file: leave it (and its mtime) alone, so
+        // make and ninja's restat see nothing changed.
+        let same = match (&record, &on_disk) {
+            (Some(rec), Some(stat)) if rec.file == *stat => rec.digest == new_digest,
+            (_, Some(stat)) => {
+                stat.size == new_len && file_digest(path).is_ok_and(|d| d == new_digest)
+            }
+            _ => false,
+        };
+        if same {
+            drop(file);
+        } else {
+            file.commit().map_err(out_err)?;
+        }
+        if let Ok(m) = std::fs::metadata(path) {
+            let rec = OutputRecord {
+                inputs,
+                digest: new_digest,
+                archive_manifest: written.manifest,
+                file: FileStat::of(&m),
+            };
+            // Only an optimisation for the next build.
+            let _ = self.store.put_output_record(&abs, &rec);
+        }
+        Ok((written.manifest, same))
+    }
+}
+
+/// What an output archive's bytes are a function of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct OutputInputs {
+    manifest: Digest,
+    names: Vec<String>,
+    format: String,
+    mtime: u64,
+}
+
+/// What the store remembers of an archive it wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OutputRecord {
+    inputs: OutputInputs,
+    /// Digest of the archive bytes.
+    digest: Digest,
+    /// The manifest digest inside the archive.
+    archive_manifest: Digest,
+    /// The file as written (stat), to notice anyone touching it.
+    #[serde(with = "file_stat_serde")]
+    file: FileStat,
+}
+
+mod file_stat_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::store::memo::FileStat;
+
+    pub fn serialize<S: Serializer>(f: &FileStat, s: S) -> Result<S::Ok, S::Error> {
+        (f.size, f.mtime_ns, f.ctime_ns, f.ino, f.dev).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FileStat, D::Error> {
+        let (size, mtime_ns, ctime_ns, ino, dev) = <(u64, i64, i64, u64, u64)>::deserialize(d)?;
+        Ok(FileStat {
+            size,
+            mtime_ns,
+            ctime_ns,
+            ino,
+            dev,
+        })
+    }
+}
