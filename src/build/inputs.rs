@@ -66,11 +66,19 @@ pub(super) fn file_digest(path: &Path) -> std::io::Result<Digest> {
 
 /// The input digest of a context selection: every entry's layer path, type,
 /// mode, content digest or link target, and hard-link grouping. Never mtimes.
-pub(super) fn hash_selection(sel: &Selection, memo: &Mutex<StatMemo>) -> Result<Digest, CopyError> {
-    let mut h = Hasher::new();
+///
+/// Also returns each entry's own digest by layer path, so a cache miss can
+/// say which files changed.
+pub(super) fn hash_selection(
+    sel: &Selection,
+    memo: &Mutex<StatMemo>,
+) -> Result<(Digest, Vec<(String, Digest)>), CopyError> {
+    let mut all = Hasher::new();
+    let mut files = Vec::with_capacity(sel.entries.len());
     let groups = sources::link_groups(&sel.entries);
-    h.field(sel.dest_dir.as_deref().unwrap_or("\0").as_bytes());
+    all.field(sel.dest_dir.as_deref().unwrap_or("\0").as_bytes());
     for s in &sel.entries {
+        let mut h = Hasher::new();
         h.field(s.dest.as_bytes());
         h.field(&s.mode.to_be_bytes());
         match &s.kind {
@@ -95,6 +103,9 @@ pub(super) fn hash_selection(sel: &Selection, memo: &Mutex<StatMemo>) -> Result<
                 }
             }
         }
+        let d = h.finish();
+        all.field(d.as_bytes());
+        files.push((s.dest.clone(), d));
     }
-    Ok(h.finish())
+    Ok((all.finish(), files))
 }

@@ -16,6 +16,7 @@ mod output;
 mod scheduler;
 mod snapshot;
 pub mod sources;
+mod why;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,11 +83,31 @@ pub struct BuiltImage {
     pub archive: PathBuf,
 }
 
+/// What happened to one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    /// Stage name.
+    pub stage: String,
+    /// Its "Step i/n" number.
+    pub index: usize,
+    /// Dockerfile-syntax text.
+    pub text: String,
+    /// Taken from the cache.
+    pub cached: bool,
+    /// Why it missed the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
 /// What a build produced.
 #[derive(Debug, Clone, Default)]
 pub struct BuildResult {
     /// The output images, in graph order.
     pub images: Vec<BuiltImage>,
+    /// Every step, in the order they finished.
+    pub steps: Vec<StepReport>,
 }
 
 /// An image under construction: the state after some step.
@@ -343,6 +364,10 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     let mut result = BuildResult::default();
     for o in outputs {
         result.images.push(b.write_output(&o)?);
+    }
+    if let Ok(mut r) = b.reports.lock() {
+        r.sort_by_key(|s| s.index);
+        result.steps = std::mem::take(&mut *r);
     }
     Ok(result)
 }

@@ -21,8 +21,9 @@ use std::time::Instant;
 
 use super::inputs::{TempFiles, hash_selection};
 use super::sources::{self, Selection, SourceRoot};
+use super::why::{self, StepRecord};
 use super::{BuildOptions, CopyError, Error, Result};
-use super::{ImageState, add, base, config, copy, snapshot};
+use super::{ImageState, StepReport, add, base, config, copy, snapshot};
 use crate::diag::SourceRef;
 use crate::digest::Digest;
 use crate::graph::key::{base_key, step_key};
@@ -76,24 +77,21 @@ pub(super) struct Builder<'a> {
     imported: Mutex<HashMap<String, Imported>>,
     /// "Step i/n" numbers: each stage's FROM and each step, in build order.
     numbers: HashMap<(StageId, Option<StepId>), usize>,
+    /// What happened to each step, for --metadata-file.
+    pub(super) reports: Mutex<Vec<StepReport>>,
     total: usize,
 }
 
 /// A missing step waiting for its turn to commit.
-enum Pending {
-    /// A config change: applied and committed in order.
-    Config {
-        id: StepId,
-        key: CacheKey,
-        started: Instant,
-    },
-    /// A layer being written by the pool.
-    Layer {
-        id: StepId,
-        key: CacheKey,
-        started: Instant,
-        rx: Receiver<Result<LayerDescriptor>>,
-    },
+struct Pending {
+    id: StepId,
+    key: CacheKey,
+    started: Instant,
+    /// Why it missed, and what to remember of its inputs once committed.
+    reason: String,
+    record: (Digest, StepRecord),
+    /// The layer being written by the pool; `None` for a config change.
+    layer: Option<Receiver<Result<LayerDescriptor>>>,
 }
 
 impl<'a> Builder<'a> {
@@ -128,6 +126,7 @@ impl<'a> Builder<'a> {
             listings: Mutex::new(HashMap::new()),
             imported: Mutex::new(HashMap::new()),
             numbers,
+            reports: Mutex::new(Vec::new()),
             total: n,
         }
     }
@@ -300,6 +299,7 @@ impl<'a> Builder<'a> {
         let mut lower: Option<Merged> = None;
         // The key and working directory as of the last step seen (pending or not).
         let mut key = state.key;
+        let mut previous_missed = false;
         let mut workdir = workdir_of(&state.config);
         let mut temps = TempFiles::default();
         let mut temp_dirs = add::TempDirs::default();
@@ -314,7 +314,8 @@ impl<'a> Builder<'a> {
                     total: self.total,
                     text: self.graph.created_by(step_id),
                 });
-                let (inputs, selections) = self.inputs(step_id, &workdir)?;
+                let (inputs, selections, files) = self.inputs(step_id, &workdir)?;
+                let parent_key = key;
                 let step_key =
                     step_key(&key, &step.kind, &inputs, self.opts.epoch).map_err(|e| {
                         Error::Internal {
@@ -334,6 +335,8 @@ impl<'a> Builder<'a> {
                     workdir = workdir_of(&hit.config);
                     state = hit;
                     lower = None;
+                    previous_missed = false;
+                    self.report(id, step_id, true, None, started);
                     self.emit(Event::StepCached {
                         stage: stage.name.clone(),
                         index,
@@ -346,24 +349,42 @@ impl<'a> Builder<'a> {
                     });
                     continue;
                 }
+                let record = StepRecord {
+                    key: step_key,
+                    parent: parent_key,
+                    step: crate::digest::canonical_json(&step.kind)
+                        .map(|b| Digest::of(&b))
+                        .unwrap_or_else(|_| Digest::of(b"")),
+                    epoch: self.opts.epoch,
+                    inputs,
+                    files,
+                };
+                let identity = why::identity(self.graph, step_id);
+                let reason = if self.opts.no_cache {
+                    "--no-cache".to_string()
+                } else {
+                    let old: Option<StepRecord> = self.store.step_record(&identity).ok().flatten();
+                    why::explain(old.as_ref(), &record, previous_missed)
+                };
+                previous_missed = true;
                 self.emit(Event::StepMiss {
                     stage: stage.name.clone(),
                     index,
-                    reason: if self.opts.no_cache {
-                        "--no-cache".into()
-                    } else {
-                        "no cached result for these inputs".into()
-                    },
+                    reason: reason.clone(),
                 });
+                let record = (identity, record);
                 match &step.kind {
                     StepKind::Config(change) => {
                         if let ConfigChange::Workdir(w) = change {
                             workdir = w.clone();
                         }
-                        pending.push(Pending::Config {
+                        pending.push(Pending {
                             id: step_id,
                             key: step_key,
                             started,
+                            reason,
+                            record,
+                            layer: None,
                         });
                     }
                     StepKind::Copy(c) => {
@@ -406,11 +427,13 @@ impl<'a> Builder<'a> {
                                 .map_err(|source| Error::Copy { location, source });
                             let _ = tx.send(r);
                         });
-                        pending.push(Pending::Layer {
+                        pending.push(Pending {
                             id: step_id,
                             key: step_key,
                             started,
-                            rx,
+                            reason,
+                            record,
+                            layer: Some(rx),
                         });
                     }
                     StepKind::Run(_) => {
@@ -446,19 +469,19 @@ impl<'a> Builder<'a> {
         flags: &mut config::StageFlags,
     ) -> Result<()> {
         for p in pending.drain(..) {
-            let (id, key, started, layer) = match p {
-                Pending::Config { id, key, started } => (id, key, started, None),
-                Pending::Layer {
-                    id,
-                    key,
-                    started,
-                    rx,
-                } => {
-                    let layer = wait(&rx).ok_or_else(|| Error::Internal {
-                        what: "a layer writer stopped without a result".into(),
-                    })??;
-                    (id, key, started, Some(layer))
-                }
+            let Pending {
+                id,
+                key,
+                started,
+                reason,
+                record,
+                layer,
+            } = p;
+            let layer = match layer {
+                None => None,
+                Some(rx) => Some(wait(&rx).ok_or_else(|| Error::Internal {
+                    what: "a layer writer stopped without a result".into(),
+                })??),
             };
             let step = self.graph.step(id);
             let created_by = self.graph.created_by(id);
@@ -502,6 +525,9 @@ impl<'a> Builder<'a> {
             if let Some(img) = state.id {
                 self.store.cache_put(&key.0, &img)?;
             }
+            // Only for explaining the next miss.
+            let _ = self.store.put_step_record(&record.0, &record.1);
+            self.report(step.stage, id, false, Some(reason), started);
             self.emit(Event::StepDone {
                 stage: self.graph.stage(step.stage).name.clone(),
                 index: self.number(step.stage, Some(id)),
@@ -521,12 +547,17 @@ impl<'a> Builder<'a> {
         &self,
         id: StepId,
         workdir: &str,
-    ) -> Result<(Vec<(String, Digest)>, Vec<Option<Selection>>)> {
+    ) -> Result<(
+        Vec<(String, Digest)>,
+        Vec<Option<Selection>>,
+        Vec<(String, Digest)>,
+    )> {
         let step = self.graph.step(id);
         let mut selections = Vec::new();
         let mut inputs = Vec::new();
+        let mut files = Vec::new();
         let StepKind::Copy(c) = &step.kind else {
-            return Ok((inputs, selections));
+            return Ok((inputs, selections, files));
         };
         let location = step.source.location();
         for (i, item) in c.items.iter().enumerate() {
@@ -550,10 +581,12 @@ impl<'a> Builder<'a> {
                             })?
                         }
                     };
-                    let d = hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
-                        location: location.clone(),
-                        source: e,
-                    })?;
+                    let (d, item_files) =
+                        hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
+                            location: location.clone(),
+                            source: e,
+                        })?;
+                    files.extend(item_files);
                     inputs.push((format!("item{i}:context"), d));
                     selections.push(Some(sel));
                 }
@@ -578,7 +611,27 @@ impl<'a> Builder<'a> {
                 CopyFrom::Inline { .. } => selections.push(None),
             }
         }
-        Ok((inputs, selections))
+        Ok((inputs, selections, files))
+    }
+
+    fn report(
+        &self,
+        stage: StageId,
+        step: StepId,
+        cached: bool,
+        reason: Option<String>,
+        started: Instant,
+    ) {
+        if let Ok(mut r) = self.reports.lock() {
+            r.push(StepReport {
+                stage: self.graph.stage(stage).name.clone(),
+                index: self.number(stage, Some(step)),
+                text: self.graph.created_by(step),
+                cached,
+                reason,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
     }
 
     // ---- COPY ------------------------------------------------------------------

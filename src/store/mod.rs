@@ -11,6 +11,8 @@
 //! snapshots/<hex>      extracted root filesystems, by chain ID
 //! memo/<hex>           stat memo per context directory (see [`memo`])
 //! outputs/<hex>        what was last written to an output archive path
+//! steps/<hex>          what each step of a build definition was last built
+//!                      from, to say why a cache lookup missed
 //! tmp/                 temporary files; never read, removed by prune
 //! lock                 flock: builds share it, prune takes it exclusively
 //! ```
@@ -116,6 +118,7 @@ const DIRS: &[&str] = &[
     "snapshots",
     "memo",
     "outputs",
+    "steps",
     "tmp",
 ];
 
@@ -467,6 +470,32 @@ impl Store {
         self.root
             .join("outputs")
             .join(Digest::of(path.as_os_str().as_encoded_bytes()).hex())
+    }
+
+    // ---- step records --------------------------------------------------------
+
+    /// The last inputs of the step with this identity, if recorded.
+    ///
+    /// # Errors
+    /// An unreadable record (a corrupt one reads as absent).
+    pub fn step_record<T: for<'de> Deserialize<'de>>(
+        &self,
+        identity: &Digest,
+    ) -> Result<Option<T>> {
+        let p = self.root.join("steps").join(identity.hex());
+        match self.read_record(&p) {
+            Err(Error::BadRecord { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Records the inputs a step was built from.
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn put_step_record<T: Serialize>(&self, identity: &Digest, value: &T) -> Result<()> {
+        let p = self.root.join("steps").join(identity.hex());
+        self.write_record(&p, value)
     }
 
     // ---- records -----------------------------------------------------------
