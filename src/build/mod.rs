@@ -64,6 +64,8 @@ pub struct BuildOptions {
     pub progress: Arc<dyn Sink>,
     /// Threads for building and compressing (`-j`); at least 1.
     pub jobs: usize,
+    /// Compute keys and report what would rebuild, without building.
+    pub dry_run: bool,
 }
 
 /// One image the build produced.
@@ -104,10 +106,17 @@ pub struct StepReport {
 /// What a build produced.
 #[derive(Debug, Clone, Default)]
 pub struct BuildResult {
-    /// The output images, in graph order.
+    /// The output images, in graph order (none for a dry run).
     pub images: Vec<BuiltImage>,
-    /// Every step, in the order they finished.
+    /// Every step, by step number.
     pub steps: Vec<StepReport>,
+    /// Files the build read to decide what to build (definition, ignore file,
+    /// context files and directories, base archives), for depfiles.
+    pub inputs: Vec<PathBuf>,
+    /// The archives it wrote (or would write).
+    pub outputs: Vec<PathBuf>,
+    /// For a dry run: every step is cached and every archive current.
+    pub up_to_date: bool,
 }
 
 /// An image under construction: the state after some step.
@@ -361,13 +370,41 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     let b = scheduler::Builder::new(graph, opts, pool, selections, memo, excludes, &order);
     b.run(&order)?;
     b.save_memo();
-    let mut result = BuildResult::default();
-    for o in outputs {
-        result.images.push(b.write_output(&o)?);
+    let mut result = BuildResult {
+        up_to_date: true,
+        ..BuildResult::default()
+    };
+    for o in &outputs {
+        result.outputs.push(o.path.clone());
+        if opts.dry_run {
+            let current = b
+                .result(o.stage)
+                .and_then(|s| s.manifest)
+                .is_some_and(|m| b.archive_up_to_date(&m, &o.tags, o.format, &o.path));
+            result.up_to_date &= current;
+        } else {
+            result.images.push(b.write_output(o)?);
+        }
     }
     if let Ok(mut r) = b.reports.lock() {
         r.sort_by_key(|s| s.index);
+        result.up_to_date &= r.iter().all(|s| s.cached);
         result.steps = std::mem::take(&mut *r);
     }
+    let mut inputs: Vec<PathBuf> = graph.settings.inputs.clone();
+    if let Ok(mut read) = b.read.lock() {
+        inputs.append(&mut read);
+    }
+    for s in &order {
+        if let Base::Image(
+            ImageSource::OciArchive { path, .. } | ImageSource::DockerArchive { path, .. },
+        ) = &graph.stage(*s).base
+        {
+            inputs.push(path.clone());
+        }
+    }
+    inputs.sort();
+    inputs.dedup();
+    result.inputs = inputs;
     Ok(result)
 }

@@ -45,6 +45,26 @@ impl Builder<'_> {
         })
     }
 
+    fn archive_mtime(&self) -> u64 {
+        self.opts.epoch.unwrap_or(0).max(0) as u64
+    }
+
+    /// Whether the archive at `path` is what this build would write, without
+    /// writing anything (for `--dry-run`).
+    pub(super) fn archive_up_to_date(
+        &self,
+        manifest: &Digest,
+        tags: &[Reference],
+        format: ArchiveFormat,
+        path: &Path,
+    ) -> bool {
+        let inputs = OutputInputs::new(manifest, tags, format, self.archive_mtime());
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let record: Option<OutputRecord> = self.store.output_record(&abs).ok().flatten();
+        let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
+        untouched(&record, &on_disk, &inputs).is_some()
+    }
+
     /// Writes the archive atomically; leaves an identical existing file alone
     /// (its mtime too, so `make` and ninja's `restat` see nothing changed).
     fn write_archive_file(
@@ -63,22 +83,14 @@ impl Builder<'_> {
         {
             std::fs::create_dir_all(dir).map_err(out_err)?;
         }
-        let mtime = self.opts.epoch.unwrap_or(0).max(0) as u64;
-        let inputs = OutputInputs {
-            manifest: *manifest,
-            names: tags.iter().map(ToString::to_string).collect(),
-            format: format!("{format:?}"),
-            mtime,
-        };
+        let mtime = self.archive_mtime();
+        let inputs = OutputInputs::new(manifest, tags, format, mtime);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let record: Option<OutputRecord> = self.store.output_record(&abs)?;
         let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
         // The file is what we wrote last time, untouched, for the same inputs:
         // nothing to read, nothing to write.
-        if let (Some(rec), Some(stat)) = (&record, &on_disk)
-            && rec.inputs == inputs
-            && rec.file == *stat
-        {
+        if let Some(rec) = untouched(&record, &on_disk, &inputs) {
             return Ok((rec.archive_manifest, true));
         }
         let mut file = AtomicFile::create(path).map_err(out_err)?;
@@ -126,6 +138,30 @@ struct OutputInputs {
     names: Vec<String>,
     format: String,
     mtime: u64,
+}
+
+impl OutputInputs {
+    fn new(manifest: &Digest, tags: &[Reference], format: ArchiveFormat, mtime: u64) -> Self {
+        OutputInputs {
+            manifest: *manifest,
+            names: tags.iter().map(ToString::to_string).collect(),
+            format: format!("{format:?}"),
+            mtime,
+        }
+    }
+}
+
+/// The record, when the file on disk is exactly what it describes and was
+/// made from `inputs`.
+fn untouched<'r>(
+    record: &'r Option<OutputRecord>,
+    on_disk: &Option<FileStat>,
+    inputs: &OutputInputs,
+) -> Option<&'r OutputRecord> {
+    match (record, on_disk) {
+        (Some(rec), Some(stat)) if rec.inputs == *inputs && rec.file == *stat => Some(rec),
+        _ => None,
+    }
 }
 
 /// What the store remembers of an archive it wrote.

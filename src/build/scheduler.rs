@@ -79,6 +79,8 @@ pub(super) struct Builder<'a> {
     numbers: HashMap<(StageId, Option<StepId>), usize>,
     /// What happened to each step, for --metadata-file.
     pub(super) reports: Mutex<Vec<StepReport>>,
+    /// Context files and directories the build selected, for --depfile.
+    pub(super) read: Mutex<Vec<std::path::PathBuf>>,
     total: usize,
 }
 
@@ -127,6 +129,7 @@ impl<'a> Builder<'a> {
             imported: Mutex::new(HashMap::new()),
             numbers,
             reports: Mutex::new(Vec::new()),
+            read: Mutex::new(Vec::new()),
             total: n,
         }
     }
@@ -300,6 +303,7 @@ impl<'a> Builder<'a> {
         // The key and working directory as of the last step seen (pending or not).
         let mut key = state.key;
         let mut previous_missed = false;
+        let mut dry_missed = false;
         let mut workdir = workdir_of(&state.config);
         let mut temps = TempFiles::default();
         let mut temp_dirs = add::TempDirs::default();
@@ -372,6 +376,16 @@ impl<'a> Builder<'a> {
                     index,
                     reason: reason.clone(),
                 });
+                if self.opts.dry_run {
+                    // Keys chain on keys: the rest of the stage can still be
+                    // looked up without building this step.
+                    dry_missed = true;
+                    if let StepKind::Config(ConfigChange::Workdir(w)) = &step.kind {
+                        workdir = w.clone();
+                    }
+                    self.report(id, step_id, false, Some(reason), started);
+                    continue;
+                }
                 let record = (identity, record);
                 match &step.kind {
                     StepKind::Config(change) => {
@@ -452,7 +466,15 @@ impl<'a> Builder<'a> {
         result?;
         drop(temps);
         drop(temp_dirs);
-        if state.id.is_none() {
+        if self.opts.dry_run {
+            // Nothing is committed: later stages only need the key, outputs
+            // only the image when every step was cached.
+            state.key = key;
+            if dry_missed {
+                state.id = None;
+                state.manifest = None;
+            }
+        } else if state.id.is_none() {
             self.commit(&mut state, None)?;
         }
         if let Ok(mut r) = self.results.lock() {
@@ -587,6 +609,9 @@ impl<'a> Builder<'a> {
                             source: e,
                         })?;
                     files.extend(item_files);
+                    if let Ok(mut read) = self.read.lock() {
+                        read.extend(sel.entries.iter().map(|e| e.host.clone()));
+                    }
                     inputs.push((format!("item{i}:context"), d));
                     selections.push(Some(sel));
                 }

@@ -52,6 +52,51 @@ pub enum Command {
     Export(ExportArgs),
     /// Parse a Dockerfile and print its parse tree.
     Parse(ParseArgs),
+    /// Remove images (untag; an image with no tag left is deleted).
+    Rmi(RmiArgs),
+    /// Remove what no image needs (blobs, snapshots, stale cache entries).
+    Prune(PruneArgs),
+    /// Store maintenance.
+    Store(StoreArgs),
+}
+
+/// `imgbuild rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Tags, image IDs or unique ID prefixes.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Remove an image by ID even when tags point at it (the tags go too).
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `imgbuild prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove untagged images (intermediate steps) and the whole build cache.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Remove untagged images, oldest first, only until the store holds at most
+    /// SIZE of blobs (e.g. 10GB, 500MB).
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+}
+
+/// `imgbuild store`.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// Store subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Verify every blob against its digest and every record against its blobs;
+    /// exit 1 if anything is wrong.
+    Check,
 }
 
 /// `imgbuild parse`.
@@ -142,6 +187,18 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Write build metadata (JSON: image ID, manifest digest, layers, tags,
+    /// per-step cache hit/miss with the reason, timing) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Write a make-format dependency file naming every input the build read
+    /// (definition, .dockerignore, context files after ignore rules, base archives).
+    #[arg(long, value_name = "FILE")]
+    pub depfile: Option<PathBuf>,
+    /// Compute cache keys without building: list what would rebuild; exit 0
+    /// when everything is up to date, 1 when a rebuild is needed (like make -q).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `imgbuild check`.
@@ -226,7 +283,8 @@ pub struct ExportArgs {
 
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
 pub const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "help",
+    "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "rmi",
+    "prune", "store", "help",
 ];
 
 /// Inserts `build` when the first word is not a subcommand, so `imgbuild

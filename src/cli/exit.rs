@@ -21,6 +21,8 @@ pub enum Failure {
     Usage(anyhow::Error),
     /// The operation failed.
     Failed(anyhow::Error),
+    /// Exit with this status; everything was already said.
+    Quiet(u8),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -53,6 +55,7 @@ pub fn report(result: Result<(), Failure>) -> ExitCode {
             print_chain(&e);
             ExitCode::from(USAGE)
         }
+        Err(Failure::Quiet(code)) => ExitCode::from(code),
         Err(Failure::Failed(e)) => {
             if is_broken_pipe(&e) {
                 return ExitCode::from(OK);

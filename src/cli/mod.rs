@@ -39,6 +39,9 @@ pub fn main() -> ExitCode {
         args::Command::Tag(a) => commands::tag::run(&cli, a),
         args::Command::Export(a) => commands::export::run(&cli, a),
         args::Command::Parse(a) => commands::parse::run(a),
+        args::Command::Rmi(a) => commands::rmi::run(&cli, a),
+        args::Command::Prune(a) => commands::prune::run(&cli, a),
+        args::Command::Store(a) => commands::store::run(&cli, a),
     };
     exit::report(result)
 }

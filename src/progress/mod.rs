@@ -13,10 +13,15 @@
 //! Successfully tagged demo:latest
 //! ```
 //!
-//! This module imports nothing from the crate.
+//! This module imports nothing from the crate. On a terminal, [`Tty`] draws
+//! live bars instead (indicatif).
+
+mod tty;
 
 use std::io::Write;
 use std::sync::Mutex;
+
+pub use tty::Tty;
 
 use serde::Serialize;
 

@@ -22,6 +22,7 @@
 //! one blob race harmlessly to the same rename.
 
 pub mod atomic;
+pub mod gc;
 pub mod memo;
 
 use std::fs::File;
@@ -380,6 +381,23 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io {
                 action: "reading",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Removes an image record (its blobs go at the next prune).
+    ///
+    /// # Errors
+    /// When the record cannot be removed.
+    pub fn remove_image(&self, id: &Digest) -> Result<bool> {
+        let p = self.root.join("images").join(id.hex());
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io {
+                action: "removing",
                 path: p,
                 source: e,
             }),

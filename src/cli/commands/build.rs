@@ -9,7 +9,7 @@ use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
 use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
 use crate::cli::exit::Failure;
-use crate::cli::util::{absolute, env_epoch, now, open_store};
+use crate::cli::util::{absolute, env_epoch, now, open_store, out};
 use crate::layer::Compression;
 use crate::oci::archive::ArchiveFormat;
 use crate::progress::{self, Sink};
@@ -46,22 +46,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         }
         (None, false) => None,
     };
-    let mode = if a.quiet {
-        ProgressMode::Quiet
-    } else {
-        a.progress
-    };
-    let sink: Arc<dyn Sink> = match mode {
-        ProgressMode::Quiet => Arc::new(progress::Quiet::new(Box::new(std::io::stdout()))),
-        ProgressMode::Json => Arc::new(progress::Json::new(Box::new(std::io::stderr()))),
-        ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain => {
-            let show_reasons = mode == ProgressMode::Plain || !std::io::stderr().is_terminal();
-            Arc::new(progress::Plain::new(
-                Box::new(std::io::stderr()),
-                show_reasons,
-            ))
-        }
-    };
+    let sink = progress_sink(a);
     let opts = BuildOptions {
         store,
         epoch: env_epoch()?.or(graph.settings.source_date_epoch),
@@ -89,15 +74,153 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         jobs: a
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        dry_run: a.dry_run,
     };
     let result = build::build(&graph, &opts).map_err(|e| match e {
         build::Error::Invalid(d) => Failure::Diagnostics(d),
         other => Failure::Failed(other.into()),
     })?;
+    if let Some(path) = &a.depfile {
+        atomic_write(path, depfile(&result).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.dry_run {
+        return dry_run_report(&result);
+    }
     if let Some(path) = &a.iidfile {
         let ids: Vec<String> = result.images.iter().map(|i| i.id.to_string()).collect();
         atomic_write(path, ids.join("\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &a.metadata_file {
+        let text = serde_json::to_string_pretty(&metadata(&opts.store, &result)?)
+            .map_err(anyhow::Error::from)?;
+        atomic_write(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// The renderer `--progress` (and `-q`, `--dry-run`) asks for: `auto` is the
+/// live view on a terminal and Docker-classic lines elsewhere.
+fn progress_sink(a: &BuildArgs) -> Arc<dyn Sink> {
+    if a.dry_run {
+        // A dry run prints only its summary.
+        return Arc::new(progress::Null);
+    }
+    let mode = if a.quiet {
+        ProgressMode::Quiet
+    } else {
+        a.progress
+    };
+    let tty = std::io::stderr().is_terminal();
+    match mode {
+        ProgressMode::Quiet => Arc::new(progress::Quiet::new(Box::new(std::io::stdout()))),
+        ProgressMode::Json => Arc::new(progress::Json::new(Box::new(std::io::stderr()))),
+        ProgressMode::Tty => Arc::new(progress::Tty::new()),
+        ProgressMode::Auto if tty => Arc::new(progress::Tty::new()),
+        ProgressMode::Auto | ProgressMode::Plain => {
+            Arc::new(progress::Plain::new(Box::new(std::io::stderr()), true))
+        }
+    }
+}
+
+/// `--dry-run`: what would rebuild, and the exit status make -q uses.
+fn dry_run_report(result: &build::BuildResult) -> Result<(), Failure> {
+    let mut text = String::new();
+    for s in result.steps.iter().filter(|s| !s.cached) {
+        text.push_str(&format!(
+            "would rebuild: step {} [{}] {} ({})\n",
+            s.index,
+            s.stage,
+            s.text,
+            s.reason.as_deref().unwrap_or("not cached")
+        ));
+    }
+    if result.up_to_date {
+        text.push_str("up to date\n");
+        out(&text)
+    } else {
+        if result.steps.iter().all(|s| s.cached) {
+            text.push_str(
+                "every step is cached, but an output archive is missing or out of date\n",
+            );
+        }
+        out(&text)?;
+        Err(Failure::Quiet(1))
+    }
+}
+
+/// The make-format dependency file: the archives depend on every input, and
+/// every input is a target with no rule (as `gcc -MP` does), so deleting one
+/// does not break make.
+fn depfile(result: &build::BuildResult) -> String {
+    fn esc(p: &std::path::Path) -> String {
+        let mut s = String::new();
+        for c in p.to_string_lossy().chars() {
+            match c {
+                ' ' | '#' | '\\' => {
+                    s.push('\\');
+                    s.push(c);
+                }
+                '$' => s.push_str("$$"),
+                c => s.push(c),
+            }
+        }
+        s
+    }
+    let targets: Vec<String> = result.outputs.iter().map(|p| esc(p)).collect();
+    let mut out = format!("{}:", targets.join(" "));
+    for i in &result.inputs {
+        out.push_str(" \\\n  ");
+        out.push_str(&esc(i));
+    }
+    out.push('\n');
+    for i in &result.inputs {
+        out.push_str(&format!("\n{}:\n", esc(i)));
+    }
+    out
+}
+
+/// `--metadata-file`: buildx's keys for one image, and everything per image and step.
+fn metadata(
+    store: &crate::store::Store,
+    result: &build::BuildResult,
+) -> Result<serde_json::Value, Failure> {
+    let mut images = Vec::new();
+    for i in &result.images {
+        let rec = store
+            .image(&i.id)?
+            .ok_or_else(|| crate::store::Error::NoSuchImage(i.id.to_string()))?;
+        let m = crate::oci::Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
+        let cfg = crate::oci::ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
+        let diff_ids = cfg.diff_ids()?;
+        images.push(serde_json::json!({
+            "name": i.name,
+            "image.id": i.id.to_string(),
+            "manifest.digest": i.archive_manifest.to_string(),
+            "tags": i.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+            "archive": i.archive.display().to_string(),
+            "layers": m.layers.iter().zip(diff_ids).map(|((d, size, mt), diff)| serde_json::json!({
+                "digest": d.to_string(), "size": size, "mediaType": mt, "diffID": diff.to_string(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let mut v = serde_json::json!({
+        "images": images,
+        "steps": result.steps,
+    });
+    if let Some(first) = result.images.first() {
+        v["containerimage.config.digest"] = serde_json::json!(first.id.to_string());
+        v["containerimage.digest"] = serde_json::json!(first.archive_manifest.to_string());
+        v["image.name"] = serde_json::json!(
+            first
+                .tags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(v)
 }

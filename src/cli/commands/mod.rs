@@ -8,6 +8,9 @@ pub mod images;
 pub mod inspect;
 pub mod load;
 pub mod parse;
+pub mod prune;
+pub mod rmi;
+pub mod store;
 pub mod tag;
 
 pub mod definition;

@@ -1,0 +1,54 @@
+//! `imgbuild rmi IMAGE…`: untag; an image left without tags is deleted (its
+//! blobs go at the next `prune`).
+
+use anyhow::anyhow;
+
+use crate::cli::args::{Cli, RmiArgs};
+use crate::cli::exit::Failure;
+use crate::cli::util::{open_store, out};
+use crate::reference::Reference;
+
+/// Removes images or tags, docker-style.
+pub fn run(cli: &Cli, a: &RmiArgs) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
+    let mut text = String::new();
+    for what in &a.images {
+        let id = super::resolve_image(&store, what)?;
+        let tags: Vec<Reference> = store
+            .tags()?
+            .into_iter()
+            .filter(|(_, t)| *t == id)
+            .map(|(r, _)| r)
+            .collect();
+        // A name removes that tag; an ID removes the image (and, with -f, its tags).
+        let named = Reference::parse(what).ok().filter(|r| tags.contains(r));
+        match named {
+            Some(r) => {
+                store.remove_tag(&r)?;
+                text.push_str(&format!("Untagged: {}\n", r.familiar()));
+                if tags.len() == 1 {
+                    store.remove_image(&id)?;
+                    text.push_str(&format!("Deleted: {id}\n"));
+                }
+            }
+            None => {
+                if !tags.is_empty() && !a.force {
+                    let names: Vec<String> = tags.iter().map(Reference::familiar).collect();
+                    return Err(Failure::Usage(anyhow!(
+                        "image {} is tagged ({}); remove the tags, or use -f",
+                        id.short(),
+                        names.join(", ")
+                    )));
+                }
+                for r in &tags {
+                    store.remove_tag(r)?;
+                    text.push_str(&format!("Untagged: {}\n", r.familiar()));
+                }
+                store.remove_image(&id)?;
+                text.push_str(&format!("Deleted: {id}\n"));
+            }
+        }
+    }
+    out(&text)
+}
