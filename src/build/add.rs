@@ -167,5 +167,6 @@ pub fn unpack_archives(
         entries: out,
         dest_dir: sel.dest_dir,
         ignored: sel.ignored,
+        roots: sel.roots,
     })
 }

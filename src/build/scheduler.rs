@@ -611,6 +611,7 @@ impl<'a> Builder<'a> {
                     files.extend(item_files);
                     if let Ok(mut read) = self.read.lock() {
                         read.extend(sel.entries.iter().map(|e| e.host.clone()));
+                        read.extend(sel.roots.iter().cloned());
                     }
                     inputs.push((format!("item{i}:context"), d));
                     selections.push(Some(sel));
@@ -782,6 +783,7 @@ impl<'a> Builder<'a> {
             }],
             dest_dir,
             ignored: Vec::new(),
+            roots: Vec::new(),
         })
     }
 

@@ -123,6 +123,9 @@ pub struct Selection {
     /// Context paths inside the sources that the context-wide excludes
     /// (`.dockerignore`) left out, for `check` to mention.
     pub ignored: Vec<String>,
+    /// Host paths of the directories named as sources (their contents are
+    /// in `entries`): a depfile lists them so adding a file is noticed.
+    pub roots: Vec<PathBuf>,
 }
 
 /// Selects every source of `item` under `root`, mapped to layer paths with
@@ -161,6 +164,7 @@ pub fn select(
     let mut dest_is_dir = item.dest.ends_with('/') || many;
     let mut out = Vec::new();
     let mut ignored = Vec::new();
+    let mut roots = Vec::new();
     for (index, rel) in matches {
         let host = resolve_in_root(
             root.root,
@@ -186,6 +190,7 @@ pub fn select(
         let base_name = rel.rsplit('/').next().unwrap_or("").to_string();
         if meta.is_dir() {
             dest_is_dir = true;
+            roots.push(host.clone());
             let target = if item.parents {
                 join(&dest_abs, &rel)
             } else {
@@ -221,6 +226,7 @@ pub fn select(
         entries: out,
         dest_dir: dest_is_dir.then_some(dest_abs),
         ignored,
+        roots,
     })
 }
 

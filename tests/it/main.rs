@@ -6,10 +6,13 @@ mod util;
 
 mod archive;
 mod build;
+mod cache;
+mod concurrent;
 mod dockerfile;
 mod golden;
 mod kill;
 mod load;
+mod make;
 mod parse;
 mod repro;
 mod spec;

@@ -81,7 +81,12 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         other => Failure::Failed(other.into()),
     })?;
     if let Some(path) = &a.depfile {
-        atomic_write(path, depfile(&result).as_bytes())
+        // The rule's target as make knows it: -o as written, when given.
+        let targets: Vec<std::path::PathBuf> = match &a.output {
+            Some(o) => vec![o.clone()],
+            None => result.outputs.clone(),
+        };
+        atomic_write(path, depfile(&targets, &result.inputs).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if a.dry_run {
@@ -154,7 +159,7 @@ fn dry_run_report(result: &build::BuildResult) -> Result<(), Failure> {
 /// The make-format dependency file: the archives depend on every input, and
 /// every input is a target with no rule (as `gcc -MP` does), so deleting one
 /// does not break make.
-fn depfile(result: &build::BuildResult) -> String {
+fn depfile(targets: &[std::path::PathBuf], inputs: &[std::path::PathBuf]) -> String {
     fn esc(p: &std::path::Path) -> String {
         let mut s = String::new();
         for c in p.to_string_lossy().chars() {
@@ -169,14 +174,14 @@ fn depfile(result: &build::BuildResult) -> String {
         }
         s
     }
-    let targets: Vec<String> = result.outputs.iter().map(|p| esc(p)).collect();
+    let targets: Vec<String> = targets.iter().map(|p| esc(p)).collect();
     let mut out = format!("{}:", targets.join(" "));
-    for i in &result.inputs {
+    for i in inputs {
         out.push_str(" \\\n  ");
         out.push_str(&esc(i));
     }
     out.push('\n');
-    for i in &result.inputs {
+    for i in inputs {
         out.push_str(&format!("\n{}:\n", esc(i)));
     }
     out
