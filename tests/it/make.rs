@@ -57,11 +57,43 @@ fn make_rebuilds_exactly_what_changed() {
     assert!(ok && built(&log).is_empty(), "second make did work:\n{log}");
     assert!(make(&env, &dir, &["-q"]).0, "make -q says out of date");
 
+    // A touch without a content change: make reruns imgbuild for api (its
+    // input is newer), which leaves the archive alone, so nothing downstream
+    // of the archive reruns.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let sums = std::fs::read(dir.join("dist/SHA256SUMS")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("api.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    let before = std::fs::metadata(dir.join("dist/api.oci.tar"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (ok, log) = make(&env, &dir, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(built(&log), ["api"]);
+    assert!(
+        !log.contains("sha256sum"),
+        "an unchanged archive reran its dependents:\n{log}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("dist/api.oci.tar"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+
     // Only api uses api.txt.
     std::fs::write(dir.join("api.txt"), "api service, v2\n").unwrap();
     let (ok, log) = make(&env, &dir, &["-j3"]);
     assert!(ok, "{log}");
     assert_eq!(built(&log), ["api"]);
+    assert!(log.contains("sha256sum"), "{log}");
+    assert_ne!(std::fs::read(dir.join("dist/SHA256SUMS")).unwrap(), sums);
 
     // Everyone uses shared/; a new file in it counts too.
     std::thread::sleep(std::time::Duration::from_millis(10));
