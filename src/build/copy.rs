@@ -7,7 +7,7 @@
 //! Destinations are resolved through symlinks of the filesystem below, so
 //! `COPY x /lib/` lands in `usr/lib` when `/lib → usr/lib`.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use super::sources::{Selected, SourceKind};
 use crate::graph::Chmod;
@@ -45,16 +45,22 @@ pub struct ItemSelection {
 
 /// Builds the entries of one layer from its copies, over the filesystem `lower`.
 pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
-    let mut out: Vec<Entry> = Vec::new();
+    let mut out: Vec<Entry> = Vec::with_capacity(items.iter().map(|i| i.selected.len()).sum());
     // Created directories take the owner of the first copy that needs them.
+    // Many files share a parent, so each parent is remembered once: a copy of
+    // 50,000 files must not hold 50,000 parent strings.
     let mut implicit: Vec<(String, Apply)> = Vec::new();
+    let mut claimed: HashSet<String> = HashSet::new();
+    let mut claim = |dir: &str, a: &Apply, implicit: &mut Vec<(String, Apply)>| {
+        if !dir.is_empty() && !claimed.contains(dir) {
+            claimed.insert(dir.to_string());
+            implicit.push((dir.to_string(), a.clone()));
+        }
+    };
     for item in items {
         let a = item.apply;
         if let Some(root) = &item.dest_root {
-            let root = redirect(lower, root);
-            if !root.is_empty() {
-                implicit.push((root, a.clone()));
-            }
+            claim(&redirect(lower, root), &a, &mut implicit);
         }
         for s in item.selected {
             let path = redirect(lower, &s.dest);
@@ -76,7 +82,7 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                 _ => (a.uid, a.gid),
             };
             if let Some(parent) = parent_of(&path) {
-                implicit.push((parent.to_string(), a.clone()));
+                claim(parent, &a, &mut implicit);
             }
             out.push(Entry {
                 path,
@@ -90,8 +96,9 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
             });
         }
     }
-    let explicit: BTreeSet<String> = out.iter().map(|e| e.path.clone()).collect();
-    let mut added: BTreeSet<String> = BTreeSet::new();
+    let explicit: HashSet<&str> = out.iter().map(|e| e.path.as_str()).collect();
+    let mut added: HashSet<String> = HashSet::new();
+    let mut dirs = Vec::new();
     for (dir, a) in implicit {
         let mut cur = Some(dir.as_str());
         while let Some(p) = cur {
@@ -103,10 +110,12 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                 Some(m) if m.kind == Kind::Dir => Entry::dir(p, m.mode, m.uid, m.gid, mtime),
                 _ => Entry::dir(p, 0o755, a.uid, a.gid, mtime),
             };
-            out.push(e);
+            dirs.push(e);
             cur = parent_of(p);
         }
     }
+    drop(explicit);
+    out.append(&mut dirs);
     out
 }
 

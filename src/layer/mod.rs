@@ -162,13 +162,16 @@ pub struct LayerDigests {
 pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
     // Stable sort keeps insertion order among equal paths; keep the last one.
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-    for e in entries {
-        match out.last_mut() {
-            Some(last) if last.path == e.path => *last = e,
-            _ => out.push(e),
+    // In place (a second vector would double the peak for 50,000 files):
+    // `dedup_by` drops `later` and keeps `kept`, so move `later` into it first.
+    entries.dedup_by(|later, kept| {
+        let same = later.path == kept.path;
+        if same {
+            std::mem::swap(later, kept);
         }
-    }
+        same
+    });
+    let mut out = entries;
     let mut first_with_key: HashMap<(u64, u64), String> = HashMap::new();
     for e in &mut out {
         let Some(key) = e.link_key else { continue };
