@@ -14,6 +14,7 @@ pub mod build;
 pub mod cli;
 pub mod diag;
 pub mod digest;
+pub mod exec;
 pub mod frontend;
 pub mod graph;
 pub mod layer;

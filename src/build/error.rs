@@ -29,15 +29,16 @@ pub enum Error {
         #[source]
         source: CopyError,
     },
-    /// RUN steps need the sandbox, which this build of imgbuild does not have yet.
-    #[error(
-        "{location}: `{step}`: RUN is not supported yet (the sandbox lands with RUN support); nothing was built past this step"
-    )]
-    RunUnsupported {
-        /// The step.
+    /// A RUN step failed: the command, or the sandbox around it.
+    #[error("{location}: `{step}`: {source}")]
+    Run {
+        /// The step (`file:line:col`).
         location: String,
         /// Its text.
         step: String,
+        /// Why (boxed: the other variants are small).
+        #[source]
+        source: Box<RunError>,
     },
     /// Writing an output archive failed.
     #[error("writing {path}")]
@@ -104,3 +105,58 @@ pub enum CopyError {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a RUN step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The command exited non-zero.
+    #[error("the command exited with code {code}{}", tail_text(.tail))]
+    Failed {
+        /// Its exit status.
+        code: i32,
+        /// The last lines of its output.
+        tail: Vec<String>,
+    },
+    /// The sandbox could not be set up or the command could not start.
+    #[error("sandbox: {0}")]
+    Sandbox(#[source] crate::exec::Error),
+    /// A layer below could not be prepared.
+    #[error("{what}")]
+    Snapshot {
+        /// What failed.
+        what: String,
+    },
+    /// A `--mount` cannot be provided.
+    #[error("{what}")]
+    Mount {
+        /// What is wrong.
+        what: String,
+    },
+    /// The command's changes could not be read.
+    #[error("capturing the changes")]
+    Diff(#[source] crate::exec::diff::Error),
+    /// A file of the sandbox could not be written.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The layer could not be written.
+    #[error("writing the layer")]
+    Layer(#[source] CopyError),
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("; its last output:");
+    for l in tail {
+        s.push_str("\n  ");
+        s.push_str(l);
+    }
+    s
+}

@@ -13,6 +13,7 @@ pub mod copy;
 mod error;
 mod inputs;
 mod output;
+pub mod run;
 mod scheduler;
 mod snapshot;
 pub mod sources;
@@ -22,7 +23,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::{CopyError, Error, Result};
+pub use error::{CopyError, Error, Result, RunError};
+pub use run::SandboxMode;
 
 use crate::diag::{Diagnostic, SourceRef};
 use crate::digest::Digest;
@@ -66,6 +68,13 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Compute keys and report what would rebuild, without building.
     pub dry_run: bool,
+    /// `--network`: the default network of RUN steps (`RUN --network=none`
+    /// still wins).
+    pub network: crate::graph::Network,
+    /// `--secret id=…,src=…`: files RUN `--mount=type=secret` may mount.
+    pub secrets: HashMap<String, PathBuf>,
+    /// How RUN gets its root filesystem.
+    pub sandbox: SandboxMode,
 }
 
 /// One image the build produced.

@@ -22,14 +22,14 @@ use std::time::Instant;
 use super::inputs::{TempFiles, hash_selection};
 use super::sources::{self, Selection, SourceRoot};
 use super::why::{self, StepRecord};
-use super::{BuildOptions, CopyError, Error, Result};
-use super::{ImageState, StepReport, add, base, config, copy, snapshot};
+use super::{BuildOptions, CopyError, Error, Result, RunError, SandboxMode};
+use super::{ImageState, StepReport, add, base, config, copy, run, snapshot};
 use crate::diag::SourceRef;
 use crate::digest::Digest;
 use crate::graph::key::{base_key, step_key};
 use crate::graph::{
-    Base, BuildGraph, CacheKey, ConfigChange, CopyFrom, CopyItem, CopyStep, ImageSource, StageId,
-    StepId, StepKind,
+    Base, BuildGraph, CacheKey, ConfigChange, CopyFrom, CopyItem, CopyStep, ImageSource, RunStep,
+    StageId, StepId, StepKind,
 };
 use crate::layer::index::{self, Merged, Record};
 use crate::oci::import::{self, Imported};
@@ -82,6 +82,8 @@ pub(super) struct Builder<'a> {
     /// Context files and directories the build selected, for --depfile.
     pub(super) read: Mutex<Vec<std::path::PathBuf>>,
     total: usize,
+    /// Set once the kernel refused an overlay mount: later RUNs use copies.
+    no_overlay: std::sync::atomic::AtomicBool,
 }
 
 /// A missing step waiting for its turn to commit.
@@ -131,6 +133,7 @@ impl<'a> Builder<'a> {
             reports: Mutex::new(Vec::new()),
             read: Mutex::new(Vec::new()),
             total: n,
+            no_overlay: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -450,11 +453,26 @@ impl<'a> Builder<'a> {
                             layer: Some(rx),
                         });
                     }
-                    StepKind::Run(_) => {
+                    StepKind::Run(r) => {
+                        // RUN reads the filesystem below: everything pending first.
                         self.commit_pending(&mut state, &mut pending, &mut flags)?;
-                        return Err(Error::RunUnsupported {
-                            location: step.source.location(),
-                            step: self.graph.created_by(step_id),
+                        lower = None;
+                        let layer =
+                            self.run_layer(r, &state, &stage.name, index)
+                                .map_err(|source| Error::Run {
+                                    location: step.source.location(),
+                                    step: self.graph.created_by(step_id),
+                                    source: Box::new(source),
+                                })?;
+                        let (tx, rx) = sync_channel(1);
+                        let _ = tx.send(Ok(layer));
+                        pending.push(Pending {
+                            id: step_id,
+                            key: step_key,
+                            started,
+                            reason,
+                            record,
+                            layer: Some(rx),
                         });
                     }
                 }
@@ -701,6 +719,79 @@ impl<'a> Builder<'a> {
             });
         }
         Ok(crate::layer::normalize(copy::entries(items, lower))?)
+    }
+
+    /// Runs a RUN step in the sandbox and writes its layer. Falls back to a
+    /// private copy of the filesystem, for this and later steps, when the
+    /// kernel refuses the overlay mount.
+    fn run_layer(
+        &self,
+        r: &RunStep,
+        state: &ImageState,
+        stage: &str,
+        index: usize,
+    ) -> Result<LayerDescriptor, RunError> {
+        let stage_roots = |name: &str| -> Option<Result<std::path::PathBuf, RunError>> {
+            let id = self.graph.stage_by_name(name)?;
+            let layers = self.result(id)?.layers;
+            Some(
+                snapshot::rootfs(self.store, &layers).map_err(|e| RunError::Snapshot {
+                    what: format!("stage `{name}`: {e}"),
+                }),
+            )
+        };
+        let progress = Arc::clone(&self.opts.progress);
+        let mut on_line = |line: &str| {
+            progress.event(Event::StepOutput {
+                stage: stage.to_string(),
+                index,
+                line: line.to_string(),
+            });
+        };
+        loop {
+            let mode = if self.no_overlay.load(std::sync::atomic::Ordering::Relaxed) {
+                SandboxMode::Copy
+            } else {
+                self.opts.sandbox
+            };
+            let inp = run::RunInputs {
+                store: self.store,
+                config: &state.config,
+                layers: &state.layers,
+                epoch: self.opts.epoch.map(|e| e.max(0) as u64),
+                network: self.opts.network,
+                context: &self.graph.settings.context,
+                secrets: &self.opts.secrets,
+                stage_roots: &stage_roots,
+                mode,
+            };
+            let dir = self.store.tmp_path("run");
+            std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let result = run::run_step(r, &inp, &dir, &mut on_line).and_then(|entries| {
+                let entries = crate::layer::normalize(entries)
+                    .map_err(|e| RunError::Layer(CopyError::from(e)))?;
+                self.write_layer(&entries, stage, index)
+                    .map_err(RunError::Layer)
+            });
+            run::remove_tree(&dir);
+            match result {
+                Err(RunError::Sandbox(crate::exec::Error::Setup(msg)))
+                    if mode == SandboxMode::Auto && msg.starts_with("mounting the overlay") =>
+                {
+                    self.no_overlay
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.emit(Event::Warning {
+                        message: format!(
+                            "{msg}; running RUN steps on a copy of the filesystem instead"
+                        ),
+                    });
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Writes a layer's entries into the store (on a pool thread).

@@ -199,6 +199,22 @@ pub struct BuildArgs {
     /// when everything is up to date, 1 when a rebuild is needed (like make -q).
     #[arg(long)]
     pub dry_run: bool,
+    /// Network for RUN steps: the host's, or none (loopback only).
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkArg,
+    /// A secret RUN --mount=type=secret can mount: id=ID,src=FILE; never
+    /// stored in a layer, the history or the cache.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+}
+
+/// `--network` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    /// Share the host's network (docker's default).
+    Host,
+    /// No network besides loopback.
+    None,
 }
 
 /// `imgbuild check`.

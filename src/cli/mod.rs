@@ -16,7 +16,19 @@ pub use exit::Failure;
 
 /// Runs imgbuild with the process arguments and returns its exit status.
 pub fn main() -> ExitCode {
-    let argv = args::with_default_subcommand(std::env::args_os().collect());
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The sandbox re-executes this binary for its two stages (see `exec`);
+    // they are internal, so they bypass the argument parser.
+    if let (Some(stage), Some(dir)) = (raw.get(1), raw.get(2)) {
+        let dir = std::path::Path::new(dir);
+        if stage == crate::exec::STAGE1_ARG {
+            return exit_status(crate::exec::stage1_main(dir));
+        }
+        if stage == crate::exec::STAGE2_ARG {
+            return exit_status(crate::exec::stage2_main(dir));
+        }
+    }
+    let argv = args::with_default_subcommand(raw);
     let cli = match args::Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
@@ -44,4 +56,9 @@ pub fn main() -> ExitCode {
         args::Command::Store(a) => commands::store::run(&cli, a),
     };
     exit::report(result)
+}
+
+/// A child's exit status as ours (statuses above 255 cannot be passed on).
+fn exit_status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
 }

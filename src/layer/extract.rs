@@ -127,12 +127,38 @@ pub fn resolve_in_root(root_path: &Path, path: &Path) -> io::Result<PathBuf> {
 /// # Errors
 /// An unreadable stream, an entry that cannot be created, or a refused name.
 pub fn extract_layer<R: Read>(root_path: &Path, layer: R) -> Result<ExtractReport> {
+    extract(root_path, layer, None)
+}
+
+/// Extracts one layer into an empty directory in overlayfs's format, to serve
+/// as one `lowerdir` of an overlay mount: a whiteout `.wh.NAME` becomes a 0/0
+/// character device `NAME`, and `.wh..wh..opq` the xattr `opaque_xattr`
+/// (`trusted.overlay.opaque`, or `user.overlay.opaque` for a `userxattr`
+/// mount) set to `y` on its directory (kernel docs, "overlayfs: whiteouts and
+/// opaque directories").
+///
+/// # Errors
+/// As [`extract_layer`]; also when the whiteout device or xattr cannot be made.
+pub fn extract_layer_overlay<R: Read>(
+    root_path: &Path,
+    layer: R,
+    opaque_xattr: &'static str,
+) -> Result<ExtractReport> {
+    extract(root_path, layer, Some(opaque_xattr))
+}
+
+fn extract<R: Read>(
+    root_path: &Path,
+    layer: R,
+    overlay: Option<&'static str>,
+) -> Result<ExtractReport> {
     let root = open_root(root_path).map_err(|source| ExtractError::Root {
         path: root_path.to_path_buf(),
         source,
     })?;
     let mut x = Extractor {
         root,
+        overlay,
         is_root: rustix::process::geteuid().is_root(),
         written: HashSet::new(),
         dir_times: Vec::new(),
@@ -160,6 +186,8 @@ pub fn extract_layer<R: Read>(root_path: &Path, layer: R) -> Result<ExtractRepor
 
 struct Extractor {
     root: OwnedFd,
+    /// Overlay format, with the opaque-directory xattr name.
+    overlay: Option<&'static str>,
     is_root: bool,
     /// Paths this layer wrote: whiteouts never remove these.
     written: HashSet<String>,
@@ -373,6 +401,39 @@ impl Extractor {
             path: path.to_string(),
             source,
         };
+        if let Some(opaque_xattr) = self.overlay {
+            let parent_fd = self.ensure_dir(parent).map_err(err)?;
+            if base == OPAQUE_WHITEOUT {
+                return rustix::fs::fsetxattr(
+                    parent_fd.as_fd(),
+                    opaque_xattr,
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(io_err)
+                .map_err(err);
+            }
+            if target.is_empty() || target == "." || target == ".." || target.contains('/') {
+                return Err(bad());
+            }
+            let victim = if parent.is_empty() {
+                target.to_string()
+            } else {
+                format!("{parent}/{target}")
+            };
+            if self.written.contains(&victim) {
+                return Ok(());
+            }
+            return rustix::fs::mknodat(
+                parent_fd.as_fd(),
+                target,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(io_err)
+            .map_err(err);
+        }
         let parent_fd = match open_in_root(
             self.root.as_fd(),
             Path::new(parent),

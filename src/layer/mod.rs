@@ -72,7 +72,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum EntryKind {
     /// A directory.
     Dir,
-    /// A regular file whose bytes are read from `source` at write time.
+    /// A regular file whose bytes are read from `source` at write time (an
+    /// empty `source` with size 0: an empty file, as whiteouts are).
     File {
         /// Where the bytes are.
         source: PathBuf,
@@ -269,7 +270,10 @@ fn write_entry<W: Write>(
         xattrs: &xattrs,
     })
     .map_err(Error::Write)?;
-    if let EntryKind::File { source, size } = &e.kind {
+    // A file with no source (a whiteout) has no content to read.
+    if let EntryKind::File { source, size } = &e.kind
+        && !source.as_os_str().is_empty()
+    {
         let read_err = |source_err| Error::ReadSource {
             path: source.clone(),
             source: source_err,

@@ -72,6 +72,15 @@ pub enum Event {
         /// Bytes so far.
         bytes: u64,
     },
+    /// A line of a running command's output (stdout and stderr together).
+    StepOutput {
+        /// Stage name.
+        stage: String,
+        /// Step number.
+        index: usize,
+        /// The line, without its newline.
+        line: String,
+    },
     /// The step finished; its image ID (12 hex digits).
     StepDone {
         /// Stage name.
@@ -249,6 +258,9 @@ impl Sink for Plain {
                 st.attach(&stage, index, line, false);
             }
             Event::StepBytes { .. } => {}
+            Event::StepOutput { stage, index, line } => {
+                st.attach(&stage, index, Some(line), false);
+            }
             Event::StepDone {
                 stage,
                 index,

@@ -87,6 +87,12 @@ impl Sink for Tty {
                     bar.set_message(format!("{text}  {}", HumanBytes(bytes)));
                 }
             }
+            Event::StepOutput { stage, index, line } => {
+                if let Some((bar, text, _)) = st.running.get(&(stage, index)) {
+                    let line: String = line.chars().take(60).collect();
+                    bar.set_message(format!("{text}  │ {line}"));
+                }
+            }
             Event::StepDone {
                 stage,
                 index,

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
-use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
+use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode};
 use crate::cli::exit::Failure;
 use crate::cli::util::{absolute, env_epoch, now, open_store, out};
 use crate::layer::Compression;
@@ -75,6 +75,17 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         dry_run: a.dry_run,
+        network: match a.network {
+            NetworkArg::Host => crate::graph::Network::Host,
+            NetworkArg::None => crate::graph::Network::None,
+        },
+        secrets: secrets(&a.secrets)?,
+        // The copy fallback, forced: for testing it on kernels with overlay.
+        sandbox: if std::env::var_os("IMGBUILD_SANDBOX").is_some_and(|v| v == "copy") {
+            build::SandboxMode::Copy
+        } else {
+            build::SandboxMode::Auto
+        },
     };
     let result = build::build(&graph, &opts).map_err(|e| match e {
         build::Error::Invalid(d) => Failure::Diagnostics(d),
@@ -104,6 +115,51 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--secret id=ID,src=FILE` (also `source=`; the id defaults to the file name).
+fn secrets(
+    specs: &[String],
+) -> Result<std::collections::HashMap<String, std::path::PathBuf>, Failure> {
+    let mut out = std::collections::HashMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(absolute(std::path::Path::new(v))?),
+                Some(("type", "file")) => {}
+                _ => {
+                    return Err(Failure::Usage(anyhow::anyhow!(
+                        "--secret {spec}: expected id=ID,src=FILE"
+                    )));
+                }
+            }
+        }
+        let id = id.or_else(|| {
+            src.as_ref()
+                .and_then(|s| s.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        });
+        match (id, src) {
+            (Some(id), Some(src)) => {
+                if !src.is_file() {
+                    return Err(Failure::Usage(anyhow::anyhow!(
+                        "--secret {spec}: {} is not a file",
+                        src.display()
+                    )));
+                }
+                out.insert(id, src);
+            }
+            _ => {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--secret {spec}: expected id=ID,src=FILE"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The renderer `--progress` (and `-q`, `--dry-run`) asks for: `auto` is the

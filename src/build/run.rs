@@ -1,0 +1,503 @@
+//! RUN steps: the command's argv, environment, user and mounts with docker's
+//! semantics, the layer snapshots under it, and its changes as a layer.
+
+use std::path::{Path, PathBuf};
+
+use super::config;
+use super::error::RunError;
+use crate::exec::{self, MountKind, Rootfs};
+use crate::graph::{Command, Mount, Network, RunStep};
+use crate::layer::extract::{extract_layer, extract_layer_overlay};
+use crate::oci::import::open_layer;
+use crate::oci::{ImageConfig, LayerDescriptor};
+use crate::store::Store;
+
+/// How RUN gets its root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// Overlay when the kernel allows it, else a copy.
+    #[default]
+    Auto,
+    /// Always a private copy of the filesystem, compared afterwards (the
+    /// fallback, selectable to test it).
+    Copy,
+}
+
+/// Everything a RUN needs from the build besides the step itself.
+pub(super) struct RunInputs<'a> {
+    pub store: &'a Store,
+    pub config: &'a ImageConfig,
+    pub layers: &'a [LayerDescriptor],
+    pub epoch: Option<u64>,
+    pub network: Network,
+    pub context: &'a Path,
+    pub secrets: &'a std::collections::HashMap<String, PathBuf>,
+    /// Root filesystems of the stages a `--mount=from=` names.
+    pub stage_roots: &'a dyn Fn(&str) -> Option<Result<PathBuf, RunError>>,
+    pub mode: SandboxMode,
+}
+
+/// The host name inside every sandbox: fixed, so that a command printing it
+/// gives a reproducible layer.
+pub const HOSTNAME: &str = "imgbuild";
+
+/// The per-layer directory of `layer` in overlay format, extracting it once
+/// into the store (`layers/<flavour>/<diff id>`); later steps and builds
+/// share it.
+///
+/// # Errors
+/// A layer that cannot be read or extracted.
+pub fn layer_dir(
+    store: &Store,
+    layer: &LayerDescriptor,
+    xattr: &'static str,
+) -> Result<PathBuf, RunError> {
+    let flavour = if xattr.starts_with("user.") {
+        "user"
+    } else {
+        "trusted"
+    };
+    let base = store.root().join("layers").join(flavour);
+    // Short names keep the overlay mount options under a page.
+    let dir = base.join(&layer.diff_id.hex()[..32]);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let snap = |what: String| RunError::Snapshot { what };
+    std::fs::create_dir_all(&base)
+        .map_err(|e| snap(format!("creating {}: {e}", base.display())))?;
+    let tmp = store.tmp_path("layer");
+    std::fs::create_dir_all(&tmp).map_err(|e| snap(format!("creating {}: {e}", tmp.display())))?;
+    let result = open_layer(store, &layer.digest, &layer.media_type)
+        .map_err(|e| snap(format!("reading layer {}: {e}", layer.digest)))
+        .and_then(|s| {
+            extract_layer_overlay(&tmp, s, xattr)
+                .map_err(|e| snap(format!("extracting layer {}: {e}", layer.digest)))
+        });
+    if let Err(e) = result {
+        remove_tree(&tmp);
+        return Err(e);
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another build extracted it first.
+        remove_tree(&tmp);
+    }
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(snap(format!("cannot create {}", dir.display())))
+    }
+}
+
+/// Removes a sandbox or snapshot directory, including overlay's work
+/// directory (mode 000) and read-only directories a command left behind.
+pub fn remove_tree(p: &Path) {
+    if std::fs::remove_dir_all(p).is_ok() {
+        return;
+    }
+    fn open_up(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::symlink_metadata(p)
+            && m.is_dir()
+        {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    open_up(p);
+    let _ = std::fs::remove_dir_all(p);
+}
+
+/// The command line docker would run: exec form as is, shell form under the
+/// image's SHELL, heredocs as BuildKit treats them. `scripts` receives
+/// `(name, content)` of a heredoc to run as a file at `/dev/pipes/NAME`.
+pub fn argv(cfg: &ImageConfig, r: &RunStep, scripts: &mut Vec<(String, String)>) -> Vec<String> {
+    let shell = config::shell_of(cfg);
+    let mut cmd = match &r.command {
+        Command::Exec(a) => return a.clone(),
+        Command::Shell(s) => s.clone(),
+    };
+    if let Some(first) = r.heredocs.first() {
+        let only_heredoc = r.heredocs.len() == 1 && is_heredoc_only(&cmd, &first.name);
+        if only_heredoc && first.content.starts_with("#!") {
+            // BuildKit: a script with a shebang runs as a file.
+            scripts.push((first.name.clone(), first.content.clone()));
+            return vec![format!("/dev/pipes/{}", first.name)];
+        } else if only_heredoc {
+            cmd = first.content.clone();
+        } else {
+            // The shell handles the heredocs itself.
+            for h in &r.heredocs {
+                cmd.push('\n');
+                cmd.push_str(&h.content);
+                cmd.push_str(&h.name);
+            }
+        }
+    }
+    let mut v = shell;
+    v.push(cmd);
+    v
+}
+
+fn is_heredoc_only(cmd: &str, name: &str) -> bool {
+    let c = cmd.trim();
+    let Some(rest) = c.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.trim_start_matches('-');
+    let rest = rest.trim_matches(|ch| ch == '"' || ch == '\'');
+    rest == name
+}
+
+/// The build-time environment: the image's ENV, plus the declared build
+/// args the image does not set (docker: ENV wins over ARG).
+pub fn environment(cfg: &ImageConfig, r: &RunStep) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = cfg
+        .config()
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    for (k, v) in &r.env {
+        if !env.iter().any(|(ek, _)| ek == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
+}
+
+fn hosts_file() -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{HOSTNAME}\n"
+    )
+}
+
+/// Runs one RUN step and returns the entries of its layer, read from `dir`
+/// (which the caller removes once the layer is written). `on_line` receives
+/// the command's output.
+pub(super) fn run_step(
+    r: &RunStep,
+    inp: &RunInputs<'_>,
+    dir: &Path,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Vec<crate::layer::Entry>, RunError> {
+    let mut scripts = Vec::new();
+    let argv = argv(inp.config, r, &mut scripts);
+    let cfg = inp.config.config();
+    let cwd = r
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir().clone())
+        .unwrap_or_else(|| "/".into());
+    let user = r
+        .user
+        .clone()
+        .or_else(|| cfg.user().clone())
+        .unwrap_or_default();
+    let network = match (r.network, inp.network) {
+        (Network::None, _) | (_, Network::None) => Network::None,
+        _ => Network::Host,
+    };
+    let mut mounts = Vec::new();
+    let mount_dir = dir.join("mounts");
+    for (i, (name, content)) in scripts.iter().enumerate() {
+        let path = mount_dir.join(format!("script{i}"));
+        write_file(&path, content, 0o755)?;
+        mounts.push(exec::Mount {
+            target: format!("/dev/pipes/{name}"),
+            kind: MountKind::Bind {
+                source: path,
+                readonly: true,
+            },
+        });
+    }
+    for m in &r.mounts {
+        if let Some(em) = mount_for(m, inp, &cwd)? {
+            mounts.push(em);
+        }
+    }
+    let xattr = exec::opaque_xattr();
+    let overlay = inp.mode == SandboxMode::Auto;
+    let mut lowers = Vec::new();
+    let copy_root = dir.join("root");
+    let mut before = None;
+    if overlay {
+        for l in inp.layers.iter().rev() {
+            lowers.push(layer_dir(inp.store, l, xattr)?);
+        }
+    } else {
+        std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
+        for l in inp.layers {
+            let s = open_layer(inp.store, &l.digest, &l.media_type).map_err(|e| {
+                RunError::Snapshot {
+                    what: format!("reading layer {}: {e}", l.digest),
+                }
+            })?;
+            extract_layer(&copy_root, s).map_err(|e| RunError::Snapshot {
+                what: format!("extracting layer {}: {e}", l.digest),
+            })?;
+        }
+    }
+    let spec = exec::Spec {
+        rootfs: if overlay {
+            Rootfs::Overlay {
+                lowers: lowers.clone(),
+                opaque_xattr: xattr.to_string(),
+            }
+        } else {
+            Rootfs::Dir(copy_root.clone())
+        },
+        argv,
+        env: environment(inp.config, r),
+        cwd,
+        user,
+        network_none: network == Network::None,
+        hostname: HOSTNAME.into(),
+        mounts,
+        hosts: hosts_file(),
+        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        rootless: exec::rootless_mapping(),
+    };
+    let mut created = Vec::new();
+    if !overlay {
+        // Mount points exist before the "before" picture, so they are no change.
+        created = exec::prepare_mountpoints(&copy_root, &spec).map_err(RunError::Sandbox)?;
+        before = Some(exec::diff::record(&copy_root).map_err(RunError::Diff)?);
+    }
+    let outcome = exec::run(dir, &spec, exec::Output::Lines(on_line)).map_err(RunError::Sandbox)?;
+    if outcome.code != 0 {
+        return Err(RunError::Failed {
+            code: outcome.code,
+            tail: outcome.tail,
+        });
+    }
+    let opts = exec::diff::Options {
+        epoch: inp.epoch,
+        rootless: spec.rootless.map(|m| (m.uid, m.gid)),
+    };
+    let entries = match before {
+        None => {
+            let upper = dir.join("upper");
+            exec::diff::remove_mountpoints(&upper, &outcome.created, &lowers);
+            exec::diff::capture(&upper, &opts)
+        }
+        Some(before) => exec::diff::compare(&copy_root, &before, &opts).map(|mut v| {
+            v.retain(|e| !created.contains(&e.path));
+            v
+        }),
+    }
+    .map_err(RunError::Diff)?;
+    Ok(entries)
+}
+
+fn io(p: &Path, e: std::io::Error) -> RunError {
+    RunError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    }
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), RunError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| io(p, e))?;
+    }
+    std::fs::write(path, content).map_err(|e| io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io(path, e))
+}
+
+/// A `--mount` as the sandbox mounts it (`None`: an optional secret that was
+/// not given).
+fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::Mount>, RunError> {
+    let abs = |t: &str| {
+        if t.starts_with('/') {
+            t.to_string()
+        } else {
+            format!("{}/{t}", cwd.trim_end_matches('/'))
+        }
+    };
+    Ok(Some(match m {
+        Mount::Cache { target, id } => {
+            // Kept in the store, never in a layer; shared by every build
+            // using the same id.
+            let dir = inp
+                .store
+                .root()
+                .join("cache-mounts")
+                .join(crate::digest::Digest::of(id.as_bytes()).hex());
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            exec::Mount {
+                target: abs(target),
+                kind: MountKind::Bind {
+                    source: dir,
+                    readonly: false,
+                },
+            }
+        }
+        Mount::Tmpfs { target } => exec::Mount {
+            target: abs(target),
+            kind: MountKind::Tmpfs,
+        },
+        Mount::Bind {
+            target,
+            source,
+            from,
+            rw,
+        } => {
+            let root = match from {
+                None => inp.context.to_path_buf(),
+                Some(name) => match (inp.stage_roots)(name) {
+                    Some(r) => r?,
+                    None => {
+                        return Err(RunError::Mount {
+                            what: format!("--mount from=`{name}`: no such stage"),
+                        });
+                    }
+                },
+            };
+            let src = crate::layer::extract::resolve_in_root(
+                &root,
+                Path::new(source.trim_start_matches('/')),
+            )
+            .map_err(|e| RunError::Mount {
+                what: format!("--mount source `{source}`: {e}"),
+            })?;
+            exec::Mount {
+                target: abs(target),
+                kind: if *rw {
+                    MountKind::Scratch { lower: src }
+                } else {
+                    MountKind::Bind {
+                        source: src,
+                        readonly: true,
+                    }
+                },
+            }
+        }
+        Mount::Secret {
+            id,
+            target,
+            required,
+        } => match inp.secrets.get(id) {
+            Some(src) => exec::Mount {
+                target: if target.is_empty() {
+                    format!("/run/secrets/{id}")
+                } else {
+                    abs(target)
+                },
+                kind: MountKind::Bind {
+                    source: src.clone(),
+                    readonly: true,
+                },
+            },
+            None if *required => {
+                return Err(RunError::Mount {
+                    what: format!(
+                        "secret `{id}` is required but was not given (--secret id={id},src=FILE)"
+                    ),
+                });
+            }
+            None => return Ok(None),
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::RunHeredoc;
+
+    fn step(cmd: Command, heredocs: Vec<RunHeredoc>) -> RunStep {
+        RunStep {
+            command: cmd,
+            heredocs,
+            env: vec![("A".into(), "arg".into()), ("B".into(), "arg".into())],
+            workdir: None,
+            user: None,
+            network: Network::Host,
+            mounts: Vec::new(),
+        }
+    }
+
+    fn doc(name: &str, content: &str) -> RunHeredoc {
+        RunHeredoc {
+            name: name.into(),
+            content: content.into(),
+            fd: 0,
+            expand: true,
+        }
+    }
+
+    #[test]
+    fn argv_follows_docker_and_buildkit() {
+        let cfg = ImageConfig::scratch();
+        let mut s = Vec::new();
+        assert_eq!(
+            argv(
+                &cfg,
+                &step(Command::Shell("echo hi".into()), vec![]),
+                &mut s
+            ),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        assert_eq!(
+            argv(
+                &cfg,
+                &step(Command::Exec(vec!["ls".into(), "-l".into()]), vec![]),
+                &mut s
+            ),
+            ["ls", "-l"]
+        );
+        let h = step(
+            Command::Shell("<<EOF".into()),
+            vec![doc("EOF", "echo a\necho b\n")],
+        );
+        assert_eq!(
+            argv(&cfg, &h, &mut s),
+            ["/bin/sh", "-c", "echo a\necho b\n"]
+        );
+        let h = step(
+            Command::Shell("<<EOF".into()),
+            vec![doc("EOF", "#!/bin/busybox sh\necho a\n")],
+        );
+        assert_eq!(argv(&cfg, &h, &mut s), ["/dev/pipes/EOF"]);
+        assert_eq!(
+            s,
+            [("EOF".to_string(), "#!/bin/busybox sh\necho a\n".to_string())]
+        );
+        let h = step(
+            Command::Shell("cat <<EOF > /x".into()),
+            vec![doc("EOF", "hello\n")],
+        );
+        assert_eq!(
+            argv(&cfg, &h, &mut s),
+            ["/bin/sh", "-c", "cat <<EOF > /x\nhello\nEOF"]
+        );
+    }
+
+    #[test]
+    fn image_env_wins_over_build_args() {
+        let mut cfg = ImageConfig::scratch();
+        cfg.edit_config(|c| {
+            c.set_env(Some(vec!["A=env".into(), "PATH=/bin".into()]));
+        });
+        let env = environment(&cfg, &step(Command::Shell("true".into()), vec![]));
+        assert_eq!(
+            env,
+            [
+                ("A".to_string(), "env".to_string()),
+                ("PATH".into(), "/bin".into()),
+                ("B".into(), "arg".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The RUN sandbox: runs a command on the filesystem of an image's layers, in
+//! new mount, PID, IPC and UTS namespaces (and a user namespace when not
+//! root), with the changes landing in a fresh directory that becomes the
+//! step's layer.
+//!
+//! Process model. Namespaces that need a single-threaded caller
+//! (`CLONE_NEWUSER`) or that only apply to children (`CLONE_NEWPID`) cannot be
+//! entered by the multi-threaded builder, so it re-executes its own binary:
+//!
+//! ```text
+//! imgbuild (build, many threads)
+//!   └─ imgbuild __sandbox DIR   stage 1: unshare, mount the overlay, /dev,
+//!        │                      /etc/hosts, mounts; resolve USER
+//!        └─ imgbuild __sandbox-init DIR   stage 2, PID 1 of the new PID
+//!             │                 namespace: mount /proc, pivot_root, drop
+//!             │                 privileges, reap
+//!             └─ the command
+//! ```
+//!
+//! Each stage dies with its parent (`PR_SET_PDEATHSIG`), and when stage 2
+//! (PID 1) exits the kernel kills everything left in the namespace, so no
+//! process outlives its step, however the build ends. The mounts live only in the
+//! private mount namespace: nothing stays mounted after the step.
+//!
+//! This module owns only the mechanics; what to run and what becomes of the
+//! upper directory is `build`'s business. It is the only module allowed
+//! `unsafe` (see `sys`).
+
+pub mod diff;
+mod stage;
+mod sys;
+pub mod user;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+pub use stage::{prepare_mountpoints, stage1_main, stage2_main};
+
+/// The argument that makes the binary act as stage 1.
+pub const STAGE1_ARG: &str = "__sandbox";
+/// The argument that makes the binary act as stage 2.
+pub const STAGE2_ARG: &str = "__sandbox-init";
+
+/// Exit status of a stage whose setup failed (the reason is in `DIR/error`);
+/// the same number runc and docker use for "the container could not start".
+const SETUP_FAILED: i32 = 125;
+
+/// How the root filesystem is made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An overlay mount: `lowers` (top first, each one layer in overlay
+    /// format) under a fresh `DIR/upper`.
+    Overlay {
+        /// Layer directories, top first; empty for `FROM scratch`.
+        lowers: Vec<PathBuf>,
+        /// The opaque-directory xattr the lowers were extracted with
+        /// (`trusted.overlay.opaque`, or `user.overlay.opaque` in a user
+        /// namespace, which also needs the `userxattr` mount option).
+        opaque_xattr: String,
+    },
+    /// A plain directory, bind-mounted as the root (the fallback when overlay
+    /// cannot be mounted, and `imgbuild run` over a copy).
+    Dir(PathBuf),
+}
+
+/// A mount for the duration of the command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path inside the container.
+    pub target: String,
+    /// What is mounted.
+    pub kind: MountKind,
+}
+
+/// What a [`Mount`] puts at its target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MountKind {
+    /// A host file or directory.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Mounted read-only.
+        readonly: bool,
+    },
+    /// An empty tmpfs.
+    Tmpfs,
+    /// A writable view of a host directory whose changes are discarded
+    /// (`--mount=type=bind,rw`): an overlay with a throwaway upper.
+    Scratch {
+        /// The host directory.
+        lower: PathBuf,
+    },
+}
+
+/// Everything stage 1 needs, written as `DIR/spec.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// The root filesystem.
+    pub rootfs: Rootfs,
+    /// The command and its arguments (`argv[0]` is looked up in `PATH`).
+    pub argv: Vec<String>,
+    /// The environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the container (created when missing).
+    pub cwd: String,
+    /// USER as written (`name`, `uid`, `name:group`, `uid:gid`; empty: root).
+    pub user: String,
+    /// No network: a new, empty network namespace.
+    pub network_none: bool,
+    /// Host name inside the container.
+    pub hostname: String,
+    /// Extra mounts, in order.
+    pub mounts: Vec<Mount>,
+    /// Contents of `/etc/hosts` and `/etc/resolv.conf` inside the container.
+    pub hosts: String,
+    /// See `hosts`.
+    pub resolv_conf: String,
+    /// The invoking user when not root: the sandbox enters a user namespace
+    /// that maps container root to them.
+    pub rootless: Option<IdMapping>,
+}
+
+/// A user namespace mapping: container root is the invoking user, and when
+/// `/etc/subuid` and `/etc/subgid` grant ranges (and `newuidmap` exists),
+/// container ids from 1 up are those ranges.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdMapping {
+    /// The invoking user's uid.
+    pub uid: u32,
+    /// The invoking user's gid.
+    pub gid: u32,
+}
+
+/// What stage 1 reports back in `DIR/report.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Paths (relative to the root) stage 1 created only to mount on: not
+    /// part of the command's changes.
+    pub created: Vec<String>,
+}
+
+/// A sandbox failure that is not the command's own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The sandbox's work directory could not be prepared or read.
+    #[error("sandbox directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper process could not be started.
+    #[error("starting the sandbox helper {exe}")]
+    Spawn {
+        /// The binary.
+        exe: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting up the sandbox failed (namespaces, mounts, user, exec).
+    #[error("{0}")]
+    Setup(String),
+    /// The command was killed by a signal.
+    #[error("the command was killed by signal {0}")]
+    Signaled(i32),
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit status (0 success).
+    pub code: i32,
+    /// The last lines of its output (when captured).
+    pub tail: Vec<String>,
+    /// Paths created only as mount points (see [`Report::created`]).
+    pub created: Vec<String>,
+}
+
+/// Where the command's output goes.
+pub enum Output<'a> {
+    /// Captured line by line (stdout and stderr together, as docker shows
+    /// them); stdin is `/dev/null`.
+    Lines(&'a mut dyn FnMut(&str)),
+    /// The caller's stdin, stdout and stderr (`imgbuild run`).
+    Inherit,
+}
+
+/// Lines of output kept for the error message of a failing command.
+const TAIL_LINES: usize = 20;
+
+/// Runs `spec` in a sandbox whose state lives in `dir` (which must exist,
+/// be empty, and sit on a filesystem that can hold an overlay upper
+/// directory). On return `dir/upper` holds the command's changes (overlay
+/// mode); the caller removes `dir`.
+///
+/// # Errors
+/// A sandbox that could not be set up, or a command killed by a signal. A
+/// command that exits non-zero is an [`Outcome`] with its code.
+pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error> {
+    let dir_err = |source| Error::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec(spec).map_err(|e| dir_err(std::io::Error::other(e)))?;
+    std::fs::write(dir.join("spec.json"), json).map_err(dir_err)?;
+    let exe = std::env::current_exe().map_err(|source| Error::Spawn {
+        exe: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(STAGE1_ARG).arg(dir);
+    let spawn_err = |source| Error::Spawn {
+        exe: exe.clone(),
+        source,
+    };
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let status = match output {
+        Output::Inherit => cmd.status().map_err(spawn_err)?,
+        Output::Lines(sink) => {
+            let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| spawn_err(e.into()))?;
+            let writer2 = writer.try_clone().map_err(spawn_err)?;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::from(writer2));
+            let mut child = cmd.spawn().map_err(spawn_err)?;
+            // Our copies of the write end must go, or the read never ends.
+            drop(cmd);
+            let mut r = BufReader::new(std::fs::File::from(reader));
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end_matches(['\n', '\r']);
+                        sink(line);
+                        if tail.len() == TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.to_string());
+                    }
+                }
+            }
+            child.wait().map_err(spawn_err)?
+        }
+    };
+    let report: Report = std::fs::read(dir.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let code = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => return Err(Error::Signaled(sig)),
+        (None, None) => return Err(Error::Signaled(0)),
+    };
+    if let Ok(msg) = std::fs::read_to_string(dir.join("error")) {
+        return Err(Error::Setup(msg.trim_end().to_string()));
+    }
+    Ok(Outcome {
+        code,
+        tail: tail.into(),
+        created: report.created,
+    })
+}
+
+/// Whether this process can run the sandbox without a user namespace.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The mapping for a rootless sandbox, or `None` when running as root.
+pub fn rootless_mapping() -> Option<IdMapping> {
+    if is_root() {
+        return None;
+    }
+    Some(IdMapping {
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+    })
+}
+
+/// The opaque-directory xattr overlay uses for this process: `trusted.*`
+/// needs real root; a user namespace mount uses `user.*` (`userxattr`).
+pub fn opaque_xattr() -> &'static str {
+    if is_root() {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
+}

@@ -1,0 +1,597 @@
+//! The two sandbox stages (see the module docs of `exec`). Each runs in its
+//! own fresh, single-threaded process; a setup failure is written to
+//! `DIR/error` and ends the stage with status 125.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::Signal;
+use rustix::thread::{CapabilitySet, UnshareFlags};
+use serde::{Deserialize, Serialize};
+
+use super::user::{self, Identity};
+use super::{MountKind, Report, Rootfs, SETUP_FAILED, Spec, sys};
+use crate::layer::extract::{open_in_root, open_root};
+
+/// What stage 1 hands stage 2, as `DIR/init.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Init {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+    hostname: String,
+    identity: Identity,
+}
+
+/// The default PATH docker gives a container whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set for containers; root in a RUN step gets
+/// these and no others (no `CAP_SYS_ADMIN`: the step cannot mount or escape
+/// its namespaces).
+const KEPT_CAPABILITIES: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::NET_RAW)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP)
+    .union(CapabilitySet::SETPCAP)
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::SYS_CHROOT)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::AUDIT_WRITE);
+
+type Result<T> = std::result::Result<T, String>;
+
+fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+fn finish(dir: &Path, r: Result<i32>) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(msg) => {
+            let _ = std::fs::write(dir.join("error"), msg);
+            SETUP_FAILED
+        }
+    }
+}
+
+/// Stage 1: namespaces, the root filesystem and its mounts, then stage 2.
+/// Returns the process exit status.
+pub fn stage1_main(dir: &Path) -> i32 {
+    // Die with the builder, whatever kills it.
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    finish(dir, stage1(dir))
+}
+
+/// Stage 2: PID 1 of the sandbox. Returns the command's exit status.
+pub fn stage2_main(dir: &Path) -> i32 {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // After pivot_root `dir` is out of reach: keep a descriptor for errors.
+    let dir_fd = match rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return finish(dir, Err(format!("opening {}: {e}", dir.display()))),
+    };
+    match stage2(dir) {
+        Ok(code) => code,
+        Err(msg) => {
+            if let Ok(fd) = rustix::fs::openat(
+                &dir_fd,
+                "error",
+                OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                let _ = io::Write::write_all(&mut std::fs::File::from(fd), msg.as_bytes());
+            }
+            SETUP_FAILED
+        }
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(ctx(format!("reading {}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(ctx(format!("parsing {}", path.display())))
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(ctx(format!("`{s}`")))
+}
+
+fn stage1(dir: &Path) -> Result<i32> {
+    let spec: Spec = read_json(&dir.join("spec.json"))?;
+    if let Some(map) = spec.rootless {
+        sys::unshare(UnshareFlags::NEWUSER).map_err(ctx("creating a user namespace"))?;
+        // Without newuidmap a process may map only itself, and only after
+        // giving up setgroups (user_namespaces(7)).
+        std::fs::write("/proc/self/setgroups", "deny").map_err(ctx("writing setgroups"))?;
+        std::fs::write("/proc/self/uid_map", format!("0 {} 1\n", map.uid))
+            .map_err(ctx("writing uid_map"))?;
+        std::fs::write("/proc/self/gid_map", format!("0 {} 1\n", map.gid))
+            .map_err(ctx("writing gid_map"))?;
+    }
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    if spec.network_none {
+        flags |= UnshareFlags::NEWNET;
+    }
+    sys::unshare(flags).map_err(ctx("creating namespaces"))?;
+    // Nothing mounted here may propagate back to the host.
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(ctx("making mounts private"))?;
+
+    let merged = dir.join("merged");
+    mkdir(&merged)?;
+    match &spec.rootfs {
+        Rootfs::Overlay {
+            lowers,
+            opaque_xattr,
+        } => mount_overlay(dir, &merged, lowers, opaque_xattr)?,
+        Rootfs::Dir(root) => rustix::mount::mount_bind(root, &merged)
+            .map_err(ctx(format!("bind-mounting {}", root.display())))?,
+    }
+    let root = open_root(&merged).map_err(ctx("opening the root"))?;
+    let mut created = Vec::new();
+    mountpoints(&root, &spec, &mut created)?;
+    mount_dev(&root)?;
+    for (name, content) in [("hosts", &spec.hosts), ("resolv.conf", &spec.resolv_conf)] {
+        let host = dir.join(name);
+        std::fs::write(&host, content).map_err(ctx(format!("writing {}", host.display())))?;
+        let target = ensure(&root, &format!("etc/{name}"), false, &mut created)?;
+        bind(&host, &target, true)?;
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let rel = m.target.trim_start_matches('/');
+        match &m.kind {
+            MountKind::Tmpfs => {
+                let t = ensure(&root, rel, true, &mut created)?;
+                mount_fs(
+                    &t,
+                    "tmpfs",
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    "mode=755",
+                )?;
+            }
+            MountKind::Bind { source, readonly } => {
+                let t = ensure(&root, rel, source.is_dir(), &mut created)?;
+                bind(source, &t, *readonly)?;
+            }
+            MountKind::Scratch { lower } => {
+                let t = ensure(&root, rel, true, &mut created)?;
+                let scratch = dir.join("scratch").join(i.to_string());
+                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                mkdir(&upper)?;
+                mkdir(&work)?;
+                let l = lower.display().to_string();
+                if l.contains([',', ':']) {
+                    return Err(format!(
+                        "cannot mount `{l}` writable: its path has `,` or `:`"
+                    ));
+                }
+                let opts = format!(
+                    "lowerdir={l},upperdir={},workdir={}{}",
+                    upper.display(),
+                    work.display(),
+                    if spec.rootless.is_some() {
+                        ",userxattr"
+                    } else {
+                        ""
+                    }
+                );
+                mount_fs(&t, "overlay", "overlay", MountFlags::empty(), &opts)?;
+            }
+        }
+    }
+
+    let passwd = read_in_root(&root, "etc/passwd");
+    let group = read_in_root(&root, "etc/group");
+    let identity = user::resolve(&spec.user, &passwd, &group).map_err(|e| e.to_string())?;
+    // The working directory is created as docker does, and stays in the layer.
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    ensure(&root, cwd.trim_start_matches('/'), true, &mut Vec::new())?;
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(("HOSTNAME".into(), spec.hostname.clone()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), identity.home.clone()));
+    }
+    let init = Init {
+        argv: spec.argv.clone(),
+        env,
+        cwd: cwd.to_string(),
+        hostname: spec.hostname.clone(),
+        identity,
+    };
+    write_json(&dir.join("init.json"), &init)?;
+    write_json(&dir.join("report.json"), &Report { created })?;
+
+    let exe = std::env::current_exe().map_err(ctx("finding our own binary"))?;
+    let status = std::process::Command::new(exe)
+        .arg(super::STAGE2_ARG)
+        .arg(dir)
+        .status()
+        .map_err(ctx("starting the sandbox init"))?;
+    Ok(exit_code(status))
+}
+
+/// Creates, in `root`, every path the sandbox for `spec` mounts on, and
+/// returns those it created (relative to `root`). Stage 1 does the same
+/// (finding them all present) — done beforehand, on a private copy of the
+/// filesystem, they are not changes of the command.
+///
+/// # Errors
+/// A mount point that cannot be made.
+pub fn prepare_mountpoints(
+    root: &Path,
+    spec: &Spec,
+) -> std::result::Result<Vec<String>, super::Error> {
+    let root = open_root(root).map_err(|source| super::Error::Dir {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut created = Vec::new();
+    mountpoints(&root, spec, &mut created).map_err(super::Error::Setup)?;
+    Ok(created)
+}
+
+fn mountpoints(root: &OwnedFd, spec: &Spec, created: &mut Vec<String>) -> Result<()> {
+    ensure(root, "proc", true, created)?;
+    ensure(root, "dev", true, created)?;
+    ensure(root, "etc/hosts", false, created)?;
+    ensure(root, "etc/resolv.conf", false, created)?;
+    for m in &spec.mounts {
+        let rel = m.target.trim_start_matches('/');
+        // Everything under /dev is on the sandbox's own tmpfs.
+        if rel == "dev" || rel.starts_with("dev/") {
+            continue;
+        }
+        let dir = match &m.kind {
+            MountKind::Bind { source, .. } => source.is_dir(),
+            MountKind::Tmpfs | MountKind::Scratch { .. } => true,
+        };
+        ensure(root, rel, dir, created)?;
+    }
+    Ok(())
+}
+
+fn stage2(dir: &Path) -> Result<i32> {
+    let init: Init = read_json(&dir.join("init.json"))?;
+    let merged = dir.join("merged");
+    // Only a process inside the new PID namespace mounts its /proc.
+    rustix::mount::mount(
+        "proc",
+        merged.join("proc"),
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+    .map_err(ctx("mounting /proc"))?;
+    rustix::process::chdir(&merged).map_err(ctx("entering the root"))?;
+    // pivot_root(".", ".") stacks the old root on the new one, and the
+    // detach removes it: no directory for the old root is needed (and so
+    // none ends up in the layer). See pivot_root(2), NOTES.
+    rustix::process::pivot_root(".", ".").map_err(ctx("pivot_root"))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(ctx("detaching the host root"))?;
+    rustix::process::chdir("/").map_err(ctx("chdir /"))?;
+    rustix::system::sethostname(init.hostname.as_bytes()).map_err(ctx("setting the hostname"))?;
+
+    let id = &init.identity;
+    for cap in (CapabilitySet::all() - KEPT_CAPABILITIES).iter() {
+        // Caps this kernel does not know are EINVAL: nothing to drop.
+        match rustix::thread::remove_capability_from_bounding_set(cap) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(format!("dropping capabilities: {e}")),
+        }
+    }
+    let groups: Vec<rustix::process::Gid> = id
+        .groups
+        .iter()
+        .map(|g| rustix::process::Gid::from_raw(*g))
+        .collect();
+    // A user namespace without newuidmap has setgroups denied; groups are
+    // then whatever the mapping gives.
+    let _ = rustix::thread::set_thread_groups(&groups);
+    let gid = rustix::process::Gid::from_raw(id.gid);
+    let uid = rustix::process::Uid::from_raw(id.uid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid)
+        .map_err(ctx(format!("setting group {}", id.gid)))?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)
+        .map_err(ctx(format!("setting user {}", id.uid)))?;
+
+    let Some((prog, args)) = init.argv.split_first() else {
+        return Err("no command given".into());
+    };
+    let child = std::process::Command::new(prog)
+        .args(args)
+        .env_clear()
+        .envs(init.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&init.cwd)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!("exec: \"{prog}\": executable file not found in $PATH")
+            }
+            _ => format!("exec: \"{prog}\": {e}"),
+        })?;
+    let pid = rustix::process::Pid::from_child(&child);
+    // As PID 1, reap every orphan until the command itself exits; leaving
+    // then kills whatever it left behind.
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((p, status))) if p == pid => {
+                return Ok(match (status.exit_status(), status.terminating_signal()) {
+                    (Some(c), _) => c,
+                    (None, Some(s)) => 128 + s,
+                    _ => 128,
+                });
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("waiting for the command: {e}")),
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(v).map_err(ctx("encoding"))?;
+    std::fs::write(path, bytes).map_err(ctx(format!("writing {}", path.display())))
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(ctx(format!("creating {}", p.display())))
+}
+
+fn mount_overlay(dir: &Path, merged: &Path, lowers: &[PathBuf], xattr: &str) -> Result<()> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    let mut lowers: Vec<PathBuf> = lowers.to_vec();
+    if lowers.is_empty() {
+        // FROM scratch: overlay needs a lower layer; an empty one it is.
+        let empty = dir.join("empty");
+        mkdir(&empty)?;
+        lowers.push(empty);
+    }
+    // Mount options must fit one page: name the lowers relative to their
+    // common directory (the store's layer snapshots), entered first.
+    let base = lowers[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let names: Vec<String> = lowers
+        .iter()
+        .map(|l| match l.strip_prefix(&base) {
+            Ok(rel) if l.parent() == Some(base.as_path()) => rel.display().to_string(),
+            _ => l.display().to_string(),
+        })
+        .collect();
+    for n in &names {
+        if n.contains([',', ':']) {
+            return Err(format!(
+                "layer path `{n}` cannot be named in overlay options"
+            ));
+        }
+    }
+    let mut opts = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+        names.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if xattr.starts_with("user.") {
+        opts.push_str(",userxattr");
+    }
+    if opts.len() >= 4096 {
+        return Err(format!(
+            "{} layers are too many for one overlay mount",
+            lowers.len()
+        ));
+    }
+    let here = std::env::current_dir().map_err(ctx("reading the working directory"))?;
+    rustix::process::chdir(&base).map_err(ctx(format!("entering {}", base.display())))?;
+    let data = cstr(&opts)?;
+    let r = rustix::mount::mount(
+        "overlay",
+        merged,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    );
+    let _ = rustix::process::chdir(&here);
+    r.map_err(ctx("mounting the overlay"))
+}
+
+/// `/dev` as docker makes it: a tmpfs with the harmless devices bound from
+/// the host (binding works in a user namespace, where mknod does not), a
+/// private devpts, and /dev/shm.
+fn mount_dev(root: &OwnedFd) -> Result<()> {
+    let dev = ensure(root, "dev", true, &mut Vec::new())?;
+    mount_fs(
+        &dev,
+        "tmpfs",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = ensure(root, &format!("dev/{name}"), false, &mut Vec::new())?;
+        bind(Path::new(&format!("/dev/{name}")), &target, false)?;
+    }
+    let pts = ensure(root, "dev/pts", true, &mut Vec::new())?;
+    mount_fs(
+        &pts,
+        "devpts",
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    let shm = ensure(root, "dev/shm", true, &mut Vec::new())?;
+    mount_fs(
+        &shm,
+        "shm",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=1777,size=65536k",
+    )?;
+    let devfd = open_in_root(
+        root.as_fd(),
+        Path::new("dev"),
+        OFlags::DIRECTORY | OFlags::RDONLY,
+    )
+    .map_err(ctx("opening /dev"))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(target, devfd.as_fd(), link)
+            .map_err(ctx(format!("creating /dev/{link}")))?;
+    }
+    Ok(())
+}
+
+/// The path by which mount(2) reaches an `O_PATH` descriptor: the kernel
+/// follows the magic link to the very inode that was resolved inside the
+/// root, so a symlink in the image cannot redirect a mount to the host.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn bind(source: &Path, target: &OwnedFd, readonly: bool) -> Result<()> {
+    let t = fd_path(target);
+    // Where the target is, resolved before the mount hides it.
+    let real = std::fs::read_link(&t).map_err(ctx("resolving a mount target"))?;
+    rustix::mount::mount_bind_recursive(source, &t)
+        .map_err(ctx(format!("bind-mounting {}", source.display())))?;
+    if readonly {
+        // A bind mount takes MS_RDONLY only on a remount of the new mount
+        // (the descriptor still names the one below), keeping the flags a
+        // user namespace may not drop.
+        let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+        if let Ok(st) = rustix::fs::statvfs(&real) {
+            let f = st.f_flag;
+            for (bit, flag) in [
+                (rustix::fs::StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+                (rustix::fs::StatVfsMountFlags::NODEV, MountFlags::NODEV),
+                (rustix::fs::StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+            ] {
+                if f.contains(bit) {
+                    flags |= flag;
+                }
+            }
+        }
+        rustix::mount::mount_remount(&real, flags, "")
+            .map_err(ctx(format!("making {} read-only", source.display())))?;
+    }
+    Ok(())
+}
+
+fn mount_fs(target: &OwnedFd, source: &str, fs: &str, flags: MountFlags, data: &str) -> Result<()> {
+    let data = cstr(data)?;
+    rustix::mount::mount(source, fd_path(target), fs, flags, data.as_c_str())
+        .map_err(ctx(format!("mounting {fs} ({source})")))
+}
+
+/// Opens (creating as needed) `rel` inside the root as an `O_PATH`
+/// descriptor; a directory when `dir`, else a file. Whatever it creates is
+/// appended to `created` (as resolved, relative to the root).
+fn ensure(root: &OwnedFd, rel: &str, dir: bool, created: &mut Vec<String>) -> Result<OwnedFd> {
+    let rel = rel.trim_matches('/');
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    match open_in_root(root.as_fd(), Path::new(rel), flags) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("opening /{rel}: {e}")),
+    }
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", rel),
+    };
+    let pfd = if parent.is_empty() {
+        open_in_root(
+            root.as_fd(),
+            Path::new("."),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+        )
+    } else {
+        ensure(root, parent, true, created)?;
+        open_in_root(
+            root.as_fd(),
+            Path::new(parent),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+        )
+    }
+    .map_err(ctx(format!("opening /{parent}")))?;
+    if dir {
+        rustix::fs::mkdirat(pfd.as_fd(), name, Mode::from_raw_mode(0o755))
+            .map_err(ctx(format!("creating /{rel}")))?;
+    } else {
+        rustix::fs::openat(
+            pfd.as_fd(),
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(ctx(format!("creating /{rel}")))?;
+    }
+    let fd = open_in_root(root.as_fd(), Path::new(rel), flags)
+        .map_err(ctx(format!("opening /{rel}")))?;
+    // Where it really is (the parent may have been reached through a symlink).
+    let real = resolved(root, &fd).unwrap_or_else(|| rel.to_string());
+    created.push(real);
+    Ok(fd)
+}
+
+fn resolved(root: &OwnedFd, fd: &OwnedFd) -> Option<String> {
+    let r = std::fs::read_link(fd_path(root)).ok()?;
+    let p = std::fs::read_link(fd_path(fd)).ok()?;
+    Some(p.strip_prefix(&r).ok()?.to_string_lossy().into_owned())
+}
+
+fn read_in_root(root: &OwnedFd, rel: &str) -> String {
+    let Ok(fd) = open_in_root(
+        root.as_fd(),
+        Path::new(rel),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+    ) else {
+        return String::new();
+    };
+    let Ok(st) = rustix::fs::fstat(&fd) else {
+        return String::new();
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s);
+    s
+}
