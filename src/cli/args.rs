@@ -58,6 +58,54 @@ pub enum Command {
     Prune(PruneArgs),
     /// Store maintenance.
     Store(StoreArgs),
+    /// Run a command in an image (tag, ID or step ID) over a throwaway
+    /// writable layer; exits with the command's status.
+    Run(RunArgs),
+}
+
+/// `imgbuild run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  imgbuild run demo:latest cat /foo.txt
+  imgbuild run -it 4932aede6a15 sh        an intermediate step, interactively
+  imgbuild run -e DEBUG=1 -w /src -u app app:dev make test
+
+Changes the command makes are discarded when it exits. Exit status: the
+command's; 125 when the sandbox could not start it.")]
+pub struct RunArgs {
+    /// Keep stdin attached.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Pass the terminal through (docker's -t; the caller's terminal is used
+    /// as is).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (K=V, or K to take it from here); repeatable.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User (name, uid, name:group or uid:gid).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Network: the host's, or none.
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkArg,
+    /// Override the image's entrypoint.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// The image: tag, image ID, or unique ID prefix.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Command and arguments (default: the image's CMD).
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
 }
 
 /// `imgbuild rmi`.
@@ -300,7 +348,7 @@ pub struct ExportArgs {
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
 pub const SUBCOMMANDS: &[&str] = &[
     "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "rmi",
-    "prune", "store", "help",
+    "prune", "store", "run", "help",
 ];
 
 /// Inserts `build` when the first word is not a subcommand, so `imgbuild

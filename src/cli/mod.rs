@@ -53,6 +53,7 @@ pub fn main() -> ExitCode {
         args::Command::Parse(a) => commands::parse::run(a),
         args::Command::Rmi(a) => commands::rmi::run(&cli, a),
         args::Command::Prune(a) => commands::prune::run(&cli, a),
+        args::Command::Run(a) => commands::run::run(&cli, a),
         args::Command::Store(a) => commands::store::run(&cli, a),
     };
     exit::report(result)

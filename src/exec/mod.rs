@@ -187,8 +187,12 @@ pub enum Output<'a> {
     /// Captured line by line (stdout and stderr together, as docker shows
     /// them); stdin is `/dev/null`.
     Lines(&'a mut dyn FnMut(&str)),
-    /// The caller's stdin, stdout and stderr (`imgbuild run`).
-    Inherit,
+    /// The caller's stdout and stderr, and its stdin when `stdin` (`imgbuild
+    /// run`, `-i`); a terminal passes straight through.
+    Inherit {
+        /// Keep stdin attached (else `/dev/null`).
+        stdin: bool,
+    },
 }
 
 /// Lines of output kept for the error message of a failing command.
@@ -221,7 +225,12 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
     };
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let status = match output {
-        Output::Inherit => cmd.status().map_err(spawn_err)?,
+        Output::Inherit { stdin } => {
+            if !stdin {
+                cmd.stdin(Stdio::null());
+            }
+            cmd.status().map_err(spawn_err)?
+        }
         Output::Lines(sink) => {
             let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| spawn_err(e.into()))?;

@@ -400,13 +400,19 @@ fn mount_overlay(dir: &Path, merged: &Path, lowers: &[PathBuf], xattr: &str) -> 
         }
     }
     let mut opts = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+        "lowerdir={},upperdir={},workdir={}",
         names.join(":"),
         upper.display(),
         work.display()
     );
     if xattr.starts_with("user.") {
+        // userxattr (a user namespace) already rules out redirects, the
+        // index and metacopy, and refuses options that name them.
         opts.push_str(",userxattr");
+    } else {
+        // Plain copy-ups only: a redirect or a metadata-only copy in the
+        // upper directory would not be a layer.
+        opts.push_str(",redirect_dir=off,index=off,metacopy=off");
     }
     if opts.len() >= 4096 {
         return Err(format!(

@@ -15,4 +15,5 @@ mod load;
 mod make;
 mod parse;
 mod repro;
+mod sandbox;
 mod spec;

@@ -254,3 +254,92 @@ pub fn layer_listing(layer: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Builds `base:latest` into the env's store: busybox-static with its applet
+/// links, /etc/passwd and /etc/group (root and `app`, uid 1000), /etc/motd,
+/// /tmp and an /opt/d directory — the base image of the sandbox tests.
+pub fn busybox_base(env: &TestEnv) -> &'static str {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "/bin/busybox is missing: install busybox-static (see .ci/run)"
+    );
+    let root = env.path().join("base/rootfs");
+    for d in ["bin", "etc", "tmp", "opt/d", "home/app"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh",
+        "cat",
+        "date",
+        "echo",
+        "ls",
+        "rm",
+        "mkdir",
+        "touch",
+        "id",
+        "hostname",
+        "sleep",
+        "mv",
+        "cp",
+        "seq",
+        "sha256sum",
+        "true",
+        "false",
+        "wc",
+        "head",
+        "tail",
+        "find",
+        "env",
+        "ps",
+        "grep",
+        "chmod",
+        "chown",
+        "stat",
+        "pwd",
+        "ln",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    std::fs::write(root.join("etc/motd"), "welcome\n").unwrap();
+    std::fs::write(root.join("opt/d/f"), "old\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    env.write(
+        "base/Dockerfile",
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"/bin/sh\"]\n",
+    );
+    let mut c = env.cmd_in(
+        &env.path().join("base"),
+        &["build", "-q", "-t", "base:latest", "-o", "base.tar", "."],
+    );
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &["build base"]);
+    "base:latest"
+}
+
+/// Every layer of an archive as (path, listing of `tar -tv` style lines).
+pub fn layer_listings(archive: &Path) -> Vec<Vec<String>> {
+    archive_layers(archive)
+        .iter()
+        .map(|l| layer_listing(l))
+        .collect()
+}
+
+/// The mounts of this machine that mention `path`.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = path.to_string_lossy();
+    text.lines()
+        .filter(|l| l.contains(p.as_ref()))
+        .map(str::to_string)
+        .collect()
+}

@@ -10,6 +10,7 @@ pub mod load;
 pub mod parse;
 pub mod prune;
 pub mod rmi;
+pub mod run;
 pub mod store;
 pub mod tag;
 

@@ -1,0 +1,406 @@
+//! RUN in the sandbox and `imgbuild run`, for real: namespaces, overlay,
+//! diff capture, on a busybox-static base image each test builds.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::util::{
+    TestEnv, assert_success, busybox_base, layer_listings, mounts_under, stderr, unpack,
+};
+
+fn unpacked(env: &TestEnv, archive: &Path) -> std::path::PathBuf {
+    let work = env.path().join("unpacked");
+    std::fs::create_dir_all(&work).unwrap();
+    unpack(archive, &work)
+}
+
+fn build(env: &TestEnv, dockerfile: &str, args: &[&str]) -> Output {
+    env.write("ctx/Dockerfile", dockerfile);
+    let mut all = vec!["build", "--progress=plain"];
+    all.extend_from_slice(args);
+    all.push(".");
+    let mut c = env.cmd_in(&env.path().join("ctx"), &all);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    c.output().unwrap()
+}
+
+fn built(env: &TestEnv, dockerfile: &str, args: &[&str]) -> String {
+    let out = build(env, dockerfile, args);
+    assert_success(&out, args);
+    stderr(&out)
+}
+
+/// `(step number, image id)` of every `Step n/m` block of a plain log, and
+/// whether it came from the cache.
+fn steps(log: &str) -> Vec<(usize, bool, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, bool)> = None;
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("Step ") {
+            cur = Some((rest.split('/').next().unwrap().parse().unwrap(), false));
+        } else if line == " ---> Using cache" {
+            if let Some(c) = cur.as_mut() {
+                c.1 = true;
+            }
+        } else if let Some(id) = line.strip_prefix(" ---> ").filter(|s| s.len() == 12) {
+            if let Some((n, cached)) = cur.take() {
+                out.push((n, cached, id.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn run(env: &TestEnv, args: &[&str]) -> Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+#[test]
+fn issue_5_the_seed_story() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    env.write("ctx/foo.txt", "Hello World\n");
+    let df = format!("FROM {base}\nCOPY foo.txt /foo.txt\nRUN date > /built-on.txt\n");
+    let log = built(&env, &df, &["-t", "demo:latest"]);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with(" ---> Cache miss"))
+        .collect();
+    assert_eq!(lines[0], format!("Step 1/3 : FROM {base}"));
+    assert_eq!(lines[2], "Step 2/3 : COPY foo.txt /foo.txt");
+    assert_eq!(lines[4], "Step 3/3 : RUN date > /built-on.txt");
+    assert!(log.contains("Successfully tagged demo:latest"), "{log}");
+    let first = steps(&log);
+    let step2 = &first[1].2;
+
+    let out = run(&env, &[step2, "cat", "/foo.txt"]);
+    assert_success(&out, &["run", "cat /foo.txt"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello World\n");
+    let out = run(&env, &[step2, "cat", "/built-on.txt"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("No such file or directory"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&env, &["demo:latest", "cat", "/built-on.txt"]);
+    assert_success(&out, &["run demo cat /built-on.txt"]);
+
+    // A changed RUN: step 2 from the cache with the same ID, step 3 rebuilt.
+    let df2 = format!("FROM {base}\nCOPY foo.txt /foo.txt\nRUN date +%Y-%m-%d > /built-on.txt\n");
+    let log = built(&env, &df2, &["-t", "demo:latest"]);
+    let again = steps(&log);
+    assert_eq!(again[1], (2, true, step2.clone()), "{log}");
+    assert!(!again[2].1, "{log}");
+    assert_ne!(again[2].2, first[2].2);
+
+    let history = env.ok(&["history", "demo:latest"]);
+    assert!(
+        history
+            .lines()
+            .any(|l| l.contains("RUN date +%Y-%m-%d > /built-on.txt") && l.contains("B ")),
+        "{history}"
+    );
+    assert!(
+        history
+            .lines()
+            .any(|l| l.starts_with(step2.as_str()) && l.contains("COPY foo.txt")),
+        "{history}"
+    );
+}
+
+#[test]
+fn deletions_become_whiteouts_and_replaced_dirs_opaque() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    let df = format!(
+        "FROM {base}\nRUN rm /etc/motd\nRUN rm -rf /opt/d && mkdir /opt/d && echo new > /opt/d/g\n"
+    );
+    built(&env, &df, &["-o", "out.tar"]);
+    let archive = env.path().join("ctx/out.tar");
+    let layers = layer_listings(&archive);
+    let names = |i: usize| -> Vec<String> {
+        layers[i]
+            .iter()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(1), ["etc/", "etc/.wh.motd"]);
+    assert_eq!(
+        names(2),
+        ["opt/", "opt/d/", "opt/d/.wh..wh..opq", "opt/d/g"]
+    );
+
+    let rootfs = unpacked(&env, &archive);
+    assert!(!rootfs.join("etc/motd").exists());
+    assert!(rootfs.join("etc/passwd").exists());
+    let d: Vec<String> = std::fs::read_dir(rootfs.join("opt/d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(d, ["g"]);
+
+    // The fallback (a private copy compared afterwards) makes the same bytes.
+    let mut c = env.cmd_in(
+        &env.path().join("ctx"),
+        &["build", "--no-cache", "-q", "-o", "copy.tar", "."],
+    );
+    c.env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("IMGBUILD_SANDBOX", "copy");
+    assert_success(&c.output().unwrap(), &["build with the copy fallback"]);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(env.path().join("ctx/copy.tar")).unwrap()
+    );
+}
+
+#[test]
+fn a_failing_run_says_why_and_changes_nothing() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    env.write("ctx/a.txt", "a\n");
+    let ok = format!("FROM {base}\nCOPY a.txt /a.txt\n");
+    built(&env, &ok, &[]);
+    let bad =
+        format!("FROM {base}\nCOPY a.txt /a.txt\nRUN echo working; echo broken >&2; exit 7\n");
+    let out = build(&env, &bad, &["-o", "bad.tar"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("Dockerfile:3:1"), "{e}");
+    assert!(e.contains("exited with code 7"), "{e}");
+    assert!(e.contains("broken"), "{e}");
+    assert!(!env.path().join("ctx/bad.tar").exists());
+    // Nothing mounted, nothing half-made, the store intact and the cache usable.
+    assert!(
+        mounts_under(env.path()).is_empty(),
+        "{:?}",
+        mounts_under(env.path())
+    );
+    let tmp: Vec<_> = std::fs::read_dir(env.store().join("tmp"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "store/tmp: {tmp:?}");
+    assert_success(&env.run(&["store", "check"]), &["store check"]);
+    let log = built(&env, &ok, &[]);
+    assert!(log.contains("Using cache"), "{log}");
+}
+
+#[test]
+fn run_writes_are_thrown_away_and_the_status_passes_through() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    let out = run(
+        &env,
+        &[
+            base,
+            "sh",
+            "-c",
+            "echo scribble > /etc/motd; echo x > /new; exit 42",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(42));
+    let out = run(&env, &[base, "cat", "/etc/motd"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "welcome\n");
+    assert_ne!(run(&env, &[base, "cat", "/new"]).status.code(), Some(0));
+    // -e, -w, -u, and the image's CMD by default.
+    let out = run(
+        &env,
+        &[
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/opt",
+            "-u",
+            "app",
+            base,
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd) $(id -u)",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi /opt 1000\n");
+    let out = run(&env, &[base, "nosuchcommand"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("executable file not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(mounts_under(env.path()).is_empty());
+}
+
+#[test]
+fn run_steps_see_docker_semantics() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    env.write("ctx/data/in.txt", "from the context\n");
+    env.write("ctx/token", "s3cr3t\n");
+    let df = format!(
+        "FROM {base}\n\
+         ARG VERSION=1.2\n\
+         ENV MODE=release\n\
+         WORKDIR /work/dir\n\
+         RUN echo \"$VERSION $MODE $(pwd) $(hostname)\" > out.txt\n\
+         USER app\n\
+         RUN id -u > /tmp/uid\n\
+         USER root\n\
+         RUN --mount=type=bind,source=data,target=/mnt cat /mnt/in.txt > /from-bind; touch /mnt/x 2>/dev/null || echo ro > /ro\n\
+         RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-len\n\
+         RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && ls /scratch > /listed\n\
+         RUN --network=none cat /proc/net/dev | grep -c : > /ifaces\n\
+         RUN <<EOF\necho heredoc > /heredoc\nEOF\n"
+    );
+    built(
+        &env,
+        &df,
+        &["-o", "out.tar", "--secret", "id=token,src=token"],
+    );
+    let rootfs = unpacked(&env, &env.path().join("ctx/out.tar"));
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("work/dir/out.txt"), "1.2 release /work/dir imgbuild\n");
+    assert_eq!(read("tmp/uid"), "1000\n");
+    assert_eq!(read("from-bind"), "from the context\n");
+    assert_eq!(read("ro"), "ro\n");
+    assert_eq!(read("secret-len"), "7\n");
+    assert_eq!(read("listed"), "t\n");
+    assert_eq!(read("ifaces"), "1\n", "only lo without a network");
+    assert_eq!(read("heredoc"), "heredoc\n");
+    // Mount targets and secrets leave nothing behind.
+    for gone in ["mnt", "run/secrets", "scratch", "mnt/x"] {
+        assert!(!rootfs.join(gone).exists(), "{gone} is in the image");
+    }
+    let all = layer_listings(&env.path().join("ctx/out.tar"))
+        .concat()
+        .join("\n");
+    assert!(!all.contains("s3cr3t") && !all.contains("secrets"), "{all}");
+    let history = env.ok(&["history", "--no-trunc", &stdout_id(&env)]);
+    assert!(!history.contains("s3cr3t"));
+}
+
+fn stdout_id(env: &TestEnv) -> String {
+    let mut c = env.cmd_in(
+        &env.path().join("ctx"),
+        &["build", "-q", "--secret", "id=token,src=token", "."],
+    );
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &["build -q"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_cache_mount_persists_between_builds_and_stays_out_of_layers() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    let df = format!(
+        "FROM {base}\nARG N\nRUN --mount=type=cache,target=/cache echo $N >> /cache/log && cat /cache/log > /seen\n"
+    );
+    built(&env, &df, &["--build-arg", "N=1"]);
+    built(&env, &df, &["--build-arg", "N=2", "-o", "out.tar"]);
+    let rootfs = unpacked(&env, &env.path().join("ctx/out.tar"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "1\n2\n"
+    );
+    assert!(!rootfs.join("cache").exists());
+}
+
+#[test]
+fn run_layers_are_reproducible() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    let df = format!(
+        "FROM {base}\nRUN mkdir -p /data && for i in $(seq 1 200); do echo $i > /data/f$i; done && ln /data/f1 /data/hard && ln -s f2 /data/soft\n"
+    );
+    built(&env, &df, &["-o", "one.tar"]);
+    built(&env, &df, &["--no-cache", "-o", "two.tar"]);
+    let one = std::fs::read(env.path().join("ctx/one.tar")).unwrap();
+    assert_eq!(one, std::fs::read(env.path().join("ctx/two.tar")).unwrap());
+    let listing = layer_listings(&env.path().join("ctx/one.tar"));
+    assert!(
+        listing[1].iter().all(|l| l.contains(" 1700000000 ")),
+        "{:?}",
+        &listing[1][..3]
+    );
+}
+
+#[test]
+fn a_non_root_user_builds_through_a_user_namespace() {
+    let env = TestEnv::new();
+    // The test env must be the user's: it owns the store and the context.
+    let uid = 1000;
+    chown_tree(env.path(), uid);
+    let setpriv = |args: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(args)
+        .current_dir(env.path())
+        .env("IMGBUILD_STORE", env.store())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("HOME", env.path());
+        c.output().expect("setpriv (util-linux)")
+    };
+    // The base, built by the user too.
+    let root = env.path().join("base/rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in ["sh", "id", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    env.write(
+        "base/Dockerfile",
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n",
+    );
+    env.write(
+        "ctx/Dockerfile",
+        "FROM base:latest\nRUN id -u > /whoami && echo rootless > /note\n",
+    );
+    chown_tree(env.path(), uid);
+    let out = setpriv(&[
+        "build",
+        "-q",
+        "-t",
+        "base:latest",
+        "-o",
+        "base/base.tar",
+        "base",
+    ]);
+    assert_success(&out, &["rootless build of the base"]);
+    let out = setpriv(&["build", "-t", "r:latest", "-o", "ctx/r.tar", "ctx"]);
+    if stderr(&out).contains("creating a user namespace") {
+        eprintln!("skipped: this kernel refuses user namespaces to unprivileged users");
+        return;
+    }
+    assert_success(&out, &["rootless build"]);
+    let out = setpriv(&["run", "r:latest", "cat", "/whoami", "/note"]);
+    assert_success(&out, &["rootless run"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\nrootless\n");
+    // In the layer, the user's files belong to root.
+    let listing = layer_listings(&env.path().join("ctx/r.tar"));
+    assert!(
+        listing[1].iter().all(|l| l.contains(" 0:0 ")),
+        "{:?}",
+        listing[1]
+    );
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    let _ = std::os::unix::fs::lchown(p, Some(uid), Some(uid));
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
