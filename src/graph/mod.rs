@@ -497,14 +497,31 @@ impl BuildGraph {
             deps.push(b);
         }
         for s in &stage.steps {
-            if let StepKind::Copy(c) = &self.step(*s).kind {
-                for item in &c.items {
-                    if let CopyFrom::Stage { stage, .. } = item.from
-                        && !deps.contains(&stage)
-                    {
-                        deps.push(stage);
+            match &self.step(*s).kind {
+                StepKind::Copy(c) => {
+                    for item in &c.items {
+                        if let CopyFrom::Stage { stage, .. } = item.from
+                            && !deps.contains(&stage)
+                        {
+                            deps.push(stage);
+                        }
                     }
                 }
+                // `RUN --mount=from=NAME` reads an earlier stage's files.
+                StepKind::Run(r) => {
+                    for m in &r.mounts {
+                        if let Mount::Bind {
+                            from: Some(name), ..
+                        } = m
+                            && let Some(dep) = self.stage_by_name(name)
+                            && dep.0 < id.0
+                            && !deps.contains(&dep)
+                        {
+                            deps.push(dep);
+                        }
+                    }
+                }
+                StepKind::Config(_) => {}
             }
         }
         deps

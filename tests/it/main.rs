@@ -10,6 +10,7 @@ mod cache;
 mod concurrent;
 mod dockerfile;
 mod golden;
+mod hostile;
 mod kill;
 mod load;
 mod make;

@@ -404,3 +404,54 @@ fn chown_tree(p: &Path, uid: u32) {
         }
     }
 }
+
+/// Processes whose command line is `sleep SECONDS`.
+fn sleepers(seconds: &str) -> usize {
+    let want = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c == want.as_bytes())
+        .count()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn no_process_outlives_its_step_or_the_build() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    // Left running in the background: killed when the step ends.
+    built(
+        &env,
+        &format!("FROM {base}\nRUN sleep 31337 & echo started\n"),
+        &[],
+    );
+    wait_for("the background sleep to be gone", || sleepers("31337") == 0);
+
+    // The build itself killed mid-RUN: the whole sandbox goes with it.
+    env.write("ctx/Dockerfile", format!("FROM {base}\nRUN sleep 31338\n"));
+    let mut child = env
+        .cmd_in(&env.path().join("ctx"), &["build", "-q", "."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the RUN to start", || sleepers("31338") == 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("the sandbox to die with the build", || {
+        sleepers("31338") == 0
+    });
+    assert!(mounts_under(env.path()).is_empty());
+    assert_success(&env.run(&["store", "check"]), &["store check"]);
+}
