@@ -225,13 +225,21 @@ fn stage1(dir: &Path) -> Result<i32> {
     write_json(&dir.join("init.json"), &init)?;
     write_json(&dir.join("report.json"), &Report { created })?;
 
-    let exe = std::env::current_exe().map_err(ctx("finding our own binary"))?;
-    let status = std::process::Command::new(exe)
-        .arg(super::STAGE2_ARG)
-        .arg(dir)
-        .status()
-        .map_err(ctx("starting the sandbox init"))?;
-    Ok(exit_code(status))
+    drop(root);
+    // Stage 2 is a fork, not a new process image: the first process of the
+    // new PID namespace, without paying for another exec.
+    match sys::fork().map_err(ctx("starting the sandbox init"))? {
+        sys::Forked::Child => std::process::exit(stage2_main(dir)),
+        sys::Forked::Parent(pid) => loop {
+            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, status))) => {
+                    return Ok(exit_code(status));
+                }
+                Ok(None) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
+            }
+        },
+    }
 }
 
 /// Creates, in `root`, every path the sandbox for `spec` mounts on, and
@@ -339,11 +347,7 @@ fn stage2(dir: &Path) -> Result<i32> {
     loop {
         match rustix::process::wait(rustix::process::WaitOptions::empty()) {
             Ok(Some((p, status))) if p == pid => {
-                return Ok(match (status.exit_status(), status.terminating_signal()) {
-                    (Some(c), _) => c,
-                    (None, Some(s)) => 128 + s,
-                    _ => 128,
-                });
+                return Ok(exit_code(status));
             }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(format!("waiting for the command: {e}")),
@@ -351,11 +355,13 @@ fn stage2(dir: &Path) -> Result<i32> {
     }
 }
 
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+/// The shell's convention: the exit code, or 128 + the signal that killed it.
+fn exit_code(status: rustix::process::WaitStatus) -> i32 {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        _ => 128,
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {

@@ -17,3 +17,31 @@ pub(super) fn unshare(flags: UnshareFlags) -> std::io::Result<()> {
     debug_assert!(!flags.contains(UnshareFlags::FILES));
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(Into::into)
 }
+
+/// Who we are after [`fork`].
+pub(super) enum Forked {
+    /// The new process.
+    Child,
+    /// The caller, with the child's pid.
+    Parent(rustix::process::Pid),
+}
+
+/// `fork(2)`.
+///
+/// # Errors
+/// The kernel's refusal (EAGAIN, ENOMEM).
+pub(super) fn fork() -> std::io::Result<Forked> {
+    // SAFETY: only stage 1 calls this, a single-threaded process: no lock
+    // (the allocator's included) can be held by another thread at the fork,
+    // so the child may go on running ordinary Rust code. The child never
+    // returns into the caller's stack frames beyond `stage1`, and ends with
+    // `std::process::exit`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => rustix::process::Pid::from_raw(p)
+            .map(Forked::Parent)
+            .ok_or_else(|| std::io::Error::other("fork returned an invalid pid")),
+    }
+}
