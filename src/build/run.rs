@@ -41,13 +41,37 @@ pub(super) struct RunInputs<'a> {
 /// gives a reproducible layer.
 pub const HOSTNAME: &str = "imgbuild";
 
+/// The overlay lower directories for an image made of `layers` (bottom
+/// first), topmost first as overlay wants them.
+///
+/// A layer that appears twice (two `RUN true`s both leave the same empty
+/// diff) is kept only at its topmost place: overlay refuses a directory named
+/// twice, and applying a layer again above others hides its lower copy.
+///
+/// # Errors
+/// A layer that cannot be read or extracted.
+pub fn overlay_lowers(
+    store: &Store,
+    layers: &[LayerDescriptor],
+    xattr: &'static str,
+) -> Result<Vec<PathBuf>, RunError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut lowers = Vec::new();
+    for l in layers.iter().rev() {
+        if seen.insert(l.diff_id) {
+            lowers.push(layer_dir(store, l, xattr)?);
+        }
+    }
+    Ok(lowers)
+}
+
 /// The per-layer directory of `layer` in overlay format, extracting it once
 /// into the store (`layers/<flavour>/<diff id>`); later steps and builds
 /// share it.
 ///
 /// # Errors
 /// A layer that cannot be read or extracted.
-pub fn layer_dir(
+fn layer_dir(
     store: &Store,
     layer: &LayerDescriptor,
     xattr: &'static str,
@@ -231,9 +255,7 @@ pub(super) fn run_step(
     let copy_root = dir.join("root");
     let mut before = None;
     if overlay {
-        for l in inp.layers.iter().rev() {
-            lowers.push(layer_dir(inp.store, l, xattr)?);
-        }
+        lowers = overlay_lowers(inp.store, inp.layers, xattr)?;
     } else {
         std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
         for l in inp.layers {

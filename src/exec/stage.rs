@@ -374,6 +374,8 @@ fn mkdir(p: &Path) -> Result<()> {
 }
 
 fn mount_overlay(dir: &Path, merged: &Path, lowers: &[PathBuf], xattr: &str) -> Result<()> {
+    // Absolute: the options are read after we change into the layers' directory.
+    let dir = std::path::absolute(dir).map_err(ctx("resolving the sandbox directory"))?;
     let upper = dir.join("upper");
     let work = dir.join("work");
     mkdir(&upper)?;

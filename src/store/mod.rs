@@ -129,6 +129,10 @@ impl Store {
     /// # Errors
     /// When the directories cannot be created.
     pub fn open(root: &Path) -> Result<Self> {
+        // Absolute, because the sandbox names store paths after changing
+        // directory (overlay options) and hands them to other processes.
+        let root = std::path::absolute(root).map_err(io_err("resolving", root))?;
+        let root = root.as_path();
         for d in DIRS {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;

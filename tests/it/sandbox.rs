@@ -455,3 +455,26 @@ fn no_process_outlives_its_step_or_the_build() {
     assert!(mounts_under(env.path()).is_empty());
     assert_success(&env.run(&["store", "check"]), &["store check"]);
 }
+
+#[test]
+fn repeated_layers_and_a_relative_store_stay_on_the_overlay() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    let ctx = env.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let tar = env.path().join("base/base.tar");
+    let load = env.run_in(&ctx, &["--store", "rel", "load", tar.to_str().unwrap()]);
+    assert_success(&load, &["load"]);
+    // Two `RUN true`s leave the same empty layer twice in the stack, which
+    // overlay refuses to name twice; a relative store path must survive the
+    // sandbox changing directory.
+    env.write(
+        "ctx/Dockerfile",
+        format!("FROM {base}\nRUN true\nRUN true\nRUN echo hi > /x\nRUN true\nRUN cat /x\n"),
+    );
+    let out = env.run_in(&ctx, &["--store", "rel", "build", "--progress=plain", "."]);
+    assert_success(&out, &["build"]);
+    let log = stderr(&out);
+    assert!(!log.contains("WARNING"), "{log}");
+    assert!(log.lines().any(|l| l == "hi"), "{log}");
+}

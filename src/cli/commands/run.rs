@@ -1,7 +1,7 @@
 //! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
 //! image's layers and a writable layer that is thrown away on exit.
 
-use crate::build::run::{HOSTNAME, layer_dir, remove_tree};
+use crate::build::run::{HOSTNAME, overlay_lowers, remove_tree};
 use crate::cli::args::{Cli, NetworkArg, RunArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
@@ -23,17 +23,18 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
     let diff_ids = cfg.diff_ids()?;
     let xattr = exec::opaque_xattr();
-    let mut lowers = Vec::new();
-    for ((digest, size, media_type), diff_id) in m.layers.iter().zip(diff_ids) {
-        let l = LayerDescriptor {
+    let layers: Vec<LayerDescriptor> = m
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|((digest, size, media_type), diff_id)| LayerDescriptor {
             diff_id,
             digest: *digest,
             size: *size,
             media_type: media_type.clone(),
-        };
-        lowers.push(layer_dir(&store, &l, xattr).map_err(anyhow::Error::from)?);
-    }
-    lowers.reverse();
+        })
+        .collect();
+    let lowers = overlay_lowers(&store, &layers, xattr).map_err(anyhow::Error::from)?;
 
     let c = cfg.config();
     let entrypoint: Vec<String> = match &a.entrypoint {
