@@ -117,6 +117,13 @@ pub enum RunError {
         /// The last lines of its output.
         tail: Vec<String>,
     },
+    /// The command failed after filling the tmpfs its changes were kept
+    /// in; the step is run again with them on disk.
+    #[error("the command exited with code {code} after filling the memory its changes are kept in")]
+    MemoryFull {
+        /// Its exit status.
+        code: i32,
+    },
     /// The sandbox could not be set up or the command could not start.
     #[error("sandbox: {0}")]
     Sandbox(#[source] crate::exec::Error),

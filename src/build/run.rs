@@ -12,15 +12,62 @@ use crate::oci::import::open_layer;
 use crate::oci::{ImageConfig, LayerDescriptor};
 use crate::store::Store;
 
-/// How RUN gets its root filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How RUN gets its root filesystem. The build starts with the mode it is
+/// given and moves down this list, for good, when the kernel refuses one
+/// (see [`SandboxMode::fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum SandboxMode {
-    /// Overlay when the kernel allows it, else a copy.
+    /// Overlay with its upper directory on a tmpfs private to the step.
     #[default]
-    Auto,
-    /// Always a private copy of the filesystem, compared afterwards (the
-    /// fallback, selectable to test it).
+    Memory,
+    /// Overlay with its upper directory in the store (also the retry of a
+    /// step that filled the tmpfs).
+    Disk,
+    /// A private copy of the filesystem, compared afterwards (where overlay
+    /// cannot be mounted).
     Copy,
+}
+
+impl SandboxMode {
+    /// The next mode to try when this one cannot be set up.
+    pub fn fallback(self) -> Option<SandboxMode> {
+        match self {
+            SandboxMode::Memory => Some(SandboxMode::Disk),
+            SandboxMode::Disk => Some(SandboxMode::Copy),
+            SandboxMode::Copy => None,
+        }
+    }
+
+    /// Where this mode keeps the overlay upper. The memory limit comes from
+    /// `IMGBUILD_RUN_MEMORY` (tmpfs syntax: `2g`, `25%`; default `50%`).
+    pub fn upper(self) -> exec::Upper {
+        match self {
+            SandboxMode::Memory => exec::Upper::Memory {
+                size: std::env::var("IMGBUILD_RUN_MEMORY")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "50%".into()),
+            },
+            SandboxMode::Disk | SandboxMode::Copy => exec::Upper::Disk,
+        }
+    }
+
+    /// From `IMGBUILD_SANDBOX` (`memory`, `disk`, `copy`): for users on
+    /// small-memory machines, and for testing the fallbacks.
+    pub fn from_env() -> SandboxMode {
+        match std::env::var("IMGBUILD_SANDBOX").as_deref() {
+            Ok("disk") => SandboxMode::Disk,
+            Ok("copy") => SandboxMode::Copy,
+            _ => SandboxMode::Memory,
+        }
+    }
+}
+
+/// A RUN step's changes, as layer entries whose files stay readable until
+/// the value is dropped (a memory upper lives as long as its sandbox).
+pub(super) struct Captured {
+    pub entries: Vec<crate::layer::Entry>,
+    _held: Option<exec::Held>,
 }
 
 /// Everything a RUN needs from the build besides the step itself.
@@ -199,21 +246,22 @@ pub fn environment(cfg: &ImageConfig, r: &RunStep) -> Vec<(String, String)> {
     env
 }
 
-fn hosts_file() -> String {
+/// `/etc/hosts` inside every sandbox.
+pub fn hosts_file() -> String {
     format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{HOSTNAME}\n"
     )
 }
 
 /// Runs one RUN step and returns the entries of its layer, read from `dir`
-/// (which the caller removes once the layer is written). `on_line` receives
-/// the command's output.
+/// or the sandbox's memory (the caller removes `dir` once the layer is
+/// written). `on_line` receives the command's output.
 pub(super) fn run_step(
     r: &RunStep,
     inp: &RunInputs<'_>,
     dir: &Path,
     on_line: &mut dyn FnMut(&str),
-) -> Result<Vec<crate::layer::Entry>, RunError> {
+) -> Result<Captured, RunError> {
     let mut scripts = Vec::new();
     let argv = argv(inp.config, r, &mut scripts);
     let cfg = inp.config.config();
@@ -250,7 +298,7 @@ pub(super) fn run_step(
         }
     }
     let xattr = exec::opaque_xattr();
-    let overlay = inp.mode == SandboxMode::Auto;
+    let overlay = inp.mode != SandboxMode::Copy;
     let mut lowers = Vec::new();
     let copy_root = dir.join("root");
     let mut before = None;
@@ -270,6 +318,8 @@ pub(super) fn run_step(
         }
     }
     let spec = exec::Spec {
+        upper: inp.mode.upper(),
+        capture: true,
         rootfs: if overlay {
             Rootfs::Overlay {
                 lowers: lowers.clone(),
@@ -297,6 +347,11 @@ pub(super) fn run_step(
     }
     let outcome = exec::run(dir, &spec, exec::Output::Lines(on_line)).map_err(RunError::Sandbox)?;
     if outcome.code != 0 {
+        if let (Some(held), Some(upper)) = (&outcome.held, &outcome.upper)
+            && held.upper_full(upper)
+        {
+            return Err(RunError::MemoryFull { code: outcome.code });
+        }
         return Err(RunError::Failed {
             code: outcome.code,
             tail: outcome.tail,
@@ -306,19 +361,22 @@ pub(super) fn run_step(
         epoch: inp.epoch,
         rootless: spec.rootless.map(|m| (m.uid, m.gid)),
     };
-    let entries = match before {
-        None => {
-            let upper = dir.join("upper");
-            exec::diff::remove_mountpoints(&upper, &outcome.created, &lowers);
-            exec::diff::capture(&upper, &opts)
+    let entries = match (before, &outcome.upper) {
+        (None, Some(upper)) => {
+            exec::diff::remove_mountpoints(upper, &outcome.created, &lowers);
+            exec::diff::capture(upper, &opts)
         }
-        Some(before) => exec::diff::compare(&copy_root, &before, &opts).map(|mut v| {
+        (None, None) => Ok(Vec::new()),
+        (Some(before), _) => exec::diff::compare(&copy_root, &before, &opts).map(|mut v| {
             v.retain(|e| !created.contains(&e.path));
             v
         }),
     }
     .map_err(RunError::Diff)?;
-    Ok(entries)
+    Ok(Captured {
+        entries,
+        _held: outcome.held,
+    })
 }
 
 fn io(p: &Path, e: std::io::Error) -> RunError {

@@ -82,8 +82,9 @@ pub(super) struct Builder<'a> {
     /// Context files and directories the build selected, for --depfile.
     pub(super) read: Mutex<Vec<std::path::PathBuf>>,
     total: usize,
-    /// Set once the kernel refused an overlay mount: later RUNs use copies.
-    no_overlay: std::sync::atomic::AtomicBool,
+    /// How RUN steps get their filesystem: the option, moved down for the
+    /// rest of the build when the kernel refuses it (or a step fills memory).
+    sandbox: Mutex<SandboxMode>,
 }
 
 /// A missing step waiting for its turn to commit.
@@ -133,7 +134,7 @@ impl<'a> Builder<'a> {
             reports: Mutex::new(Vec::new()),
             read: Mutex::new(Vec::new()),
             total: n,
-            no_overlay: std::sync::atomic::AtomicBool::new(false),
+            sandbox: Mutex::new(opts.sandbox),
         }
     }
 
@@ -721,9 +722,9 @@ impl<'a> Builder<'a> {
         Ok(crate::layer::normalize(copy::entries(items, lower))?)
     }
 
-    /// Runs a RUN step in the sandbox and writes its layer. Falls back to a
-    /// private copy of the filesystem, for this and later steps, when the
-    /// kernel refuses the overlay mount.
+    /// Runs a RUN step in the sandbox and writes its layer. Moves down the
+    /// [`SandboxMode`]s, for this and later steps, when the kernel refuses a
+    /// mount, and runs a step that filled the memory upper again on disk.
     fn run_layer(
         &self,
         r: &RunStep,
@@ -749,11 +750,7 @@ impl<'a> Builder<'a> {
             });
         };
         loop {
-            let mode = if self.no_overlay.load(std::sync::atomic::Ordering::Relaxed) {
-                SandboxMode::Copy
-            } else {
-                self.opts.sandbox
-            };
+            let mode = *self.sandbox.lock().unwrap_or_else(|p| p.into_inner());
             let inp = run::RunInputs {
                 store: self.store,
                 config: &state.config,
@@ -770,27 +767,35 @@ impl<'a> Builder<'a> {
                 path: dir.clone(),
                 source,
             })?;
-            let result = run::run_step(r, &inp, &dir, &mut on_line).and_then(|entries| {
-                let entries = crate::layer::normalize(entries)
+            let result = run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| {
+                let entries = crate::layer::normalize(captured.entries)
                     .map_err(|e| RunError::Layer(CopyError::from(e)))?;
                 self.write_layer(&entries, stage, index)
                     .map_err(RunError::Layer)
             });
             run::remove_tree(&dir);
-            match result {
+            let (next, why) = match &result {
                 Err(RunError::Sandbox(crate::exec::Error::Setup(msg)))
-                    if mode == SandboxMode::Auto && msg.starts_with("mounting the overlay") =>
+                    if msg.starts_with("mounting the overlay")
+                        || msg.starts_with("mounting a tmpfs for the upper") =>
                 {
-                    self.no_overlay
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    self.emit(Event::Warning {
-                        message: format!(
-                            "{msg}; running RUN steps on a copy of the filesystem instead"
-                        ),
-                    });
+                    (mode.fallback(), msg.clone())
                 }
-                other => return other,
-            }
+                Err(e @ RunError::MemoryFull { .. }) => (Some(SandboxMode::Disk), e.to_string()),
+                _ => (None, String::new()),
+            };
+            let Some(next) = next else {
+                return result;
+            };
+            let how = match next {
+                SandboxMode::Disk => "keeping the changes of RUN steps on disk",
+                _ => "running RUN steps on a copy of the filesystem",
+            };
+            self.emit(Event::Warning {
+                message: format!("{why}; {how} instead"),
+            });
+            let mut m = self.sandbox.lock().unwrap_or_else(|p| p.into_inner());
+            *m = (*m).max(next);
         }
     }
 

@@ -17,16 +17,12 @@ pub use exit::Failure;
 /// Runs imgbuild with the process arguments and returns its exit status.
 pub fn main() -> ExitCode {
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // The sandbox re-executes this binary for its two stages (see `exec`);
-    // they are internal, so they bypass the argument parser.
-    if let (Some(stage), Some(dir)) = (raw.get(1), raw.get(2)) {
-        let dir = std::path::Path::new(dir);
-        if stage == crate::exec::STAGE1_ARG {
-            return exit_status(crate::exec::stage1_main(dir));
-        }
-        if stage == crate::exec::STAGE2_ARG {
-            return exit_status(crate::exec::stage2_main(dir));
-        }
+    // The sandbox re-executes this binary for its first stage (see `exec`);
+    // it is internal, so it bypasses the argument parser.
+    if let (Some(stage), Some(dir)) = (raw.get(1), raw.get(2))
+        && stage == crate::exec::STAGE1_ARG
+    {
+        return exit_status(crate::exec::stage1_main(std::path::Path::new(dir)));
     }
     let argv = args::with_default_subcommand(raw);
     let cli = match args::Cli::try_parse_from(argv) {

@@ -14,7 +14,7 @@ use rustix::thread::{CapabilitySet, UnshareFlags};
 use serde::{Deserialize, Serialize};
 
 use super::user::{self, Identity};
-use super::{MountKind, Report, Rootfs, SETUP_FAILED, Spec, sys};
+use super::{MountKind, Report, Rootfs, SETUP_FAILED, Spec, Upper, sys};
 use crate::layer::extract::{open_in_root, open_root};
 
 /// What stage 1 hands stage 2, as `DIR/init.json`.
@@ -25,6 +25,9 @@ struct Init {
     cwd: String,
     hostname: String,
     identity: Identity,
+    /// The command's stdin is /dev/null (stage 1's stdin is its control pipe).
+    #[serde(default)]
+    stdin_null: bool,
 }
 
 /// The default PATH docker gives a container whose image sets none.
@@ -73,7 +76,7 @@ pub fn stage1_main(dir: &Path) -> i32 {
 }
 
 /// Stage 2: PID 1 of the sandbox. Returns the command's exit status.
-pub fn stage2_main(dir: &Path) -> i32 {
+fn stage2_main(dir: &Path) -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     // After pivot_root `dir` is out of reach: keep a descriptor for errors.
     let dir_fd = match rustix::fs::open(
@@ -136,11 +139,26 @@ fn stage1(dir: &Path) -> Result<i32> {
 
     let merged = dir.join("merged");
     mkdir(&merged)?;
+    // Where uppers go: a tmpfs of our own (see the module docs), or the disk.
+    let uppers = match &spec.upper {
+        Upper::Memory { size } if matches!(spec.rootfs, Rootfs::Overlay { .. }) => {
+            let mem = dir.join("mem");
+            mkdir(&mem)?;
+            if size.contains(',') {
+                return Err(format!("mounting a tmpfs for the upper: bad size `{size}`"));
+            }
+            let opts = cstr(&format!("mode=700,size={size}"))?;
+            rustix::mount::mount("tmpfs", &mem, "tmpfs", MountFlags::empty(), opts.as_c_str())
+                .map_err(ctx("mounting a tmpfs for the upper"))?;
+            mem
+        }
+        _ => dir.to_path_buf(),
+    };
     match &spec.rootfs {
         Rootfs::Overlay {
             lowers,
             opaque_xattr,
-        } => mount_overlay(dir, &merged, lowers, opaque_xattr)?,
+        } => mount_overlay(&uppers, &merged, lowers, opaque_xattr)?,
         Rootfs::Dir(root) => rustix::mount::mount_bind(root, &merged)
             .map_err(ctx(format!("bind-mounting {}", root.display())))?,
     }
@@ -173,7 +191,7 @@ fn stage1(dir: &Path) -> Result<i32> {
             }
             MountKind::Scratch { lower } => {
                 let t = ensure(&root, rel, true, &mut created)?;
-                let scratch = dir.join("scratch").join(i.to_string());
+                let scratch = uppers.join("scratch").join(i.to_string());
                 let (upper, work) = (scratch.join("upper"), scratch.join("work"));
                 mkdir(&upper)?;
                 mkdir(&work)?;
@@ -221,25 +239,45 @@ fn stage1(dir: &Path) -> Result<i32> {
         cwd: cwd.to_string(),
         hostname: spec.hostname.clone(),
         identity,
+        stdin_null: spec.capture,
     };
     write_json(&dir.join("init.json"), &init)?;
-    write_json(&dir.join("report.json"), &Report { created })?;
+    let mut report = Report {
+        created,
+        code: None,
+    };
+    write_json(&dir.join("report.json"), &report)?;
 
     drop(root);
     // Stage 2 is a fork, not a new process image: the first process of the
     // new PID namespace, without paying for another exec.
-    match sys::fork().map_err(ctx("starting the sandbox init"))? {
+    let code = match sys::fork().map_err(ctx("starting the sandbox init"))? {
         sys::Forked::Child => std::process::exit(stage2_main(dir)),
         sys::Forked::Parent(pid) => loop {
             match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
-                Ok(Some((_, status))) => {
-                    return Ok(exit_code(status));
-                }
+                Ok(Some((_, status))) => break exit_code(status),
                 Ok(None) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
             }
         },
+    };
+    if spec.capture {
+        // The namespace is empty now. Keep the upper for the builder: unmount
+        // the overlay (nothing may use the upper under it while it is read),
+        // report, end our output so that the builder stops reading it, and
+        // wait for the end of stdin.
+        rustix::mount::unmount(&merged, UnmountFlags::DETACH)
+            .map_err(ctx("unmounting the overlay"))?;
+        report.code = Some(code);
+        write_json(&dir.join("report.json"), &report)?;
+        let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(ctx("opening /dev/null"))?;
+        rustix::stdio::dup2_stdout(&null).map_err(ctx("closing stdout"))?;
+        rustix::stdio::dup2_stderr(&null).map_err(ctx("closing stderr"))?;
+        // Whatever arrives, or an error, we wait for the end.
+        let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
     }
+    Ok(code)
 }
 
 /// Creates, in `root`, every path the sandbox for `spec` mounts on, and
@@ -284,6 +322,10 @@ fn mountpoints(root: &OwnedFd, spec: &Spec, created: &mut Vec<String>) -> Result
 
 fn stage2(dir: &Path) -> Result<i32> {
     let init: Init = read_json(&dir.join("init.json"))?;
+    // pivot_root moves every process of the mount namespace whose root is
+    // the old one: a namespace of our own keeps stage 1 where it is, able
+    // to hand over the upper afterwards.
+    sys::unshare(UnshareFlags::NEWNS).map_err(ctx("creating the container's mount namespace"))?;
     let merged = dir.join("merged");
     // Only a process inside the new PID namespace mounts its /proc.
     rustix::mount::mount(
@@ -331,6 +373,11 @@ fn stage2(dir: &Path) -> Result<i32> {
     };
     let child = std::process::Command::new(prog)
         .args(args)
+        .stdin(if init.stdin_null {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::inherit()
+        })
         .env_clear()
         .envs(init.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&init.cwd)

@@ -142,18 +142,56 @@ fn deletions_become_whiteouts_and_replaced_dirs_opaque() {
         .collect();
     assert_eq!(d, ["g"]);
 
-    // The fallback (a private copy compared afterwards) makes the same bytes.
+    // The fallbacks (the upper on disk; a private copy compared afterwards)
+    // make the same bytes as the default (the upper in memory).
+    for mode in ["disk", "copy"] {
+        let out = format!("{mode}.tar");
+        let mut c = env.cmd_in(
+            &env.path().join("ctx"),
+            &["build", "--no-cache", "-q", "-o", &out, "."],
+        );
+        c.env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("IMGBUILD_SANDBOX", mode);
+        assert_success(&c.output().unwrap(), &[mode]);
+        assert_eq!(
+            std::fs::read(&archive).unwrap(),
+            std::fs::read(env.path().join("ctx").join(&out)).unwrap(),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn a_step_that_fills_the_memory_upper_runs_again_on_disk() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    env.write(
+        "ctx/Dockerfile",
+        format!("FROM {base}\nRUN echo attempt && head -c 3000000 /dev/zero > /big\n"),
+    );
     let mut c = env.cmd_in(
         &env.path().join("ctx"),
-        &["build", "--no-cache", "-q", "-o", "copy.tar", "."],
+        &["build", "--progress=plain", "-o", "out.tar", "."],
     );
-    c.env("SOURCE_DATE_EPOCH", "1700000000")
-        .env("IMGBUILD_SANDBOX", "copy");
-    assert_success(&c.output().unwrap(), &["build with the copy fallback"]);
-    assert_eq!(
-        std::fs::read(&archive).unwrap(),
-        std::fs::read(env.path().join("ctx/copy.tar")).unwrap()
+    c.env("IMGBUILD_RUN_MEMORY", "1m");
+    let out = c.output().unwrap();
+    assert_success(&out, &["build"]);
+    let log = stderr(&out);
+    assert!(
+        log.contains("after filling the memory")
+            && log.contains("keeping the changes of RUN steps on disk instead"),
+        "{log}"
     );
+    assert_eq!(log.lines().filter(|l| *l == "attempt").count(), 2, "{log}");
+    let listing = layer_listings(&env.path().join("ctx/out.tar"));
+    assert!(
+        listing[1]
+            .iter()
+            .any(|l| l.starts_with("big ") && l.ends_with(" 3000000")),
+        "{:?}",
+        listing[1]
+    );
+    assert!(mounts_under(env.path()).is_empty());
 }
 
 #[test]

@@ -80,12 +80,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             NetworkArg::None => crate::graph::Network::None,
         },
         secrets: secrets(&a.secrets)?,
-        // The copy fallback, forced: for testing it on kernels with overlay.
-        sandbox: if std::env::var_os("IMGBUILD_SANDBOX").is_some_and(|v| v == "copy") {
-            build::SandboxMode::Copy
-        } else {
-            build::SandboxMode::Auto
-        },
+        sandbox: build::SandboxMode::from_env(),
     };
     let result = build::build(&graph, &opts).map_err(|e| match e {
         build::Error::Invalid(d) => Failure::Diagnostics(d),

@@ -1,7 +1,8 @@
 //! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
 //! image's layers and a writable layer that is thrown away on exit.
 
-use crate::build::run::{HOSTNAME, overlay_lowers, remove_tree};
+use crate::build::SandboxMode;
+use crate::build::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
 use crate::cli::args::{Cli, NetworkArg, RunArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
@@ -80,6 +81,9 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         env.push((k, v));
     }
     let spec = exec::Spec {
+        // The writable layer in memory goes with the sandbox, however it ends.
+        upper: SandboxMode::from_env().upper(),
+        capture: false,
         rootfs: Rootfs::Overlay {
             lowers,
             opaque_xattr: xattr.to_string(),
@@ -99,9 +103,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         network_none: a.network == NetworkArg::None,
         hostname: HOSTNAME.into(),
         mounts: Vec::new(),
-        hosts: format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{HOSTNAME}\n"
-        ),
+        hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         rootless: exec::rootless_mapping(),
     };
