@@ -87,6 +87,9 @@ pub(super) struct Builder<'a> {
     sandbox: Mutex<SandboxMode>,
 }
 
+/// Digests with the label they go into a key (or a miss reason) under.
+type Labelled = Vec<(String, Digest)>;
+
 /// A missing step waiting for its turn to commit.
 struct Pending {
     id: StepId,
@@ -588,19 +591,20 @@ impl<'a> Builder<'a> {
         &self,
         id: StepId,
         workdir: &str,
-    ) -> Result<(
-        Vec<(String, Digest)>,
-        Vec<Option<Selection>>,
-        Vec<(String, Digest)>,
-    )> {
+    ) -> Result<(Labelled, Vec<Option<Selection>>, Labelled)> {
         let step = self.graph.step(id);
         let mut selections = Vec::new();
         let mut inputs = Vec::new();
         let mut files = Vec::new();
-        let StepKind::Copy(c) = &step.kind else {
-            return Ok((inputs, selections, files));
-        };
         let location = step.source.location();
+        let c = match &step.kind {
+            StepKind::Copy(c) => c,
+            StepKind::Run(r) => {
+                let (i, f) = self.run_mount_inputs(r, &location)?;
+                return Ok((i, selections, f));
+            }
+            _ => return Ok((inputs, selections, files)),
+        };
         for (i, item) in c.items.iter().enumerate() {
             match &item.from {
                 CopyFrom::Context => {
@@ -657,6 +661,61 @@ impl<'a> Builder<'a> {
             }
         }
         Ok((inputs, selections, files))
+    }
+
+    /// What a RUN's bind mounts show the command, for its key: the content
+    /// of a context source (after .dockerignore, through the stat memo), or
+    /// the key of the stage it binds from. Cache, tmpfs and secret mounts are
+    /// not inputs (docker: a secret's content never reaches the key).
+    fn run_mount_inputs(&self, r: &RunStep, location: &str) -> Result<(Labelled, Labelled)> {
+        let mut inputs = Vec::new();
+        let mut files = Vec::new();
+        for (j, m) in r.mounts.iter().enumerate() {
+            let crate::graph::Mount::Bind { source, from, .. } = m else {
+                continue;
+            };
+            match from {
+                None => {
+                    let root = SourceRoot {
+                        root: &self.graph.settings.context,
+                        excludes: Some(&self.excludes),
+                    };
+                    let src = match source.trim_start_matches('/') {
+                        "" => ".",
+                        s => s,
+                    };
+                    let item = crate::graph::CopyItem::from_context(&[src], "/mnt/");
+                    let sel = sources::select(&root, &item, "/").map_err(|e| Error::Copy {
+                        location: location.to_string(),
+                        source: CopyError::Select(e),
+                    })?;
+                    let (d, item_files) =
+                        hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
+                            location: location.to_string(),
+                            source: e,
+                        })?;
+                    files.extend(item_files);
+                    if let Ok(mut read) = self.read.lock() {
+                        read.extend(sel.entries.iter().map(|e| e.host.clone()));
+                        read.extend(sel.roots.iter().cloned());
+                    }
+                    inputs.push((format!("mount{j}:context"), d));
+                }
+                Some(name) => {
+                    // A stage not built (or not a stage) is reported when
+                    // the mount is made; its name alone keys it until then.
+                    if let Some(key) = self
+                        .graph
+                        .stage_by_name(name)
+                        .and_then(|id| self.result(id))
+                        .map(|s| s.key)
+                    {
+                        inputs.push((format!("mount{j}:stage"), key.0));
+                    }
+                }
+            }
+        }
+        Ok((inputs, files))
     }
 
     fn report(

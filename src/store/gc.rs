@@ -129,13 +129,17 @@ impl Store {
             }
         }
         if opts.all {
-            for dir in ["steps", "memo", "outputs"] {
+            // RUN --mount=type=cache directories go too, as with
+            // `docker builder prune --all`.
+            for dir in ["steps", "memo", "outputs", "cache-mounts"] {
                 clear_dir(&self.root.join(dir))?;
             }
         }
-        // Snapshots and temporary files are pure caches.
-        clear_dir(&self.root.join("snapshots"))?;
-        clear_dir(&self.root.join("tmp"))?;
+        // Snapshots (COPY --from filesystems, RUN's per-layer overlay lowers)
+        // and temporary files are pure caches.
+        for dir in ["snapshots", "layers", "tmp"] {
+            clear_dir(&self.root.join(dir))?;
+        }
         report.add(self.sweep_blobs()?);
         Ok(report)
     }
@@ -232,6 +236,10 @@ impl PruneReport {
 }
 
 fn clear_dir(dir: &Path) -> Result<()> {
+    // Directories made on first use (layers/, cache-mounts/) may not exist.
+    if !dir.exists() {
+        return Ok(());
+    }
     for name in list_names(dir)? {
         let p = dir.join(name);
         let r = if p.is_dir() {

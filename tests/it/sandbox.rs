@@ -343,6 +343,21 @@ fn a_cache_mount_persists_between_builds_and_stays_out_of_layers() {
         "1\n2\n"
     );
     assert!(!rootfs.join("cache").exists());
+
+    // prune drops the layer snapshots RUN extracted (they come back when
+    // needed) and keeps cache mounts; prune --all drops those too.
+    let count = |d: &str| std::fs::read_dir(env.store().join(d)).map_or(0, |r| r.count());
+    assert!(count("layers") > 0 && count("cache-mounts") == 1);
+    assert_success(&env.run(&["prune"]), &["prune"]);
+    assert_eq!((count("layers"), count("cache-mounts")), (0, 1));
+    built(&env, &df, &["--build-arg", "N=3", "-o", "out.tar"]);
+    let rootfs = unpacked(&env, &env.path().join("ctx/out.tar"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "1\n2\n3\n"
+    );
+    assert_success(&env.run(&["prune", "--all"]), &["prune --all"]);
+    assert_eq!(count("cache-mounts"), 0);
 }
 
 #[test]
@@ -515,4 +530,30 @@ fn repeated_layers_and_a_relative_store_stay_on_the_overlay() {
     let log = stderr(&out);
     assert!(!log.contains("WARNING"), "{log}");
     assert!(log.lines().any(|l| l == "hi"), "{log}");
+}
+
+#[test]
+fn a_bind_mounts_content_is_part_of_the_run_steps_key() {
+    let env = TestEnv::new();
+    let base = busybox_base(&env);
+    env.write("ctx/data.txt", "one\n");
+    env.write("ctx/other.txt", "x\n");
+    let df = format!(
+        "FROM {base}\nRUN --mount=type=bind,source=data.txt,target=/data.txt cat /data.txt > /copy\n"
+    );
+    let first = steps(&built(&env, &df, &[]));
+    // Unrelated context files do not matter; the bound one does.
+    env.write("ctx/other.txt", "y\n");
+    let again = steps(&built(&env, &df, &[]));
+    assert!(again[1].1, "{again:?}");
+    assert_eq!(again[1].2, first[1].2);
+    env.write("ctx/data.txt", "two\n");
+    let log = built(&env, &df, &["-o", "out.tar"]);
+    let changed = steps(&log);
+    assert!(!changed[1].1, "{log}");
+    let rootfs = unpacked(&env, &env.path().join("ctx/out.tar"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("copy")).unwrap(),
+        "two\n"
+    );
 }
