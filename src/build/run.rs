@@ -63,11 +63,20 @@ impl SandboxMode {
     }
 }
 
-/// A RUN step's changes, as layer entries whose files stay readable until
-/// the value is dropped (a memory upper lives as long as its sandbox).
-pub(super) struct Captured {
-    pub entries: Vec<crate::layer::Entry>,
-    _held: Option<exec::Held>,
+/// A RUN step's changes.
+pub(super) enum Captured {
+    /// Layer entries whose files stay readable until the value is dropped (a
+    /// memory upper lives as long as its sandbox).
+    Entries {
+        entries: Vec<crate::layer::Entry>,
+        _held: Option<exec::Held>,
+    },
+    /// The layer, written by a rootless sandbox with subordinate ids (only
+    /// it can read every file) to `path` in the step's directory.
+    Layer {
+        path: PathBuf,
+        digests: crate::layer::LayerDigests,
+    },
 }
 
 /// Everything a RUN needs from the build besides the step itself.
@@ -82,6 +91,8 @@ pub(super) struct RunInputs<'a> {
     /// Root filesystems of the stages a `--mount=from=` names.
     pub stage_roots: &'a dyn Fn(&str) -> Option<Result<PathBuf, RunError>>,
     pub mode: SandboxMode,
+    /// Compression of the layer, when the sandbox writes it.
+    pub compression: crate::layer::Compression,
 }
 
 /// The host name inside every sandbox: fixed, so that a command printing it
@@ -337,7 +348,17 @@ pub(super) fn run_step(
         mounts,
         hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        rootless: exec::rootless_mapping(),
+        // Subordinate ids only where the sandbox can write the layer itself:
+        // other users' files are unreadable to us.
+        rootless: exec::rootless_mapping().map(|m| exec::IdMapping {
+            sub: m.sub.filter(|_| overlay),
+            ..m
+        }),
+        layer: overlay.then(|| exec::LayerRequest {
+            path: dir.join("layer"),
+            compression: inp.compression.name().to_string(),
+            epoch: inp.epoch,
+        }),
     };
     let mut created = Vec::new();
     if !overlay {
@@ -361,6 +382,12 @@ pub(super) fn run_step(
         epoch: inp.epoch,
         rootless: spec.rootless.map(|m| (m.uid, m.gid)),
     };
+    if let Some(digests) = outcome.layer {
+        return Ok(Captured::Layer {
+            path: dir.join("layer"),
+            digests,
+        });
+    }
     let entries = match (before, &outcome.upper) {
         (None, Some(upper)) => {
             exec::diff::remove_mountpoints(upper, &outcome.created, &lowers);
@@ -373,7 +400,7 @@ pub(super) fn run_step(
         }),
     }
     .map_err(RunError::Diff)?;
-    Ok(Captured {
+    Ok(Captured::Entries {
         entries,
         _held: outcome.held,
     })

@@ -820,18 +820,34 @@ impl<'a> Builder<'a> {
                 secrets: &self.opts.secrets,
                 stage_roots: &stage_roots,
                 mode,
+                compression: self.opts.compression,
             };
             let dir = self.store.tmp_path("run");
             std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
                 path: dir.clone(),
                 source,
             })?;
-            let result = run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| {
-                let entries = crate::layer::normalize(captured.entries)
-                    .map_err(|e| RunError::Layer(CopyError::from(e)))?;
-                self.write_layer(&entries, stage, index)
-                    .map_err(RunError::Layer)
-            });
+            let result =
+                run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| match captured {
+                    run::Captured::Entries { entries, _held } => {
+                        let entries = crate::layer::normalize(entries)
+                            .map_err(|e| RunError::Layer(CopyError::from(e)))?;
+                        self.write_layer(&entries, stage, index)
+                            .map_err(RunError::Layer)
+                    }
+                    run::Captured::Layer { path, digests } => {
+                        let digest = self
+                            .store
+                            .adopt_blob(&path, &digests.digest)
+                            .map_err(|e| RunError::Layer(CopyError::from(e)))?;
+                        Ok(LayerDescriptor {
+                            diff_id: digests.diff_id,
+                            digest,
+                            size: digests.size,
+                            media_type: self.opts.compression.oci_media_type().to_string(),
+                        })
+                    }
+                });
             run::remove_tree(&dir);
             let (next, why) = match &result {
                 Err(RunError::Sandbox(crate::exec::Error::Setup(msg)))

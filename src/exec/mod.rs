@@ -126,6 +126,9 @@ pub struct Spec {
     /// Keep a memory upper readable after the command until the caller is
     /// done with it (see [`Outcome::upper`]). Needs [`Output::Lines`].
     pub capture: bool,
+    /// With `capture`: when the sandbox maps subordinate ids, it writes the
+    /// layer itself, here ([`Outcome::layer`]).
+    pub layer: Option<LayerRequest>,
     /// The command and its arguments (`argv[0]` is looked up in `PATH`).
     pub argv: Vec<String>,
     /// The environment, in order.
@@ -158,6 +161,35 @@ pub struct IdMapping {
     pub uid: u32,
     /// The invoking user's gid.
     pub gid: u32,
+    /// Subordinate ids for container ids 1 and up.
+    #[serde(default)]
+    pub sub: Option<SubIds>,
+}
+
+/// The subordinate id ranges of a user (`/etc/subuid`, `/etc/subgid`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubIds {
+    /// First host uid of the range.
+    pub uid_start: u32,
+    /// Number of uids.
+    pub uid_count: u32,
+    /// First host gid of the range.
+    pub gid_start: u32,
+    /// Number of gids.
+    pub gid_count: u32,
+}
+
+/// A capture the sandbox does itself: the layer of the command's changes,
+/// written to `path`. Needed when subordinate ids are mapped, because files
+/// the command gave to other users are then unreadable outside the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRequest {
+    /// Where the (compressed) layer goes; on the store's filesystem.
+    pub path: PathBuf,
+    /// Compression name (`gzip`, `zstd`, `none`).
+    pub compression: String,
+    /// SOURCE_DATE_EPOCH, for mtimes.
+    pub epoch: Option<u64>,
 }
 
 /// What stage 1 reports back in `DIR/report.json`.
@@ -170,6 +202,9 @@ pub struct Report {
     /// ([`Spec::capture`]) instead of exiting with it.
     #[serde(default)]
     pub code: Option<i32>,
+    /// The layer stage 1 wrote (see [`Spec::layer`]).
+    #[serde(default)]
+    pub layer: Option<crate::layer::LayerDigests>,
 }
 
 /// A sandbox failure that is not the command's own.
@@ -215,6 +250,8 @@ pub struct Outcome {
     pub upper: Option<PathBuf>,
     /// The sandbox kept alive so that a memory upper can be read.
     pub held: Option<Held>,
+    /// The layer the sandbox wrote itself, at [`LayerRequest::path`].
+    pub layer: Option<crate::layer::LayerDigests>,
 }
 
 /// A finished sandbox kept alive so that its memory upper stays readable.
@@ -335,6 +372,18 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
                 let _ = child.wait();
                 return Err(Error::Setup(msg.trim_end().to_string()));
             }
+            if let (Some(code), Some(layer)) = (report.code, report.layer) {
+                drop(control);
+                let _ = child.wait();
+                return Ok(Outcome {
+                    code,
+                    tail: tail.into(),
+                    created: report.created,
+                    upper: None,
+                    held: None,
+                    layer: Some(layer),
+                });
+            }
             if let (Some(code), true) = (report.code, hold) {
                 let pid = child.id();
                 return Ok(Outcome {
@@ -347,6 +396,7 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
                             .join("mem/upper"),
                     ),
                     held: Some(Held { child, control }),
+                    layer: None,
                 });
             }
             drop(control);
@@ -371,6 +421,7 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
         created: report.created,
         upper: matches!(spec.rootfs, Rootfs::Overlay { .. }).then(|| dir.join("upper")),
         held: None,
+        layer: None,
     })
 }
 
@@ -391,10 +442,71 @@ pub fn rootless_mapping() -> Option<IdMapping> {
     if is_root() {
         return None;
     }
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
     Some(IdMapping {
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
+        uid,
+        gid,
+        sub: sub_ids(uid),
     })
+}
+
+/// The invoking user's subordinate ids, when `/etc/subuid` and `/etc/subgid`
+/// grant both and the setuid helpers that apply them are installed.
+fn sub_ids(uid: u32) -> Option<SubIds> {
+    if std::env::var_os("IMGBUILD_NO_SUBIDS").is_some() {
+        return None;
+    }
+    let helpers = ["newuidmap", "newgidmap"];
+    if !helpers.iter().all(|h| find_in_path(h).is_some()) {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+    });
+    let (uid_start, uid_count) = sub_range(
+        &std::fs::read_to_string("/etc/subuid").ok()?,
+        name.as_deref(),
+        uid,
+    )?;
+    let (gid_start, gid_count) = sub_range(
+        &std::fs::read_to_string("/etc/subgid").ok()?,
+        name.as_deref(),
+        uid,
+    )?;
+    Some(SubIds {
+        uid_start,
+        uid_count,
+        gid_start,
+        gid_count,
+    })
+}
+
+/// The first range of `/etc/subuid` (or `subgid`) syntax granted to the
+/// user by name or by number.
+fn sub_range(text: &str, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
+    let uid = uid.to_string();
+    text.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let owner = f.next()?;
+        if owner != uid && Some(owner) != name {
+            return None;
+        }
+        let start = f.next()?.parse().ok()?;
+        let count: u32 = f.next()?.parse().ok()?;
+        (count > 0).then_some((start, count))
+    })
+}
+
+/// The path of an executable named `name` in `PATH`.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The opaque-directory xattr overlay uses for this process: `trusted.*`
@@ -404,5 +516,19 @@ pub fn opaque_xattr() -> &'static str {
         "trusted.overlay.opaque"
     } else {
         "user.overlay.opaque"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_uid() {
+        let text = "# comment\nalice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
+        assert_eq!(sub_range(text, Some("alice"), 1000), Some((100000, 65536)));
+        assert_eq!(sub_range(text, None, 1001), Some((200000, 1000)));
+        assert_eq!(sub_range(text, Some("bob"), 1002), None);
+        assert_eq!(sub_range(text, Some("carol"), 1003), None);
     }
 }

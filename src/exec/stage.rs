@@ -114,16 +114,11 @@ fn cstr(s: &str) -> Result<CString> {
 
 fn stage1(dir: &Path) -> Result<i32> {
     let spec: Spec = read_json(&dir.join("spec.json"))?;
-    if let Some(map) = spec.rootless {
-        sys::unshare(UnshareFlags::NEWUSER).map_err(ctx("creating a user namespace"))?;
-        // Without newuidmap a process may map only itself, and only after
-        // giving up setgroups (user_namespaces(7)).
-        std::fs::write("/proc/self/setgroups", "deny").map_err(ctx("writing setgroups"))?;
-        std::fs::write("/proc/self/uid_map", format!("0 {} 1\n", map.uid))
-            .map_err(ctx("writing uid_map"))?;
-        std::fs::write("/proc/self/gid_map", format!("0 {} 1\n", map.gid))
-            .map_err(ctx("writing gid_map"))?;
-    }
+    // Whether container ids other than root are mapped (subordinate ids).
+    let ranged = match spec.rootless {
+        Some(map) => enter_user_namespace(map)?,
+        None => false,
+    };
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if spec.network_none {
@@ -245,6 +240,7 @@ fn stage1(dir: &Path) -> Result<i32> {
     let mut report = Report {
         created,
         code: None,
+        layer: None,
     };
     write_json(&dir.join("report.json"), &report)?;
 
@@ -268,6 +264,17 @@ fn stage1(dir: &Path) -> Result<i32> {
         // wait for the end of stdin.
         rustix::mount::unmount(&merged, UnmountFlags::DETACH)
             .map_err(ctx("unmounting the overlay"))?;
+        if let (true, 0, Some(req), Rootfs::Overlay { lowers, .. }) =
+            (ranged, code, &spec.layer, &spec.rootfs)
+        {
+            // Files the command gave to other users are readable only here.
+            report.layer = Some(write_layer(
+                req,
+                &uppers.join("upper"),
+                &report.created,
+                lowers,
+            )?);
+        }
         report.code = Some(code);
         write_json(&dir.join("report.json"), &report)?;
         let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
@@ -277,7 +284,117 @@ fn stage1(dir: &Path) -> Result<i32> {
         // Whatever arrives, or an error, we wait for the end.
         let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
     }
+    if ranged && uppers == dir {
+        // Files of subordinate ids on disk: only we can remove them.
+        for d in ["upper", "work", "scratch"] {
+            let _ = std::fs::remove_dir_all(dir.join(d));
+        }
+    }
     Ok(code)
+}
+
+/// Enters a new user namespace mapping container root to the invoking user
+/// and, when the user has subordinate ids, container ids from 1 up to those
+/// (applied by the setuid `newuidmap`/`newgidmap`, which must act from
+/// outside: a helper forked before the unshare). Falls back to the single
+/// mapping a process may write for itself. Returns whether the ranges are
+/// mapped.
+fn enter_user_namespace(map: super::IdMapping) -> Result<bool> {
+    let helper = match map.sub {
+        Some(sub) => Some(spawn_mapper(map, sub)?),
+        None => None,
+    };
+    sys::unshare(UnshareFlags::NEWUSER).map_err(ctx("creating a user namespace"))?;
+    if let Some((pid, go)) = helper {
+        let _ = rustix::io::write(&go, b"x");
+        drop(go);
+        let status = loop {
+            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, st))) => break exit_code(st),
+                Ok(None) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("waiting for newuidmap: {e}")),
+            }
+        };
+        if status == 0 {
+            return Ok(true);
+        }
+    }
+    // Without newuidmap a process may map only itself, and only after giving
+    // up setgroups (user_namespaces(7)).
+    std::fs::write("/proc/self/setgroups", "deny").map_err(ctx("writing setgroups"))?;
+    std::fs::write("/proc/self/uid_map", format!("0 {} 1\n", map.uid))
+        .map_err(ctx("writing uid_map"))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {} 1\n", map.gid))
+        .map_err(ctx("writing gid_map"))?;
+    Ok(false)
+}
+
+/// Forks the helper that maps our ids once we are in the new namespace:
+/// it waits for a byte (or the end) on the returned pipe.
+fn spawn_mapper(
+    map: super::IdMapping,
+    sub: super::SubIds,
+) -> Result<(rustix::process::Pid, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(ctx("creating a pipe"))?;
+    let target = rustix::process::getpid().as_raw_nonzero().to_string();
+    match sys::fork().map_err(ctx("starting newuidmap"))? {
+        sys::Forked::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            let _ = rustix::io::read(&r, &mut b);
+            let apply = |tool: &str, own: u32, start: u32, count: u32| {
+                std::process::Command::new(tool)
+                    .arg(&target)
+                    .args(["0", &own.to_string(), "1"])
+                    .args(["1", &start.to_string(), &count.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            let ok = apply("newuidmap", map.uid, sub.uid_start, sub.uid_count)
+                && apply("newgidmap", map.gid, sub.gid_start, sub.gid_count);
+            std::process::exit(if ok { 0 } else { 1 })
+        }
+        sys::Forked::Parent(pid) => Ok((pid, w)),
+    }
+}
+
+/// Writes the layer of the changes in `upper` as `req` asks (the rootless
+/// sandbox with subordinate ids; see [`super::LayerRequest`]).
+fn write_layer(
+    req: &super::LayerRequest,
+    upper: &Path,
+    created: &[String],
+    lowers: &[PathBuf],
+) -> Result<crate::layer::LayerDigests> {
+    super::diff::remove_mountpoints(upper, created, lowers);
+    let opts = super::diff::Options {
+        epoch: req.epoch,
+        rootless: None,
+    };
+    let entries = super::diff::capture(upper, &opts)
+        .map_err(|e| format!("capturing the changes: {}: {}", e.path.display(), e.source))?;
+    let entries = crate::layer::normalize(entries).map_err(ctx("capturing the changes"))?;
+    let compression = crate::layer::Compression::from_name(&req.compression)
+        .ok_or_else(|| format!("unknown compression `{}`", req.compression))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&req.path)
+        .map_err(ctx(format!("creating {}", req.path.display())))?;
+    let (w, digests) = crate::layer::write(
+        &entries,
+        compression,
+        io::BufWriter::new(file),
+        None,
+        &mut |_| {},
+    )
+    .map_err(ctx("writing the layer"))?;
+    w.into_inner()
+        .map_err(|e| format!("writing the layer: {}", e.error()))?;
+    Ok(digests)
 }
 
 /// Creates, in `root`, every path the sandbox for `spec` mounts on, and

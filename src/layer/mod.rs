@@ -142,7 +142,7 @@ impl Entry {
 }
 
 /// Digests of a written layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDigests {
     /// sha256 of the uncompressed tar.
     pub diff_id: Digest,

@@ -261,6 +261,44 @@ impl Store {
         w.commit(Some(&digest))
     }
 
+    /// Moves a finished file (on the store's filesystem, written by another
+    /// process: a rootless sandbox that alone could read the layer's files)
+    /// into the store as the blob `expected`, after checking its bytes.
+    ///
+    /// # Errors
+    /// I/O failures, or [`Error::DigestMismatch`] (the file is removed then).
+    pub fn adopt_blob(&self, path: &Path, expected: &Digest) -> Result<Digest> {
+        let result = (|| {
+            let mut file = File::open(path).map_err(io_err("opening", path))?;
+            let mut h = crate::digest::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(io_err("reading", path))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let actual = h.finish();
+            if actual != *expected {
+                return Err(Error::DigestMismatch {
+                    expected: *expected,
+                    actual,
+                });
+            }
+            file.sync_all().map_err(io_err("syncing", path))?;
+            let dest = self.blob_path(expected);
+            std::fs::rename(path, &dest).map_err(io_err("renaming", &dest))?;
+            let dir = self.root.join("blobs/sha256");
+            atomic::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+            Ok(actual)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
     /// Copies a stream into the store, verifying it against `expected` when given.
     ///
     /// # Errors

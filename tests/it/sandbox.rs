@@ -385,8 +385,13 @@ fn a_non_root_user_builds_through_a_user_namespace() {
     // The test env must be the user's: it owns the store and the context.
     let uid = 1000;
     chown_tree(env.path(), uid);
+    // First with the single-id mapping any user gets; subordinate ids below.
+    let single = std::cell::Cell::new(true);
     let setpriv = |args: &[&str]| {
         let mut c = std::process::Command::new("setpriv");
+        if single.get() {
+            c.env("IMGBUILD_NO_SUBIDS", "1");
+        }
         c.args([
             "--reuid",
             "1000",
@@ -408,7 +413,7 @@ fn a_non_root_user_builds_through_a_user_namespace() {
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for a in ["sh", "id", "echo", "cat"] {
+    for a in ["sh", "id", "echo", "cat", "mkdir", "chown", "chmod"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -447,6 +452,59 @@ fn a_non_root_user_builds_through_a_user_namespace() {
         "{:?}",
         listing[1]
     );
+
+    // With subordinate ids (.ci/run grants uid 1000 a range), other
+    // container users exist: chown works, and a file only its owner may
+    // read still lands in the layer with its owner.
+    if !has_subids(1000) {
+        eprintln!("note: uid 1000 has no subordinate ids here; single-id mapping only");
+        return;
+    }
+    single.set(false);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM base:latest\nRUN mkdir -p /home/app && echo secret > /home/app/key && chmod 600 /home/app/key && chmod 700 /home/app && chown -R 1000:1000 /home/app\n",
+    );
+    chown_tree(env.path(), uid);
+    let out = setpriv(&["build", "-o", "ctx/ranged.tar", "ctx"]);
+    assert_success(&out, &["rootless build with subordinate ids"]);
+    let listing = layer_listings(&env.path().join("ctx/ranged.tar"));
+    let line = |p: &str| {
+        listing[1]
+            .iter()
+            .find(|l| l.starts_with(&format!("{p} ")))
+            .cloned()
+            .unwrap_or_else(|| panic!("{p} not in {:?}", listing[1]))
+    };
+    assert!(
+        line("home/app/").contains(" 700 1000:1000 "),
+        "{:?}",
+        listing[1]
+    );
+    assert!(
+        line("home/app/key").contains(" 600 1000:1000 "),
+        "{:?}",
+        listing[1]
+    );
+    // Nothing of another id is left in the store for the user to trip on.
+    assert_success(&setpriv(&["prune"]), &["rootless prune"]);
+}
+
+/// Whether /etc/subuid and /etc/subgid grant `uid` a range (by number or name).
+fn has_subids(uid: u32) -> bool {
+    let name = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+        .and_then(|l| l.split(':').next().map(str::to_string));
+    ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().any(|l| {
+                let owner = l.split(':').next().unwrap_or("");
+                owner == uid.to_string() || Some(owner) == name.as_deref()
+            })
+        })
+    })
 }
 
 fn chown_tree(p: &Path, uid: u32) {

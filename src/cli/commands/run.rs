@@ -84,6 +84,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         // The writable layer in memory goes with the sandbox, however it ends.
         upper: SandboxMode::from_env().upper(),
         capture: false,
+        layer: None,
         rootfs: Rootfs::Overlay {
             lowers,
             opaque_xattr: xattr.to_string(),
