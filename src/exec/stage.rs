@@ -125,6 +125,9 @@ fn stage1(dir: &Path) -> Result<i32> {
         flags |= UnshareFlags::NEWNET;
     }
     sys::unshare(flags).map_err(ctx("creating namespaces"))?;
+    if spec.network_none {
+        sys::loopback_up().map_err(ctx("bringing up the loopback interface"))?;
+    }
     // Nothing mounted here may propagate back to the host.
     rustix::mount::mount_change(
         "/",

@@ -287,7 +287,7 @@ fn run_steps_see_docker_semantics() {
          RUN --mount=type=bind,source=data,target=/mnt cat /mnt/in.txt > /from-bind; touch /mnt/x 2>/dev/null || echo ro > /ro\n\
          RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-len\n\
          RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && ls /scratch > /listed\n\
-         RUN --network=none cat /proc/net/dev | grep -c : > /ifaces\n\
+         RUN --network=none cat /proc/net/dev | grep -c : > /ifaces && busybox ifconfig lo | grep -o UP > /lo\n\
          RUN <<EOF\necho heredoc > /heredoc\nEOF\n"
     );
     built(
@@ -304,6 +304,7 @@ fn run_steps_see_docker_semantics() {
     assert_eq!(read("secret-len"), "7\n");
     assert_eq!(read("listed"), "t\n");
     assert_eq!(read("ifaces"), "1\n", "only lo without a network");
+    assert_eq!(read("lo"), "UP\n", "lo is up, as docker has it");
     assert_eq!(read("heredoc"), "heredoc\n");
     // Mount targets and secrets leave nothing behind.
     for gone in ["mnt", "run/secrets", "scratch", "mnt/x"] {
