@@ -98,12 +98,15 @@ impl Drop for TempDirs {
 
 /// Replaces every archive named directly in `sel` by its members.
 ///
+/// `warn` hears of entries skipped (device nodes when not root).
+///
 /// # Errors
 /// An archive that cannot be read or extracted.
 pub fn unpack_archives(
     store: &Store,
     sel: Selection,
     temps: &mut TempDirs,
+    warn: &dyn Fn(String),
 ) -> Result<Selection, CopyError> {
     let mut out = Vec::new();
     let read_err = |path: &Path| {
@@ -124,7 +127,10 @@ pub fn unpack_archives(
         std::fs::create_dir_all(&dir).map_err(read_err(&dir))?;
         temps.0.push(dir.clone());
         let stream = open(&s.host, packing).map_err(read_err(&s.host))?;
-        extract_layer(&dir, stream).map_err(crate::layer::Error::from)?;
+        let report = extract_layer(&dir, stream).map_err(crate::layer::Error::from)?;
+        for skipped in report.skipped {
+            warn(format!("{}: {skipped}", s.host.display()));
+        }
         let stream = open(&s.host, packing).map_err(read_err(&s.host))?;
         let listing = index::list(stream, &s.host.display().to_string())?;
         let join = |p: &str| {

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::error::error_chain;
 use crate::graph::{BaseInfo, BaseResolver, ImageSource};
 use crate::oci::import::{self, Imported, Source};
 use crate::oci::{ImageConfig, Manifest};
@@ -138,15 +139,4 @@ impl BaseResolver for StoreResolver<'_> {
         self.seen.borrow_mut().insert(key, info.clone());
         Ok(info)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config;
-use super::error::RunError;
+use super::error::{RunError, error_chain};
 use crate::exec::{self, MountKind, Rootfs};
 use crate::graph::{Command, Mount, Network, RunStep};
 use crate::layer::extract::{extract_layer, extract_layer_overlay};
@@ -93,6 +93,8 @@ pub(super) struct RunInputs<'a> {
     pub mode: SandboxMode,
     /// Compression of the layer, when the sandbox writes it.
     pub compression: crate::layer::Compression,
+    /// Hears of layer entries skipped on extraction.
+    pub warn: &'a dyn Fn(String),
 }
 
 /// The host name inside every sandbox: fixed, so that a command printing it
@@ -112,12 +114,13 @@ pub fn overlay_lowers(
     store: &Store,
     layers: &[LayerDescriptor],
     xattr: &'static str,
+    warn: &dyn Fn(String),
 ) -> Result<Vec<PathBuf>, RunError> {
     let mut seen = std::collections::HashSet::new();
     let mut lowers = Vec::new();
     for l in layers.iter().rev() {
         if seen.insert(l.diff_id) {
-            lowers.push(layer_dir(store, l, xattr)?);
+            lowers.push(layer_dir(store, l, xattr, warn)?);
         }
     }
     Ok(lowers)
@@ -133,6 +136,7 @@ fn layer_dir(
     store: &Store,
     layer: &LayerDescriptor,
     xattr: &'static str,
+    warn: &dyn Fn(String),
 ) -> Result<PathBuf, RunError> {
     let flavour = if xattr.starts_with("user.") {
         "user"
@@ -153,8 +157,18 @@ fn layer_dir(
     let result = open_layer(store, &layer.digest, &layer.media_type)
         .map_err(|e| snap(format!("reading layer {}: {e}", layer.digest)))
         .and_then(|s| {
-            extract_layer_overlay(&tmp, s, xattr)
-                .map_err(|e| snap(format!("extracting layer {}: {e}", layer.digest)))
+            extract_layer_overlay(&tmp, s, xattr).map_err(|e| {
+                snap(format!(
+                    "extracting layer {}: {}",
+                    layer.digest,
+                    error_chain(&e)
+                ))
+            })
+        })
+        .map(|report| {
+            for skipped in report.skipped {
+                warn(format!("layer {}: {skipped}", layer.digest.short()));
+            }
         });
     if let Err(e) = result {
         remove_tree(&tmp);
@@ -314,7 +328,7 @@ pub(super) fn run_step(
     let copy_root = dir.join("root");
     let mut before = None;
     if overlay {
-        lowers = overlay_lowers(inp.store, inp.layers, xattr)?;
+        lowers = overlay_lowers(inp.store, inp.layers, xattr, inp.warn)?;
     } else {
         std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
         for l in inp.layers {
@@ -323,9 +337,12 @@ pub(super) fn run_step(
                     what: format!("reading layer {}: {e}", l.digest),
                 }
             })?;
-            extract_layer(&copy_root, s).map_err(|e| RunError::Snapshot {
-                what: format!("extracting layer {}: {e}", l.digest),
+            let report = extract_layer(&copy_root, s).map_err(|e| RunError::Snapshot {
+                what: format!("extracting layer {}: {}", l.digest, error_chain(&e)),
             })?;
+            for skipped in report.skipped {
+                (inp.warn)(format!("layer {}: {skipped}", l.digest.short()));
+            }
         }
     }
     let spec = exec::Spec {

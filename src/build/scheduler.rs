@@ -141,6 +141,11 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A warning for the user (plain progress prints `WARNING: …`).
+    fn warn(&self, message: String) {
+        self.emit(Event::Warning { message });
+    }
+
     pub(super) fn emit(&self, e: Event) {
         self.opts.progress.event(e);
     }
@@ -762,7 +767,7 @@ impl<'a> Builder<'a> {
                 (None, _) => self.select_from_image(item, workdir)?,
             };
             if c.add {
-                sel = add::unpack_archives(self.store, sel, temp_dirs)?;
+                sel = add::unpack_archives(self.store, sel, temp_dirs, &|m| self.warn(m))?;
             }
             let (uid, gid) = self.owner(item, state)?;
             items.push(copy::ItemSelection {
@@ -795,8 +800,10 @@ impl<'a> Builder<'a> {
             let id = self.graph.stage_by_name(name)?;
             let layers = self.result(id)?.layers;
             Some(
-                snapshot::rootfs(self.store, &layers).map_err(|e| RunError::Snapshot {
-                    what: format!("stage `{name}`: {e}"),
+                snapshot::rootfs(self.store, &layers, &|m| self.warn(m)).map_err(|e| {
+                    RunError::Snapshot {
+                        what: format!("stage `{name}`: {e}"),
+                    }
                 }),
             )
         };
@@ -821,6 +828,7 @@ impl<'a> Builder<'a> {
                 stage_roots: &stage_roots,
                 mode,
                 compression: self.opts.compression,
+                warn: &|m| self.warn(m),
             };
             let dir = self.store.tmp_path("run");
             std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
@@ -982,7 +990,7 @@ impl<'a> Builder<'a> {
             }
             CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
         };
-        let rootfs = snapshot::rootfs(self.store, &layers)?;
+        let rootfs = snapshot::rootfs(self.store, &layers, &|m| self.warn(m))?;
         let root = SourceRoot {
             root: &rootfs,
             excludes: None,

@@ -25,11 +25,16 @@ pub fn chain_id(layers: &[LayerDescriptor]) -> Option<Digest> {
 }
 
 /// The directory holding the merged filesystem of `layers`, extracting it if
-/// the store does not have it yet.
+/// the store does not have it yet. `warn` hears of entries skipped (device
+/// nodes when not root).
 ///
 /// # Errors
 /// A layer that cannot be read or extracted.
-pub fn rootfs(store: &Store, layers: &[LayerDescriptor]) -> Result<PathBuf, CopyError> {
+pub fn rootfs(
+    store: &Store,
+    layers: &[LayerDescriptor],
+    warn: &dyn Fn(String),
+) -> Result<PathBuf, CopyError> {
     let name = chain_id(layers).map_or_else(|| "empty".to_string(), |d| d.hex());
     let dir = store.root().join("snapshots").join(&name);
     if dir.is_dir() {
@@ -42,7 +47,10 @@ pub fn rootfs(store: &Store, layers: &[LayerDescriptor]) -> Result<PathBuf, Copy
     let result = (|| {
         for l in layers {
             let stream = open_layer(store, &l.digest, &l.media_type)?;
-            extract_layer(&tmp, stream).map_err(crate::layer::Error::from)?;
+            let report = extract_layer(&tmp, stream).map_err(crate::layer::Error::from)?;
+            for skipped in report.skipped {
+                warn(format!("layer {}: {skipped}", l.digest.short()));
+            }
         }
         Ok::<(), CopyError>(())
     })();

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::util::{
-    TestEnv, assert_success, busybox_base, layer_listings, mounts_under, stderr, unpack,
+    TestEnv, assert_success, busybox_base, layer_listings, mounts_under, oci_archive, stderr,
+    unpack,
 };
 
 fn unpacked(env: &TestEnv, archive: &Path) -> std::path::PathBuf {
@@ -418,6 +419,7 @@ fn a_non_root_user_builds_through_a_user_namespace() {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+
     env.write(
         "base/Dockerfile",
         "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n",
@@ -452,6 +454,46 @@ fn a_non_root_user_builds_through_a_user_namespace() {
         listing[1].iter().all(|l| l.contains(" 0:0 ")),
         "{:?}",
         listing[1]
+    );
+
+    // A base with a device node: a user cannot make one, so extracting the
+    // layer for the sandbox skips it, and says so.
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    layer.append_data(&mut h, "devnode", &[][..]).unwrap();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    layer.append_data(&mut h, "bin/sh", &busybox[..]).unwrap();
+    oci_archive(
+        &layer.into_inner().unwrap(),
+        &env.path().join("ctx/dev.tar"),
+    );
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:dev.tar\nRUN echo ok > /ok\n",
+    );
+    chown_tree(env.path(), uid);
+    let out = setpriv(&["build", "-o", "ctx/devbase.tar", "ctx"]);
+    assert_success(&out, &["rootless build on a base with a device node"]);
+    assert!(
+        stderr(&out).contains("devnode: device node skipped (not running as root)"),
+        "{}",
+        stderr(&out)
     );
 
     // With subordinate ids (.ci/run grants uid 1000 a range), other

@@ -35,7 +35,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
             media_type: media_type.clone(),
         })
         .collect();
-    let lowers = overlay_lowers(&store, &layers, xattr).map_err(anyhow::Error::from)?;
+    let warn = |m: String| eprintln!("warning: {m}");
+    let lowers = overlay_lowers(&store, &layers, xattr, &warn).map_err(anyhow::Error::from)?;
 
     let c = cfg.config();
     let entrypoint: Vec<String> = match &a.entrypoint {
