@@ -23,4 +23,5 @@ pub mod pattern;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod store;

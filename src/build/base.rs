@@ -15,11 +15,20 @@ use crate::store::Store;
 /// Why an image could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
-    /// Not in the local store (and registries are not supported yet).
+    /// Not in the local store, and not pulled.
     #[error(
-        "image `{0}` not found in the local store (pulling from registries is not supported yet; load it with `imgbuild load FILE` or use oci-archive:PATH)"
+        "image `{0}` not found in the local store (pull it with `imgbuild pull`, load it with `imgbuild load FILE`, or use oci-archive:PATH)"
     )]
     NotFound(String),
+    /// Pulling it from its registry failed.
+    #[error("pulling {image}")]
+    Pull {
+        /// The reference.
+        image: String,
+        /// Why.
+        #[source]
+        source: Box<crate::registry::Error>,
+    },
     /// The archive holds several images and the reference names none.
     #[error("{image} holds {count} images; name one, e.g. oci-archive:PATH:NAME")]
     Ambiguous {
@@ -42,11 +51,90 @@ pub enum BaseError {
     Store(#[from] crate::store::Error),
 }
 
-/// Brings `src` into the store (if it is an archive or layout) and returns it.
+/// Where a [`Puller`] reports docker's pull lines.
+pub type Say = Box<dyn Fn(&str) + Send + Sync>;
+
+/// When and how named images come from their registries.
+pub struct Puller {
+    /// Connection settings.
+    pub options: crate::registry::Options,
+    /// Pull even when the store has the name (`--pull`): once per run.
+    pub always: bool,
+    say: Option<Say>,
+    /// References pulled in this run.
+    pulled: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller")
+            .field("options", &self.options)
+            .field("always", &self.always)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Puller {
+    /// Pulls missing images (and with `always`, every named image once),
+    /// telling `say` docker's pull lines.
+    pub fn new(options: crate::registry::Options, always: bool, say: Option<Say>) -> Self {
+        Puller {
+            options,
+            always,
+            say,
+            pulled: Default::default(),
+        }
+    }
+
+    fn pull(&self, store: &Store, r: &crate::reference::Reference) -> Result<(), BaseError> {
+        use crate::registry::pull::Event;
+        let client = crate::registry::Client::new(r.domain(), &self.options);
+        let say = |line: String| {
+            if let Some(s) = &self.say {
+                s(&line);
+            }
+        };
+        let on = |e: Event<'_>| match e {
+            Event::Resolved {
+                reference,
+                repository,
+            } => say(format!("{reference}: Pulling from {repository}")),
+            Event::Exists(d) => say(format!("{}: Already exists", d.short())),
+            Event::Complete(d) => say(format!("{}: Pull complete", d.short())),
+            Event::Progress(..) => {}
+        };
+        let pulled =
+            crate::registry::pull::pull(store, &client, r, None, &on).map_err(|source| {
+                BaseError::Pull {
+                    image: r.familiar(),
+                    source: Box::new(source),
+                }
+            })?;
+        say(format!("Digest: {}", pulled.digest));
+        if let Ok(mut p) = self.pulled.lock() {
+            p.insert(r.to_string());
+        }
+        Ok(())
+    }
+
+    fn pulled(&self, r: &crate::reference::Reference) -> bool {
+        self.pulled
+            .lock()
+            .map(|p| p.contains(&r.to_string()))
+            .unwrap_or(false)
+    }
+}
+
+/// Brings `src` into the store (if it is an archive or layout, or a named
+/// image `puller` may fetch) and returns it.
 ///
 /// # Errors
 /// See [`BaseError`].
-pub fn resolve(store: &Store, src: &ImageSource) -> Result<Imported, BaseError> {
+pub fn resolve(
+    store: &Store,
+    src: &ImageSource,
+    puller: Option<&Puller>,
+) -> Result<Imported, BaseError> {
     let key = src.to_string();
     match src {
         ImageSource::OciArchive { path, name }
@@ -72,7 +160,21 @@ pub fn resolve(store: &Store, src: &ImageSource) -> Result<Imported, BaseError> 
             all.pop().ok_or(BaseError::NotFound(key))
         }
         ImageSource::Id(id) => local(store, id),
-        ImageSource::Named(r) => local(store, &r.to_string()),
+        ImageSource::Named(r) => {
+            let Some(p) = puller else {
+                return local(store, &r.to_string());
+            };
+            if p.always && !p.pulled(r) {
+                p.pull(store, r)?;
+            }
+            match local(store, &r.to_string()) {
+                Err(BaseError::NotFound(_)) if !p.pulled(r) => {
+                    p.pull(store, r)?;
+                    local(store, &r.to_string())
+                }
+                other => other,
+            }
+        }
     }
 }
 
@@ -105,14 +207,16 @@ pub fn config(store: &Store, imported: &Imported) -> Result<ImageConfig, crate::
 /// [`BaseResolver`] over a store, remembering what it resolved.
 pub struct StoreResolver<'a> {
     store: &'a Store,
+    puller: Option<&'a Puller>,
     seen: RefCell<HashMap<String, BaseInfo>>,
 }
 
 impl<'a> StoreResolver<'a> {
-    /// A resolver over `store`.
-    pub fn new(store: &'a Store) -> Self {
+    /// A resolver over `store`, pulling named images with `puller`.
+    pub fn new(store: &'a Store, puller: Option<&'a Puller>) -> Self {
         StoreResolver {
             store,
+            puller,
             seen: RefCell::new(HashMap::new()),
         }
     }
@@ -124,7 +228,7 @@ impl BaseResolver for StoreResolver<'_> {
         if let Some(i) = self.seen.borrow().get(&key) {
             return Ok(i.clone());
         }
-        let imported = resolve(self.store, image).map_err(|e| error_chain(&e))?;
+        let imported = resolve(self.store, image, self.puller).map_err(|e| error_chain(&e))?;
         let cfg = config(self.store, &imported).map_err(|e| error_chain(&e))?;
         let c = cfg.config();
         let info = BaseInfo {

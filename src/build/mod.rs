@@ -75,6 +75,8 @@ pub struct BuildOptions {
     pub secrets: HashMap<String, PathBuf>,
     /// How RUN gets its root filesystem.
     pub sandbox: SandboxMode,
+    /// Pulls named base images missing from the store (None: never).
+    pub puller: Option<Arc<base::Puller>>,
 }
 
 /// One image the build produced.

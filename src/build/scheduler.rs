@@ -1071,10 +1071,13 @@ impl<'a> Builder<'a> {
         if let Some(i) = self.imported.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(i);
         }
-        let imported = base::resolve(self.store, src).map_err(|source| Error::Base {
-            location: at.location(),
-            source,
-        })?;
+        let imported =
+            base::resolve(self.store, src, self.opts.puller.as_deref()).map_err(|source| {
+                Error::Base {
+                    location: at.location(),
+                    source,
+                }
+            })?;
         if let Ok(mut m) = self.imported.lock() {
             m.insert(key, imported.clone());
         }

@@ -61,6 +61,93 @@ pub enum Command {
     /// Run a command in an image (tag, ID or step ID) over a throwaway
     /// writable layer; exits with the command's status.
     Run(RunArgs),
+    /// Pull an image from a registry into the store.
+    Pull(PullArgs),
+    /// Push an image from the store to a registry.
+    Push(PushArgs),
+    /// Log in to a registry (credentials go to ~/.docker/config.json).
+    Login(LoginArgs),
+    /// Forget a registry's credentials.
+    Logout(LogoutArgs),
+}
+
+/// `imgbuild pull`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  imgbuild pull alpine                      docker.io/library/alpine:latest
+  imgbuild pull 127.0.0.1:5000/team/app:1.2
+  imgbuild pull --platform linux/arm64 debian@sha256:…
+
+Layers the store has already are not fetched again (`Already exists`).")]
+pub struct PullArgs {
+    /// Image reference: [REGISTRY/]NAME[:TAG|@DIGEST].
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Platform to pull from a multi-platform image (os/arch[/variant];
+    /// default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Talk to this registry (host[:port]) over plain http; repeatable.
+    /// Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Print only the image's full reference.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `imgbuild push`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  imgbuild push 127.0.0.1:5000/team/app:1.2           an image tagged with its destination
+  imgbuild push app:dev registry.example.com/app:dev  any image (tag or ID) to a destination
+
+Blobs the registry has already are not uploaded (`Layer already exists`); the
+manifest goes last, and its digest is printed.")]
+pub struct PushArgs {
+    /// Image to push: a tag or an image ID.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Destination reference (default: IMAGE, which must then name a registry
+    /// repository).
+    #[arg(value_name = "DEST")]
+    pub destination: Option<String>,
+    /// Talk to this registry (host[:port]) over plain http; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Print only the pushed manifest's digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `imgbuild login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host[:port] (default: docker.io).
+    #[arg(value_name = "SERVER", default_value = "docker.io")]
+    pub server: String,
+    /// User name.
+    #[arg(short, long)]
+    pub username: String,
+    /// Password (prefer --password-stdin: command lines are visible to others).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Talk to this registry over plain http.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+}
+
+/// `imgbuild logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry host[:port] (default: docker.io).
+    #[arg(value_name = "SERVER", default_value = "docker.io")]
+    pub server: String,
 }
 
 /// `imgbuild run`.
@@ -254,6 +341,34 @@ pub struct BuildArgs {
     /// stored in a layer, the history or the cache.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
+    /// When named base images come from their registry: `missing` from the
+    /// store (default), `always` (plain `--pull`), or `never`.
+    #[arg(
+        long,
+        value_enum,
+        env = "IMGBUILD_PULL",
+        default_value = "missing",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always",
+        value_name = "POLICY"
+    )]
+    pub pull: PullPolicy,
+    /// Talk to this registry (host[:port]) over plain http; repeatable.
+    /// Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+}
+
+/// `--pull` policies (podman's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only images the store lacks.
+    Missing,
+    /// Ask the registry for every named base image, once per build.
+    Always,
+    /// Never contact a registry.
+    Never,
 }
 
 /// `--network` modes.
@@ -348,7 +463,7 @@ pub struct ExportArgs {
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
 pub const SUBCOMMANDS: &[&str] = &[
     "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "rmi",
-    "prune", "store", "run", "help",
+    "prune", "store", "run", "pull", "push", "login", "logout", "help",
 ];
 
 /// Inserts `build` when the first word is not a subcommand, so `imgbuild

@@ -50,6 +50,10 @@ pub fn main() -> ExitCode {
         args::Command::Rmi(a) => commands::rmi::run(&cli, a),
         args::Command::Prune(a) => commands::prune::run(&cli, a),
         args::Command::Run(a) => commands::run::run(&cli, a),
+        args::Command::Pull(a) => commands::registry::pull(&cli, a),
+        args::Command::Push(a) => commands::registry::push(&cli, a),
+        args::Command::Login(a) => commands::registry::login(a),
+        args::Command::Logout(a) => commands::registry::logout(a),
         args::Command::Store(a) => commands::store::run(&cli, a),
     };
     exit::report(result)

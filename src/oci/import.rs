@@ -350,7 +350,7 @@ fn record_manifest(
     finish_import(store, &m.config, m.config_size, &layers)
 }
 
-fn finish_import(
+pub(crate) fn finish_import(
     store: &Store,
     config: &Digest,
     config_size: u64,

@@ -15,6 +15,7 @@ mod kill;
 mod load;
 mod make;
 mod parse;
+mod registry;
 mod repro;
 mod sandbox;
 mod spec;

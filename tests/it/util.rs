@@ -43,6 +43,8 @@ impl TestEnv {
         c.current_dir(cwd)
             .args(args)
             .env("IMGBUILD_STORE", self.store())
+            // Hermetic: no test reaches for docker.io; registry tests opt in.
+            .env("IMGBUILD_PULL", "never")
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("XDG_CACHE_HOME");
         c
@@ -387,4 +389,32 @@ pub fn oci_archive(layer: &[u8], out: &Path) {
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The layer digests (`sha256:…`) of the (single) image in an OCI archive.
+pub fn manifest_layers(path: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        if name.ends_with(".json") || e.header().size().unwrap() < 64 << 10 {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            files.insert(name, v);
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &files[&format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))],
+    )
+    .unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }

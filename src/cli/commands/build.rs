@@ -7,7 +7,9 @@ use anyhow::Context;
 
 use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
-use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode};
+use crate::cli::args::{
+    BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode, PullPolicy,
+};
 use crate::cli::exit::Failure;
 use crate::cli::util::{absolute, env_epoch, now, open_store, out};
 use crate::layer::Compression;
@@ -19,6 +21,20 @@ use crate::store::atomic_write;
 /// Runs a build.
 pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    let puller = (a.pull != PullPolicy::Never).then(|| {
+        Arc::new(build::base::Puller::new(
+            crate::registry::Options {
+                insecure: a.insecure_registry.clone(),
+            },
+            a.pull == PullPolicy::Always,
+            (!matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json)).then(|| {
+                Box::new(|line: &str| {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                }) as build::base::Say
+            }),
+        ))
+    });
     let def = definition::load(&Request {
         input: &a.input,
         dockerfile: a.file.as_deref(),
@@ -26,6 +42,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         build_args: &a.build_args,
         run_checks: false,
         store: &store,
+        puller: puller.as_deref(),
     })?;
     let graph = def.graph;
     let tags = a
@@ -81,6 +98,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         },
         secrets: secrets(&a.secrets)?,
         sandbox: build::SandboxMode::from_env(),
+        puller,
     };
     let result = build::build(&graph, &opts).map_err(|e| match e {
         build::Error::Invalid(d) => Failure::Diagnostics(d),

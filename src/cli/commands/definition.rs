@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub run_checks: bool,
     /// The store, for base images a Dockerfile needs to know about.
     pub store: &'a Store,
+    /// Pulls base images the store lacks.
+    pub puller: Option<&'a crate::build::base::Puller>,
 }
 
 /// What was read.
@@ -162,7 +164,7 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
             None => std::env::var(a).ok().map(|v| (a.clone(), v)),
         })
         .collect();
-    let resolver = StoreResolver::new(req.store);
+    let resolver = StoreResolver::new(req.store, req.puller);
     let opts = dockerfile::lower::Options {
         context,
         inputs,

@@ -1,0 +1,166 @@
+//! `imgbuild pull`, `push`, `login`, `logout`: the registry commands, with
+//! docker's output.
+
+use std::io::Read;
+use std::sync::Mutex;
+
+use anyhow::Context;
+
+use crate::cli::args::{Cli, LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use crate::cli::exit::Failure;
+use crate::cli::util::{open_store, out};
+use crate::reference::Reference;
+use crate::registry::{self, Client, Options, auth};
+
+fn parse_ref(s: &str) -> Result<Reference, Failure> {
+    Reference::parse(s).map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Prints a line at once (events arrive from transfer threads).
+fn say(lock: &Mutex<()>, line: String) {
+    let _g = lock.lock();
+    let _ = out(&format!("{line}\n"));
+}
+
+/// Pulls an image and tags it, printing docker's lines.
+pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
+    let reference = parse_ref(&a.reference)?;
+    let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
+    let client = Client::new(
+        reference.domain(),
+        &Options {
+            insecure: a.insecure_registry.clone(),
+        },
+    );
+    let before = store.tag(&reference)?;
+    let printing = Mutex::new(());
+    let quiet = a.quiet;
+    let on = |e: registry::pull::Event<'_>| {
+        if quiet {
+            return;
+        }
+        use registry::pull::Event;
+        match e {
+            Event::Resolved {
+                reference,
+                repository,
+            } => say(&printing, format!("{reference}: Pulling from {repository}")),
+            Event::Exists(d) => say(&printing, format!("{}: Already exists", d.short())),
+            Event::Complete(d) => say(&printing, format!("{}: Pull complete", d.short())),
+            Event::Progress(..) => {}
+        }
+    };
+    let pulled = registry::pull::pull(&store, &client, &reference, a.platform.as_deref(), &on)
+        .with_context(|| format!("pulling {}", reference.familiar()))?;
+    if quiet {
+        return out(&format!("{reference}\n"));
+    }
+    let status = if pulled.fetched > 0 || before != Some(pulled.id) {
+        "Downloaded newer image for"
+    } else {
+        "Image is up to date for"
+    };
+    out(&format!(
+        "Digest: {}\nStatus: {status} {}\n{reference}\n",
+        pulled.digest,
+        reference.familiar()
+    ))
+}
+
+/// Pushes an image, printing docker's lines.
+pub fn push(cli: &Cli, a: &PushArgs) -> Result<(), Failure> {
+    let dest = parse_ref(a.destination.as_deref().unwrap_or(&a.image))?;
+    let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
+    let id = super::resolve_image(&store, &a.image)?;
+    let client = Client::new(
+        dest.domain(),
+        &Options {
+            insecure: a.insecure_registry.clone(),
+        },
+    );
+    let printing = Mutex::new(());
+    let quiet = a.quiet;
+    if !quiet {
+        out(&format!(
+            "The push refers to repository [{}]\n",
+            dest.name()
+        ))?;
+    }
+    let on = |e: registry::push::Event<'_>| {
+        if quiet {
+            return;
+        }
+        use registry::push::Event;
+        match e {
+            Event::Exists(d) => say(&printing, format!("{}: Layer already exists", d.short())),
+            Event::Pushed(d) => say(&printing, format!("{}: Pushed", d.short())),
+            Event::Mounted(d, from) => {
+                say(&printing, format!("{}: Mounted from {from}", d.short()));
+            }
+        }
+    };
+    let mounts = registry::push::mount_sources(&store, &dest);
+    let pushed = registry::push::push(&store, &client, &id, &dest, &mounts, &on)
+        .with_context(|| format!("pushing to {}", dest.familiar()))?;
+    if quiet {
+        return out(&format!("{}\n", pushed.digest));
+    }
+    out(&format!(
+        "{}: digest: {} size: {}\n",
+        dest.tag().unwrap_or("latest"),
+        pushed.digest,
+        pushed.size
+    ))
+}
+
+/// Checks credentials against the registry and stores them.
+pub fn login(a: &LoginArgs) -> Result<(), Failure> {
+    let password = match (&a.password, a.password_stdin) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the password from stdin")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "give the password with --password-stdin (or -p)"
+            )));
+        }
+    };
+    let creds = auth::Credentials {
+        username: a.username.clone(),
+        password,
+    };
+    let client = Client::new(
+        &a.server,
+        &Options {
+            insecure: a.insecure_registry.clone(),
+        },
+    )
+    .with_credentials(creds.clone());
+    client
+        .check_login()
+        .with_context(|| format!("logging in to {}", a.server))?;
+    let path = auth::store(&a.server, &creds)
+        .with_context(|| format!("saving the credentials for {}", a.server))?;
+    out(&format!(
+        "Login Succeeded (credentials saved in {})\n",
+        path.display()
+    ))
+}
+
+/// Removes stored credentials.
+pub fn logout(a: &LogoutArgs) -> Result<(), Failure> {
+    let found = auth::remove(&a.server)
+        .with_context(|| format!("removing the credentials for {}", a.server))?;
+    if found {
+        out(&format!("Removing login credentials for {}\n", a.server))
+    } else {
+        out(&format!("Not logged in to {}\n", a.server))
+    }
+}

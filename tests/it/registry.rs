@@ -1,0 +1,488 @@
+//! Pull and push against a real registry: the CNCF distribution server
+//! (Debian's `docker-registry`), started per test on 127.0.0.1 with its own
+//! storage, and a small proxy in front of it for fault injection.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{TestEnv, assert_success, stderr};
+
+/// bcrypt of PASSWORD (as `htpasswd -B` writes it), for the auth test.
+const HTPASSWD: &str = "tester:$2b$12$r7LTJiOcbpqnaNYWFpQmROpUsBQqzp20VGz7AaC.cx8GdK2mkvuEq\n";
+const PASSWORD: &str = "secret";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A distribution server on 127.0.0.1, stopped when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Registry {
+    fn start(env: &TestEnv, htpasswd: bool) -> Registry {
+        assert!(
+            std::path::Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is missing: install it (see .ci/run)"
+        );
+        let dir = env.path().join(format!("registry-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if htpasswd {
+            std::fs::write(dir.join("htpasswd"), HTPASSWD).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        // The access log goes to stdout, the rest to stderr.
+        let log = dir.join("access.log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Blob GETs the registry has served so far.
+    fn blob_gets(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the proxy misbehaves on blob responses.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Cut the first blob response after this many body bytes.
+    CutOnce(usize),
+    /// Flip a byte in every blob body.
+    Corrupt,
+}
+
+/// A one-connection-at-a-time HTTP/1.1 proxy to `upstream` that injects a
+/// fault into blob downloads; counts the faults it injected.
+struct Proxy {
+    port: u16,
+    faults: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: u16, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (Arc::clone(&faults), Arc::clone(&stop));
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let f = Arc::clone(&f);
+                        std::thread::spawn(move || serve(client, upstream, fault, &f));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Proxy { port, faults, stop }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads one HTTP message head (through the blank line).
+fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).ok()? == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(head)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// Serves one client connection: each request goes upstream on a fresh
+/// connection (`Connection: close`), the answer comes back, maybe damaged.
+fn serve(mut client: TcpStream, upstream: u16, fault: Fault, faults: &AtomicUsize) {
+    while let Some(head) = read_head(&mut client) {
+        let mut body = vec![0u8; content_length(&head)];
+        if client.read_exact(&mut body).is_err() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let is_blob_get = text.starts_with("GET ") && text.contains("/blobs/sha256:");
+        let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+        let head = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+        up.write_all(head.as_bytes()).unwrap();
+        up.write_all(&body).unwrap();
+        let Some(rhead) = read_head(&mut up) else {
+            return;
+        };
+        let mut rbody = Vec::new();
+        let _ = up.read_to_end(&mut rbody);
+        let ok = String::from_utf8_lossy(&rhead).starts_with("HTTP/1.1 20");
+        if is_blob_get && ok && !rbody.is_empty() {
+            match fault {
+                Fault::CutOnce(n) if faults.load(Ordering::Relaxed) == 0 => {
+                    faults.fetch_add(1, Ordering::Relaxed);
+                    let _ = client.write_all(&rhead);
+                    let _ = client.write_all(&rbody[..n.min(rbody.len() - 1)]);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                Fault::Corrupt => {
+                    faults.fetch_add(1, Ordering::Relaxed);
+                    let last = rbody.len() - 1;
+                    rbody[last] ^= 0xff;
+                }
+                _ => {}
+            }
+        }
+        if client.write_all(&rhead).is_err() || client.write_all(&rbody).is_err() {
+            return;
+        }
+    }
+}
+
+/// Builds `FROM scratch` + COPY of `files` into the test store, tagged `tag`.
+fn build_image(env: &TestEnv, name: &str, files: &[(&str, &str)], tag: &str) {
+    let mut df = String::from("FROM scratch\n");
+    for (f, content) in files {
+        env.write(&format!("{name}/{f}"), content);
+        df.push_str(&format!("COPY {f} /{f}\n"));
+    }
+    env.write(&format!("{name}/Dockerfile"), df);
+    let mut c = env.cmd_in(
+        &env.path().join(name),
+        &["build", "-q", "-t", tag, "-o", "out.tar", "."],
+    );
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    assert_success(&c.output().unwrap(), &["build", name]);
+}
+
+fn in_store(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
+    let mut c = env.cmd_in(env.path(), args);
+    c.env("IMGBUILD_STORE", env.path().join(store));
+    c.output().unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn manifest_of(env: &TestEnv, store: &str, image: &str) -> serde_json::Value {
+    let out = in_store(env, store, &["inspect", image]);
+    assert_success(&out, &["inspect", image]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn push_then_pull_into_an_empty_store_gives_the_same_image() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let dest = format!("{}/team/app:1", reg.host());
+    build_image(
+        &env,
+        "app",
+        &[("a.txt", "alpha\n"), ("b.txt", "beta\n")],
+        &dest,
+    );
+    let out = env.run(&["push", &dest]);
+    assert_success(&out, &["push"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "The push refers to repository [{}/team/app]",
+            reg.host()
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches(": Pushed").count(), 2, "{text}");
+    let pushed = text
+        .lines()
+        .last()
+        .and_then(|l| l.split("digest: ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+
+    // Again: nothing to upload.
+    let again = env.ok(&["push", &dest]);
+    assert_eq!(
+        again.matches(": Layer already exists").count(),
+        2,
+        "{again}"
+    );
+
+    let out = in_store(&env, "empty", &["pull", &dest]);
+    assert_success(&out, &["pull"]);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("Digest: {pushed}")), "{text}");
+    assert!(
+        text.contains("Status: Downloaded newer image for"),
+        "{text}"
+    );
+    assert_eq!(text.matches(": Pull complete").count(), 2, "{text}");
+
+    let ours = manifest_of(&env, "store", &dest);
+    let theirs = manifest_of(&env, "empty", &dest);
+    assert_eq!(ours["Id"], theirs["Id"]);
+    assert_eq!(ours["RootFS"], theirs["RootFS"]);
+
+    // skopeo agrees on the layers.
+    let sk = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
+        .output()
+        .expect("skopeo");
+    assert_success(&sk, &["skopeo inspect"]);
+    let sk: serde_json::Value = serde_json::from_slice(&sk.stdout).unwrap();
+    assert_eq!(sk["Digest"], pushed.as_str());
+    let export = in_store(&env, "empty", &["export", &dest, "-o", "pulled.tar"]);
+    assert_success(&export, &["export"]);
+    let layers: Vec<String> = crate::util::manifest_layers(&env.path().join("pulled.tar"));
+    let sk_layers: Vec<String> = sk["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers, sk_layers);
+}
+
+#[test]
+fn a_second_image_on_the_same_base_fetches_only_its_own_layers() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let one = format!("{}/team/one:1", reg.host());
+    let two = format!("{}/team/two:1", reg.host());
+    // Same first layer (same content, same epoch): a shared base.
+    build_image(
+        &env,
+        "one",
+        &[("base.txt", "shared\n"), ("one.txt", "1\n")],
+        &one,
+    );
+    build_image(
+        &env,
+        "two",
+        &[("base.txt", "shared\n"), ("two.txt", "2\n")],
+        &two,
+    );
+    env.ok(&["push", &one]);
+    let out = env.ok(&["push", &two]);
+    assert!(out.contains("Mounted from team/one"), "{out}");
+
+    let out = in_store(&env, "fresh", &["pull", &one]);
+    assert_success(&out, &["pull one"]);
+    let before = reg.blob_gets();
+    let out = in_store(&env, "fresh", &["pull", &two]);
+    assert_success(&out, &["pull two"]);
+    let text = stdout(&out);
+    assert_eq!(text.matches(": Already exists").count(), 1, "{text}");
+    assert_eq!(text.matches(": Pull complete").count(), 1, "{text}");
+    // The new layer and the config: nothing else crossed the wire.
+    assert_eq!(reg.blob_gets() - before, 2);
+}
+
+#[test]
+fn from_pulls_a_missing_base_and_then_uses_the_store() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let base = format!("{}/team/base:1", reg.host());
+    build_image(&env, "base", &[("etc.txt", "base\n")], &base);
+    env.ok(&["push", &base]);
+    env.write("ctx/x.txt", "x\n");
+    env.write(
+        "ctx/Dockerfile",
+        format!("FROM {base}\nCOPY x.txt /x.txt\n"),
+    );
+    let build = |store: &str, extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "-o", "out.tar"];
+        args.extend_from_slice(extra);
+        args.push(".");
+        let mut c = env.cmd_in(&env.path().join("ctx"), &args);
+        c.env("IMGBUILD_STORE", env.path().join(store))
+            .env("IMGBUILD_PULL", "missing");
+        c.output().unwrap()
+    };
+    let out = build("b", &[]);
+    assert_success(&out, &["build pulling its base"]);
+    assert!(stderr(&out).contains("Pull complete"), "{}", stderr(&out));
+    let gets = reg.blob_gets();
+    let out = build("b", &[]);
+    assert_success(&out, &["build again"]);
+    assert!(!stderr(&out).contains("Pulling from"), "{}", stderr(&out));
+    assert_eq!(reg.blob_gets(), gets);
+    // --pull asks the registry again, and finds nothing new to fetch.
+    let out = build("b", &["--pull"]);
+    assert_success(&out, &["build --pull"]);
+    assert!(stderr(&out).contains("Already exists"), "{}", stderr(&out));
+    assert_eq!(reg.blob_gets(), gets);
+}
+
+#[test]
+fn a_connection_cut_mid_blob_is_retried() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let big: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    let dest = format!("{}/team/big:1", reg.host());
+    build_image(&env, "big", &[("big.txt", &big)], &dest);
+    env.ok(&["push", &dest]);
+    let proxy = Proxy::start(reg.port, Fault::CutOnce(100_000));
+    let via = format!("{}/team/big:1", proxy.host());
+    let out = in_store(&env, "cut", &["pull", &via]);
+    assert_success(&out, &["pull through a cutting proxy"]);
+    assert_eq!(proxy.faults.load(Ordering::Relaxed), 1);
+    let ours = manifest_of(&env, "store", &dest);
+    let pulled = manifest_of(&env, "cut", &via);
+    assert_eq!(ours["Id"], pulled["Id"]);
+    let check = in_store(&env, "cut", &["store", "check"]);
+    assert_success(&check, &["store check"]);
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let dest = format!("{}/team/app:1", reg.host());
+    build_image(&env, "app", &[("a.txt", "alpha\n")], &dest);
+    env.ok(&["push", &dest]);
+    let proxy = Proxy::start(reg.port, Fault::Corrupt);
+    let via = format!("{}/team/app:1", proxy.host());
+    let out = in_store(&env, "bad", &["pull", &via]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(proxy.faults.load(Ordering::Relaxed) >= 1);
+    let blobs = env.path().join("bad/blobs/sha256");
+    let n = std::fs::read_dir(&blobs).map_or(0, |r| r.count());
+    assert_eq!(n, 0, "a corrupt blob was stored");
+    let tmp = std::fs::read_dir(env.path().join("bad/tmp")).map_or(0, |r| r.count());
+    assert_eq!(tmp, 0);
+}
+
+#[test]
+fn a_registry_with_htpasswd_wants_credentials() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, true);
+    let dest = format!("{}/team/app:1", reg.host());
+    build_image(&env, "app", &[("a.txt", "alpha\n")], &dest);
+    let docker_config = env.path().join("docker-config");
+    let with_config = |args: &[&str]| {
+        let mut c = env.cmd_in(env.path(), args);
+        c.env("DOCKER_CONFIG", &docker_config);
+        c
+    };
+    let out = with_config(&["push", &dest]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "authentication required for {}/team/app",
+            reg.host()
+        )),
+        "{err}"
+    );
+    // Wrong password: refused, nothing saved.
+    let mut c = with_config(&["login", &reg.host(), "-u", "tester", "--password-stdin"]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(!docker_config.join("config.json").exists());
+    let mut c = with_config(&["login", &reg.host(), "-u", "tester", "--password-stdin"]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, &["login"]);
+    assert!(stdout(&out).contains("Login Succeeded"));
+    let out = with_config(&["push", &dest]).output().unwrap();
+    assert_success(&out, &["push with credentials"]);
+    let out = with_config(&["pull", &dest]).output().unwrap();
+    assert_success(&out, &["pull with credentials"]);
+    let out = with_config(&["logout", &reg.host()]).output().unwrap();
+    assert_success(&out, &["logout"]);
+    let out = with_config(&["push", &dest]).output().unwrap();
+    assert!(!out.status.success());
+}
