@@ -170,7 +170,7 @@ fn tail_text(tail: &[String]) -> String {
 
 /// An error and its sources, `: `-separated, for messages that end up as
 /// plain text (a string inside another error).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

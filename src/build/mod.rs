@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::{CopyError, Error, Result, RunError};
+pub use error::{CopyError, Error, Result, RunError, error_chain};
 pub use run::SandboxMode;
 
 use crate::diag::{Diagnostic, SourceRef};

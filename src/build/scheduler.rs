@@ -1123,7 +1123,12 @@ impl<'a> Builder<'a> {
             // A pruned or damaged entry is a miss, not a failure.
             Err(_) => return Ok(None),
         };
-        if state.layers.iter().all(|l| self.store.has_blob(&l.digest)) {
+        // Layers of a registry cache count: they are fetched when read.
+        if state
+            .layers
+            .iter()
+            .all(|l| self.store.can_read_blob(&l.digest))
+        {
             Ok(Some(state))
         } else {
             Ok(None)

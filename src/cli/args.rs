@@ -358,6 +358,14 @@ pub struct BuildArgs {
     /// Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// Export the build cache (every step of the built images) to a
+    /// registry: registry:REF; layers the registry has are not uploaded.
+    #[arg(long = "cache-to", value_name = "registry:REF")]
+    pub cache_to: Option<String>,
+    /// Use a build cache exported with --cache-to: registry:REF; repeatable.
+    /// Only the layers the build reads or outputs are downloaded.
+    #[arg(long = "cache-from", value_name = "registry:REF")]
+    pub cache_from: Vec<String>,
 }
 
 /// `--pull` policies (podman's names).

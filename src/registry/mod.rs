@@ -15,6 +15,7 @@
 //! insecure (`--insecure-registry`), as docker does.
 
 pub mod auth;
+pub mod cache;
 mod client;
 pub mod pull;
 pub mod push;

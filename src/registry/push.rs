@@ -85,7 +85,37 @@ pub fn push(
     let mut blobs: Vec<(Digest, u64)> = m.layers.iter().map(|(d, s, _)| (*d, *s)).collect();
     blobs.push((m.config, m.config_size));
     blobs.dedup();
+    // Docker lists layers, not the config.
+    let quiet: &[Digest] = &[m.config];
+    upload_missing(store, client, repo, &blobs, quiet, mounts, on)?;
+    let tag = match (reference.tag(), reference.digest()) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let digest = client.put_manifest(repo, &tag, MANIFEST_TYPE, &bytes)?;
+    Ok(Pushed {
+        digest,
+        size: bytes.len(),
+    })
+}
 
+/// Uploads the blobs `repo` lacks, [`PARALLEL`] at a time: each is asked
+/// for with `HEAD`, mounted from the repository `mounts` names when the
+/// registry allows, else checked against its digest and streamed. Blobs in
+/// `quiet` are not reported.
+///
+/// # Errors
+/// Registry, store or file failures; the first one wins.
+pub(super) fn upload_missing(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    blobs: &[(Digest, u64)],
+    quiet: &[Digest],
+    mounts: &HashMap<Digest, String>,
+    on: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<()> {
     let next = AtomicUsize::new(0);
     let failed = std::sync::Mutex::new(None);
     std::thread::scope(|s| {
@@ -99,15 +129,16 @@ pub fn push(
                     if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
                         return;
                     }
+                    let report = !quiet.contains(digest);
                     let result = client.has_blob(repo, digest, true).and_then(|has| {
-                        // Docker lists layers, not the config.
-                        let report = *digest != m.config;
                         if has {
                             if report {
                                 on(Event::Exists(digest));
                             }
                             return Ok(());
                         }
+                        // Read it (a registry cache's layer may still be remote).
+                        drop(store.open_blob(digest)?);
                         let path = store.blob_path(digest);
                         // The store's copy is what we promise: check it first.
                         let actual =
@@ -140,17 +171,8 @@ pub fn push(
             });
         }
     });
-    if let Ok(Some(e)) = failed.into_inner() {
-        return Err(e);
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
     }
-    let tag = match (reference.tag(), reference.digest()) {
-        (Some(t), _) => t.to_string(),
-        (None, Some(d)) => d.to_string(),
-        (None, None) => "latest".to_string(),
-    };
-    let digest = client.put_manifest(repo, &tag, MANIFEST_TYPE, &bytes)?;
-    Ok(Pushed {
-        digest,
-        size: bytes.len(),
-    })
 }

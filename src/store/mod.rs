@@ -99,10 +99,32 @@ pub struct ImageRecord {
     pub parent: Option<Digest>,
 }
 
+/// Where blobs the store lacks may come from: the layers of a registry
+/// build cache (`--cache-from`), fetched only when something reads them.
+pub trait BlobSource: Send + Sync {
+    /// Whether `digest` can be fetched.
+    fn has(&self, digest: &Digest) -> bool;
+    /// Fetches `digest` into `store` (verified like any blob write).
+    ///
+    /// # Errors
+    /// Why it could not, as text.
+    fn fetch(&self, store: &Store, digest: &Digest) -> std::result::Result<(), String>;
+}
+
 /// A content store rooted at a directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    source: Option<std::sync::Arc<dyn BlobSource>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
 }
 
 /// A shared or exclusive hold on the store lock, released on drop.
@@ -139,7 +161,19 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            source: None,
         })
+    }
+
+    /// This store, fetching blobs it lacks from `source` when read.
+    pub fn with_source(mut self, source: std::sync::Arc<dyn BlobSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Whether the blob is here, or can be fetched when read.
+    pub fn can_read_blob(&self, digest: &Digest) -> bool {
+        self.has_blob(digest) || self.source.as_ref().is_some_and(|s| s.has(digest))
     }
 
     /// The store root.
@@ -195,6 +229,16 @@ impl Store {
     /// [`Error::MissingBlob`] when absent.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
+        if let Some(src) = &self.source
+            && !p.exists()
+            && src.has(digest)
+        {
+            src.fetch(self, digest).map_err(|why| Error::Io {
+                action: "fetching",
+                path: p.clone(),
+                source: io::Error::other(why),
+            })?;
+        }
         File::open(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::MissingBlob(*digest),
             _ => Error::Io {
@@ -483,6 +527,24 @@ impl Store {
     }
 
     // ---- build cache -------------------------------------------------------
+
+    /// Every cache entry: key → image ID.
+    ///
+    /// # Errors
+    /// When the cache cannot be listed or read.
+    pub fn cache_entries(&self) -> Result<Vec<(Digest, Digest)>> {
+        let mut out = Vec::new();
+        for name in list_names(&self.root.join("cache"))? {
+            let Ok(key) = Digest::from_hex(&name) else {
+                continue;
+            };
+            if let Some(id) = self.cache_get(&key)? {
+                out.push((key, id));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
 
     /// The image a cache key produced, if recorded and still complete.
     ///

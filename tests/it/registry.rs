@@ -486,3 +486,63 @@ fn a_registry_with_htpasswd_wants_credentials() {
     let out = with_config(&["push", &dest]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_build_cache_in_the_registry_serves_an_empty_store() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    crate::util::busybox_base(&env);
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    std::fs::copy(
+        env.path().join("base/base.tar"),
+        env.path().join("ctx/base.tar"),
+    )
+    .unwrap();
+    env.write("ctx/foo.txt", "Hello World\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar\nCOPY foo.txt /foo.txt\nRUN cat /foo.txt > /bar.txt\nLABEL demo=1\n",
+    );
+    let cache = format!("registry:{}/cache/app:buildcache", reg.host());
+    let build = |store: &str, args: &[&str]| {
+        let mut all = vec!["build", "--progress=plain"];
+        all.extend_from_slice(args);
+        all.push(".");
+        let mut c = env.cmd_in(&env.path().join("ctx"), &all);
+        c.env("IMGBUILD_STORE", env.path().join(store))
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        c.output().unwrap()
+    };
+    let out = build("a", &["--cache-to", &cache, "-o", "a.tar"]);
+    assert_success(&out, &["build with --cache-to"]);
+    assert!(stderr(&out).contains("Exported"), "{}", stderr(&out));
+
+    let gets = reg.blob_gets();
+    let out = build("b", &["--cache-from", &cache, "-o", "b.tar"]);
+    assert_success(&out, &["build with --cache-from"]);
+    let log = stderr(&out);
+    assert_eq!(log.matches(" ---> Using cache").count(), 3, "{log}");
+    assert!(!log.contains("Cache miss"), "{log}");
+    assert_eq!(
+        std::fs::read(env.path().join("ctx/a.tar")).unwrap(),
+        std::fs::read(env.path().join("ctx/b.tar")).unwrap()
+    );
+    // Layers came from the registry only because the archive needed them:
+    // the base's came from base.tar, so only the COPY and RUN layers (plus
+    // small documents) crossed the wire.
+    let fetched = reg.blob_gets() - gets;
+    assert!(fetched >= 2, "{fetched}");
+
+    // A cache that is not there is a warning, not a failure.
+    let out = build(
+        "c",
+        &[
+            "--cache-from",
+            &format!("registry:{}/cache/none:x", reg.host()),
+            "-o",
+            "c.tar",
+        ],
+    );
+    assert_success(&out, &["build with a missing cache"]);
+    assert!(stderr(&out).contains("WARNING: cache"), "{}", stderr(&out));
+}

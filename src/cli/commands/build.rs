@@ -64,6 +64,11 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         (None, false) => None,
     };
     let sink = progress_sink(a);
+    let registry_opts = crate::registry::Options {
+        insecure: a.insecure_registry.clone(),
+    };
+    let store = import_caches(store, &a.cache_from, &registry_opts)?;
+    let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
     let opts = BuildOptions {
         store,
         epoch: env_epoch()?.or(graph.settings.source_date_epoch),
@@ -116,6 +121,18 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     if a.dry_run {
         return dry_run_report(&result);
     }
+    if let Some(r) = &cache_to {
+        let client = crate::registry::Client::new(r.domain(), &registry_opts);
+        let ids: Vec<_> = result.images.iter().map(|i| i.id).collect();
+        let n = crate::registry::cache::export(&opts.store, &client, r, &ids)
+            .with_context(|| format!("exporting the build cache to {}", r.familiar()))?;
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "Exported {n} cache entries to {}",
+            r.familiar()
+        );
+    }
     if let Some(path) = &a.iidfile {
         let ids: Vec<String> = result.images.iter().map(|i| i.id.to_string()).collect();
         atomic_write(path, ids.join("\n").as_bytes())
@@ -128,6 +145,67 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `registry:REF`, or buildx's `type=registry,ref=REF`.
+fn cache_ref(spec: &str) -> Result<Reference, Failure> {
+    let r = spec.strip_prefix("registry:").or_else(|| {
+        let mut fields = spec.split(',');
+        let mut is_registry = false;
+        let mut r = None;
+        for f in fields.by_ref() {
+            match f.split_once('=') {
+                Some(("type", "registry")) => is_registry = true,
+                Some(("ref", v)) => r = Some(v),
+                _ => {}
+            }
+        }
+        r.filter(|_| is_registry)
+    });
+    let r = r.ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "cache `{spec}`: expected registry:REF (or type=registry,ref=REF)"
+        ))
+    })?;
+    Reference::parse(r).map_err(|e| Failure::Usage(e.into()))
+}
+
+/// Imports every `--cache-from`; a cache that cannot be read is a warning
+/// (the build goes on without it), as with docker.
+fn import_caches(
+    store: crate::store::Store,
+    specs: &[String],
+    opts: &crate::registry::Options,
+) -> Result<crate::store::Store, Failure> {
+    use std::io::Write;
+    let mut sources = Vec::new();
+    for spec in specs {
+        let r = cache_ref(spec)?;
+        let client = crate::registry::Client::new(r.domain(), opts);
+        match crate::registry::cache::import(&store, client, &r) {
+            Ok((n, layers)) => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "Imported {n} cache entries from {}",
+                    r.familiar()
+                );
+                sources.push(Arc::new(layers));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "WARNING: cache {} not imported: {}",
+                    r.familiar(),
+                    crate::build::error_chain(&e)
+                );
+            }
+        }
+    }
+    Ok(if sources.is_empty() {
+        store
+    } else {
+        store.with_source(Arc::new(crate::registry::cache::Sources(sources)))
+    })
 }
 
 /// `--secret id=ID,src=FILE` (also `source=`; the id defaults to the file name).
