@@ -358,6 +358,9 @@ pub struct BuildArgs {
     /// Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// Push every tag of the built images to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
     /// Export the build cache (every step of the built images) to a
     /// registry: registry:REF; layers the registry has are not uploaded.
     #[arg(long = "cache-to", value_name = "registry:REF")]

@@ -384,6 +384,23 @@ fn from_pulls_a_missing_base_and_then_uses_the_store() {
     assert_success(&out, &["build --pull"]);
     assert!(stderr(&out).contains("Already exists"), "{}", stderr(&out));
     assert_eq!(reg.blob_gets(), gets);
+
+    // build --push: the result goes to the registry, base layers mounted or
+    // already there, and an empty store can pull it back.
+    let derived = format!("{}/team/derived:1", reg.host());
+    let out = build("b", &["--push", "-t", &derived]);
+    assert_success(&out, &["build --push"]);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "The push refers to repository [{}/team/derived]",
+            reg.host()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("1: digest: sha256:"), "{log}");
+    let out = in_store(&env, "again", &["pull", &derived]);
+    assert_success(&out, &["pull the pushed build"]);
 }
 
 #[test]

@@ -121,6 +121,9 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     if a.dry_run {
         return dry_run_report(&result);
     }
+    if a.push {
+        push_tags(&opts.store, &result, &registry_opts)?;
+    }
     if let Some(r) = &cache_to {
         let client = crate::registry::Client::new(r.domain(), &registry_opts);
         let ids: Vec<_> = result.images.iter().map(|i| i.id).collect();
@@ -143,6 +146,49 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .map_err(anyhow::Error::from)?;
         atomic_write(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `--push`: every tag of every built image, with push's lines on stderr
+/// (stdout stays the build's).
+fn push_tags(
+    store: &crate::store::Store,
+    result: &build::BuildResult,
+    opts: &crate::registry::Options,
+) -> Result<(), Failure> {
+    use crate::registry::push::{self, Event};
+    use std::io::Write;
+    let say = |line: String| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    };
+    let tags: Vec<(&Reference, &crate::digest::Digest)> = result
+        .images
+        .iter()
+        .flat_map(|i| i.tags.iter().map(move |t| (t, &i.id)))
+        .collect();
+    if tags.is_empty() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--push: nothing to push; name the image with -t REGISTRY/NAME:TAG"
+        )));
+    }
+    for (tag, id) in tags {
+        let client = crate::registry::Client::new(tag.domain(), opts);
+        say(format!("The push refers to repository [{}]", tag.name()));
+        let on = |e: Event<'_>| match e {
+            Event::Exists(d) => say(format!("{}: Layer already exists", d.short())),
+            Event::Pushed(d) => say(format!("{}: Pushed", d.short())),
+            Event::Mounted(d, from) => say(format!("{}: Mounted from {from}", d.short())),
+        };
+        let mounts = push::mount_sources(store, tag);
+        let pushed = push::push(store, &client, id, tag, &mounts, &on)
+            .with_context(|| format!("pushing to {}", tag.familiar()))?;
+        say(format!(
+            "{}: digest: {} size: {}",
+            tag.tag().unwrap_or("latest"),
+            pushed.digest,
+            pushed.size
+        ));
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `imgbuild pull`, `push`, `login`, `logout`: the registry commands, with
 //! docker's output.
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use anyhow::Context;
 use crate::cli::args::{Cli, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
+use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{self, Client, Options, auth};
 
@@ -36,6 +38,16 @@ pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
     let before = store.tag(&reference)?;
     let printing = Mutex::new(());
     let quiet = a.quiet;
+    // On a terminal, a bar per layer being fetched (docker's look);
+    // elsewhere the lines alone.
+    let bars = (!quiet && std::io::stdout().is_terminal()).then(indicatif::MultiProgress::new);
+    let active: Mutex<HashMap<Digest, indicatif::ProgressBar>> = Mutex::new(HashMap::new());
+    let line = |text: String| match &bars {
+        Some(mp) => {
+            let _ = mp.println(text);
+        }
+        None => say(&printing, text),
+    };
     let on = |e: registry::pull::Event<'_>| {
         if quiet {
             return;
@@ -45,10 +57,34 @@ pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
             Event::Resolved {
                 reference,
                 repository,
-            } => say(&printing, format!("{reference}: Pulling from {repository}")),
-            Event::Exists(d) => say(&printing, format!("{}: Already exists", d.short())),
-            Event::Complete(d) => say(&printing, format!("{}: Pull complete", d.short())),
-            Event::Progress(..) => {}
+            } => line(format!("{reference}: Pulling from {repository}")),
+            Event::Exists(d) => line(format!("{}: Already exists", d.short())),
+            Event::Complete(d) => {
+                if let Ok(mut a) = active.lock()
+                    && let Some(bar) = a.remove(d)
+                {
+                    bar.finish_and_clear();
+                }
+                line(format!("{}: Pull complete", d.short()));
+            }
+            Event::Progress(d, n, size) => {
+                let (Some(mp), Ok(mut a)) = (&bars, active.lock()) else {
+                    return;
+                };
+                let bar = a.entry(*d).or_insert_with(|| {
+                    let b = mp.add(indicatif::ProgressBar::new(size));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix}: Downloading [{bar:40}] {bytes}/{total_bytes}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(d.short());
+                    b
+                });
+                bar.set_position(n);
+            }
         }
     };
     let pulled = registry::pull::pull(&store, &client, &reference, a.platform.as_deref(), &on)
