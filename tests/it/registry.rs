@@ -98,7 +98,12 @@ enum Fault {
     CutOnce(usize),
     /// Flip a byte in every blob body.
     Corrupt,
+    /// Demand a bearer token, served anonymously at /token (Docker Hub's
+    /// scheme), on every registry request.
+    Bearer,
 }
+
+const TOKEN: &str = "t0k3n";
 
 /// A one-connection-at-a-time HTTP/1.1 proxy to `upstream` that injects a
 /// fault into blob downloads; counts the faults it injected.
@@ -122,7 +127,7 @@ impl Proxy {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         let f = Arc::clone(&f);
-                        std::thread::spawn(move || serve(client, upstream, fault, &f));
+                        std::thread::spawn(move || serve(client, upstream, port, fault, &f));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -168,13 +173,40 @@ fn content_length(head: &[u8]) -> usize {
 
 /// Serves one client connection: each request goes upstream on a fresh
 /// connection (`Connection: close`), the answer comes back, maybe damaged.
-fn serve(mut client: TcpStream, upstream: u16, fault: Fault, faults: &AtomicUsize) {
+fn serve(mut client: TcpStream, upstream: u16, me: u16, fault: Fault, faults: &AtomicUsize) {
     while let Some(head) = read_head(&mut client) {
         let mut body = vec![0u8; content_length(&head)];
         if client.read_exact(&mut body).is_err() {
             return;
         }
         let text = String::from_utf8_lossy(&head).into_owned();
+        if fault == Fault::Bearer {
+            let answer = if text.starts_with("GET /token?") {
+                // Anonymous tokens, for a repository scope only.
+                assert!(text.contains("scope=repository"), "{text}");
+                faults.fetch_add(1, Ordering::Relaxed);
+                let body = format!("{{\"token\":\"{TOKEN}\"}}");
+                Some(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+            } else if !text
+                .to_ascii_lowercase()
+                .contains(&format!("authorization: bearer {TOKEN}"))
+            {
+                Some(format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{me}/token\",service=\"test\"\r\nContent-Length: 0\r\n\r\n"
+                ))
+            } else {
+                None
+            };
+            if let Some(a) = answer {
+                if client.write_all(a.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let is_blob_get = text.starts_with("GET ") && text.contains("/blobs/sha256:");
         let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
         let head = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
@@ -562,4 +594,20 @@ fn a_build_cache_in_the_registry_serves_an_empty_store() {
     );
     assert_success(&out, &["build with a missing cache"]);
     assert!(stderr(&out).contains("WARNING: cache"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_registry_with_bearer_tokens_is_used_anonymously() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let proxy = Proxy::start(reg.port, Fault::Bearer);
+    let dest = format!("{}/team/app:1", proxy.host());
+    build_image(&env, "app", &[("a.txt", "alpha\n")], &dest);
+    let out = env.run(&["push", &dest]);
+    assert_success(&out, &["push through a token-protected registry"]);
+    let out = in_store(&env, "tok", &["pull", &dest]);
+    assert_success(&out, &["pull through a token-protected registry"]);
+    // One token per scope: push (pull,push) and pull, not one per request.
+    let tokens = proxy.faults.load(Ordering::Relaxed);
+    assert!((2..=4).contains(&tokens), "{tokens} tokens");
 }
