@@ -345,6 +345,23 @@ fn push_then_pull_into_an_empty_store_gives_the_same_image() {
         .map(|l| l.as_str().unwrap().to_string())
         .collect();
     assert_eq!(layers, sk_layers);
+
+    // The same image as a docker v2 schema 2 manifest (skopeo converts):
+    // pulled, it is the same image.
+    let v2 = format!("{}/team/v2s2:1", reg.host());
+    let sk = Command::new("skopeo")
+        .args(["copy", "-q", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!(
+            "oci-archive:{}",
+            env.path().join("pulled.tar").display()
+        ))
+        .arg(format!("docker://{v2}"))
+        .output()
+        .expect("skopeo");
+    assert_success(&sk, &["skopeo copy --format v2s2"]);
+    let out = in_store(&env, "v2", &["pull", &v2]);
+    assert_success(&out, &["pull a docker v2 manifest"]);
+    assert_eq!(manifest_of(&env, "v2", &v2)["Id"], ours["Id"]);
 }
 
 #[test]
