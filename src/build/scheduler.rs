@@ -631,16 +631,7 @@ impl<'a> Builder<'a> {
                             })?
                         }
                     };
-                    let (d, item_files) =
-                        hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
-                            location: location.clone(),
-                            source: e,
-                        })?;
-                    files.extend(item_files);
-                    if let Ok(mut read) = self.read.lock() {
-                        read.extend(sel.entries.iter().map(|e| e.host.clone()));
-                        read.extend(sel.roots.iter().cloned());
-                    }
+                    let d = self.hash_context(&sel, &location, &mut files)?;
                     inputs.push((format!("item{i}:context"), d));
                     selections.push(Some(sel));
                 }
@@ -666,6 +657,27 @@ impl<'a> Builder<'a> {
             }
         }
         Ok((inputs, selections, files))
+    }
+
+    /// The digest of context files selected for a step (through the stat
+    /// memo), adding each file's digest to `files` (for miss reasons) and
+    /// its path to what the build read (for depfiles).
+    fn hash_context(
+        &self,
+        sel: &Selection,
+        location: &str,
+        files: &mut Labelled,
+    ) -> Result<Digest> {
+        let (d, item_files) = hash_selection(sel, &self.memo).map_err(|e| Error::Copy {
+            location: location.to_string(),
+            source: e,
+        })?;
+        files.extend(item_files);
+        if let Ok(mut read) = self.read.lock() {
+            read.extend(sel.entries.iter().map(|e| e.host.clone()));
+            read.extend(sel.roots.iter().cloned());
+        }
+        Ok(d)
     }
 
     /// What a RUN's bind mounts show the command, for its key: the content
@@ -694,16 +706,7 @@ impl<'a> Builder<'a> {
                         location: location.to_string(),
                         source: CopyError::Select(e),
                     })?;
-                    let (d, item_files) =
-                        hash_selection(&sel, &self.memo).map_err(|e| Error::Copy {
-                            location: location.to_string(),
-                            source: e,
-                        })?;
-                    files.extend(item_files);
-                    if let Ok(mut read) = self.read.lock() {
-                        read.extend(sel.entries.iter().map(|e| e.host.clone()));
-                        read.extend(sel.roots.iter().cloned());
-                    }
+                    let d = self.hash_context(&sel, location, &mut files)?;
                     inputs.push((format!("mount{j}:context"), d));
                 }
                 Some(name) => {

@@ -2,8 +2,6 @@
 //! a docker manifest list) → config and layers, only the missing ones, in
 //! parallel → an image in the store, tagged.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use super::{Client, Error, Result};
 use crate::digest::Digest;
 use crate::layer::Compression;
@@ -196,37 +194,12 @@ fn fetch_all(
     blobs: &[(Digest, u64)],
     on: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(blobs.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((digest, size)) = blobs.get(i) else {
-                        return;
-                    };
-                    if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    let progress = |n: u64| on(Event::Progress(digest, n, *size));
-                    match client.fetch_blob(store, repo, digest, *size, &progress) {
-                        Ok(()) => on(Event::Complete(digest)),
-                        Err(e) => {
-                            if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+    super::in_parallel(blobs, PARALLEL, |(digest, size)| {
+        let progress = |n: u64| on(Event::Progress(digest, n, *size));
+        client.fetch_blob(store, repo, digest, *size, &progress)?;
+        on(Event::Complete(digest));
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! streamed from the store, then the manifest, which makes it visible.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Client, Error, Result};
 use crate::digest::Digest;
@@ -116,63 +115,35 @@ pub(super) fn upload_missing(
     mounts: &HashMap<Digest, String>,
     on: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(blobs.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((digest, size)) = blobs.get(i) else {
-                        return;
-                    };
-                    if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    let report = !quiet.contains(digest);
-                    let result = client.has_blob(repo, digest, true).and_then(|has| {
-                        if has {
-                            if report {
-                                on(Event::Exists(digest));
-                            }
-                            return Ok(());
-                        }
-                        // Read it (a registry cache's layer may still be remote).
-                        drop(store.open_blob(digest)?);
-                        let path = store.blob_path(digest);
-                        // The store's copy is what we promise: check it first.
-                        let actual =
-                            super::client::file_digest(&path).map_err(|source| Error::Io {
-                                path: path.clone(),
-                                source,
-                            })?;
-                        if actual != *digest {
-                            return Err(Error::Store(crate::store::Error::DigestMismatch {
-                                expected: *digest,
-                                actual,
-                            }));
-                        }
-                        let from = mounts.get(digest).map(String::as_str);
-                        let mounted = client.upload_blob(repo, digest, *size, &path, from)?;
-                        match (report, mounted, from) {
-                            (true, true, Some(f)) => on(Event::Mounted(digest, f)),
-                            (true, _, _) => on(Event::Pushed(digest)),
-                            _ => {}
-                        }
-                        Ok(())
-                    });
-                    if let Err(e) = result {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
+    super::in_parallel(blobs, PARALLEL, |(digest, size)| {
+        let report = !quiet.contains(digest);
+        if client.has_blob(repo, digest, true)? {
+            if report {
+                on(Event::Exists(digest));
+            }
+            return Ok(());
         }
-    });
-    match failed.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+        // Read it (a registry cache's layer may still be remote).
+        drop(store.open_blob(digest)?);
+        let path = store.blob_path(digest);
+        // The store's copy is what we promise: check it first.
+        let actual = super::client::file_digest(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if actual != *digest {
+            return Err(Error::Store(crate::store::Error::DigestMismatch {
+                expected: *digest,
+                actual,
+            }));
+        }
+        let from = mounts.get(digest).map(String::as_str);
+        let mounted = client.upload_blob(repo, digest, *size, &path, from)?;
+        match (report, mounted, from) {
+            (true, true, Some(f)) => on(Event::Mounted(digest, f)),
+            (true, _, _) => on(Event::Pushed(digest)),
+            _ => {}
+        }
+        Ok(())
+    })
 }
