@@ -551,6 +551,39 @@ fn a_registry_with_htpasswd_wants_credentials() {
     assert_success(&out, &["logout"]);
     let out = with_config(&["push", &dest]).output().unwrap();
     assert!(!out.status.success());
+
+    // A credential helper named in credHelpers answers instead (the docker
+    // credential-helper protocol: server on stdin, JSON on stdout).
+    let bin = env.path().join("helper-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-imgbuildtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"tester\",\"Secret\":\"{PASSWORD}\"}}'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"imgbuildtest\"}}}}",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = with_config(&["push", &dest])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_success(&out, &["push with a credential helper"]);
 }
 
 #[test]
@@ -627,4 +660,88 @@ fn a_registry_with_bearer_tokens_is_used_anonymously() {
     // One token per scope: push (pull,push) and pull, not one per request.
     let tokens = proxy.faults.load(Ordering::Relaxed);
     assert!((2..=4).contains(&tokens), "{tokens} tokens");
+}
+
+/// `PUT`s a manifest straight to the registry (no auth), returning the status line.
+fn put_manifest(port: u16, path: &str, media_type: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_multi_platform_index_gives_each_platform_its_image() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let amd = format!("{}/team/amd:1", reg.host());
+    let arm = format!("{}/team/multi:arm", reg.host());
+    build_image(&env, "amd", &[("which", "amd64\n")], &amd);
+    build_image(&env, "arm", &[("which", "arm64\n")], &arm);
+    let digest_of = |image: &str| {
+        let out = env.ok(&["push", image]);
+        out.lines()
+            .last()
+            .and_then(|l| l.split("digest: ").nth(1))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .to_string()
+    };
+    // Both manifests in the index's repository (the amd64 one mounted in).
+    env.ok(&["tag", &amd, &format!("{}/team/multi:amd", reg.host())]);
+    let amd_digest = digest_of(&format!("{}/team/multi:amd", reg.host()));
+    let arm_digest = digest_of(&arm);
+    let size = |d: &str| {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/team/multi@{d}", reg.host()))
+            .output()
+            .unwrap();
+        out.stdout.len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm_digest,
+             "size": size(&arm_digest), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd_digest,
+             "size": size(&amd_digest), "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    });
+    let status = put_manifest(
+        reg.port,
+        "/v2/team/multi/manifests/latest",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    assert!(status.contains("201"), "{status}");
+    let multi = format!("{}/team/multi:latest", reg.host());
+    let id = |store: &str, image: &str| manifest_of(&env, store, image)["Id"].clone();
+    let out = in_store(
+        &env,
+        "arm64",
+        &["pull", "--platform", "linux/arm64", &multi],
+    );
+    assert_success(&out, &["pull --platform linux/arm64"]);
+    assert_eq!(id("arm64", &multi), id("store", &arm));
+    if std::env::consts::ARCH == "x86_64" {
+        let out = in_store(&env, "host", &["pull", &multi]);
+        assert_success(&out, &["pull for the host"]);
+        assert_eq!(id("host", &multi), id("store", &amd));
+    }
+    let out = in_store(&env, "none", &["pull", "--platform", "linux/s390x", &multi]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("has no image for linux/s390x") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
 }
