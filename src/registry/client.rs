@@ -359,7 +359,23 @@ impl Client {
                             .into_body()
                             .into_reader()
                             .take(size.saturating_sub(start) + 1);
-                        match copy_counting(&mut body, &mut writer, start, on_bytes) {
+                        let copied = copy_counting(&mut body, &mut writer, start, on_bytes)
+                            .and_then(|()| {
+                                // A body that ends early is a broken transfer
+                                // too: resume it rather than fail the digest.
+                                if writer.written() < size {
+                                    Err(std::io::Error::new(
+                                        std::io::ErrorKind::UnexpectedEof,
+                                        format!(
+                                            "the connection ended after {} of {size} bytes",
+                                            writer.written()
+                                        ),
+                                    ))
+                                } else {
+                                    Ok(())
+                                }
+                            });
+                        match copied {
                             Ok(()) => break,
                             Err(e) => Error::Io {
                                 path: url.clone().into(),
