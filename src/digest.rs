@@ -27,6 +27,16 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The digest of a file's content, streamed.
+    ///
+    /// # Errors
+    /// The file cannot be opened or read.
+    pub fn of_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let mut r = HashingReader::new(std::fs::File::open(path)?);
+        std::io::copy(&mut r, &mut std::io::sink())?;
+        Ok(r.finish().0)
+    }
+
     /// The 64 lowercase hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -2,7 +2,7 @@
 //! content digests from the stat memo when a file's stat fields match.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::error::CopyError;
@@ -56,12 +56,6 @@ impl Drop for TempFiles {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-pub(super) fn file_digest(path: &Path) -> std::io::Result<Digest> {
-    let mut r = crate::digest::HashingReader::new(std::fs::File::open(path)?);
-    std::io::copy(&mut r, &mut std::io::sink())?;
-    Ok(r.finish().0)
 }
 
 /// The input digest of a context selection: every entry's layer path, type,

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use super::inputs::file_digest;
 use super::scheduler::Builder;
 use super::{BuiltImage, Error, Planned, Result};
 use crate::digest::Digest;
@@ -108,7 +107,7 @@ impl Builder<'_> {
         let same = match (&record, &on_disk) {
             (Some(rec), Some(stat)) if rec.file == *stat => rec.digest == new_digest,
             (_, Some(stat)) => {
-                stat.size == new_len && file_digest(path).is_ok_and(|d| d == new_digest)
+                stat.size == new_len && Digest::of_file(path).is_ok_and(|d| d == new_digest)
             }
             _ => false,
         };

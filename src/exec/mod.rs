@@ -502,7 +502,7 @@ fn sub_range(text: &str, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
 }
 
 /// The path of an executable named `name` in `PATH`.
-pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .map(|d| d.join(name))

@@ -10,7 +10,7 @@ use ureq::http::Response;
 
 use super::auth::{self, Challenge, Credentials};
 use super::{Error, MANIFEST_ACCEPT, Result};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::store::Store;
 
 /// How a blob transfer is retried: attempts, and the first backoff (doubled
@@ -549,20 +549,6 @@ fn copy_counting(
         w.write_all(&buf[..n])?;
         total += n as u64;
         on_bytes(total);
-    }
-}
-
-/// The digest of a file, streamed.
-pub(super) fn file_digest(path: &Path) -> std::io::Result<Digest> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
     }
 }
 

@@ -127,7 +127,7 @@ pub(super) fn upload_missing(
         drop(store.open_blob(digest)?);
         let path = store.blob_path(digest);
         // The store's copy is what we promise: check it first.
-        let actual = super::client::file_digest(&path).map_err(|source| Error::Io {
+        let actual = Digest::of_file(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;

@@ -313,24 +313,16 @@ impl Store {
     /// I/O failures, or [`Error::DigestMismatch`] (the file is removed then).
     pub fn adopt_blob(&self, path: &Path, expected: &Digest) -> Result<Digest> {
         let result = (|| {
-            let mut file = File::open(path).map_err(io_err("opening", path))?;
-            let mut h = crate::digest::Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(io_err("reading", path))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            let actual = h.finish();
+            let actual = Digest::of_file(path).map_err(io_err("reading", path))?;
             if actual != *expected {
                 return Err(Error::DigestMismatch {
                     expected: *expected,
                     actual,
                 });
             }
-            file.sync_all().map_err(io_err("syncing", path))?;
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("syncing", path))?;
             let dest = self.blob_path(expected);
             std::fs::rename(path, &dest).map_err(io_err("renaming", &dest))?;
             let dir = self.root.join("blobs/sha256");
