@@ -94,14 +94,10 @@ impl Puller {
                 s(&line);
             }
         };
-        let on = |e: Event<'_>| match e {
-            Event::Resolved {
-                reference,
-                repository,
-            } => say(format!("{reference}: Pulling from {repository}")),
-            Event::Exists(d) => say(format!("{}: Already exists", d.short())),
-            Event::Complete(d) => say(format!("{}: Pull complete", d.short())),
-            Event::Progress(..) => {}
+        let on = |e: Event<'_>| {
+            if let Some(line) = e.line() {
+                say(line);
+            }
         };
         let pulled =
             crate::registry::pull::pull(store, &client, r, None, &on).map_err(|source| {

@@ -31,6 +31,21 @@ pub enum Event<'a> {
     Complete(&'a Digest),
 }
 
+impl Event<'_> {
+    /// Docker's line for the event (none for progress).
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Event::Resolved {
+                reference,
+                repository,
+            } => Some(format!("{reference}: Pulling from {repository}")),
+            Event::Exists(d) => Some(format!("{}: Already exists", d.short())),
+            Event::Complete(d) => Some(format!("{}: Pull complete", d.short())),
+            Event::Progress(..) => None,
+        }
+    }
+}
+
 /// A finished pull.
 #[derive(Debug, Clone)]
 pub struct Pulled {

@@ -27,6 +27,17 @@ pub enum Event<'a> {
     Mounted(&'a Digest, &'a str),
 }
 
+impl Event<'_> {
+    /// Docker's line for the event.
+    pub fn line(&self) -> String {
+        match self {
+            Event::Exists(d) => format!("{}: Layer already exists", d.short()),
+            Event::Pushed(d) => format!("{}: Pushed", d.short()),
+            Event::Mounted(d, from) => format!("{}: Mounted from {from}", d.short()),
+        }
+    }
+}
+
 /// A finished push.
 #[derive(Debug, Clone, Copy)]
 pub struct Pushed {

@@ -157,7 +157,6 @@ fn push_tags(
     result: &build::BuildResult,
     opts: &crate::registry::Options,
 ) -> Result<(), Failure> {
-    use crate::registry::push::{self, Event};
     use std::io::Write;
     let say = |line: String| {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
@@ -173,22 +172,7 @@ fn push_tags(
         )));
     }
     for (tag, id) in tags {
-        let client = crate::registry::Client::new(tag.domain(), opts);
-        say(format!("The push refers to repository [{}]", tag.name()));
-        let on = |e: Event<'_>| match e {
-            Event::Exists(d) => say(format!("{}: Layer already exists", d.short())),
-            Event::Pushed(d) => say(format!("{}: Pushed", d.short())),
-            Event::Mounted(d, from) => say(format!("{}: Mounted from {from}", d.short())),
-        };
-        let mounts = push::mount_sources(store, tag);
-        let pushed = push::push(store, &client, id, tag, &mounts, &on)
-            .with_context(|| format!("pushing to {}", tag.familiar()))?;
-        say(format!(
-            "{}: digest: {} size: {}",
-            tag.tag().unwrap_or("latest"),
-            pushed.digest,
-            pushed.size
-        ));
+        super::registry::push_image(store, id, tag, opts, Some(&say))?;
     }
     Ok(())
 }

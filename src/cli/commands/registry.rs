@@ -54,18 +54,14 @@ pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
         }
         use registry::pull::Event;
         match e {
-            Event::Resolved {
-                reference,
-                repository,
-            } => line(format!("{reference}: Pulling from {repository}")),
-            Event::Exists(d) => line(format!("{}: Already exists", d.short())),
+            Event::Resolved { .. } | Event::Exists(_) => line(e.line().unwrap_or_default()),
             Event::Complete(d) => {
                 if let Ok(mut a) = active.lock()
                     && let Some(bar) = a.remove(d)
                 {
                     bar.finish_and_clear();
                 }
-                line(format!("{}: Pull complete", d.short()));
+                line(e.line().unwrap_or_default());
             }
             Event::Progress(d, n, size) => {
                 let (Some(mp), Ok(mut a)) = (&bars, active.lock()) else {
@@ -110,45 +106,45 @@ pub fn push(cli: &Cli, a: &PushArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
     let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
-    let client = Client::new(
-        dest.domain(),
-        &Options {
-            insecure: a.insecure_registry.clone(),
-        },
-    );
+    let opts = Options {
+        insecure: a.insecure_registry.clone(),
+    };
     let printing = Mutex::new(());
-    let quiet = a.quiet;
-    if !quiet {
-        out(&format!(
-            "The push refers to repository [{}]\n",
-            dest.name()
-        ))?;
+    let say = |line: String| say(&printing, line);
+    let pushed = push_image(&store, &id, &dest, &opts, (!a.quiet).then_some(&say))?;
+    if a.quiet {
+        out(&format!("{}\n", pushed.digest))?;
     }
-    let on = |e: registry::push::Event<'_>| {
-        if quiet {
-            return;
-        }
-        use registry::push::Event;
-        match e {
-            Event::Exists(d) => say(&printing, format!("{}: Layer already exists", d.short())),
-            Event::Pushed(d) => say(&printing, format!("{}: Pushed", d.short())),
-            Event::Mounted(d, from) => {
-                say(&printing, format!("{}: Mounted from {from}", d.short()));
-            }
+    Ok(())
+}
+
+/// Pushes image `id` to `dest`, telling `say` docker's lines (the
+/// repository, each layer, the digest); `push` and `build --push` share it.
+pub fn push_image(
+    store: &crate::store::Store,
+    id: &Digest,
+    dest: &Reference,
+    opts: &Options,
+    say: Option<&(dyn Fn(String) + Sync)>,
+) -> Result<registry::push::Pushed, Failure> {
+    let tell = |line: String| {
+        if let Some(s) = say {
+            s(line);
         }
     };
-    let mounts = registry::push::mount_sources(&store, &dest);
-    let pushed = registry::push::push(&store, &client, &id, &dest, &mounts, &on)
+    tell(format!("The push refers to repository [{}]", dest.name()));
+    let client = Client::new(dest.domain(), opts);
+    let mounts = registry::push::mount_sources(store, dest);
+    let on = |e: registry::push::Event<'_>| tell(e.line());
+    let pushed = registry::push::push(store, &client, id, dest, &mounts, &on)
         .with_context(|| format!("pushing to {}", dest.familiar()))?;
-    if quiet {
-        return out(&format!("{}\n", pushed.digest));
-    }
-    out(&format!(
-        "{}: digest: {} size: {}\n",
+    tell(format!(
+        "{}: digest: {} size: {}",
         dest.tag().unwrap_or("latest"),
         pushed.digest,
         pushed.size
-    ))
+    ));
+    Ok(pushed)
 }
 
 /// Checks credentials against the registry and stores them.
