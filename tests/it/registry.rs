@@ -263,6 +263,30 @@ fn in_store(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
     c.output().unwrap()
 }
 
+/// `imgbuild build --progress=plain ARGS .` in ctx/ on store `store`, with
+/// pulls allowed and SOURCE_DATE_EPOCH set.
+fn build_ctx(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["build", "--progress=plain"];
+    all.extend_from_slice(args);
+    all.push(".");
+    let mut c = env.cmd_in(&env.path().join("ctx"), &all);
+    c.env("IMGBUILD_STORE", env.path().join(store))
+        .env("IMGBUILD_PULL", "missing")
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    c.output().unwrap()
+}
+
+/// The manifest digest push reports on its last line (`TAG: digest: D size: N`).
+fn pushed_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split("digest: ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no digest in {stdout}"))
+        .to_string()
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -296,13 +320,7 @@ fn push_then_pull_into_an_empty_store_gives_the_same_image() {
         "{text}"
     );
     assert_eq!(text.matches(": Pushed").count(), 2, "{text}");
-    let pushed = text
-        .lines()
-        .last()
-        .and_then(|l| l.split("digest: ").nth(1))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
+    let pushed = pushed_digest(&text);
 
     // Again: nothing to upload.
     let again = env.ok(&["push", &dest]);
@@ -412,13 +430,9 @@ fn from_pulls_a_missing_base_and_then_uses_the_store() {
         format!("FROM {base}\nCOPY x.txt /x.txt\n"),
     );
     let build = |store: &str, extra: &[&str]| {
-        let mut args = vec!["build", "--progress=plain", "-o", "out.tar"];
+        let mut args = vec!["-o", "out.tar"];
         args.extend_from_slice(extra);
-        args.push(".");
-        let mut c = env.cmd_in(&env.path().join("ctx"), &args);
-        c.env("IMGBUILD_STORE", env.path().join(store))
-            .env("IMGBUILD_PULL", "missing");
-        c.output().unwrap()
+        build_ctx(&env, store, &args)
     };
     let out = build("b", &[]);
     assert_success(&out, &["build pulling its base"]);
@@ -603,15 +617,7 @@ fn a_build_cache_in_the_registry_serves_an_empty_store() {
         "FROM oci-archive:base.tar\nCOPY foo.txt /foo.txt\nRUN cat /foo.txt > /bar.txt\nLABEL demo=1\n",
     );
     let cache = format!("registry:{}/cache/app:buildcache", reg.host());
-    let build = |store: &str, args: &[&str]| {
-        let mut all = vec!["build", "--progress=plain"];
-        all.extend_from_slice(args);
-        all.push(".");
-        let mut c = env.cmd_in(&env.path().join("ctx"), &all);
-        c.env("IMGBUILD_STORE", env.path().join(store))
-            .env("SOURCE_DATE_EPOCH", "1700000000");
-        c.output().unwrap()
-    };
+    let build = |store: &str, args: &[&str]| build_ctx(&env, store, args);
     let out = build("a", &["--cache-to", &cache, "-o", "a.tar"]);
     assert_success(&out, &["build with --cache-to"]);
     assert!(stderr(&out).contains("Exported"), "{}", stderr(&out));
@@ -685,15 +691,7 @@ fn a_multi_platform_index_gives_each_platform_its_image() {
     let arm = format!("{}/team/multi:arm", reg.host());
     build_image(&env, "amd", &[("which", "amd64\n")], &amd);
     build_image(&env, "arm", &[("which", "arm64\n")], &arm);
-    let digest_of = |image: &str| {
-        let out = env.ok(&["push", image]);
-        out.lines()
-            .last()
-            .and_then(|l| l.split("digest: ").nth(1))
-            .and_then(|l| l.split(' ').next())
-            .unwrap()
-            .to_string()
-    };
+    let digest_of = |image: &str| pushed_digest(&env.ok(&["push", image]));
     // Both manifests in the index's repository (the amd64 one mounted in).
     env.ok(&["tag", &amd, &format!("{}/team/multi:amd", reg.host())]);
     let amd_digest = digest_of(&format!("{}/team/multi:amd", reg.host()));
