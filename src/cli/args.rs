@@ -341,6 +341,25 @@ pub struct BuildArgs {
     /// stored in a layer, the history or the cache.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
+    /// Base images from registries.
+    #[command(flatten)]
+    pub bases: BaseArgs,
+    /// Push every tag of the built images to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
+    /// Export the build cache (every step of the built images) to a
+    /// registry: registry:REF; layers the registry has are not uploaded.
+    #[arg(long = "cache-to", value_name = "registry:REF")]
+    pub cache_to: Option<String>,
+    /// Use a build cache exported with --cache-to: registry:REF; repeatable.
+    /// Only the layers the build reads or outputs are downloaded.
+    #[arg(long = "cache-from", value_name = "registry:REF")]
+    pub cache_from: Vec<String>,
+}
+
+/// How a build or check gets named base images it lacks.
+#[derive(Debug, Args)]
+pub struct BaseArgs {
     /// When named base images come from their registry: `missing` from the
     /// store (default), `always` (plain `--pull`), or `never`.
     #[arg(
@@ -358,17 +377,26 @@ pub struct BuildArgs {
     /// Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
-    /// Push every tag of the built images to its registry after the build.
-    #[arg(long)]
-    pub push: bool,
-    /// Export the build cache (every step of the built images) to a
-    /// registry: registry:REF; layers the registry has are not uploaded.
-    #[arg(long = "cache-to", value_name = "registry:REF")]
-    pub cache_to: Option<String>,
-    /// Use a build cache exported with --cache-to: registry:REF; repeatable.
-    /// Only the layers the build reads or outputs are downloaded.
-    #[arg(long = "cache-from", value_name = "registry:REF")]
-    pub cache_from: Vec<String>,
+}
+
+impl BaseArgs {
+    /// The registry connection settings.
+    pub fn registry(&self) -> crate::registry::Options {
+        crate::registry::Options {
+            insecure: self.insecure_registry.clone(),
+        }
+    }
+
+    /// The puller these flags ask for (`None` for `--pull=never`), telling
+    /// `say` docker's pull lines.
+    pub fn puller(
+        &self,
+        say: Option<crate::build::base::Say>,
+    ) -> Option<crate::build::base::Puller> {
+        (self.pull != PullPolicy::Never).then(|| {
+            crate::build::base::Puller::new(self.registry(), self.pull == PullPolicy::Always, say)
+        })
+    }
 }
 
 /// `--pull` policies (podman's names).
@@ -406,6 +434,10 @@ pub struct CheckArgs {
     /// Set a build argument K=V (K alone: from the environment); repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+    /// Base images from registries (their environment matters to a
+    /// Dockerfile's expansion).
+    #[command(flatten)]
+    pub bases: BaseArgs,
 }
 
 /// `imgbuild load`.

@@ -7,9 +7,7 @@ use anyhow::Context;
 
 use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
-use crate::cli::args::{
-    BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode, PullPolicy,
-};
+use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode};
 use crate::cli::exit::Failure;
 use crate::cli::util::{absolute, env_epoch, now, open_store, out};
 use crate::layer::Compression;
@@ -21,20 +19,13 @@ use crate::store::atomic_write;
 /// Runs a build.
 pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
-    let puller = (a.pull != PullPolicy::Never).then(|| {
-        Arc::new(build::base::Puller::new(
-            crate::registry::Options {
-                insecure: a.insecure_registry.clone(),
-            },
-            a.pull == PullPolicy::Always,
-            (!matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json)).then(|| {
-                Box::new(|line: &str| {
-                    use std::io::Write;
-                    let _ = writeln!(std::io::stderr().lock(), "{line}");
-                }) as build::base::Say
-            }),
-        ))
+    let say = (!matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json)).then(|| {
+        Box::new(|line: &str| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }) as build::base::Say
     });
+    let puller = a.bases.puller(say).map(Arc::new);
     let def = definition::load(&Request {
         input: &a.input,
         dockerfile: a.file.as_deref(),
@@ -64,9 +55,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         (None, false) => None,
     };
     let sink = progress_sink(a);
-    let registry_opts = crate::registry::Options {
-        insecure: a.insecure_registry.clone(),
-    };
+    let registry_opts = a.bases.registry();
     let store = import_caches(store, &a.cache_from, &registry_opts)?;
     let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
     let opts = BuildOptions {

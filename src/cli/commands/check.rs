@@ -15,11 +15,9 @@ pub fn run(cli: &Cli, a: &CheckArgs) -> Result<(), Failure> {
         build_args: &a.build_args,
         run_checks: true,
         store: &store,
-        // Lowering needs a base's environment: a missing base is pulled
-        // (unless IMGBUILD_PULL=never, as for build).
-        puller: (std::env::var("IMGBUILD_PULL").as_deref() != Ok("never"))
-            .then(|| crate::build::base::Puller::new(Default::default(), false, None))
-            .as_ref(),
+        // Lowering needs a base's environment: a missing base is pulled,
+        // as build would.
+        puller: a.bases.puller(None).as_ref(),
     })?
     .graph;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());
