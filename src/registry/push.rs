@@ -112,7 +112,7 @@ pub fn push(
 
 /// Uploads the blobs `repo` lacks, [`PARALLEL`] at a time: each is asked
 /// for with `HEAD`, mounted from the repository `mounts` names when the
-/// registry allows, else checked against its digest and streamed. Blobs in
+/// registry allows, else streamed (the registry checks the digest). Blobs in
 /// `quiet` are not reported.
 ///
 /// # Errors
@@ -134,20 +134,11 @@ pub(super) fn upload_missing(
             }
             return Ok(());
         }
-        // Read it (a registry cache's layer may still be remote).
+        // Opened once so that a registry cache's layer still remote is
+        // fetched. No digest check here: the upload names the digest and the
+        // registry refuses bytes that do not match it.
         drop(store.open_blob(digest)?);
         let path = store.blob_path(digest);
-        // The store's copy is what we promise: check it first.
-        let actual = Digest::of_file(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if actual != *digest {
-            return Err(Error::Store(crate::store::Error::DigestMismatch {
-                expected: *digest,
-                actual,
-            }));
-        }
         let from = mounts.get(digest).map(String::as_str);
         let mounted = client.upload_blob(repo, digest, *size, &path, from)?;
         match (report, mounted, from) {

@@ -505,6 +505,28 @@ fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
     assert_eq!(n, 0, "a corrupt blob was stored");
     let tmp = std::fs::read_dir(env.path().join("bad/tmp")).map_or(0, |r| r.count());
     assert_eq!(tmp, 0);
+
+    // The other way: a store blob damaged on disk is refused by the registry
+    // on push (the upload names the digest), and the manifest is not put.
+    let layer = crate::util::manifest_layers(&env.path().join("app/out.tar"))[0]
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = env.store().join("blobs/sha256").join(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    // Another name for the same registry: no repository to mount from.
+    let elsewhere = format!("localhost:{}/team/damaged:1", reg.port);
+    let out = env.run(&["push", &dest, &elsewhere]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("DIGEST_INVALID"), "{err}");
+    let sk = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{elsewhere}"))
+        .output()
+        .unwrap();
+    assert!(!sk.status.success(), "the damaged image was published");
 }
 
 #[test]
