@@ -17,10 +17,6 @@
 # env: BENCH_DIR (default ../shared/bench), BENCH_WORK (default /tmp/imgbuild-bench)
 # Exit status 1 when a target is missed or the -j1/-j2 archives differ.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export BENCH_WORK=${BENCH_WORK:-/tmp/imgbuild-bench}
-BENCH_DIR=${BENCH_DIR:-$(cd "$ROOT/../shared/bench" && pwd)}
 ROUNDS=3 SCALE=1 DRIVER=vfs PEER=1
 while getopts "r:s:d:P" o; do
   case $o in
@@ -31,14 +27,11 @@ while getopts "r:s:d:P" o; do
     *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
-# shellcheck source=/dev/null
-source "$BENCH_DIR/common.sh"
-OUT="$RESULTS/imgbuild-build-$(date +%Y%m%d-%H%M%S).jsonl"
+# shellcheck source=scripts/bench-env.sh
+source "$(dirname "$0")/bench-env.sh" build
+cd "$ROOT"
 W="$BENCH_WORK/imgbuild"
 mkdir -p "$W"
-
-cargo build --release --locked -q
-BIN="$ROOT/target/release/imgbuild"
 export SOURCE_DATE_EPOCH=0
 
 MANY=$(ensure_ctx many "$SCALE")

@@ -15,10 +15,6 @@
 # env: BENCH_DIR (default ../shared/bench), BENCH_WORK (default /tmp/imgbuild-bench)
 # Exit status 1 when the target is missed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export BENCH_WORK=${BENCH_WORK:-/tmp/imgbuild-bench}
-BENCH_DIR=${BENCH_DIR:-$(cd "$ROOT/../shared/bench" && pwd)}
 ROUNDS=3
 while getopts "r:" o; do
   case $o in
@@ -26,14 +22,11 @@ while getopts "r:" o; do
     *) sed -n '2,16p' "$0"; exit 2 ;;
   esac
 done
-# shellcheck source=/dev/null
-source "$BENCH_DIR/common.sh"
-OUT="$RESULTS/imgbuild-pull-$(date +%Y%m%d-%H%M%S).jsonl"
+# shellcheck source=scripts/bench-env.sh
+source "$(dirname "$0")/bench-env.sh" pull
+cd "$ROOT"
 W="$BENCH_WORK/imgbuild-pull"
 mkdir -p "$W"
-
-cargo build --release --locked -q
-BIN="$ROOT/target/release/imgbuild"
 export SOURCE_DATE_EPOCH=0
 BIG=$(ensure_ctx big 1)
 

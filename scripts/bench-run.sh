@@ -14,10 +14,6 @@
 # env: BENCH_DIR (default ../shared/bench), BENCH_WORK (default /tmp/imgbuild-bench)
 # Exit status 1 when a target is missed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export BENCH_WORK=${BENCH_WORK:-/tmp/imgbuild-bench}
-BENCH_DIR=${BENCH_DIR:-$(cd "$ROOT/../shared/bench" && pwd)}
 ROUNDS=5 DRIVER=overlay
 while getopts "r:d:" o; do
   case $o in
@@ -26,15 +22,12 @@ while getopts "r:d:" o; do
     *) sed -n '2,16p' "$0"; exit 2 ;;
   esac
 done
-# shellcheck source=/dev/null
-source "$BENCH_DIR/common.sh"
-OUT="$RESULTS/imgbuild-run-$(date +%Y%m%d-%H%M%S).jsonl"
+# shellcheck source=scripts/bench-env.sh
+source "$(dirname "$0")/bench-env.sh" run
+cd "$ROOT"
 W="$BENCH_WORK/imgbuild-run"
 rm -rf "$W"
 mkdir -p "$W/ctx"
-
-cargo build --release --locked -q
-BIN="$ROOT/target/release/imgbuild"
 export SOURCE_DATE_EPOCH=1700000000
 make_base
 
