@@ -76,10 +76,15 @@ impl Registry {
 
     /// Blob GETs the registry has served so far.
     fn blob_gets(&self) -> usize {
+        self.gets_of("sha256:")
+    }
+
+    /// Blob GETs served so far whose path contains `digest`.
+    fn gets_of(&self, digest: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest}")))
             .count()
     }
 }
@@ -644,6 +649,23 @@ fn a_build_cache_in_the_registry_serves_an_empty_store() {
     assert_success(&out, &["build with --cache-to"]);
     assert!(stderr(&out).contains("Exported"), "{}", stderr(&out));
 
+    // Importing reads the index, manifests and configs, never a layer: a
+    // dry run on an empty store finds every step cached (only the archive
+    // is missing) without fetching one.
+    let layers = crate::util::manifest_layers(&env.path().join("ctx/a.tar"));
+    let layer_gets = || layers.iter().map(|l| reg.gets_of(l)).sum::<usize>();
+    let out = build(
+        "dry",
+        &["--cache-from", &cache, "--dry-run", "-o", "dry.tar"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("every step is cached, but an output archive is missing"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(layer_gets(), 0);
+
     let gets = reg.blob_gets();
     let out = build("b", &["--cache-from", &cache, "-o", "b.tar"]);
     assert_success(&out, &["build with --cache-from"]);
@@ -659,6 +681,9 @@ fn a_build_cache_in_the_registry_serves_an_empty_store() {
     // small documents) crossed the wire.
     let fetched = reg.blob_gets() - gets;
     assert!(fetched >= 2, "{fetched}");
+    // The archive needed the COPY and RUN layers, each fetched once; the
+    // base's came from base.tar.
+    assert_eq!(layer_gets(), 2);
 
     // A cache that is not there is a warning, not a failure.
     let out = build(
