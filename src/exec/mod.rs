@@ -364,27 +364,13 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
                     }
                 }
             }
-            // Output ends when stage 1 has written the report and, holding
-            // the upper, waits for us.
+            // Output ends when stage 1 has written the report; holding a
+            // memory upper (and not having written the layer itself), it
+            // waits for us to read it.
             let report = read_report(dir);
-            if let Ok(msg) = std::fs::read_to_string(dir.join("error")) {
-                drop(control);
-                let _ = child.wait();
-                return Err(Error::Setup(msg.trim_end().to_string()));
-            }
-            if let (Some(code), Some(layer)) = (report.code, report.layer) {
-                drop(control);
-                let _ = child.wait();
-                return Ok(Outcome {
-                    code,
-                    tail: tail.into(),
-                    created: report.created,
-                    upper: None,
-                    held: None,
-                    layer: Some(layer),
-                });
-            }
-            if let (Some(code), true) = (report.code, hold) {
+            if let (Some(code), true, None) = (report.code, hold, &report.layer)
+                && !dir.join("error").exists()
+            {
                 let pid = child.id();
                 return Ok(Outcome {
                     code,
@@ -403,7 +389,9 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
             child.wait().map_err(spawn_err)?
         }
     };
-    let report = read_report(dir);
+    if let Ok(msg) = std::fs::read_to_string(dir.join("error")) {
+        return Err(Error::Setup(msg.trim_end().to_string()));
+    }
     let code = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
@@ -412,16 +400,17 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
         (None, Some(sig)) => return Err(Error::Signaled(sig)),
         (None, None) => return Err(Error::Signaled(0)),
     };
-    if let Ok(msg) = std::fs::read_to_string(dir.join("error")) {
-        return Err(Error::Setup(msg.trim_end().to_string()));
-    }
+    let report = read_report(dir);
+    // Where the changes are: a layer stage 1 wrote, or the disk upper.
+    let upper = (report.layer.is_none() && matches!(spec.rootfs, Rootfs::Overlay { .. }))
+        .then(|| dir.join("upper"));
     Ok(Outcome {
         code,
         tail: tail.into(),
         created: report.created,
-        upper: matches!(spec.rootfs, Rootfs::Overlay { .. }).then(|| dir.join("upper")),
+        upper,
         held: None,
-        layer: None,
+        layer: report.layer,
     })
 }
 
