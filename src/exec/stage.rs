@@ -252,13 +252,7 @@ fn stage1(dir: &Path) -> Result<i32> {
     // new PID namespace, without paying for another exec.
     let code = match sys::fork().map_err(ctx("starting the sandbox init"))? {
         sys::Forked::Child => std::process::exit(stage2_main(dir)),
-        sys::Forked::Parent(pid) => loop {
-            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
-                Ok(Some((_, status))) => break exit_code(status),
-                Ok(None) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
-            }
-        },
+        sys::Forked::Parent(pid) => wait_for(pid, "the sandbox init")?,
     };
     if spec.capture {
         // The namespace is empty now. Keep the upper for the builder: unmount
@@ -311,14 +305,7 @@ fn enter_user_namespace(map: super::IdMapping) -> Result<bool> {
     if let Some((pid, go)) = helper {
         let _ = rustix::io::write(&go, b"x");
         drop(go);
-        let status = loop {
-            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
-                Ok(Some((_, st))) => break exit_code(st),
-                Ok(None) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(format!("waiting for newuidmap: {e}")),
-            }
-        };
-        if status == 0 {
+        if wait_for(pid, "newuidmap")? == 0 {
             return Ok(true);
         }
     }
@@ -518,6 +505,17 @@ fn stage2(dir: &Path) -> Result<i32> {
             }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(format!("waiting for the command: {e}")),
+        }
+    }
+}
+
+/// Waits for our child `pid` and returns its [`exit_code`].
+fn wait_for(pid: rustix::process::Pid, what: &str) -> Result<i32> {
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(exit_code(status)),
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
         }
     }
 }
