@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod confine;
 pub mod diag;
 pub mod digest;
 pub mod exec;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::user::{self, Identity};
 use super::{MountKind, Report, Rootfs, SETUP_FAILED, Spec, Upper, sys};
-use crate::layer::extract::{open_in_root, open_root};
+use crate::confine::{Root, open_in};
 
 /// What stage 1 hands stage 2, as `DIR/init.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,7 +160,7 @@ fn stage1(dir: &Path) -> Result<i32> {
         Rootfs::Dir(root) => rustix::mount::mount_bind(root, &merged)
             .map_err(ctx(format!("bind-mounting {}", root.display())))?,
     }
-    let root = open_root(&merged).map_err(ctx("opening the root"))?;
+    let root = Root::open(&merged).map_err(ctx("opening the root"))?;
     let mut created = Vec::new();
     mountpoints(&root, &spec, &mut created)?;
     mount_dev(&root)?;
@@ -398,16 +398,13 @@ pub fn prepare_mountpoints(
     root: &Path,
     spec: &Spec,
 ) -> std::result::Result<Vec<String>, super::Error> {
-    let root = open_root(root).map_err(|source| super::Error::Dir {
-        path: root.to_path_buf(),
-        source,
-    })?;
+    let root = Root::open(root).map_err(|e| super::Error::Setup(e.to_string()))?;
     let mut created = Vec::new();
     mountpoints(&root, spec, &mut created).map_err(super::Error::Setup)?;
     Ok(created)
 }
 
-fn mountpoints(root: &OwnedFd, spec: &Spec, created: &mut Vec<String>) -> Result<()> {
+fn mountpoints(root: &Root, spec: &Spec, created: &mut Vec<String>) -> Result<()> {
     ensure(root, "proc", true, created)?;
     ensure(root, "dev", true, created)?;
     ensure(root, "etc/hosts", false, created)?;
@@ -610,7 +607,7 @@ fn mount_overlay(dir: &Path, merged: &Path, lowers: &[PathBuf], xattr: &str) -> 
 /// `/dev` as docker makes it: a tmpfs with the harmless devices bound from
 /// the host (binding works in a user namespace, where mknod does not), a
 /// private devpts, and /dev/shm.
-fn mount_dev(root: &OwnedFd) -> Result<()> {
+fn mount_dev(root: &Root) -> Result<()> {
     let dev = ensure(root, "dev", true, &mut Vec::new())?;
     mount_fs(
         &dev,
@@ -639,8 +636,8 @@ fn mount_dev(root: &OwnedFd) -> Result<()> {
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         "mode=1777,size=65536k",
     )?;
-    let devfd = open_in_root(
-        root.as_fd(),
+    let devfd = open_in(
+        root.fd(),
         Path::new("dev"),
         OFlags::DIRECTORY | OFlags::RDONLY,
     )
@@ -703,10 +700,10 @@ fn mount_fs(target: &OwnedFd, source: &str, fs: &str, flags: MountFlags, data: &
 /// Opens (creating as needed) `rel` inside the root as an `O_PATH`
 /// descriptor; a directory when `dir`, else a file. Whatever it creates is
 /// appended to `created` (as resolved, relative to the root).
-fn ensure(root: &OwnedFd, rel: &str, dir: bool, created: &mut Vec<String>) -> Result<OwnedFd> {
+fn ensure(root: &Root, rel: &str, dir: bool, created: &mut Vec<String>) -> Result<OwnedFd> {
     let rel = rel.trim_matches('/');
     let flags = OFlags::PATH | OFlags::CLOEXEC;
-    match open_in_root(root.as_fd(), Path::new(rel), flags) {
+    match open_in(root.fd(), Path::new(rel), flags) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("opening /{rel}: {e}")),
@@ -716,15 +713,15 @@ fn ensure(root: &OwnedFd, rel: &str, dir: bool, created: &mut Vec<String>) -> Re
         None => ("", rel),
     };
     let pfd = if parent.is_empty() {
-        open_in_root(
-            root.as_fd(),
+        open_in(
+            root.fd(),
             Path::new("."),
             OFlags::DIRECTORY | OFlags::RDONLY,
         )
     } else {
         ensure(root, parent, true, created)?;
-        open_in_root(
-            root.as_fd(),
+        open_in(
+            root.fd(),
             Path::new(parent),
             OFlags::DIRECTORY | OFlags::RDONLY,
         )
@@ -742,26 +739,21 @@ fn ensure(root: &OwnedFd, rel: &str, dir: bool, created: &mut Vec<String>) -> Re
         )
         .map_err(ctx(format!("creating /{rel}")))?;
     }
-    let fd = open_in_root(root.as_fd(), Path::new(rel), flags)
-        .map_err(ctx(format!("opening /{rel}")))?;
+    let fd = open_in(root.fd(), Path::new(rel), flags).map_err(ctx(format!("opening /{rel}")))?;
     // Where it really is (the parent may have been reached through a symlink).
     let real = resolved(root, &fd).unwrap_or_else(|| rel.to_string());
     created.push(real);
     Ok(fd)
 }
 
-fn resolved(root: &OwnedFd, fd: &OwnedFd) -> Option<String> {
-    let r = std::fs::read_link(fd_path(root)).ok()?;
+fn resolved(root: &Root, fd: &OwnedFd) -> Option<String> {
+    let r = std::fs::read_link(format!("/proc/self/fd/{}", root.fd().as_raw_fd())).ok()?;
     let p = std::fs::read_link(fd_path(fd)).ok()?;
     Some(p.strip_prefix(&r).ok()?.to_string_lossy().into_owned())
 }
 
-fn read_in_root(root: &OwnedFd, rel: &str) -> String {
-    let Ok(fd) = open_in_root(
-        root.as_fd(),
-        Path::new(rel),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-    ) else {
+fn read_in_root(root: &Root, rel: &str) -> String {
+    let Ok(fd) = open_in(root.fd(), Path::new(rel), OFlags::RDONLY | OFlags::CLOEXEC) else {
         return String::new();
     };
     let Ok(st) = rustix::fs::fstat(&fd) else {

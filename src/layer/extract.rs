@@ -13,9 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    AtFlags, CWD, Dir, FileType, Mode, OFlags, ResolveFlags, Timestamps, openat, openat2,
-};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timestamps, openat};
 use rustix::io::Errno;
 
 use super::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
@@ -63,35 +61,15 @@ pub struct ExtractReport {
 /// Opens `root` as a directory for confined resolution.
 ///
 /// # Errors
-/// When `root` is not an openable directory.
-pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    Ok(openat(
-        CWD,
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+/// When `root` is not an openable directory, or the kernel cannot confine.
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    crate::confine::Root::open(root)
+        .map(|r| r.into_fd())
+        .map_err(io::Error::other)
 }
 
-/// Opens `path` (taken as relative to `root` even if absolute) with every
-/// component, symlinks included, resolved inside `root`.
-///
-/// # Errors
-/// `ENOENT` and friends from the kernel; `ELOOP` for symlink loops.
-pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    Ok(openat2(
-        root,
-        rel,
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )?)
+fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    crate::confine::open_in(root, path, flags)
 }
 
 /// Resolves `path` inside `root_path` (symlinks followed, confined) and returns

@@ -18,4 +18,5 @@ mod parse;
 mod registry;
 mod repro;
 mod sandbox;
+mod security;
 mod spec;

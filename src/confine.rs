@@ -1,0 +1,482 @@
+//! Root-confined file access: the one module that opens paths named by an
+//! image, a build context or an archive. Everything else gets a [`Root`] and
+//! asks it.
+//!
+//! Every name is resolved by the kernel with `openat2(2)` and
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: `..` stops at the root, an
+//! absolute symlink starts again at the root, and `/proc/self/fd/N`-style
+//! magic links are refused, so no symlink, hard link, `..` or absolute name
+//! can reach outside (as youki's `pathrs::Root` and runc's
+//! `securejoin`/`openat2` do). Names are bytes: a name that is not UTF-8 is
+//! used as it is, never re-encoded. The kernels we support have `openat2`
+//! (Linux 5.6); on one without it [`Root::open`] refuses with
+//! [`Error::Unsupported`] rather than fall back to string joins.
+//!
+//! This is a leaf: it imports nothing from the crate.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+/// Why a root could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel has no `openat2(2)`: confinement cannot be guaranteed.
+    #[error(
+        "this kernel has no openat2(2) (Linux 5.6 or later is needed): \
+         imgbuild cannot confine paths inside {path} safely"
+    )]
+    Unsupported {
+        /// The root that was being opened.
+        path: PathBuf,
+    },
+    /// The root itself could not be opened as a directory.
+    #[error("opening {path}")]
+    Open {
+        /// The root directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A directory that acts as `/` for every name resolved through it.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    /// For messages only: nothing is ever opened through this path again.
+    path: PathBuf,
+}
+
+/// One child of a directory, as [`Root::read_dir`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The child's name: bytes, exactly as on disk.
+    pub name: OsString,
+    /// Its type, without following a symlink.
+    pub kind: FileType,
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+/// `rel` as a name relative to the root: leading `/`s dropped, empty as `.`.
+fn relative(rel: &Path) -> &Path {
+    let bytes = rel.as_os_str().as_bytes();
+    let start = bytes.iter().take_while(|&&b| b == b'/').count();
+    let rest = &bytes[start..];
+    if rest.is_empty() {
+        Path::new(".")
+    } else {
+        Path::new(OsStr::from_bytes(rest))
+    }
+}
+
+/// Splits a root-relative name into its parent and final component (`None`
+/// for the root itself, `.` and `..`: they name no entry of a parent).
+pub fn split_parent(rel: &Path) -> Option<(&Path, &OsStr)> {
+    let bytes = relative(rel).as_os_str().as_bytes();
+    let bytes = trim_trailing_slashes(bytes);
+    let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b"."[..], bytes),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return None;
+    }
+    let parent = if parent.is_empty() { &b"."[..] } else { parent };
+    Some((
+        Path::new(OsStr::from_bytes(parent)),
+        OsStr::from_bytes(name),
+    ))
+}
+
+fn trim_trailing_slashes(mut b: &[u8]) -> &[u8] {
+    while b.len() > 1 && b.ends_with(b"/") {
+        b = &b[..b.len() - 1];
+    }
+    b
+}
+
+impl Root {
+    /// Opens the directory `path` as a root. The path itself is the
+    /// builder's own (a store directory, the context the user named) and is
+    /// resolved normally; only names *inside* it are confined.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on a kernel without `openat2`, [`Error::Open`]
+    /// when `path` is not an openable directory.
+    pub fn open(path: &Path) -> Result<Root, Error> {
+        let how = rustix::fs::openat2(
+            CWD,
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::empty(),
+        );
+        match how {
+            Ok(fd) => Ok(Root {
+                fd,
+                path: path.to_path_buf(),
+            }),
+            Err(Errno::NOSYS) => Err(Error::Unsupported {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(Error::Open {
+                path: path.to_path_buf(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// A root over a directory descriptor already held (for example one
+    /// opened inside another root). `path` is for messages only.
+    pub fn from_fd(fd: OwnedFd, path: impl Into<PathBuf>) -> Root {
+        Root {
+            fd,
+            path: path.into(),
+        }
+    }
+
+    /// The directory descriptor, handed over.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// The directory descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The host path the root was opened from, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The host path of `rel` inside the root, for messages only (never open
+    /// it: use the root).
+    pub fn display_path(&self, rel: &Path) -> PathBuf {
+        let r = relative(rel);
+        if r == Path::new(".") {
+            self.path.clone()
+        } else {
+            self.path.join(r)
+        }
+    }
+
+    /// Opens `rel` (taken as relative to the root even if absolute) with
+    /// every component, symlinks included, resolved inside the root.
+    ///
+    /// # Errors
+    /// The kernel's: `ENOENT`, `ELOOP` for a symlink loop, `EXDEV` for a
+    /// magic link.
+    pub fn open_at(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat2(
+            self.fd.as_fd(),
+            relative(rel),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve_flags(),
+        )?)
+    }
+
+    /// Creates (exclusively) and opens the regular file `rel` for writing;
+    /// its parent is resolved inside the root, the final name is never
+    /// followed.
+    ///
+    /// # Errors
+    /// The kernel's, `EEXIST` when something is already there.
+    pub fn create_file(&self, rel: &Path, mode: u32) -> io::Result<File> {
+        let (parent, name) = split_parent(rel).ok_or_else(invalid_name)?;
+        let dir = self.open_at(parent, OFlags::DIRECTORY | OFlags::RDONLY)?;
+        let fd = rustix::fs::openat(
+            dir.as_fd(),
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens `rel` for reading; it must be a regular file. A symlink on the
+    /// way (the last component included) is followed inside the root.
+    ///
+    /// # Errors
+    /// The kernel's, or `EINVAL` when it is not a regular file (a FIFO is
+    /// never opened for reading: that would block).
+    pub fn open_file(&self, rel: &Path) -> io::Result<File> {
+        // O_PATH first: opening a FIFO or a device for reading has effects.
+        let probe = self.open_at(rel, OFlags::PATH)?;
+        let st = rustix::fs::fstat(&probe)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(not_a_file());
+        }
+        self.reopen_read(&probe)
+    }
+
+    /// Opens `rel` for reading without following a symlink in its last
+    /// component: what a directory walk found as a file is read as that
+    /// file, or not at all.
+    ///
+    /// # Errors
+    /// As [`Root::open_file`]; `ELOOP` when the name is now a symlink.
+    pub fn open_file_nofollow(&self, rel: &Path) -> io::Result<File> {
+        let probe = self.open_at(rel, OFlags::PATH | OFlags::NOFOLLOW)?;
+        let st = rustix::fs::fstat(&probe)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(not_a_file());
+        }
+        self.reopen_read(&probe)
+    }
+
+    /// Reopens an `O_PATH` descriptor of a regular file for reading. Going
+    /// through `/proc/self/fd` is the kernel's own way to upgrade an
+    /// `O_PATH` descriptor (openat2(2)); it opens that very inode, and the
+    /// type was checked on it.
+    fn reopen_read(&self, probe: &OwnedFd) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            CWD,
+            format!("/proc/self/fd/{}", probe.as_raw_fd()),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens the directory `rel` (symlinks followed inside the root).
+    ///
+    /// # Errors
+    /// The kernel's; `ENOTDIR` when it is not a directory.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_at(rel, OFlags::DIRECTORY | OFlags::RDONLY)
+    }
+
+    /// `stat` of `rel`, following symlinks inside the root.
+    ///
+    /// # Errors
+    /// The kernel's.
+    pub fn stat(&self, rel: &Path) -> io::Result<Stat> {
+        let fd = self.open_at(rel, OFlags::PATH)?;
+        Ok(rustix::fs::fstat(&fd)?)
+    }
+
+    /// `lstat` of `rel`: its parents resolved inside the root, the last
+    /// component not followed.
+    ///
+    /// # Errors
+    /// The kernel's.
+    pub fn lstat(&self, rel: &Path) -> io::Result<Stat> {
+        let fd = self.open_at(rel, OFlags::PATH | OFlags::NOFOLLOW)?;
+        Ok(rustix::fs::fstat(&fd)?)
+    }
+
+    /// The target of the symlink `rel`, as bytes (not resolved).
+    ///
+    /// # Errors
+    /// The kernel's; `EINVAL` when `rel` is not a symlink.
+    pub fn read_link(&self, rel: &Path) -> io::Result<PathBuf> {
+        let fd = self.open_at(rel, OFlags::PATH | OFlags::NOFOLLOW)?;
+        let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
+        Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
+    }
+
+    /// The children of the directory `rel`, sorted by the bytes of their
+    /// names, without `.` and `..`.
+    ///
+    /// # Errors
+    /// The kernel's.
+    pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
+        let fd = self.open_dir(rel)?;
+        read_dir_fd(fd.as_fd())
+    }
+
+    /// Creates every missing directory of `rel` (mode `mode`), each one
+    /// inside the root, and opens the last.
+    ///
+    /// # Errors
+    /// The kernel's; `ENOTDIR` when a component is not a directory.
+    pub fn create_dir_all(&self, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
+        match self.open_dir(rel) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let Some((parent, name)) = split_parent(rel) else {
+            return self.open_dir(rel);
+        };
+        let dir = self.create_dir_all(parent, mode)?;
+        match rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.open_dir(rel)
+    }
+}
+
+/// The children of an open directory, sorted by name bytes, without `.`
+/// and `..`; a type the directory entry does not give is read with
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`.
+///
+/// # Errors
+/// The kernel's.
+pub fn read_dir_fd(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
+    // A fresh descriptor: `Dir` reads from the descriptor's offset.
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for e in Dir::read_from(&fd)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name).to_os_string();
+        let kind = match e.file_type() {
+            FileType::Unknown => {
+                let st = rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                FileType::from_raw_mode(st.st_mode)
+            }
+            k => k,
+        };
+        out.push(DirEntry { name, kind });
+    }
+    out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(out)
+}
+
+fn invalid_name() -> io::Error {
+    io::Error::from(io::ErrorKind::InvalidInput)
+}
+
+fn not_a_file() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// Opens `path` inside the directory `root` (see [`Root::open_at`]), for
+/// callers that hold a bare descriptor.
+///
+/// # Errors
+/// The kernel's.
+pub fn open_in(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat2(
+        root,
+        relative(path),
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve_flags(),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn fixture() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "inside").unwrap();
+        std::fs::write(t.path().join("secret"), "outside").unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../secret", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root/etc/passwd", r.join("magic")).unwrap();
+        let root = Root::open(&r).unwrap();
+        (t, root)
+    }
+
+    fn read(root: &Root, rel: &str) -> io::Result<String> {
+        let mut s = String::new();
+        root.open_file(Path::new(rel))?.read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    #[test]
+    fn symlinks_and_dotdot_stay_inside() {
+        let (_t, root) = fixture();
+        assert_eq!(read(&root, "/abs/passwd").unwrap(), "inside");
+        assert_eq!(read(&root, "../../../etc/passwd").unwrap(), "inside");
+        // `up` climbs to the root and finds no `secret` there.
+        assert_eq!(
+            read(&root, "up").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        // /proc/self/root is a magic link: refused, not followed to the host.
+        assert!(read(&root, "magic").is_err());
+    }
+
+    #[test]
+    fn lstat_and_read_link_do_not_follow() {
+        let (_t, root) = fixture();
+        let st = root.lstat(Path::new("abs")).unwrap();
+        assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::Symlink);
+        assert_eq!(root.read_link(Path::new("abs")).unwrap(), Path::new("/etc"));
+        let st = root.stat(Path::new("abs")).unwrap();
+        assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::Directory);
+        assert!(root.open_file_nofollow(Path::new("abs")).is_err());
+    }
+
+    #[test]
+    fn non_utf8_names_are_kept() {
+        let (_t, root) = fixture();
+        let name = OsStr::from_bytes(b"caf\xe9");
+        root.create_file(&Path::new("etc").join(name), 0o644)
+            .unwrap();
+        let names: Vec<OsString> = root
+            .read_dir(Path::new("etc"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [name.to_os_string(), OsString::from("passwd")]);
+    }
+
+    #[test]
+    fn create_dir_all_goes_through_links_inside() {
+        let (t, root) = fixture();
+        root.create_dir_all(Path::new("abs/new/deeper"), 0o755)
+            .unwrap();
+        assert!(t.path().join("root/etc/new/deeper").is_dir());
+        assert!(!Path::new("/etc/new").exists());
+    }
+
+    #[test]
+    fn fifos_are_not_opened() {
+        let (t, root) = fixture();
+        rustix::fs::mknodat(
+            CWD,
+            t.path().join("root/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(root.open_file(Path::new("fifo")).is_err());
+    }
+
+    #[test]
+    fn split_parent_names() {
+        assert_eq!(
+            split_parent(Path::new("/a/b/")),
+            Some((Path::new("a"), OsStr::new("b")))
+        );
+        assert_eq!(
+            split_parent(Path::new("x")),
+            Some((Path::new("."), OsStr::new("x")))
+        );
+        assert_eq!(split_parent(Path::new("/")), None);
+        assert_eq!(split_parent(Path::new("a/..")), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Every path from a layer, a context or an ADDed archive resolves inside its root.

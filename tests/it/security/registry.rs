@@ -1,0 +1,1 @@
+//! Registries that fail transiently do not fail the build.

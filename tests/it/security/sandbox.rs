@@ -1,0 +1,1 @@
+//! RUN gets at least Docker's default isolation, as root and rootless.

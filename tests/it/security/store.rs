@@ -1,0 +1,1 @@
+//! The store is private to its owner, and readers hold its lock.
