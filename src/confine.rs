@@ -188,6 +188,22 @@ impl Root {
         )?)
     }
 
+    /// Opens `rel` only if no component of it is a symlink (`ELOOP`
+    /// otherwise): for names the builder itself recorded as real paths,
+    /// which must not be redirected by a link made since.
+    ///
+    /// # Errors
+    /// The kernel's; `ELOOP` when a component is a symlink.
+    pub fn open_strict(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat2(
+            self.fd.as_fd(),
+            relative(rel),
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            resolve_flags() | ResolveFlags::NO_SYMLINKS,
+        )?)
+    }
+
     /// Creates (exclusively) and opens the regular file `rel` for writing;
     /// its parent is resolved inside the root, the final name is never
     /// followed.
@@ -298,6 +314,30 @@ impl Root {
         read_dir_fd(fd.as_fd())
     }
 
+    /// The children of the directory `rel` with their `lstat`, sorted by
+    /// name bytes: one `fstatat` per child on the open directory (no new
+    /// resolution per child, which a directory walk would pay for every
+    /// file).
+    ///
+    /// # Errors
+    /// The kernel's.
+    pub fn read_dir_stat(&self, rel: &Path) -> io::Result<Vec<(DirEntry, Stat)>> {
+        let fd = self.open_dir(rel)?;
+        read_dir_fd(fd.as_fd())?
+            .into_iter()
+            .map(|e| {
+                let st = rustix::fs::statat(&fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                Ok((
+                    DirEntry {
+                        kind: FileType::from_raw_mode(st.st_mode),
+                        name: e.name,
+                    },
+                    st,
+                ))
+            })
+            .collect()
+    }
+
     /// Creates every missing directory of `rel` (mode `mode`), each one
     /// inside the root, and opens the last.
     ///
@@ -319,6 +359,44 @@ impl Root {
         }
         self.open_dir(rel)
     }
+}
+
+/// The value of the extended attribute `name` of the object an `O_PATH`
+/// (or any) descriptor names; `None` when it has none (or the filesystem
+/// has no xattrs). Goes through `/proc/self/fd`, the kernel's way to reach
+/// the inode of an `O_PATH` descriptor, which `fgetxattr` refuses.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
+    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::getxattr(p.as_str(), name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(Errno::RANGE) if buf.len() < (1 << 16) => buf.resize(1 << 16, 0),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The names of the extended attributes of the object `fd` names (see
+/// [`get_xattr`]).
+pub fn list_xattrs(fd: BorrowedFd<'_>) -> Vec<OsString> {
+    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::listxattr(p.as_str(), &mut buf[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) if buf.len() < (1 << 16) => buf.resize(1 << 16, 0),
+            Err(_) => return Vec::new(),
+        }
+    };
+    buf[..n]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| OsStr::from_bytes(n).to_os_string())
+        .collect()
 }
 
 /// The children of an open directory, sorted by name bytes, without `.`

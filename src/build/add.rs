@@ -2,15 +2,21 @@
 //! zstd) named directly as an ADD source is unpacked into the destination
 //! instead of copied, keeping its members' modes, owners and mtimes, as docker
 //! does. Members are extracted root-confined into a temporary directory and
-//! stream from there into the layer.
+//! stream from there into the layer, read through that directory's
+//! [`Root`] — never by a host path, which a member's symlink could point
+//! anywhere.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::CopyError;
 use super::sources::{Selected, Selection, SourceKind};
+use crate::confine::Root;
 use crate::layer::extract::extract_layer;
-use crate::layer::index::{self, Kind, Record};
+use crate::layer::index::{self, Kind, Merged, Record};
+use crate::layer::{FileSource, LayerPath};
 use crate::store::Store;
 
 /// Compressions docker recognises for ADD.
@@ -23,8 +29,8 @@ enum Packing {
     Zstd,
 }
 
-fn sniff(path: &Path) -> std::io::Result<Option<Packing>> {
-    let mut f = BufReader::new(std::fs::File::open(path)?);
+fn sniff(source: &FileSource) -> std::io::Result<Option<Packing>> {
+    let mut f = BufReader::new(source.open()?);
     let head = f.fill_buf()?;
     let packing = if head.starts_with(&[0x1f, 0x8b]) {
         Packing::Gzip
@@ -39,7 +45,7 @@ fn sniff(path: &Path) -> std::io::Result<Option<Packing>> {
     };
     // It is an archive only if what is inside starts with a tar header.
     let mut block = [0u8; 512];
-    let mut r = open(path, packing)?;
+    let mut r = open(source, packing)?;
     let mut got = 0;
     while got < block.len() {
         match r.read(&mut block[got..])? {
@@ -50,8 +56,8 @@ fn sniff(path: &Path) -> std::io::Result<Option<Packing>> {
     Ok((got == 512 && is_tar_header(&block)).then_some(packing))
 }
 
-fn open(path: &Path, packing: Packing) -> std::io::Result<Box<dyn Read>> {
-    let f = BufReader::new(std::fs::File::open(path)?);
+fn open(source: &FileSource, packing: Packing) -> std::io::Result<Box<dyn Read + '_>> {
+    let f = BufReader::new(source.open()?);
     Ok(match packing {
         Packing::Plain => Box::new(f),
         Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
@@ -114,51 +120,62 @@ pub fn unpack_archives(
         move |source| CopyError::Read { path, source }
     };
     for s in sel.entries {
-        let packing = match (&s.kind, s.direct) {
-            (SourceKind::File { .. }, true) => sniff(&s.host).map_err(read_err(&s.host))?,
+        let archive = match (&s.kind, s.direct) {
+            (SourceKind::File { source, .. }, true) => Some(source.clone()),
             _ => None,
         };
-        let Some(packing) = packing else {
+        let packing = match &archive {
+            Some(src) => sniff(src).map_err(read_err(&src.describe()))?,
+            None => None,
+        };
+        let (Some(packing), Some(archive)) = (packing, archive) else {
             out.push(s);
             continue;
         };
+        let shown = archive.describe();
         let target = sel.dest_dir.clone().unwrap_or_else(|| s.dest.clone());
         let dir = store.tmp_path("add");
         std::fs::create_dir_all(&dir).map_err(read_err(&dir))?;
         temps.0.push(dir.clone());
-        let stream = open(&s.host, packing).map_err(read_err(&s.host))?;
+        let stream = open(&archive, packing).map_err(read_err(&shown))?;
         let report = extract_layer(&dir, stream).map_err(crate::layer::Error::from)?;
         for skipped in report.skipped {
-            warn(format!("{}: {skipped}", s.host.display()));
+            warn(format!("{}: {skipped}", shown.display()));
         }
-        let stream = open(&s.host, packing).map_err(read_err(&s.host))?;
-        let listing = index::list(stream, &s.host.display().to_string())?;
-        let join = |p: &str| {
-            if target.is_empty() {
-                p.to_string()
-            } else {
-                format!("{target}/{p}")
-            }
-        };
+        let root = Arc::new(Root::open(&dir).map_err(|e| CopyError::Read {
+            path: dir.clone(),
+            source: std::io::Error::other(e),
+        })?);
+        let stream = open(&archive, packing).map_err(read_err(&shown))?;
+        let listing = index::list(stream, &shown.display().to_string())?;
+        // What the archive leaves once every member is applied in order: a
+        // later member replaces an earlier one, and a non-directory a
+        // whole subtree, exactly as extraction did.
+        let mut merged = Merged::new();
+        merged.apply(&listing);
+        let join = |p: &LayerPath| target.join(p.as_bytes());
         for r in listing {
-            let Record::Entry(path, meta) = r else {
+            let Record::Entry(path, _) = r else {
                 continue;
             };
-            let host = dir.join(&path);
+            // Listed once, with its final metadata.
+            let Some(meta) = merged.take(&path) else {
+                continue;
+            };
             let kind = match meta.kind {
                 Kind::Dir => SourceKind::Dir,
                 Kind::File => SourceKind::File {
-                    size: std::fs::symlink_metadata(&host)
-                        .map_err(read_err(&host))?
-                        .len(),
+                    size: meta.size,
+                    source: FileSource::in_root(&root, path.clone(), false),
                 },
-                Kind::Symlink(t) => SourceKind::Symlink(PathBuf::from(t)),
+                Kind::Symlink(t) => {
+                    SourceKind::Symlink(PathBuf::from(std::ffi::OsStr::from_bytes(&t)))
+                }
                 Kind::Hardlink(t) => SourceKind::Hardlink(join(&t)),
                 Kind::Other => continue,
             };
             out.push(Selected {
                 dest: join(&path),
-                host,
                 kind,
                 mode: meta.mode,
                 mtime: i64::try_from(meta.mtime).unwrap_or(i64::MAX),

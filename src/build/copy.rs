@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::sources::{Selected, SourceKind};
 use crate::graph::Chmod;
 use crate::layer::index::{Kind, Merged};
-use crate::layer::{Entry, EntryKind};
+use crate::layer::{Entry, EntryKind, LayerPath};
 
 /// Ownership and permissions applied to one copy's entries.
 #[derive(Debug, Clone)]
@@ -38,9 +38,9 @@ pub struct ItemSelection {
     pub selected: Vec<Selected>,
     /// How to own and stamp them.
     pub apply: Apply,
-    /// The directory the item copies into, as a layer path ("" for `/`), when
-    /// its sources include a directory.
-    pub dest_root: Option<String>,
+    /// The directory the item copies into (the root for `/`), when its
+    /// sources include a directory.
+    pub dest_root: Option<LayerPath>,
 }
 
 /// Builds the entries of one layer from its copies, over the filesystem `lower`.
@@ -49,31 +49,27 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
     // Created directories take the owner of the first copy that needs them.
     // Many files share a parent, so each parent is remembered once: a copy of
     // 50,000 files must not hold 50,000 parent strings.
-    let mut implicit: Vec<(String, Apply)> = Vec::new();
-    let mut claimed: HashSet<String> = HashSet::new();
-    let mut claim = |dir: &str, a: &Apply, implicit: &mut Vec<(String, Apply)>| {
-        if !dir.is_empty() && !claimed.contains(dir) {
-            claimed.insert(dir.to_string());
-            implicit.push((dir.to_string(), a.clone()));
+    let mut implicit: Vec<(LayerPath, Apply)> = Vec::new();
+    let mut claimed: HashSet<LayerPath> = HashSet::new();
+    let mut claim = |dir: LayerPath, a: &Apply, implicit: &mut Vec<(LayerPath, Apply)>| {
+        if !dir.is_empty() && !claimed.contains(&dir) {
+            claimed.insert(dir.clone());
+            implicit.push((dir, a.clone()));
         }
     };
     for item in items {
         let a = item.apply;
         if let Some(root) = &item.dest_root {
-            claim(&redirect(lower, root), &a, &mut implicit);
+            claim(redirect(lower, root), &a, &mut implicit);
         }
         for s in item.selected {
             let path = redirect(lower, &s.dest);
             let mtime = a.epoch.unwrap_or(s.mtime.max(0) as u64);
             let (kind, mode) = match s.kind {
                 SourceKind::Dir => (EntryKind::Dir, chmod(&a, s.mode, true)),
-                SourceKind::File { size } => (
-                    EntryKind::File {
-                        source: s.host,
-                        size,
-                    },
-                    chmod(&a, s.mode, false),
-                ),
+                SourceKind::File { size, source } => {
+                    (EntryKind::File { source, size }, chmod(&a, s.mode, false))
+                }
                 SourceKind::Symlink(t) => (EntryKind::Symlink(t), 0o777),
                 SourceKind::Hardlink(t) => (EntryKind::Hardlink(redirect(lower, &t)), 0o644),
             };
@@ -81,7 +77,7 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                 Some(o) if !a.chown => o,
                 _ => (a.uid, a.gid),
             };
-            if let Some(parent) = parent_of(&path) {
+            if let Some(parent) = path.parent() {
                 claim(parent, &a, &mut implicit);
             }
             out.push(Entry {
@@ -96,22 +92,24 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
             });
         }
     }
-    let explicit: HashSet<&str> = out.iter().map(|e| e.path.as_str()).collect();
-    let mut added: HashSet<String> = HashSet::new();
+    let explicit: HashSet<&LayerPath> = out.iter().map(|e| &e.path).collect();
+    let mut added: HashSet<LayerPath> = HashSet::new();
     let mut dirs = Vec::new();
     for (dir, a) in implicit {
-        let mut cur = Some(dir.as_str());
+        let mut cur = Some(dir);
         while let Some(p) = cur {
-            if p.is_empty() || explicit.contains(p) || !added.insert(p.to_string()) {
+            if p.is_empty() || explicit.contains(&p) || !added.insert(p.clone()) {
                 break;
             }
             let mtime = a.epoch.unwrap_or(a.now);
-            let e = match lower.get(p) {
-                Some(m) if m.kind == Kind::Dir => Entry::dir(p, m.mode, m.uid, m.gid, mtime),
-                _ => Entry::dir(p, 0o755, a.uid, a.gid, mtime),
+            let e = match lower.get(&p) {
+                Some(m) if m.kind == Kind::Dir => {
+                    Entry::dir(p.clone(), m.mode, m.uid, m.gid, mtime)
+                }
+                _ => Entry::dir(p.clone(), 0o755, a.uid, a.gid, mtime),
             };
             dirs.push(e);
-            cur = parent_of(p);
+            cur = p.parent();
         }
     }
     drop(explicit);
@@ -123,25 +121,14 @@ fn chmod(a: &Apply, mode: u32, is_dir: bool) -> u32 {
     a.mode.as_ref().map_or(mode, |m| m.apply(mode, is_dir))
 }
 
-fn parent_of(p: &str) -> Option<&str> {
-    p.rfind('/').map(|i| &p[..i])
-}
-
 /// Resolves the directory part of `path` through symlinks of `lower`.
-fn redirect(lower: &Merged, path: &str) -> String {
+fn redirect(lower: &Merged, path: &LayerPath) -> LayerPath {
     if lower.is_empty() {
-        return path.to_string();
+        return path.clone();
     }
-    match path.rfind('/') {
-        Some(i) => {
-            let dir = lower.resolve(&path[..i]);
-            if dir.is_empty() {
-                path[i + 1..].to_string()
-            } else {
-                format!("{dir}/{}", &path[i + 1..])
-            }
-        }
-        None => path.to_string(),
+    match path.parent() {
+        Some(dir) if !dir.is_empty() => lower.resolve(&dir).join(path.file_name()),
+        _ => path.clone(),
     }
 }
 
@@ -191,14 +178,16 @@ pub fn resolve_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::FileSource;
     use crate::layer::index::{Meta, Record};
-    use std::path::PathBuf;
 
     fn sel(dest: &str) -> Selected {
         Selected {
             dest: dest.into(),
-            host: PathBuf::from("/dev/null"),
-            kind: SourceKind::File { size: 0 },
+            kind: SourceKind::File {
+                size: 0,
+                source: FileSource::Empty,
+            },
             mode: 0o644,
             mtime: 5,
             link_key: None,
@@ -231,6 +220,7 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     mtime: 0,
+                    size: 0,
                 },
             ),
             Record::Entry(
@@ -241,6 +231,7 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     mtime: 0,
+                    size: 0,
                 },
             ),
             Record::Entry(
@@ -251,6 +242,7 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     mtime: 0,
+                    size: 0,
                 },
             ),
             Record::Entry(
@@ -261,6 +253,7 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     mtime: 0,
+                    size: 0,
                 },
             ),
         ]);
@@ -275,7 +268,7 @@ mod tests {
             }],
             &lower,
         );
-        let find = |p: &str| es.iter().find(|e| e.path == p).unwrap();
+        let find = |p: &str| es.iter().find(|e| e.path == *p).unwrap();
         assert_eq!(find("tmp").mode, 0o1777);
         assert_eq!(find("tmp").uid, 0);
         assert_eq!((find("new").mode, find("new").uid), (0o755, 7));

@@ -2,7 +2,6 @@
 //! content digests from the stat memo when a file's stat fields match.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::error::CopyError;
@@ -16,7 +15,13 @@ pub(super) fn file_content_digest(
     s: &sources::Selected,
     memo: &Mutex<StatMemo>,
 ) -> Result<Digest, CopyError> {
-    let key = s.host.to_string_lossy();
+    let sources::SourceKind::File { source, .. } = &s.kind else {
+        return Ok(Digest::of(b""));
+    };
+    let shown = source.describe();
+    // A name that is not UTF-8 keys the memo lossily; the stat fields
+    // (inode, device) still tell two such files apart.
+    let key = shown.to_string_lossy();
     if let Some(stat) = &s.stat
         && let Ok(m) = memo.lock()
         && let Some(d) = m.get(&key, stat)
@@ -24,10 +29,10 @@ pub(super) fn file_content_digest(
         return Ok(d);
     }
     let read_err = |source| CopyError::Read {
-        path: s.host.clone(),
+        path: shown.clone(),
         source,
     };
-    let mut f = std::fs::File::open(&s.host).map_err(read_err)?;
+    let mut f = source.open().map_err(read_err)?;
     let mut fh = Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -46,18 +51,6 @@ pub(super) fn file_content_digest(
     Ok(d)
 }
 
-/// Temporary files that go away with the step, however it ends.
-#[derive(Default)]
-pub(super) struct TempFiles(pub(super) Vec<PathBuf>);
-
-impl Drop for TempFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// The input digest of a context selection: every entry's layer path, type,
 /// mode, content digest or link target, and hard-link grouping. Never mtimes.
 ///
@@ -68,9 +61,9 @@ pub(super) fn hash_selection(
     memo: &Mutex<StatMemo>,
 ) -> Result<(Digest, Vec<(String, Digest)>), CopyError> {
     let mut all = Hasher::new();
-    let mut files = Vec::with_capacity(sel.entries.len());
+    let mut files: Vec<(String, Digest)> = Vec::with_capacity(sel.entries.len());
     let groups = sources::link_groups(&sel.entries);
-    all.field(sel.dest_dir.as_deref().unwrap_or("\0").as_bytes());
+    all.field(sel.dest_dir.as_ref().map_or(&b"\0"[..], |d| d.as_bytes()));
     for s in &sel.entries {
         let mut h = Hasher::new();
         h.field(s.dest.as_bytes());
@@ -85,7 +78,7 @@ pub(super) fn hash_selection(
                 h.field(b"symlink");
                 h.field(t.as_os_str().as_encoded_bytes());
             }
-            sources::SourceKind::File { size } => {
+            sources::SourceKind::File { size, .. } => {
                 h.field(b"file");
                 h.field(&size.to_be_bytes());
                 h.field(file_content_digest(s, memo)?.as_bytes());
@@ -99,7 +92,7 @@ pub(super) fn hash_selection(
         }
         let d = h.finish();
         all.field(d.as_bytes());
-        files.push((s.dest.clone(), d));
+        files.push((s.dest.to_string(), d));
     }
     Ok((all.finish(), files))
 }

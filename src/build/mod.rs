@@ -160,6 +160,9 @@ pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
 struct Plan {
     diags: Vec<Diagnostic>,
     selections: HashMap<(StepId, usize), Selection>,
+    /// The context, opened as the root its paths resolve in (`None` only
+    /// with a diagnostic saying why).
+    context: Option<std::sync::Arc<crate::confine::Root>>,
 }
 
 fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
@@ -174,7 +177,11 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
         Ok(p) => p,
         Err(e) => {
             diags.push(plain_diag(e.to_string()));
-            return Plan { diags, selections };
+            return Plan {
+                diags,
+                selections,
+                context: None,
+            };
         }
     };
     if !graph.settings.context.is_dir() {
@@ -182,10 +189,25 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
             "the build context {} is not a directory",
             graph.settings.context.display()
         )));
-        return Plan { diags, selections };
+        return Plan {
+            diags,
+            selections,
+            context: None,
+        };
     }
+    let context = match crate::confine::Root::open(&graph.settings.context) {
+        Ok(r) => std::sync::Arc::new(r),
+        Err(e) => {
+            diags.push(plain_diag(format!("the build context: {e}")));
+            return Plan {
+                diags,
+                selections,
+                context: None,
+            };
+        }
+    };
     let root = SourceRoot {
-        root: &graph.settings.context,
+        root: &context,
         excludes: Some(&excludes),
     };
     for stage in &graph.stages {
@@ -238,7 +260,11 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
             arg += item.sources.len();
         }
     }
-    Plan { diags, selections }
+    Plan {
+        diags,
+        selections,
+        context: Some(context),
+    }
 }
 
 fn plain_diag(message: String) -> Diagnostic {
@@ -356,10 +382,14 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
 /// Definition problems found before work starts ([`Error::Invalid`]), or the
 /// first step that fails.
 pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
-    let Plan { diags, selections } = plan(graph, opts.target.as_deref());
-    if diags.iter().any(Diagnostic::is_error) {
+    let Plan {
+        diags,
+        selections,
+        context,
+    } = plan(graph, opts.target.as_deref());
+    let Some(context) = context.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
         return Err(Error::Invalid(diags));
-    }
+    };
     let outputs = plan_outputs(graph, opts).map_err(|d| Error::Invalid(vec![d]))?;
     let _lock = opts.store.lock_shared()?;
     let excludes = PatternSet::new(&graph.settings.context_excludes)
@@ -378,7 +408,15 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     );
     let targets: Vec<StageId> = outputs.iter().map(|o| o.stage).collect();
     let order = graph.build_order(&targets);
-    let b = scheduler::Builder::new(graph, opts, pool, selections, memo, excludes, &order);
+    let b = scheduler::Builder::new(
+        graph,
+        opts,
+        pool,
+        selections,
+        memo,
+        (context, excludes),
+        &order,
+    );
     b.run(&order)?;
     b.save_memo();
     let mut result = BuildResult {

@@ -412,7 +412,7 @@ pub(super) fn run_step(
         }
         (None, None) => Ok(Vec::new()),
         (Some(before), _) => exec::diff::compare(&copy_root, &before, &opts).map(|mut v| {
-            v.retain(|e| !created.contains(&e.path));
+            v.retain(|e| !created.iter().any(|c| e.path == *c.as_str()));
             v
         }),
     }
@@ -488,22 +488,23 @@ fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::M
                     }
                 },
             };
-            let src = crate::layer::extract::resolve_in_root(
-                &root,
-                Path::new(source.trim_start_matches('/')),
-            )
-            .map_err(|e| RunError::Mount {
-                what: format!("--mount source `{source}`: {e}"),
-            })?;
+            // Resolved inside its root by the sandbox itself, on a
+            // descriptor: checked here only for a clear error up front.
+            let path = PathBuf::from(source.trim_start_matches('/'));
+            crate::confine::Root::open(&root)
+                .map_err(|e| RunError::Mount {
+                    what: format!("--mount source `{source}`: {e}"),
+                })?
+                .stat(&path)
+                .map_err(|e| RunError::Mount {
+                    what: format!("--mount source `{source}`: {e}"),
+                })?;
             exec::Mount {
                 target: abs(target),
-                kind: if *rw {
-                    MountKind::Scratch { lower: src }
-                } else {
-                    MountKind::Bind {
-                        source: src,
-                        readonly: true,
-                    }
+                kind: MountKind::Confined {
+                    root,
+                    path,
+                    scratch: *rw,
                 },
             }
         }

@@ -19,11 +19,12 @@ use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::inputs::{TempFiles, hash_selection};
+use super::inputs::hash_selection;
 use super::sources::{self, Selection, SourceRoot};
 use super::why::{self, StepRecord};
 use super::{BuildOptions, CopyError, Error, Result, RunError, SandboxMode};
 use super::{ImageState, StepReport, add, base, config, copy, run, snapshot};
+use crate::confine::Root;
 use crate::diag::SourceRef;
 use crate::digest::Digest;
 use crate::graph::key::{base_key, step_key};
@@ -64,6 +65,8 @@ pub(super) struct Builder<'a> {
     pub(super) opts: &'a BuildOptions,
     pub(super) store: &'a Store,
     pool: rayon::ThreadPool,
+    /// The build context, the root every context path resolves in.
+    context: Arc<Root>,
     excludes: PatternSet,
     /// Context selections made by the pre-build pass, taken once each.
     planned: Mutex<HashMap<(StepId, usize), Selection>>,
@@ -109,7 +112,7 @@ impl<'a> Builder<'a> {
         pool: rayon::ThreadPool,
         planned: HashMap<(StepId, usize), Selection>,
         memo: StatMemo,
-        excludes: PatternSet,
+        (context, excludes): (Arc<Root>, PatternSet),
         order: &[StageId],
     ) -> Self {
         let mut numbers = HashMap::new();
@@ -127,6 +130,7 @@ impl<'a> Builder<'a> {
             opts,
             store: &opts.store,
             pool,
+            context,
             excludes,
             planned: Mutex::new(planned),
             memo: Mutex::new(memo),
@@ -317,7 +321,6 @@ impl<'a> Builder<'a> {
         let mut previous_missed = false;
         let mut dry_missed = false;
         let mut workdir = workdir_of(&state.config);
-        let mut temps = TempFiles::default();
         let mut temp_dirs = add::TempDirs::default();
         let result = rayon::in_place_scope(|scope| -> Result<()> {
             for &step_id in &stage.steps {
@@ -434,15 +437,7 @@ impl<'a> Builder<'a> {
                         }
                         let below = lower.get_or_insert_with(Merged::new);
                         let entries = self
-                            .copy_entries(
-                                c,
-                                selections,
-                                &state,
-                                &workdir,
-                                below,
-                                &mut temps,
-                                &mut temp_dirs,
-                            )
+                            .copy_entries(c, selections, &state, &workdir, below, &mut temp_dirs)
                             .map_err(copy_err)?;
                         below.apply(&records_of(&entries));
                         let (tx, rx) = sync_channel(1);
@@ -491,7 +486,6 @@ impl<'a> Builder<'a> {
         // An error leaves spawned layer writes to finish inside the scope; their
         // results are dropped, their blobs are complete and harmless.
         result?;
-        drop(temps);
         drop(temp_dirs);
         if self.opts.dry_run {
             // Nothing is committed: later stages only need the key, outputs
@@ -622,7 +616,7 @@ impl<'a> Builder<'a> {
                         Some(sel) => sel,
                         None => {
                             let root = SourceRoot {
-                                root: &self.graph.settings.context,
+                                root: &self.context,
                                 excludes: Some(&self.excludes),
                             };
                             sources::select(&root, item, workdir).map_err(|e| Error::Copy {
@@ -674,7 +668,7 @@ impl<'a> Builder<'a> {
         })?;
         files.extend(item_files);
         if let Ok(mut read) = self.read.lock() {
-            read.extend(sel.entries.iter().map(|e| e.host.clone()));
+            read.extend(sel.entries.iter().map(|e| e.shown()));
             read.extend(sel.roots.iter().cloned());
         }
         Ok(d)
@@ -694,7 +688,7 @@ impl<'a> Builder<'a> {
             match from {
                 None => {
                     let root = SourceRoot {
-                        root: &self.graph.settings.context,
+                        root: &self.context,
                         excludes: Some(&self.excludes),
                     };
                     let src = match source.trim_start_matches('/') {
@@ -757,7 +751,6 @@ impl<'a> Builder<'a> {
         state: &ImageState,
         workdir: &str,
         lower: &Merged,
-        temps: &mut TempFiles,
         temp_dirs: &mut add::TempDirs,
     ) -> Result<Vec<crate::layer::Entry>, CopyError> {
         let mut items = Vec::new();
@@ -765,7 +758,7 @@ impl<'a> Builder<'a> {
             let mut sel = match (sel, &item.from) {
                 (Some(s), _) => s,
                 (None, CopyFrom::Inline { content }) => {
-                    self.select_inline(item, content, workdir, temps)?
+                    self.select_inline(item, content, workdir)?
                 }
                 (None, _) => self.select_from_image(item, workdir)?,
             };
@@ -929,32 +922,20 @@ impl<'a> Builder<'a> {
         item: &CopyItem,
         content: &str,
         workdir: &str,
-        temps: &mut TempFiles,
     ) -> Result<Selection, CopyError> {
-        let path = self.store.tmp_path("heredoc");
-        std::fs::write(&path, content).map_err(|source| CopyError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        temps.0.push(path.clone());
         let name = item.sources.first().cloned().unwrap_or_default();
         let dest_abs = sources::absolute(workdir, &item.dest);
         let (dest, dest_dir) = if item.dest.ends_with('/') {
-            (
-                format!("{dest_abs}/{name}")
-                    .trim_start_matches('/')
-                    .to_string(),
-                Some(dest_abs),
-            )
+            (dest_abs.join(name.as_bytes()), Some(dest_abs))
         } else {
             (dest_abs, None)
         };
         Ok(Selection {
             entries: vec![sources::Selected {
                 dest,
-                host: path,
                 kind: sources::SourceKind::File {
                     size: content.len() as u64,
+                    source: crate::layer::FileSource::Bytes(content.as_bytes().into()),
                 },
                 mode: 0o644,
                 mtime: self.time(),
@@ -994,6 +975,9 @@ impl<'a> Builder<'a> {
             CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
         };
         let rootfs = snapshot::rootfs(self.store, &layers, &|m| self.warn(m))?;
+        let rootfs = Arc::new(Root::open(&rootfs).map_err(|e| CopyError::Snapshot {
+            what: e.to_string(),
+        })?);
         let root = SourceRoot {
             root: &rootfs,
             excludes: None,
@@ -1033,7 +1017,7 @@ impl<'a> Builder<'a> {
     ) -> Result<Option<Vec<u8>>, CopyError> {
         for l in layers.iter().rev() {
             let stream = import::open_layer(self.store, &l.digest, &l.media_type)?;
-            match index::find_file(stream, path, 1 << 20, &l.digest.to_string())? {
+            match index::find_file(stream, &path.into(), 1 << 20, &l.digest.to_string())? {
                 index::Lookup::Found(b) => return Ok(Some(b)),
                 index::Lookup::Deleted => return Ok(None),
                 index::Lookup::Absent => {}
@@ -1166,19 +1150,17 @@ fn records_of(entries: &[crate::layer::Entry]) -> Vec<Record> {
     entries
         .iter()
         .map(|e| {
-            if let Some(name) = e.path.rsplit('/').next()
-                && name == crate::layer::OPAQUE_WHITEOUT
-            {
-                return Record::Opaque(
-                    e.path
-                        .rsplit_once('/')
-                        .map_or(String::new(), |(d, _)| d.to_string()),
-                );
+            let (dir, name) = e.path.split();
+            if name == crate::layer::OPAQUE_WHITEOUT.as_bytes() {
+                return Record::Opaque(dir.into());
+            }
+            if let Some(victim) = name.strip_prefix(crate::layer::WHITEOUT_PREFIX.as_bytes()) {
+                return Record::Whiteout(crate::layer::LayerPath::from(dir).join(victim));
             }
             let kind = match &e.kind {
                 EntryKind::Dir => Kind::Dir,
                 EntryKind::File { .. } => Kind::File,
-                EntryKind::Symlink(t) => Kind::Symlink(t.to_string_lossy().into_owned()),
+                EntryKind::Symlink(t) => Kind::Symlink(t.as_os_str().as_encoded_bytes().to_vec()),
                 EntryKind::Hardlink(t) => Kind::Hardlink(t.clone()),
                 _ => Kind::Other,
             };
@@ -1190,6 +1172,10 @@ fn records_of(entries: &[crate::layer::Entry]) -> Vec<Record> {
                     uid: e.uid,
                     gid: e.gid,
                     mtime: e.mtime,
+                    size: match &e.kind {
+                        EntryKind::File { size, .. } => *size,
+                        _ => 0,
+                    },
                 },
             )
         })

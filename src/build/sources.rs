@@ -7,16 +7,25 @@
 //!   `/`, when there are several sources, or when a glob is involved;
 //! - a symlink named directly as a source is followed (inside the root); links
 //!   found while walking a directory are copied as links;
-//! - nothing outside the root is ever read: every path is resolved by the
-//!   kernel with the root as `/`.
+//! - nothing outside the root is ever read: every name is resolved through
+//!   the root's [`Root`] (the kernel, with the root as `/`), and a selected
+//!   file is later read through it again, never by a host path.
+//!
+//! Names are bytes: a context file whose name is not UTF-8 lands in the
+//! layer under the same bytes. Patterns (globs, excludes) are text, matched
+//! against the names shown lossily.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use rustix::fs::FileType;
+
+use crate::confine::Root;
 use crate::graph::CopyItem;
-use crate::layer::extract::resolve_in_root;
+use crate::layer::{FileSource, LayerPath};
 use crate::pattern::{Glob, PatternSet, clean_path, has_wildcards};
 
 /// What a selected source is.
@@ -28,20 +37,20 @@ pub enum SourceKind {
     File {
         /// Size at listing time.
         size: u64,
+        /// Where its bytes are read from.
+        source: FileSource,
     },
     /// A symbolic link, kept as a link.
     Symlink(PathBuf),
     /// A hard link to another selected entry (its layer path); from archives.
-    Hardlink(String),
+    Hardlink(LayerPath),
 }
 
 /// One source entry and where it goes.
 #[derive(Debug, Clone)]
 pub struct Selected {
-    /// Path in the layer (relative, cleaned).
-    pub dest: String,
-    /// Where it is on the host.
-    pub host: PathBuf,
+    /// Path in the layer.
+    pub dest: LayerPath,
     /// What it is.
     pub kind: SourceKind,
     /// Permission bits of the source.
@@ -58,6 +67,17 @@ pub struct Selected {
     pub owner: Option<(u64, u64)>,
     /// For files: the stat fields the stat memo keys on.
     pub stat: Option<crate::store::memo::FileStat>,
+}
+
+impl Selected {
+    /// Where the entry is on the host, for messages and depfiles (never
+    /// opened by this path).
+    pub fn shown(&self) -> PathBuf {
+        match &self.kind {
+            SourceKind::File { source, .. } => source.describe(),
+            _ => PathBuf::from(self.dest.to_string()),
+        }
+    }
 }
 
 /// A source of a copy that selected nothing.
@@ -96,18 +116,26 @@ pub enum SelectError {
 /// Where copies read from: the context (with its excludes) or a root filesystem.
 pub struct SourceRoot<'a> {
     /// The directory acting as `/`.
-    pub root: &'a Path,
+    pub root: &'a Arc<Root>,
     /// Context-wide excludes (`.dockerignore`); `None` for stage filesystems.
     pub excludes: Option<&'a PatternSet>,
 }
 
 impl SourceRoot<'_> {
-    fn excluded(&self, rel: &str) -> bool {
-        !rel.is_empty() && self.excludes.is_some_and(|e| e.is_excluded(rel))
+    fn excluded(&self, rel: &LayerPath) -> bool {
+        !rel.is_empty()
+            && self
+                .excludes
+                .is_some_and(|e| e.is_excluded(&rel.to_string_lossy()))
     }
 
     fn can_prune(&self) -> bool {
         self.excludes.is_none_or(|e| !e.has_exclusions())
+    }
+
+    fn io_err(&self, rel: &LayerPath) -> impl FnOnce(io::Error) -> SelectError + '_ {
+        let path = self.root.display_path(rel.as_path());
+        move |source| SelectError::Io { path, source }
     }
 }
 
@@ -116,16 +144,20 @@ impl SourceRoot<'_> {
 pub struct Selection {
     /// The entries, in walk order.
     pub entries: Vec<Selected>,
-    /// The destination as a layer path, when it is a directory the copy fills
-    /// (a directory source, several sources, a glob, or a trailing `/`): it is
-    /// created even when nothing lands in it.
-    pub dest_dir: Option<String>,
+    /// The destination, when it is a directory the copy fills (a directory
+    /// source, several sources, a glob, or a trailing `/`): it is created
+    /// even when nothing lands in it.
+    pub dest_dir: Option<LayerPath>,
     /// Context paths inside the sources that the context-wide excludes
     /// (`.dockerignore`) left out, for `check` to mention.
     pub ignored: Vec<String>,
     /// Host paths of the directories named as sources (their contents are
     /// in `entries`): a depfile lists them so adding a file is noticed.
     pub roots: Vec<PathBuf>,
+}
+
+fn kind_of(st: &rustix::fs::Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
 }
 
 /// Selects every source of `item` under `root`, mapped to layer paths with
@@ -140,12 +172,12 @@ pub fn select(
 ) -> Result<Selection, SelectError> {
     let item_excludes = PatternSet::new(&item.excludes)?;
     let dest_abs = absolute(workdir, &item.dest);
-    let mut matches: Vec<(usize, String)> = Vec::new();
+    let mut matches: Vec<(usize, LayerPath)> = Vec::new();
     for (index, pattern) in item.sources.iter().enumerate() {
         let found = expand(root, pattern)?;
         if found.is_empty() {
-            let exists_unfiltered = !has_wildcards(pattern)
-                && resolve_in_root(root.root, Path::new(&clean_rel(pattern))).is_ok();
+            let exists_unfiltered =
+                !has_wildcards(pattern) && root.root.stat(clean_rel(pattern).as_path()).is_ok();
             return Err(if exists_unfiltered {
                 SelectError::Excluded {
                     index,
@@ -166,58 +198,57 @@ pub fn select(
     let mut ignored = Vec::new();
     let mut roots = Vec::new();
     for (index, rel) in matches {
-        let host = resolve_in_root(
-            root.root,
-            Path::new(if rel.is_empty() { "." } else { &rel }),
-        )
-        .map_err(|e| {
+        // Named directly: a symlink is followed, inside the root.
+        let meta = root.root.stat(rel.as_path()).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 SelectError::NotFound {
                     index,
                     pattern: item.sources[index].clone(),
                 }
             } else {
-                SelectError::Io {
-                    path: root.root.join(&rel),
-                    source: e,
-                }
+                (root.io_err(&rel))(e)
             }
         })?;
-        let meta = std::fs::metadata(&host).map_err(|e| SelectError::Io {
-            path: host.clone(),
-            source: e,
-        })?;
-        let base_name = rel.rsplit('/').next().unwrap_or("").to_string();
-        if meta.is_dir() {
+        let base_name = rel.file_name().to_vec();
+        if kind_of(&meta) == FileType::Directory {
             dest_is_dir = true;
-            roots.push(host.clone());
+            roots.push(root.root.display_path(rel.as_path()));
             let target = if item.parents {
-                join(&dest_abs, &rel)
+                dest_abs.join(rel.as_bytes())
             } else {
                 dest_abs.clone()
             };
             walk(
                 root,
-                &host,
                 &rel,
-                "",
+                &LayerPath::root(),
                 &target,
                 &item_excludes,
                 &mut out,
                 &mut ignored,
             )?;
         } else {
-            if !item_excludes.is_empty() && item_excludes.is_excluded(&base_name) {
+            if !item_excludes.is_empty()
+                && item_excludes.is_excluded(&String::from_utf8_lossy(&base_name))
+            {
                 continue;
             }
             let target = if item.parents {
-                join(&dest_abs, &rel)
+                dest_abs.join(rel.as_bytes())
             } else if dest_is_dir {
-                join(&dest_abs, &base_name)
+                dest_abs.join(&base_name)
             } else {
                 dest_abs.clone()
             };
-            let mut s = selected(target, host, &meta, None);
+            if kind_of(&meta) != FileType::RegularFile {
+                // A device, fifo or socket named directly: nothing a layer
+                // copy can read (docker refuses them too).
+                return Err((root.io_err(&rel))(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file or directory",
+                )));
+            }
+            let mut s = selected(root, target, &rel, &meta, None, true);
             s.direct = true;
             out.push(s);
         }
@@ -230,42 +261,37 @@ pub fn select(
     })
 }
 
-/// `workdir/dest` cleaned, as a layer path (no leading `/`).
-pub fn absolute(workdir: &str, dest: &str) -> String {
+/// `workdir/dest` cleaned, as a layer path.
+pub fn absolute(workdir: &str, dest: &str) -> LayerPath {
     let joined = if dest.starts_with('/') {
         dest.to_string()
     } else {
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     };
-    clean_path(&format!("/{joined}"))
-        .trim_start_matches('/')
-        .to_string()
+    LayerPath::from(
+        clean_path(&format!("/{joined}"))
+            .trim_start_matches('/')
+            .to_string(),
+    )
 }
 
-fn join(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_string(),
-        (_, true) => a.to_string(),
-        _ => format!("{a}/{b}"),
-    }
-}
-
-fn clean_rel(p: &str) -> String {
-    let c = clean_path(&format!("/{p}"));
-    c.trim_start_matches('/').to_string()
+fn clean_rel(p: &str) -> LayerPath {
+    LayerPath::from(
+        clean_path(&format!("/{p}"))
+            .trim_start_matches('/')
+            .to_string(),
+    )
 }
 
 /// Root-relative paths matching `pattern`, sorted; context excludes applied.
-fn expand(root: &SourceRoot<'_>, pattern: &str) -> Result<Vec<String>, SelectError> {
+fn expand(root: &SourceRoot<'_>, pattern: &str) -> Result<Vec<LayerPath>, SelectError> {
     let cleaned = clean_rel(pattern);
-    if !has_wildcards(&cleaned) {
+    let text = cleaned.to_string();
+    if !has_wildcards(&text) {
         if root.excluded(&cleaned) {
             return Ok(Vec::new());
         }
-        return match resolve_in_root(
-            root.root,
-            Path::new(if cleaned.is_empty() { "." } else { &cleaned }),
-        ) {
+        return match root.root.stat(cleaned.as_path()) {
             Ok(_) => Ok(vec![cleaned]),
             Err(e)
                 if matches!(
@@ -275,44 +301,33 @@ fn expand(root: &SourceRoot<'_>, pattern: &str) -> Result<Vec<String>, SelectErr
             {
                 Ok(Vec::new())
             }
-            Err(e) => Err(SelectError::Io {
-                path: root.root.join(&cleaned),
-                source: e,
-            }),
+            Err(e) => Err((root.io_err(&cleaned))(e)),
         };
     }
-    let mut prefixes = vec![String::new()];
-    for comp in cleaned.split('/') {
+    let mut prefixes = vec![LayerPath::root()];
+    for comp in text.split('/') {
         let mut next = Vec::new();
         for prefix in &prefixes {
             if !has_wildcards(comp) {
-                next.push(join(prefix, &unescape(comp)));
+                next.push(prefix.join(unescape(comp).as_bytes()));
                 continue;
             }
             let glob = Glob::new(comp)?;
-            let dir = match resolve_in_root(
-                root.root,
-                Path::new(if prefix.is_empty() { "." } else { prefix }),
-            ) {
-                Ok(d) => d,
-                Err(_) => continue,
-            };
-            let Ok(rd) = std::fs::read_dir(&dir) else {
+            let Ok(children) = root.root.read_dir(prefix.as_path()) else {
                 continue;
             };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if glob.matches(&name) {
-                    next.push(join(prefix, &name));
+            for e in children {
+                if glob.matches(&e.name.to_string_lossy()) {
+                    next.push(prefix.join(e.name.as_bytes()));
                 }
             }
         }
         prefixes = next;
     }
-    let mut out: Vec<String> = prefixes
+    let mut out: Vec<LayerPath> = prefixes
         .into_iter()
         .filter(|p| !root.excluded(p))
-        .filter(|p| resolve_in_root(root.root, Path::new(p)).is_ok())
+        .filter(|p| root.root.stat(p.as_path()).is_ok())
         .collect();
     out.sort();
     out.dedup();
@@ -334,111 +349,153 @@ fn unescape(s: &str) -> String {
     out
 }
 
+/// The selected entry for `rel` (inside the root) going to `dest`; a file
+/// is read later through the root, following a final symlink only when
+/// `follow` (it was named directly).
 fn selected(
-    dest: String,
-    host: PathBuf,
-    meta: &std::fs::Metadata,
+    root: &SourceRoot<'_>,
+    dest: LayerPath,
+    rel: &LayerPath,
+    meta: &rustix::fs::Stat,
     link: Option<PathBuf>,
+    follow: bool,
 ) -> Selected {
+    let ft = kind_of(meta);
+    let is_file = ft == FileType::RegularFile && link.is_none();
     let kind = match link {
         Some(target) => SourceKind::Symlink(target),
-        None if meta.is_dir() => SourceKind::Dir,
-        None => SourceKind::File { size: meta.len() },
+        None if ft == FileType::Directory => SourceKind::Dir,
+        None => SourceKind::File {
+            size: meta.st_size as u64,
+            source: FileSource::in_root(root.root, rel.clone(), follow),
+        },
     };
-    let link_key = (meta.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+    let link_key = (is_file && meta.st_nlink > 1).then_some((meta.st_dev, meta.st_ino));
     Selected {
         dest,
-        host,
         kind,
-        mode: meta.mode() & 0o7777,
-        mtime: meta.mtime(),
+        mode: meta.st_mode & 0o7777,
+        mtime: meta.st_mtime,
         link_key,
         direct: false,
         owner: None,
-        stat: meta
-            .is_file()
-            .then(|| crate::store::memo::FileStat::of(meta)),
+        stat: is_file.then(|| crate::store::memo::FileStat::of_stat(meta)),
     }
 }
 
-/// Walks a directory source in sorted order without following links.
-/// `ctx_rel` is the directory's path relative to the root (for context
-/// excludes), `src_rel` relative to the copy source (for `--exclude`).
-#[allow(clippy::too_many_arguments)]
+/// Walks a directory source in sorted order without following links,
+/// depth first (a directory's contents right after it). `ctx_rel` is the
+/// directory's path relative to the root (for context excludes), `src_rel`
+/// relative to the copy source (for `--exclude`).
+///
+/// Iterative (an explicit stack of open listings), so a context nested
+/// deeper than the thread's stack could hold is walked all the same.
 fn walk(
     root: &SourceRoot<'_>,
-    dir: &Path,
-    ctx_rel: &str,
-    src_rel: &str,
-    dest: &str,
+    ctx_rel: &LayerPath,
+    src_rel: &LayerPath,
+    dest: &LayerPath,
     item_excludes: &PatternSet,
     out: &mut Vec<Selected>,
     ignored: &mut Vec<String>,
 ) -> Result<(), SelectError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SelectError::Io { path, source }
+    struct Frame {
+        /// Children not visited yet, last first, with their `lstat`.
+        todo: Vec<(crate::confine::DirEntry, rustix::fs::Stat)>,
+        ctx: LayerPath,
+        src: LayerPath,
+        dest: LayerPath,
+    }
+    type Listing = Vec<(crate::confine::DirEntry, rustix::fs::Stat)>;
+    let list = |ctx: &LayerPath| -> Result<Listing, SelectError> {
+        let mut v = root
+            .root
+            .read_dir_stat(ctx.as_path())
+            .map_err(root.io_err(ctx))?;
+        v.reverse();
+        Ok(v)
     };
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err(dir))?;
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    for name in names {
-        let name_str = name.to_string_lossy();
-        let child_ctx = join(ctx_rel, &name_str);
-        let child_src = join(src_rel, &name_str);
-        let child_dest = join(dest, &name_str);
-        let host = dir.join(&name);
-        let meta = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
+    let mut stack = vec![Frame {
+        todo: list(ctx_rel)?,
+        ctx: ctx_rel.clone(),
+        src: src_rel.clone(),
+        dest: dest.clone(),
+    }];
+    while let Some(frame) = stack.last_mut() {
+        let Some((e, meta)) = frame.todo.pop() else {
+            stack.pop();
+            continue;
+        };
+        let name = e.name.as_bytes();
+        let child_ctx = frame.ctx.join(name);
+        let child_src = frame.src.join(name);
+        let child_dest = frame.dest.join(name);
         let ctx_excluded = root.excluded(&child_ctx);
         if ctx_excluded {
-            ignored.push(child_ctx.clone());
+            ignored.push(child_ctx.to_string());
         }
-        let excluded =
-            ctx_excluded || (!item_excludes.is_empty() && item_excludes.is_excluded(&child_src));
-        if meta.is_dir() {
+        let excluded = ctx_excluded
+            || (!item_excludes.is_empty()
+                && item_excludes.is_excluded(&child_src.to_string_lossy()));
+        if e.kind == FileType::Directory {
             let prune = excluded && root.can_prune() && !item_excludes.has_exclusions();
             if prune {
                 continue;
             }
             if !excluded {
-                out.push(selected(child_dest.clone(), host.clone(), &meta, None));
+                out.push(selected(
+                    root,
+                    child_dest.clone(),
+                    &child_ctx,
+                    &meta,
+                    None,
+                    false,
+                ));
             }
-            walk(
-                root,
-                &host,
-                &child_ctx,
-                &child_src,
-                &child_dest,
-                item_excludes,
-                out,
-                ignored,
-            )?;
+            let todo = list(&child_ctx)?;
+            stack.push(Frame {
+                todo,
+                ctx: child_ctx,
+                src: child_src,
+                dest: child_dest,
+            });
             continue;
         }
         if excluded {
             continue;
         }
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&host).map_err(io_err(&host))?;
-            out.push(selected(child_dest, host, &meta, Some(target)));
-        } else if meta.is_file() {
-            out.push(selected(child_dest, host, &meta, None));
+        match e.kind {
+            FileType::Symlink => {
+                let target = root
+                    .root
+                    .read_link(child_ctx.as_path())
+                    .map_err(root.io_err(&child_ctx))?;
+                out.push(selected(
+                    root,
+                    child_dest,
+                    &child_ctx,
+                    &meta,
+                    Some(target),
+                    false,
+                ));
+            }
+            FileType::RegularFile => {
+                out.push(selected(root, child_dest, &child_ctx, &meta, None, false));
+            }
+            // Sockets, fifos and devices in a context are skipped, as docker does.
+            _ => {}
         }
-        // Sockets, fifos and devices in a context are skipped, as docker does.
     }
     Ok(())
 }
 
 /// Groups of selected files that are hard links of one another, by the path of
 /// the first of each group: for cache keys, where the grouping changes the layer.
-pub fn link_groups(sel: &[Selected]) -> HashMap<String, String> {
-    let mut first: HashMap<(u64, u64), String> = HashMap::new();
+pub fn link_groups(sel: &[Selected]) -> HashMap<LayerPath, LayerPath> {
+    let mut first: HashMap<(u64, u64), LayerPath> = HashMap::new();
     let mut out = HashMap::new();
     let mut sorted: Vec<&Selected> = sel.iter().collect();
-    sorted.sort_by(|a, b| a.dest.as_bytes().cmp(b.dest.as_bytes()));
+    sorted.sort_by(|a, b| a.dest.cmp(&b.dest));
     for s in sorted {
         if let Some(k) = s.link_key {
             let f = first.entry(k).or_insert_with(|| s.dest.clone());
@@ -468,15 +525,16 @@ mod tests {
         d
     }
 
-    fn dests(v: &Selection) -> Vec<&str> {
-        v.entries.iter().map(|s| s.dest.as_str()).collect()
+    fn dests(v: &Selection) -> Vec<String> {
+        v.entries.iter().map(|s| s.dest.to_string()).collect()
     }
 
     #[test]
     fn file_to_file_and_into_dir() {
         let d = ctx();
+        let r = Arc::new(Root::open(d.path()).unwrap());
         let root = SourceRoot {
-            root: d.path(),
+            root: &r,
             excludes: None,
         };
         let got = select(&root, &item(&["foo.txt"], "/foo.txt"), "/").unwrap();
@@ -490,8 +548,9 @@ mod tests {
     #[test]
     fn directories_copy_contents_and_globs_expand() {
         let d = ctx();
+        let r = Arc::new(Root::open(d.path()).unwrap());
         let root = SourceRoot {
-            root: d.path(),
+            root: &r,
             excludes: None,
         };
         let got = select(&root, &item(&["src"], "/app"), "/").unwrap();
@@ -514,8 +573,9 @@ mod tests {
     fn context_excludes_hide_files() {
         let d = ctx();
         let ex = PatternSet::new(&["**/*.md", "foo.txt"]).unwrap();
+        let r = Arc::new(Root::open(d.path()).unwrap());
         let root = SourceRoot {
-            root: d.path(),
+            root: &r,
             excludes: Some(&ex),
         };
         let got = select(&root, &item(&["."], "/app/"), "/").unwrap();
@@ -533,8 +593,9 @@ mod tests {
     #[test]
     fn missing_and_escaping_sources() {
         let d = ctx();
+        let r = Arc::new(Root::open(d.path()).unwrap());
         let root = SourceRoot {
-            root: d.path(),
+            root: &r,
             excludes: None,
         };
         assert!(matches!(

@@ -8,13 +8,25 @@
 //! Without overlay, [`compare`] finds the same changes by comparing the tree
 //! after the command with the tree before it, and reports them the way
 //! overlay would have, so both paths give the same layer bytes.
+//!
+//! Everything the command left is hostile: the upper (or the copy) is read
+//! through a [`Root`], never by joined host paths (a symlink the command
+//! made must not turn the builder's reads or removals towards the host),
+//! names are kept as bytes, and the walks are iterative, so no depth of
+//! directories the command made can exhaust the builder's stack.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::layer::{Entry, EntryKind, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+use rustix::fs::{AtFlags, FileType, OFlags, Stat, StatxFlags};
+
+use crate::confine::{self, Root};
+use crate::layer::{Entry, EntryKind, FileSource, LayerPath, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 
 /// A tree that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,130 +50,181 @@ pub struct Options {
 }
 
 impl Options {
-    fn mtime(&self, m: &std::fs::Metadata) -> u64 {
-        let t = m.mtime().max(0) as u64;
+    fn mtime(&self, m: &Stat) -> u64 {
+        let t = m.st_mtime.max(0) as u64;
         self.epoch.map_or(t, |e| t.min(e))
     }
 
-    fn owner(&self, m: &std::fs::Metadata) -> (u64, u64) {
+    fn owner(&self, m: &Stat) -> (u64, u64) {
         match self.rootless {
             Some((u, g)) => (
-                if m.uid() == u { 0 } else { u64::from(m.uid()) },
-                if m.gid() == g { 0 } else { u64::from(m.gid()) },
+                if m.st_uid == u {
+                    0
+                } else {
+                    u64::from(m.st_uid)
+                },
+                if m.st_gid == g {
+                    0
+                } else {
+                    u64::from(m.st_gid)
+                },
             ),
-            None => (u64::from(m.uid()), u64::from(m.gid())),
+            None => (u64::from(m.st_uid), u64::from(m.st_gid)),
         }
     }
 }
 
-fn err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error {
-        path: path.to_path_buf(),
-        source,
-    }
+fn open_root(p: &Path) -> Result<Arc<Root>, Error> {
+    Root::open(p).map(Arc::new).map_err(|e| Error {
+        path: p.to_path_buf(),
+        source: match e {
+            confine::Error::Open { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::Unsupported, other.to_string()),
+        },
+    })
+}
+
+fn kind(m: &Stat) -> FileType {
+    FileType::from_raw_mode(m.st_mode)
 }
 
 /// Removes from `upper` what the sandbox created only to mount on (`created`,
 /// in creation order), and the directories overlay copied up only to hold
 /// them: empty, not opaque, and with the same mode and owner in `lowers`.
+///
+/// `created` names real paths (no symlinks) as the sandbox made them; one the
+/// command has since turned into a path through a symlink is left alone
+/// (nothing is ever removed through a link), and so is anything that is not
+/// what the sandbox made (a non-empty file, a directory with children).
 pub fn remove_mountpoints(upper: &Path, created: &[String], lowers: &[PathBuf]) {
-    let mut parents: Vec<&str> = Vec::new();
+    let Ok(root) = Root::open(upper) else {
+        return;
+    };
+    let lowers: Vec<Root> = lowers.iter().filter_map(|l| Root::open(l).ok()).collect();
+    let mut parents: Vec<LayerPath> = Vec::new();
     for rel in created.iter().rev() {
-        let p = upper.join(rel);
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let removed = if m.is_dir() {
-            std::fs::remove_dir(&p).is_ok()
-        } else {
-            m.len() == 0 && std::fs::remove_file(&p).is_ok()
-        };
-        if removed {
-            let mut cur = rel.as_str();
-            while let Some((parent, _)) = cur.rsplit_once('/') {
-                parents.push(parent);
-                cur = parent;
-            }
+        let rel = LayerPath::clean(rel.as_bytes());
+        if remove_strict(&root, &rel, |_, st| {
+            kind(st) == FileType::Directory || st.st_size == 0
+        }) {
+            parents.extend(rel.ancestors().map(LayerPath::from));
         }
     }
-    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parents.sort_by_key(|p| std::cmp::Reverse(p.as_bytes().len()));
     parents.dedup();
     for rel in parents {
-        let p = upper.join(rel);
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let empty = std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none());
-        if !m.is_dir() || !empty || is_opaque(&p) {
-            continue;
-        }
-        let same_below = lowers
-            .iter()
-            .find_map(|l| std::fs::symlink_metadata(l.join(rel)).ok())
-            .is_some_and(|l| {
-                l.is_dir() && l.mode() == m.mode() && l.uid() == m.uid() && l.gid() == m.gid()
-            });
-        if same_below {
-            let _ = std::fs::remove_dir(&p);
-        }
+        remove_strict(&root, &rel, |fd, m| {
+            let empty = confine::read_dir_fd(fd).is_ok_and(|d| d.is_empty());
+            if kind(m) != FileType::Directory || !empty || is_opaque(fd) {
+                return false;
+            }
+            lowers
+                .iter()
+                .find_map(|l| {
+                    let fd = l.open_strict(rel.as_path(), OFlags::PATH).ok()?;
+                    rustix::fs::fstat(&fd).ok()
+                })
+                .is_some_and(|l| {
+                    kind(&l) == FileType::Directory
+                        && l.st_mode == m.st_mode
+                        && l.st_uid == m.st_uid
+                        && l.st_gid == m.st_gid
+                })
+        });
     }
 }
 
-fn is_opaque(p: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let mut buf = [0u8; 4];
-            matches!(rustix::fs::lgetxattr(p, *name, &mut buf), Ok(1) if buf[0] == b'y')
-        })
+/// Removes `rel` (a file or an empty directory) from `root` when no
+/// component of it is a symlink and `ok` approves of what is there;
+/// returns whether it was removed.
+fn remove_strict(
+    root: &Root,
+    rel: &LayerPath,
+    ok: impl FnOnce(std::os::fd::BorrowedFd<'_>, &Stat) -> bool,
+) -> bool {
+    let Some(parent) = rel.parent() else {
+        return false;
+    };
+    let name = OsStr::from_bytes(rel.file_name());
+    let Ok(dir) = root.open_strict(parent.as_path(), OFlags::DIRECTORY | OFlags::RDONLY) else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return false;
+    };
+    let is_dir = kind(&st) == FileType::Directory;
+    let fd = if is_dir {
+        rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+    } else {
+        rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+    };
+    let Ok(fd) = fd else {
+        return false;
+    };
+    if !ok(fd.as_fd(), &st) {
+        return false;
+    }
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    rustix::fs::unlinkat(&dir, name, flags).is_ok()
 }
 
-/// The xattrs of `p` worth keeping in a layer: overlay's own are the
-/// sandbox's bookkeeping, not the image's.
-fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else {
-        return Vec::new();
-    };
+fn is_opaque(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| confine::get_xattr(fd, OsStr::new(name)).is_some_and(|v| v == b"y"))
+}
+
+/// The xattrs of an object worth keeping in a layer (DESIGN.md, "Formats":
+/// `user.*` and `security.capability`); overlay's own are the sandbox's
+/// bookkeeping, not the image's.
+fn xattrs(fd: std::os::fd::BorrowedFd<'_>) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = String::from_utf8_lossy(name).into_owned();
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+    for name in confine::list_xattrs(fd) {
+        let Some(text) = name.to_str() else { continue };
+        let keep = (text.starts_with("user.") && !text.starts_with("user.overlay."))
+            || text == "security.capability";
+        if !keep {
             continue;
         }
-        let mut value = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(p, name.as_str(), &mut value[..]) {
-            value.truncate(len);
-            out.push((name, value));
+        if let Some(value) = confine::get_xattr(fd, &name) {
+            out.push((text.to_string(), value));
         }
     }
     out.sort();
     out
 }
 
-fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
 /// The whiteout hiding `name` in `parent`.
-fn whiteout(parent: &str, name: &str, mtime: u64) -> Entry {
-    marker(parent, &format!("{WHITEOUT_PREFIX}{name}"), mtime)
+fn whiteout(parent: &LayerPath, name: &[u8], mtime: u64) -> Entry {
+    let mut n = WHITEOUT_PREFIX.as_bytes().to_vec();
+    n.extend_from_slice(name);
+    marker(parent, &n, mtime)
 }
 
 /// The opaque marker of directory `dir`.
-fn opaque(dir: &str, mtime: u64) -> Entry {
-    marker(dir, OPAQUE_WHITEOUT, mtime)
+fn opaque(dir: &LayerPath, mtime: u64) -> Entry {
+    marker(dir, OPAQUE_WHITEOUT.as_bytes(), mtime)
 }
 
-fn marker(parent: &str, file_name: &str, mtime: u64) -> Entry {
+fn marker(parent: &LayerPath, file_name: &[u8], mtime: u64) -> Entry {
     Entry {
-        path: join(parent, file_name),
+        path: parent.join(file_name),
         kind: EntryKind::File {
-            source: PathBuf::new(),
+            source: FileSource::Empty,
             size: 0,
         },
         mode: 0,
@@ -173,57 +236,99 @@ fn marker(parent: &str, file_name: &str, mtime: u64) -> Entry {
     }
 }
 
-/// One filesystem object as a layer entry (`None` for sockets, which a
-/// layer cannot hold).
-fn entry(
-    path: &Path,
-    rel: String,
-    m: &std::fs::Metadata,
-    o: &Options,
-) -> Result<Option<Entry>, Error> {
-    let ft = m.file_type();
-    let (uid, gid) = o.owner(m);
-    let kind = if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File {
-            source: path.to_path_buf(),
-            size: m.len(),
-        }
-    } else if ft.is_symlink() {
-        EntryKind::Symlink(std::fs::read_link(path).map_err(err(path))?)
-    } else if ft.is_char_device() {
-        let dev = m.rdev();
-        EntryKind::Char {
-            major: rustix::fs::major(dev),
-            minor: rustix::fs::minor(dev),
-        }
-    } else if ft.is_block_device() {
-        let dev = m.rdev();
-        EntryKind::Block {
-            major: rustix::fs::major(dev),
-            minor: rustix::fs::minor(dev),
-        }
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else {
-        return Ok(None);
+/// One filesystem object of `root` as a layer entry (`None` for sockets,
+/// which a layer cannot hold).
+fn entry(root: &Arc<Root>, rel: &LayerPath, m: &Stat, o: &Options) -> Result<Option<Entry>, Error> {
+    let err = |source| Error {
+        path: root.display_path(rel.as_path()),
+        source,
     };
-    let link_key = (ft.is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()));
+    let ft = kind(m);
+    let (uid, gid) = o.owner(m);
+    let kind = match ft {
+        FileType::Directory => EntryKind::Dir,
+        FileType::RegularFile => EntryKind::File {
+            source: FileSource::in_root(root, rel.clone(), false),
+            size: m.st_size as u64,
+        },
+        FileType::Symlink => EntryKind::Symlink(root.read_link(rel.as_path()).map_err(err)?),
+        FileType::CharacterDevice => EntryKind::Char {
+            major: rustix::fs::major(m.st_rdev),
+            minor: rustix::fs::minor(m.st_rdev),
+        },
+        FileType::BlockDevice => EntryKind::Block {
+            major: rustix::fs::major(m.st_rdev),
+            minor: rustix::fs::minor(m.st_rdev),
+        },
+        FileType::Fifo => EntryKind::Fifo,
+        _ => return Ok(None),
+    };
+    let link_key = (ft == FileType::RegularFile && m.st_nlink > 1).then_some((m.st_dev, m.st_ino));
+    let xattrs = if ft == FileType::Symlink {
+        Vec::new()
+    } else {
+        let fd = root
+            .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
+            .map_err(err)?;
+        xattrs(fd.as_fd())
+    };
     Ok(Some(Entry {
-        path: rel,
+        path: rel.clone(),
         kind,
-        mode: m.mode() & 0o7777,
+        mode: m.st_mode & 0o7777,
         uid,
         gid,
         mtime: o.mtime(m),
-        xattrs: if ft.is_symlink() {
-            Vec::new()
-        } else {
-            xattrs(path)
-        },
+        xattrs,
         link_key,
     }))
+}
+
+/// A depth-first walk of `root` without following links: calls
+/// `visit(rel, stat)` for each entry, parents before children, names in
+/// byte order; its answer says whether to enter a directory. Iterative,
+/// with one open listing per level.
+fn walk(
+    root: &Root,
+    mut visit: impl FnMut(&LayerPath, &Stat) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let err = |rel: &LayerPath| {
+        let path = root.display_path(rel.as_path());
+        move |source| Error { path, source }
+    };
+    struct Frame {
+        at: LayerPath,
+        dir: OwnedFd,
+        todo: Vec<confine::DirEntry>,
+    }
+    let top = LayerPath::root();
+    let dir = root.open_dir(Path::new(".")).map_err(err(&top))?;
+    let mut todo = confine::read_dir_fd(dir.as_fd()).map_err(err(&top))?;
+    todo.reverse();
+    let mut stack = vec![Frame { at: top, dir, todo }];
+    while let Some(f) = stack.last_mut() {
+        let Some(e) = f.todo.pop() else {
+            stack.pop();
+            continue;
+        };
+        let rel = f.at.join(e.name.as_bytes());
+        let m = rustix::fs::statat(&f.dir, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| err(&rel)(e.into()))?;
+        let descend = visit(&rel, &m)?;
+        if descend && kind(&m) == FileType::Directory {
+            let dir = rustix::fs::openat(
+                &f.dir,
+                e.name.as_os_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| err(&rel)(e.into()))?;
+            let mut todo = confine::read_dir_fd(dir.as_fd()).map_err(err(&rel))?;
+            todo.reverse();
+            stack.push(Frame { at: rel, dir, todo });
+        }
+    }
+    Ok(())
 }
 
 /// The entries of an overlay upper directory.
@@ -231,36 +336,47 @@ fn entry(
 /// # Errors
 /// A part of the tree that cannot be read.
 pub fn capture(upper: &Path, o: &Options) -> Result<Vec<Entry>, Error> {
+    let root = open_root(upper)?;
     let mut out = Vec::new();
-    walk_upper(upper, "", o, &mut out)?;
-    Ok(out)
-}
-
-fn walk_upper(dir: &Path, rel: &str, o: &Options, out: &mut Vec<Entry>) -> Result<(), Error> {
-    let dir_mtime = std::fs::symlink_metadata(dir)
-        .map(|m| o.mtime(&m))
-        .map_err(err(dir))?;
-    if !rel.is_empty() && is_opaque(dir) {
-        out.push(opaque(rel, dir_mtime));
-    }
-    for e in std::fs::read_dir(dir).map_err(err(dir))? {
-        let e = e.map_err(err(dir))?;
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let m = std::fs::symlink_metadata(&path).map_err(err(&path))?;
-        let child = join(rel, &name);
-        if m.file_type().is_char_device() && m.rdev() == 0 {
-            out.push(whiteout(rel, &name, dir_mtime));
-            continue;
+    // A whiteout or an opaque marker takes its directory's mtime.
+    let dir_mtime = |rel: &LayerPath| -> Result<u64, Error> {
+        let st = root.lstat(rel.as_path()).map_err(|source| Error {
+            path: root.display_path(rel.as_path()),
+            source,
+        })?;
+        Ok(o.mtime(&st))
+    };
+    let mut mtimes: HashMap<LayerPath, u64> = HashMap::new();
+    mtimes.insert(LayerPath::root(), dir_mtime(&LayerPath::root())?);
+    walk(&root, |rel, m| {
+        let parent = rel.parent().unwrap_or_default();
+        let pm = match mtimes.get(&parent) {
+            Some(t) => *t,
+            None => dir_mtime(&parent)?,
+        };
+        if kind(m) == FileType::CharacterDevice && m.st_rdev == 0 {
+            out.push(whiteout(&parent, rel.file_name(), pm));
+            return Ok(false);
         }
-        if let Some(en) = entry(&path, child.clone(), &m, o)? {
+        if kind(m) == FileType::Directory {
+            let t = o.mtime(m);
+            mtimes.insert(rel.clone(), t);
+            let fd = root
+                .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
+                .map_err(|source| Error {
+                    path: root.display_path(rel.as_path()),
+                    source,
+                })?;
+            if is_opaque(fd.as_fd()) {
+                out.push(opaque(rel, t));
+            }
+        }
+        if let Some(en) = entry(&root, rel, m, o)? {
             out.push(en);
         }
-        if m.is_dir() {
-            walk_upper(&path, &child, o, out)?;
-        }
-    }
-    Ok(())
+        Ok(true)
+    })?;
+    Ok(out)
 }
 
 /// What [`compare`] needs to know of the tree before the command ran.
@@ -274,44 +390,38 @@ pub struct Before {
     uid: u32,
     gid: u32,
     size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    mtime: (i64, u64),
+    ctime: (i64, u64),
+}
+
+/// The state of one tree, as [`record`] and [`compare`] see it.
+pub type Recorded = BTreeMap<LayerPath, Before>;
+
+fn before_of(m: &Stat, born: Option<(i64, u32)>) -> Before {
+    Before {
+        ino: m.st_ino,
+        born,
+        mode: m.st_mode,
+        uid: m.st_uid,
+        gid: m.st_gid,
+        size: m.st_size as u64,
+        mtime: (m.st_mtime, m.st_mtime_nsec),
+        ctime: (m.st_ctime, m.st_ctime_nsec),
+    }
 }
 
 /// Records the state of `root` (a private copy the command will run on).
 ///
 /// # Errors
 /// A part of the tree that cannot be read.
-pub fn record(root: &Path) -> Result<BTreeMap<String, Before>, Error> {
+pub fn record(root: &Path) -> Result<Recorded, Error> {
+    let r = open_root(root)?;
     let mut out = BTreeMap::new();
-    record_walk(root, "", &mut out)?;
+    walk(&r, |rel, m| {
+        out.insert(rel.clone(), before_of(m, birth(&r, rel)));
+        Ok(true)
+    })?;
     Ok(out)
-}
-
-fn record_walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Before>) -> Result<(), Error> {
-    for e in std::fs::read_dir(dir).map_err(err(dir))? {
-        let e = e.map_err(err(dir))?;
-        let path = e.path();
-        let child = join(rel, &e.file_name().to_string_lossy());
-        let m = std::fs::symlink_metadata(&path).map_err(err(&path))?;
-        out.insert(
-            child.clone(),
-            Before {
-                ino: m.ino(),
-                born: birth(&path),
-                mode: m.mode(),
-                uid: m.uid(),
-                gid: m.gid(),
-                size: m.len(),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                ctime: (m.ctime(), m.ctime_nsec()),
-            },
-        );
-        if m.is_dir() {
-            record_walk(&path, &child, out)?;
-        }
-    }
-    Ok(())
 }
 
 /// The changes between `before` (recorded by [`record`]) and `root` now, as
@@ -322,39 +432,38 @@ fn record_walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Before>) -> Res
 ///
 /// # Errors
 /// A part of the tree that cannot be read.
-pub fn compare(
-    root: &Path,
-    before: &BTreeMap<String, Before>,
-    o: &Options,
-) -> Result<Vec<Entry>, Error> {
-    let mut now: HashMap<String, std::fs::Metadata> = HashMap::new();
+pub fn compare(root: &Path, before: &Recorded, o: &Options) -> Result<Vec<Entry>, Error> {
+    let r = open_root(root)?;
+    let mut now: HashMap<LayerPath, Stat> = HashMap::new();
     let mut order = Vec::new();
-    now_walk(root, "", &mut now, &mut order)?;
-    let mut changed: BTreeMap<String, bool> = BTreeMap::new(); // path -> opaque
+    walk(&r, |rel, m| {
+        now.insert(rel.clone(), *m);
+        order.push(rel.clone());
+        Ok(true)
+    })?;
+    let mut changed: BTreeMap<LayerPath, bool> = BTreeMap::new(); // path -> opaque
     for rel in &order {
         let m = &now[rel];
-        let reborn = |b: &Before| b.ino != m.ino() || b.born != birth(&root.join(rel));
+        let reborn = |b: &Before| b.ino != m.st_ino || b.born != birth(&r, rel);
         let differs = match before.get(rel) {
             None => true,
             Some(b) => {
                 reborn(b)
-                    || b.mode != m.mode()
-                    || b.uid != m.uid()
-                    || b.gid != m.gid()
-                    || b.size != m.len()
-                    || b.mtime != (m.mtime(), m.mtime_nsec())
-                    || b.ctime != (m.ctime(), m.ctime_nsec())
+                    || b.mode != m.st_mode
+                    || b.uid != m.st_uid
+                    || b.gid != m.st_gid
+                    || b.size != m.st_size as u64
+                    || b.mtime != (m.st_mtime, m.st_mtime_nsec)
+                    || b.ctime != (m.st_ctime, m.st_ctime_nsec)
             }
         };
         if differs {
             // A directory made where something was (rm -rf + mkdir): overlay
             // creates it over a whiteout, opaque.
-            let opaque = m.is_dir() && before.get(rel).is_some_and(reborn);
+            let opaque = kind(m) == FileType::Directory && before.get(rel).is_some_and(reborn);
             changed.insert(rel.clone(), opaque);
-            let mut cur = rel.as_str();
-            while let Some((parent, _)) = cur.rsplit_once('/') {
-                changed.entry(parent.to_string()).or_insert(false);
-                cur = parent;
+            for a in rel.ancestors() {
+                changed.entry(LayerPath::from(a)).or_insert(false);
             }
         }
     }
@@ -365,69 +474,46 @@ pub fn compare(
         if now.contains_key(rel) {
             continue;
         }
-        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-        if !parent.is_empty() && !now.contains_key(parent) {
+        let parent = rel.parent().unwrap_or_default();
+        if !parent.is_empty() && !now.contains_key(&parent) {
             continue;
         }
-        if changed.get(parent) == Some(&true) {
+        if changed.get(&parent) == Some(&true) {
             continue;
         }
         let pm = if parent.is_empty() {
-            std::fs::symlink_metadata(root).map_err(err(root))?
+            r.lstat(Path::new(".")).map_err(|source| Error {
+                path: root.to_path_buf(),
+                source,
+            })?
         } else {
-            now[parent].clone()
+            now[&parent]
         };
         if !parent.is_empty() {
-            changed.entry(parent.to_string()).or_insert(false);
-            let mut cur = parent;
-            while let Some((pp, _)) = cur.rsplit_once('/') {
-                changed.entry(pp.to_string()).or_insert(false);
-                cur = pp;
+            changed.entry(parent.clone()).or_insert(false);
+            for a in parent.ancestors() {
+                changed.entry(LayerPath::from(a)).or_insert(false);
             }
         }
-        out.push(whiteout(parent, name, o.mtime(&pm)));
+        out.push(whiteout(&parent, rel.file_name(), o.mtime(&pm)));
     }
     for (rel, is_opaque) in &changed {
         let m = &now[rel];
         if *is_opaque {
             out.push(opaque(rel, o.mtime(m)));
         }
-        if let Some(e) = entry(&root.join(rel), rel.clone(), m, o)? {
+        if let Some(e) = entry(&r, rel, m, o)? {
             out.push(e);
         }
     }
     Ok(out)
 }
 
-fn birth(p: &Path) -> Option<(i64, u32)> {
-    let st = rustix::fs::statx(
-        rustix::fs::CWD,
-        p,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        rustix::fs::StatxFlags::BTIME,
-    )
-    .ok()?;
-    (st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+fn birth(root: &Root, rel: &LayerPath) -> Option<(i64, u32)> {
+    let fd = root
+        .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
+        .ok()?;
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BTIME).ok()?;
+    (st.stx_mask & StatxFlags::BTIME.bits() != 0)
         .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec))
-}
-
-fn now_walk(
-    dir: &Path,
-    rel: &str,
-    out: &mut HashMap<String, std::fs::Metadata>,
-    order: &mut Vec<String>,
-) -> Result<(), Error> {
-    for e in std::fs::read_dir(dir).map_err(err(dir))? {
-        let e = e.map_err(err(dir))?;
-        let path = e.path();
-        let child = join(rel, &e.file_name().to_string_lossy());
-        let m = std::fs::symlink_metadata(&path).map_err(err(&path))?;
-        let is_dir = m.is_dir();
-        out.insert(child.clone(), m);
-        order.push(child.clone());
-        if is_dir {
-            now_walk(&path, &child, out, order)?;
-        }
-    }
-    Ok(())
 }

@@ -92,6 +92,19 @@ pub enum MountKind {
         /// Mounted read-only.
         readonly: bool,
     },
+    /// A file or directory of a build context or of a stage's filesystem:
+    /// `path` is resolved inside `root` (symlinks included, confined) by
+    /// the sandbox itself, on a descriptor, when it mounts it, so nothing
+    /// in the context or the image can redirect the mount to the host.
+    Confined {
+        /// The directory acting as `/` for `path`.
+        root: PathBuf,
+        /// The path inside it.
+        path: PathBuf,
+        /// Writable with its changes discarded (as [`MountKind::Scratch`]);
+        /// else read-only.
+        scratch: bool,
+    },
     /// An empty tmpfs.
     Tmpfs,
     /// A writable view of a host directory whose changes are discarded

@@ -189,27 +189,26 @@ fn stage1(dir: &Path) -> Result<i32> {
             }
             MountKind::Scratch { lower } => {
                 let t = ensure(&root, rel, true, &mut created)?;
-                let scratch = uppers.join("scratch").join(i.to_string());
-                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
-                mkdir(&upper)?;
-                mkdir(&work)?;
-                let l = lower.display().to_string();
-                if l.contains([',', ':']) {
-                    return Err(format!(
-                        "cannot mount `{l}` writable: its path has `,` or `:`"
-                    ));
+                scratch_overlay(&t, &uppers, i, lower, spec.rootless.is_some())?;
+            }
+            MountKind::Confined {
+                root: src_root,
+                path,
+                scratch,
+            } => {
+                let src_root = Root::open(src_root).map_err(ctx("opening a mount source"))?;
+                let fd = src_root
+                    .open_at(path, OFlags::PATH)
+                    .map_err(ctx(format!("mount source `{}`", path.display())))?;
+                let is_dir = rustix::fs::fstat(&fd)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                let t = ensure(&root, rel, is_dir, &mut created)?;
+                let source = PathBuf::from(fd_path(&fd));
+                if *scratch {
+                    scratch_overlay(&t, &uppers, i, &source, spec.rootless.is_some())?;
+                } else {
+                    bind(&source, &t, true)?;
                 }
-                let opts = format!(
-                    "lowerdir={l},upperdir={},workdir={}{}",
-                    upper.display(),
-                    work.display(),
-                    if spec.rootless.is_some() {
-                        ",userxattr"
-                    } else {
-                        ""
-                    }
-                );
-                mount_fs(&t, "overlay", "overlay", MountFlags::empty(), &opts)?;
             }
         }
     }
@@ -417,6 +416,10 @@ fn mountpoints(root: &Root, spec: &Spec, created: &mut Vec<String>) -> Result<()
         }
         let dir = match &m.kind {
             MountKind::Bind { source, .. } => source.is_dir(),
+            MountKind::Confined { root, path, .. } => Root::open(root)
+                .ok()
+                .and_then(|r| r.stat(path).ok())
+                .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
             MountKind::Tmpfs | MountKind::Scratch { .. } => true,
         };
         ensure(root, rel, dir, created)?;
@@ -602,6 +605,34 @@ fn mount_overlay(dir: &Path, merged: &Path, lowers: &[PathBuf], xattr: &str) -> 
     );
     let _ = rustix::process::chdir(&here);
     r.map_err(ctx("mounting the overlay"))
+}
+
+/// A writable view of `lower` whose changes are discarded: an overlay with
+/// a throwaway upper (the `i`th mount's) under `uppers`.
+fn scratch_overlay(
+    target: &OwnedFd,
+    uppers: &Path,
+    i: usize,
+    lower: &Path,
+    rootless: bool,
+) -> Result<()> {
+    let scratch = uppers.join("scratch").join(i.to_string());
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    let l = lower.display().to_string();
+    if l.contains([',', ':']) {
+        return Err(format!(
+            "cannot mount `{l}` writable: its path has `,` or `:`"
+        ));
+    }
+    let opts = format!(
+        "lowerdir={l},upperdir={},workdir={}{}",
+        upper.display(),
+        work.display(),
+        if rootless { ",userxattr" } else { "" }
+    );
+    mount_fs(target, "overlay", "overlay", MountFlags::empty(), &opts)
 }
 
 /// `/dev` as docker makes it: a tmpfs with the harmless devices bound from

@@ -1,22 +1,32 @@
-//! Root-confined extraction of layers, and path resolution inside a root.
+//! Root-confined extraction of layers.
 //!
-//! Every path is resolved by the kernel with `openat2(RESOLVE_IN_ROOT)`, never by
-//! joining strings, so `..` entries, absolute symlinks, symlink chains and hard
-//! links can never reach outside the root: the kernel treats the root as `/`.
-//! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) delete what lower layers put there, and
-//! only that (OCI image spec, "Whiteouts").
+//! Every name is resolved inside the root (`confine`): `..` entries,
+//! absolute symlinks, symlink chains and hard links can never reach outside
+//! it, because the kernel treats the root as `/`. Only single components are
+//! ever created, relative to a directory opened that way. Whiteouts
+//! (`.wh.NAME`, `.wh..wh..opq`) delete what lower layers put there, and only
+//! that (OCI image spec, "Whiteouts").
+//!
+//! Extraction keeps what the image says and nothing more: names are bytes
+//! (not UTF-8) end to end; modes are set explicitly, never left to the
+//! umask; of the extended attributes only `user.*` and `security.capability`
+//! are applied (`trusted.*` would let an image forge overlayfs's own
+//! `trusted.overlay.*` bookkeeping in a lower directory); GNU and PAX sparse
+//! files get their holes back.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timestamps, openat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, openat};
 use rustix::io::Errno;
 
-use super::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+use super::sparse::{self, PaxSparse, SparseReader};
+use super::{LayerPath, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+use crate::confine::{self, Root};
 
 /// An entry that extraction refuses, or a filesystem failure while extracting.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +37,7 @@ pub enum ExtractError {
     /// An entry could not be created.
     #[error("extracting `{path}`")]
     Entry {
-        /// Path inside the root.
+        /// Path inside the root (shown lossily when not UTF-8).
         path: String,
         /// Why.
         #[source]
@@ -56,48 +66,6 @@ pub struct ExtractReport {
     pub skipped: Vec<String>,
     /// Entries written.
     pub entries: u64,
-}
-
-/// Opens `root` as a directory for confined resolution.
-///
-/// # Errors
-/// When `root` is not an openable directory, or the kernel cannot confine.
-fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    crate::confine::Root::open(root)
-        .map(|r| r.into_fd())
-        .map_err(io::Error::other)
-}
-
-fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-    crate::confine::open_in(root, path, flags)
-}
-
-/// Resolves `path` inside `root_path` (symlinks followed, confined) and returns
-/// the host path of what it names. The result is always under `root_path`.
-///
-/// # Errors
-/// When the path does not exist or resolution fails.
-pub fn resolve_in_root(root_path: &Path, path: &Path) -> io::Result<PathBuf> {
-    let root = open_root(root_path)?;
-    let fd = open_in_root(root.as_fd(), path, OFlags::PATH)?;
-    let real = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))?;
-    let real_root = std::fs::canonicalize(root_path)?;
-    // The kernel guarantees containment; check anyway so a future caller bug
-    // cannot turn into a read outside the root.
-    if !real.starts_with(&real_root) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} resolves outside {}",
-                path.display(),
-                root_path.display()
-            ),
-        ));
-    }
-    Ok(real)
 }
 
 /// Extracts one layer (an uncompressed tar stream) on top of `root`.
@@ -130,9 +98,12 @@ fn extract<R: Read>(
     layer: R,
     overlay: Option<&'static str>,
 ) -> Result<ExtractReport> {
-    let root = open_root(root_path).map_err(|source| ExtractError::Root {
+    let root = Root::open(root_path).map_err(|e| ExtractError::Root {
         path: root_path.to_path_buf(),
-        source,
+        source: match e {
+            confine::Error::Open { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::Unsupported, other.to_string()),
+        },
     })?;
     let mut x = Extractor {
         root,
@@ -150,52 +121,29 @@ fn extract<R: Read>(
     // Directory mtimes last, deepest first: creating children changes them.
     x.dir_times.sort_by(|a, b| b.0.cmp(&a.0));
     for (path, mtime) in std::mem::take(&mut x.dir_times) {
-        let ts = timestamps(mtime);
-        // Best effort: a directory replaced later in the layer may be gone.
-        let _ = rustix::fs::utimensat(
-            x.root.as_fd(),
-            if path.is_empty() { "." } else { path.as_str() },
-            &ts,
-            AtFlags::SYMLINK_NOFOLLOW,
-        );
+        // Opened inside the root, never by a path the kernel resolves from
+        // the root descriptor alone (that would follow an absolute symlink
+        // a later entry put on the way out to the host). Best effort: a
+        // directory replaced later in the layer may be gone.
+        if let Ok(fd) = x.root.open_at(
+            path.as_path(),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW,
+        ) {
+            let _ = rustix::fs::futimens(&fd, &timestamps(mtime));
+        }
     }
     Ok(x.report)
 }
 
 struct Extractor {
-    root: OwnedFd,
+    root: Root,
     /// Overlay format, with the opaque-directory xattr name.
     overlay: Option<&'static str>,
     is_root: bool,
     /// Paths this layer wrote: whiteouts never remove these.
-    written: HashSet<String>,
-    dir_times: Vec<(String, u64)>,
+    written: HashSet<LayerPath>,
+    dir_times: Vec<(LayerPath, u64)>,
     report: ExtractReport,
-}
-
-/// Cleans a tar entry name into a relative path inside the root: `..` cannot
-/// climb above the root (it is resolved lexically against `/`), `.` and empty
-/// components vanish.
-pub fn clean_entry_path(name: &[u8]) -> String {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for part in name.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join(&b'/');
-    String::from_utf8_lossy(&joined).into_owned()
-}
-
-fn split_parent(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
-    }
 }
 
 fn timestamps(mtime: u64) -> Timestamps {
@@ -209,12 +157,24 @@ fn timestamps(mtime: u64) -> Timestamps {
     }
 }
 
+/// Extended attributes an image may set (DESIGN.md, "Formats"): `user.*`
+/// and file capabilities. `trusted.*` is refused above all, since overlayfs
+/// keeps its whiteouts, opaque markers and redirects there.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// The most symlinks followed while creating one entry's parents (the
+/// kernel's own limit, `ELOOP`).
+const MAX_LINKS: usize = 40;
+
 impl Extractor {
     fn entry<R: Read>(&mut self, mut entry: ::tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let path = clean_entry_path(&raw);
+        let (raw, layout) = sparse::name_and_layout(&mut entry).map_err(ExtractError::Read)?;
+        let path = LayerPath::clean(&raw);
+        let shown = path.to_string_lossy().into_owned();
         let err = |source: io::Error| ExtractError::Entry {
-            path: path.clone(),
+            path: shown.clone(),
             source,
         };
         let header = entry.header().clone();
@@ -227,17 +187,19 @@ impl Extractor {
         if path.is_empty() {
             // The root itself ("./"): only its metadata applies.
             if kind.is_dir() {
-                self.set_owner_mode(self.root.as_fd(), uid, gid, mode)
+                self.set_owner_mode(self.root.fd(), uid, gid, mode)
                     .map_err(err)?;
-                self.dir_times.push((String::new(), mtime));
+                self.dir_times.push((LayerPath::root(), mtime));
             }
             return Ok(());
         }
-        let (parent, base) = split_parent(&path);
-        if let Some(target) = base.strip_prefix(WHITEOUT_PREFIX) {
-            return self.whiteout(parent, base, target, &path);
+        let (parent, base) = path.split();
+        let parent = LayerPath::from(parent);
+        let base = OsStr::from_bytes(base);
+        if let Some(target) = base.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            return self.whiteout(&parent, base.as_bytes(), target, &shown);
         }
-        let parent_fd = self.ensure_dir(parent).map_err(err)?;
+        let parent_fd = self.ensure_dir(&parent).map_err(err)?;
         let pfd = parent_fd.as_fd();
         let existing = rustix::fs::statat(pfd, base, AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing
@@ -252,7 +214,7 @@ impl Extractor {
                         .map_err(err)?;
                 }
                 if !existing_is_dir {
-                    rustix::fs::mkdirat(pfd, base, Mode::from_raw_mode(0o755))
+                    rustix::fs::mkdirat(pfd, base, Mode::from_raw_mode(0o700))
                         .map_err(io_err)
                         .map_err(err)?;
                 }
@@ -266,10 +228,12 @@ impl Extractor {
                 .map_err(err)?;
                 self.set_owner_mode(fd.as_fd(), uid, gid, mode)
                     .map_err(err)?;
-                self.set_xattrs(&mut entry, fd.as_fd());
+                self.set_xattrs(&mut entry, fd.as_fd(), &shown);
                 self.dir_times.push((path.clone(), mtime));
             }
-            ::tar::EntryType::Regular | ::tar::EntryType::Continuous => {
+            ::tar::EntryType::Regular
+            | ::tar::EntryType::Continuous
+            | ::tar::EntryType::GNUSparse => {
                 self.remove_existing(pfd, base, existing_is_dir, existing.is_some())
                     .map_err(err)?;
                 let fd = openat(
@@ -285,10 +249,19 @@ impl Extractor {
                 .map_err(io_err)
                 .map_err(err)?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(&mut entry, &mut file).map_err(err)?;
+                let gnu_sparse = kind.is_gnu_sparse();
+                match layout {
+                    Some(l) => copy_sparse(&mut entry, l, &mut file),
+                    // The tar crate fills the holes of the old GNU format
+                    // with zeros as it reads; they become holes again here.
+                    None if gnu_sparse => copy_holes(&mut entry, &mut file),
+                    None => io::copy(&mut entry, &mut file).map(|_| ()),
+                }
+                .map_err(err)?;
                 self.set_owner_mode(file.as_fd(), uid, gid, mode)
                     .map_err(err)?;
-                self.set_xattrs(&mut entry, file.as_fd());
+                // Last: writing and chown both clear `security.capability`.
+                self.set_xattrs(&mut entry, file.as_fd(), &shown);
                 rustix::fs::futimens(&file, &timestamps(mtime))
                     .map_err(io_err)
                     .map_err(err)?;
@@ -308,29 +281,33 @@ impl Extractor {
                     rustix::fs::utimensat(pfd, base, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
             ::tar::EntryType::Link => {
-                let target = clean_entry_path(
+                let target = LayerPath::clean(
                     &entry
                         .link_name_bytes()
                         .map(|b| b.into_owned())
                         .unwrap_or_default(),
                 );
-                let (tparent, tbase) = split_parent(&target);
+                let (tparent, tbase) = target.split();
                 if tbase.is_empty() {
-                    return Err(ExtractError::BadName(path));
+                    return Err(ExtractError::BadName(shown));
                 }
-                let tparent_fd = open_in_root(
-                    self.root.as_fd(),
-                    Path::new(tparent),
-                    OFlags::DIRECTORY | OFlags::RDONLY,
-                )
-                .map_err(err)?;
+                let tparent_fd = self
+                    .root
+                    .open_dir(LayerPath::from(tparent).as_path())
+                    .map_err(err)?;
                 self.remove_existing(pfd, base, existing_is_dir, existing.is_some())
                     .map_err(err)?;
                 // Flags 0: a link to a symlink links the symlink, never what it
                 // points at, so the target cannot be outside the root.
-                rustix::fs::linkat(tparent_fd.as_fd(), tbase, pfd, base, AtFlags::empty())
-                    .map_err(io_err)
-                    .map_err(err)?;
+                rustix::fs::linkat(
+                    tparent_fd.as_fd(),
+                    OsStr::from_bytes(tbase),
+                    pfd,
+                    base,
+                    AtFlags::empty(),
+                )
+                .map_err(io_err)
+                .map_err(err)?;
             }
             ::tar::EntryType::Char | ::tar::EntryType::Block | ::tar::EntryType::Fifo => {
                 let ft = match kind {
@@ -339,9 +316,9 @@ impl Extractor {
                     _ => FileType::Fifo,
                 };
                 if ft != FileType::Fifo && !self.is_root {
-                    self.report
-                        .skipped
-                        .push(format!("{path}: device node skipped (not running as root)"));
+                    self.report.skipped.push(format!(
+                        "{shown}: device node skipped (not running as root)"
+                    ));
                     return Ok(());
                 }
                 let major = header.device_major().ok().flatten().unwrap_or(0);
@@ -358,13 +335,18 @@ impl Extractor {
                 .map_err(io_err)
                 .map_err(err)?;
                 self.chown_at(pfd, base, uid, gid).map_err(err)?;
+                // mknod's mode passed through the umask; the image's is set
+                // as it is (after chown, which clears setuid/setgid).
+                rustix::fs::chmodat(pfd, base, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(io_err)
+                    .map_err(err)?;
             }
             // PAX/GNU metadata entries are consumed by the tar reader; anything
-            // else (sparse, unknown) is skipped rather than guessed at.
+            // else (unknown types) is skipped rather than guessed at.
             other => {
                 self.report
                     .skipped
-                    .push(format!("{path}: unsupported entry type {other:?}"));
+                    .push(format!("{shown}: unsupported entry type {other:?}"));
                 return Ok(());
             }
         }
@@ -373,15 +355,26 @@ impl Extractor {
         Ok(())
     }
 
-    fn whiteout(&mut self, parent: &str, base: &str, target: &str, path: &str) -> Result<()> {
-        let bad = || ExtractError::BadName(path.to_string());
+    fn whiteout(
+        &mut self,
+        parent: &LayerPath,
+        base: &[u8],
+        target: &[u8],
+        shown: &str,
+    ) -> Result<()> {
+        let bad = || ExtractError::BadName(shown.to_string());
         let err = |source: io::Error| ExtractError::Entry {
-            path: path.to_string(),
+            path: shown.to_string(),
             source,
         };
+        let opaque = base == OPAQUE_WHITEOUT.as_bytes();
+        if !opaque && (target.is_empty() || target == b"." || target == b"..") {
+            return Err(bad());
+        }
+        let victim = parent.join(target);
         if let Some(opaque_xattr) = self.overlay {
             let parent_fd = self.ensure_dir(parent).map_err(err)?;
-            if base == OPAQUE_WHITEOUT {
+            if opaque {
                 return rustix::fs::fsetxattr(
                     parent_fd.as_fd(),
                     opaque_xattr,
@@ -391,20 +384,12 @@ impl Extractor {
                 .map_err(io_err)
                 .map_err(err);
             }
-            if target.is_empty() || target == "." || target == ".." || target.contains('/') {
-                return Err(bad());
-            }
-            let victim = if parent.is_empty() {
-                target.to_string()
-            } else {
-                format!("{parent}/{target}")
-            };
             if self.written.contains(&victim) {
                 return Ok(());
             }
             return rustix::fs::mknodat(
                 parent_fd.as_fd(),
-                target,
+                OsStr::from_bytes(target),
                 FileType::CharacterDevice,
                 Mode::empty(),
                 rustix::fs::makedev(0, 0),
@@ -412,39 +397,23 @@ impl Extractor {
             .map_err(io_err)
             .map_err(err);
         }
-        let parent_fd = match open_in_root(
-            self.root.as_fd(),
-            Path::new(parent),
-            OFlags::DIRECTORY | OFlags::RDONLY,
-        ) {
+        let parent_fd = match self.root.open_dir(parent.as_path()) {
             Ok(fd) => fd,
             // Nothing below to hide.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(err(e)),
         };
-        if base == OPAQUE_WHITEOUT {
-            let keep_prefix = if parent.is_empty() {
-                String::new()
-            } else {
-                format!("{parent}/")
-            };
-            return self.clear_dir(parent_fd.as_fd(), &keep_prefix).map_err(err);
+        if opaque {
+            return self.clear_dir(parent_fd.as_fd(), parent).map_err(err);
         }
-        if target.is_empty() || target == "." || target == ".." || target.contains('/') {
-            return Err(bad());
-        }
-        let victim = if parent.is_empty() {
-            target.to_string()
-        } else {
-            format!("{parent}/{target}")
-        };
         if self.written.contains(&victim) {
             return Ok(());
         }
-        match rustix::fs::statat(parent_fd.as_fd(), target, AtFlags::SYMLINK_NOFOLLOW) {
+        let name = OsStr::from_bytes(target);
+        match rustix::fs::statat(parent_fd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                self.remove_existing(parent_fd.as_fd(), target, is_dir, true)
+                self.remove_existing(parent_fd.as_fd(), name, is_dir, true)
                     .map_err(err)
             }
             Err(Errno::NOENT) => Ok(()),
@@ -452,24 +421,25 @@ impl Extractor {
         }
     }
 
-    /// Removes every child of `dir` that this layer did not write (`prefix` is
-    /// the layer path of `dir` with a trailing `/`).
-    fn clear_dir(&self, dir: BorrowedFd<'_>, prefix: &str) -> io::Result<()> {
-        for (name, is_dir) in list_dir(dir)? {
-            let child = format!("{prefix}{name}");
+    /// Removes every child of `dir` (the layer path `at`) that this layer
+    /// did not write.
+    fn clear_dir(&self, dir: BorrowedFd<'_>, at: &LayerPath) -> io::Result<()> {
+        for e in confine::read_dir_fd(dir)? {
+            let child = at.join(e.name.as_bytes());
+            let is_dir = e.kind == FileType::Directory;
             if self.written.contains(&child) {
                 if is_dir {
                     let fd = openat(
                         dir,
-                        name.as_str(),
+                        e.name.as_os_str(),
                         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
-                    self.clear_dir(fd.as_fd(), &format!("{child}/"))?;
+                    self.clear_dir(fd.as_fd(), &child)?;
                 }
                 continue;
             }
-            remove_tree(dir, &name, is_dir)?;
+            remove_tree(dir, &e.name, is_dir)?;
         }
         Ok(())
     }
@@ -477,7 +447,7 @@ impl Extractor {
     fn remove_existing(
         &self,
         dir: BorrowedFd<'_>,
-        name: &str,
+        name: &OsStr,
         is_dir: bool,
         exists: bool,
     ) -> io::Result<()> {
@@ -489,46 +459,80 @@ impl Extractor {
 
     /// Opens (creating as needed, mode 0755) the directory `path` in the root.
     /// A dangling symlink on the way is followed the way the kernel would,
-    /// inside the root, and its target created.
-    fn ensure_dir(&self, path: &str) -> io::Result<OwnedFd> {
-        self.ensure_dir_depth(path, 0)
-    }
-
-    fn ensure_dir_depth(&self, path: &str, depth: usize) -> io::Result<OwnedFd> {
-        if depth > 40 {
-            return Err(Errno::LOOP.into());
-        }
+    /// inside the root, and its target created. Any depth of missing
+    /// directories works (one component at a time, no recursion); only
+    /// symlinks count against [`MAX_LINKS`].
+    fn ensure_dir(&self, path: &LayerPath) -> io::Result<OwnedFd> {
         let flags = OFlags::DIRECTORY | OFlags::RDONLY;
-        match open_in_root(self.root.as_fd(), Path::new(path), flags) {
+        match self.root.open_at(path.as_path(), flags) {
             Ok(fd) => return Ok(fd),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e)
+                if matches!(
+                    Errno::from_io_error(&e),
+                    Some(Errno::NOENT | Errno::NAMETOOLONG)
+                ) => {}
             Err(e) => return Err(e),
         }
-        let (parent, base) = split_parent(path);
-        let parent_fd = self.ensure_dir_depth(parent, depth + 1)?;
-        match rustix::fs::statat(parent_fd.as_fd(), base, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                let target = rustix::fs::readlinkat(parent_fd.as_fd(), base, Vec::new())?;
-                let target = target.to_string_lossy();
-                let joined = if target.starts_with('/') {
-                    target.to_string()
-                } else {
-                    format!("{parent}/{target}")
-                };
-                return self.ensure_dir_depth(&clean_entry_path(joined.as_bytes()), depth + 1);
+        // Walk from the root, component by component.
+        let mut todo: Vec<Vec<u8>> = components_rev(path.as_bytes());
+        let mut at = LayerPath::root();
+        let mut cur = self.root.open_dir(Path::new("."))?;
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if c == b".." {
+                at = at.parent().unwrap_or_default();
+                cur = self.root.open_dir(at.as_path())?;
+                continue;
             }
-            _ => {}
+            let name = OsStr::from_bytes(&c);
+            match rustix::fs::statat(&cur, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => {}
+                    FileType::Symlink => {
+                        links += 1;
+                        if links > MAX_LINKS {
+                            return Err(Errno::LOOP.into());
+                        }
+                        let target = rustix::fs::readlinkat(&cur, name, Vec::new())?;
+                        let target = target.into_bytes();
+                        if target.starts_with(b"/") {
+                            at = LayerPath::root();
+                            cur = self.root.open_dir(Path::new("."))?;
+                        }
+                        todo.extend(components_rev(&target));
+                        continue;
+                    }
+                    _ => return Err(Errno::NOTDIR.into()),
+                },
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // mkdir's mode went through the umask.
+                    let _ = rustix::fs::chmodat(
+                        &cur,
+                        name,
+                        Mode::from_raw_mode(0o755),
+                        AtFlags::empty(),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+            cur = openat(
+                &cur,
+                name,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            at = at.join(&c);
         }
-        match rustix::fs::mkdirat(parent_fd.as_fd(), base, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        open_in_root(self.root.as_fd(), Path::new(path), flags)
+        Ok(cur)
     }
 
     /// Sets the owner of `name` in `dir` without following a symlink; only
     /// root can, so others keep their own ids (as tar does).
-    fn chown_at(&self, dir: BorrowedFd<'_>, name: &str, uid: u64, gid: u64) -> io::Result<()> {
+    fn chown_at(&self, dir: BorrowedFd<'_>, name: &OsStr, uid: u64, gid: u64) -> io::Result<()> {
         if self.is_root {
             rustix::fs::chownat(
                 dir,
@@ -554,60 +558,93 @@ impl Extractor {
         Ok(())
     }
 
-    fn set_xattrs<R: Read>(&self, entry: &mut ::tar::Entry<'_, R>, fd: BorrowedFd<'_>) {
+    /// Applies the entry's `SCHILY.xattr.*` records that images may carry
+    /// (see [`xattr_allowed`]); a refused one is reported.
+    fn set_xattrs<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        fd: BorrowedFd<'_>,
+        shown: &str,
+    ) {
         let Ok(Some(exts)) = entry.pax_extensions() else {
             return;
         };
         for ext in exts.flatten() {
-            let Ok(key) = ext.key() else { continue };
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                // Best effort, as containerd: trusted.* and security.* need
-                // privileges the caller may not have.
-                let _ = rustix::fs::fsetxattr(
-                    fd,
-                    name,
-                    ext.value_bytes(),
-                    rustix::fs::XattrFlags::empty(),
-                );
+            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            if !xattr_allowed(name) {
+                if name.starts_with(b"trusted.") {
+                    self.report.skipped.push(format!(
+                        "{shown}: extended attribute {} dropped (images may not set trusted.*)",
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+                continue;
             }
+            // Best effort, as containerd: security.capability needs
+            // privileges the caller may not have.
+            let _ = rustix::fs::fsetxattr(
+                fd,
+                OsStr::from_bytes(name),
+                ext.value_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            );
         }
     }
+}
+
+/// The components of `path`, last first (a stack to pop), `.` and empty
+/// ones dropped (`..` kept: it is resolved against what was walked).
+fn components_rev(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Copies a PAX sparse file's logical content, leaving its holes as holes.
+fn copy_sparse<R: Read>(
+    entry: &mut ::tar::Entry<'_, R>,
+    layout: PaxSparse,
+    file: &mut std::fs::File,
+) -> io::Result<()> {
+    let stored = entry.size();
+    let mut r = SparseReader::new(entry, layout, stored)?;
+    copy_holes(&mut r, file)
+}
+
+/// Copies everything `r` gives, seeking over blocks of zeros instead of
+/// writing them (a sparse file's holes), then sets the length (a trailing
+/// hole).
+fn copy_holes(r: &mut impl Read, file: &mut std::fs::File) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if chunk.iter().all(|&b| b == 0) {
+            file.seek(io::SeekFrom::Current(n as i64))?;
+        } else {
+            file.write_all(chunk)?;
+        }
+        pos += n as u64;
+    }
+    file.set_len(pos)?;
+    Ok(())
 }
 
 fn io_err(e: Errno) -> io::Error {
     e.into()
 }
 
-/// Lists a directory's children as `(name, is_dir)`, without `.` and `..`.
-fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(String, bool)>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for e in Dir::read_from(&fd)? {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let name = String::from_utf8_lossy(name).into_owned();
-        let is_dir = match e.file_type() {
-            FileType::Directory => true,
-            FileType::Unknown => rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory),
-            _ => false,
-        };
-        out.push((name, is_dir));
-    }
-    Ok(out)
-}
-
 /// Removes `name` under `dir`, recursively for directories, never following
 /// symlinks.
-pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &str, is_dir: bool) -> io::Result<()> {
+pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> io::Result<()> {
     if !is_dir {
         return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
     }
@@ -617,8 +654,8 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &str, is_dir: bool) -> io::
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    for (child, child_is_dir) in list_dir(fd.as_fd())? {
-        remove_tree(fd.as_fd(), &child, child_is_dir)?;
+    for e in confine::read_dir_fd(fd.as_fd())? {
+        remove_tree(fd.as_fd(), &e.name, e.kind == FileType::Directory)?;
     }
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
@@ -763,18 +800,103 @@ mod tests {
         assert!(root.join("o/new").exists());
     }
 
+    /// A PAX entry carrying `records` (e.g. xattrs, long names) before a
+    /// regular file `name` with `body`, through the tar crate's own PAX
+    /// writer.
+    fn pax_file(records: &[(&str, &[u8])], name: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut b = ::tar::Builder::new(Vec::new());
+        b.append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
+            .unwrap();
+        let mut h = ::tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(::tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(body.len() as u64);
+        h.set_cksum();
+        b.append(&h, body).unwrap();
+        b.into_inner().unwrap()
+    }
+
     #[test]
-    fn resolve_in_root_follows_links_inside() {
+    fn names_are_bytes_end_to_end() {
         let (_t, root, _) = sandbox();
-        std::fs::create_dir(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/passwd"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        let p = resolve_in_root(&root, Path::new("/link/passwd")).unwrap();
-        assert_eq!(p, std::fs::canonicalize(root.join("etc/passwd")).unwrap());
-        assert!(
-            resolve_in_root(&root, Path::new("../../.."))
-                .unwrap()
-                .starts_with(std::fs::canonicalize(&root).unwrap())
+        let lower = pax_file(&[], b"caf\xe9", b"x");
+        extract_layer(&root, &lower[..]).unwrap();
+        assert!(root.join(OsStr::from_bytes(b"caf\xe9")).is_file());
+        // A whiteout of that very name removes it (not a lossy twin).
+        std::fs::write(root.join("caf\u{fffd}"), "twin").unwrap();
+        let upper = pax_file(&[], b".wh.caf\xe9", b"");
+        extract_layer(&root, &upper[..]).unwrap();
+        assert!(!root.join(OsStr::from_bytes(b"caf\xe9")).exists());
+        assert!(root.join("caf\u{fffd}").exists());
+    }
+
+    #[test]
+    fn more_than_forty_missing_parents() {
+        let (_t, root, _) = sandbox();
+        let deep: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
+        let name = format!("{}/leaf", deep.join("/"));
+        let tar = pax_file(&[("path", name.as_bytes())], b"placeholder", b"deep");
+        extract_layer(&root, &tar[..]).unwrap();
+        assert_eq!(std::fs::read(root.join(&name)).unwrap(), b"deep");
+    }
+
+    #[test]
+    fn only_user_and_capability_xattrs_are_applied() {
+        let (_t, root, _) = sandbox();
+        let tar = pax_file(
+            &[
+                ("SCHILY.xattr.user.keep", b"1"),
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ],
+            b"f",
+            b"x",
         );
+        let report = extract_layer(&root, &tar[..]).unwrap();
+        let f = root.join("f");
+        let mut buf = [0u8; 8];
+        // user.* needs a filesystem with user xattrs (tmpfs on new kernels,
+        // ext4): when it is there, it must have been applied.
+        if let Ok(n) = rustix::fs::getxattr(&f, "user.keep", &mut buf) {
+            assert_eq!(&buf[..n], b"1");
+        }
+        assert!(rustix::fs::getxattr(&f, "trusted.overlay.opaque", &mut buf).is_err());
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|s| s.contains("trusted.overlay.opaque")),
+            "{:?}",
+            report.skipped
+        );
+    }
+
+    #[test]
+    fn pax_sparse_files_get_their_content_and_holes() {
+        let (_t, root, _) = sandbox();
+        // Format 1.0: the map leads the data, padded to a block.
+        let mut data = b"2\n0\n3\n8192\n2\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"abcde");
+        let tar = pax_file(
+            &[
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.name", b"sparse"),
+                ("GNU.sparse.realsize", b"10000"),
+            ],
+            b"GNUSparseFile.0/sparse",
+            &data,
+        );
+        extract_layer(&root, &tar[..]).unwrap();
+        assert!(!root.join("GNUSparseFile.0").exists());
+        let got = std::fs::read(root.join("sparse")).unwrap();
+        let mut want = vec![0u8; 10000];
+        want[..3].copy_from_slice(b"abc");
+        want[8192..8194].copy_from_slice(b"de");
+        assert_eq!(got, want);
     }
 }

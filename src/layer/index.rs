@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use super::extract::clean_entry_path;
-use super::{Error, OPAQUE_WHITEOUT, Result, WHITEOUT_PREFIX};
+use super::{Error, LayerPath, OPAQUE_WHITEOUT, Result, WHITEOUT_PREFIX, sparse};
 
 /// The type of an indexed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +17,10 @@ pub enum Kind {
     Dir,
     /// Regular file.
     File,
-    /// Symbolic link with its target.
-    Symlink(String),
+    /// Symbolic link with its target (bytes, verbatim).
+    Symlink(Vec<u8>),
     /// Hard link to another path.
-    Hardlink(String),
+    Hardlink(LayerPath),
     /// Device, fifo or anything else.
     Other,
 }
@@ -39,17 +38,19 @@ pub struct Meta {
     pub gid: u64,
     /// Modification time.
     pub mtime: u64,
+    /// Size of a regular file's content (its logical size when sparse).
+    pub size: u64,
 }
 
 /// One record of a layer listing.
 #[derive(Debug, Clone)]
 pub enum Record {
     /// An entry at a path.
-    Entry(String, Meta),
+    Entry(LayerPath, Meta),
     /// `.wh.NAME`: deletes the path from lower layers.
-    Whiteout(String),
+    Whiteout(LayerPath),
     /// `.wh..wh..opq`: hides everything under the directory from lower layers.
-    Opaque(String),
+    Opaque(LayerPath),
 }
 
 /// Lists an uncompressed layer stream.
@@ -64,41 +65,40 @@ pub fn list<R: Read>(layer: R, what: &str) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     let mut archive = ::tar::Archive::new(layer);
     for entry in archive.entries().map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let path = clean_entry_path(&entry.path_bytes());
+        let mut entry = entry.map_err(read_err)?;
+        let (name, layout) = sparse::name_and_layout(&mut entry).map_err(read_err)?;
+        let path = LayerPath::clean(&name);
         if path.is_empty() {
             continue;
         }
-        let (parent, base) = match path.rfind('/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => ("", path.as_str()),
-        };
-        if base == OPAQUE_WHITEOUT {
-            out.push(Record::Opaque(parent.to_string()));
+        let (parent, base) = path.split();
+        let parent = LayerPath::from(parent);
+        if base == OPAQUE_WHITEOUT.as_bytes() {
+            out.push(Record::Opaque(parent));
             continue;
         }
-        if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
-            let victim = if parent.is_empty() {
-                name.to_string()
-            } else {
-                format!("{parent}/{name}")
-            };
-            out.push(Record::Whiteout(victim));
+        if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            out.push(Record::Whiteout(parent.join(name)));
             continue;
         }
+        let link = entry
+            .link_name_bytes()
+            .map(|b| b.into_owned())
+            .unwrap_or_default();
         let h = entry.header();
-        let link = || {
-            entry
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
-        };
         let kind = match h.entry_type() {
             ::tar::EntryType::Directory => Kind::Dir,
-            ::tar::EntryType::Regular | ::tar::EntryType::Continuous => Kind::File,
-            ::tar::EntryType::Symlink => Kind::Symlink(link()),
-            ::tar::EntryType::Link => Kind::Hardlink(clean_entry_path(link().as_bytes())),
+            ::tar::EntryType::Regular
+            | ::tar::EntryType::Continuous
+            | ::tar::EntryType::GNUSparse => Kind::File,
+            ::tar::EntryType::Symlink => Kind::Symlink(link),
+            ::tar::EntryType::Link => Kind::Hardlink(LayerPath::clean(&link)),
             _ => Kind::Other,
+        };
+        let size = match (&kind, &layout) {
+            (Kind::File, Some(l)) => l.real_size,
+            (Kind::File, None) => logical_size(&entry).map_err(read_err)?,
+            _ => 0,
         };
         let meta = Meta {
             kind,
@@ -106,16 +106,29 @@ pub fn list<R: Read>(layer: R, what: &str) -> Result<Vec<Record>> {
             uid: h.uid().map_err(read_err)?,
             gid: h.gid().map_err(read_err)?,
             mtime: h.mtime().map_err(read_err)?,
+            size,
         };
         out.push(Record::Entry(path, meta));
     }
     Ok(out)
 }
 
+/// A regular file's content size: for the old GNU sparse type the real
+/// size from its header, else the stored size.
+fn logical_size<R: Read>(entry: &::tar::Entry<'_, R>) -> std::io::Result<u64> {
+    let h = entry.header();
+    if h.entry_type().is_gnu_sparse()
+        && let Some(gnu) = h.as_gnu()
+    {
+        return gnu.real_size();
+    }
+    Ok(entry.size())
+}
+
 /// The merged view of a stack of layers: what exists, and its metadata.
 #[derive(Debug, Default, Clone)]
 pub struct Merged {
-    entries: BTreeMap<String, Meta>,
+    entries: BTreeMap<LayerPath, Meta>,
 }
 
 impl Merged {
@@ -145,19 +158,23 @@ impl Merged {
         }
     }
 
-    fn remove_tree(&mut self, path: &str, including_self: bool) {
+    fn remove_tree(&mut self, path: &LayerPath, including_self: bool) {
         if including_self {
             self.entries.remove(path);
         }
+        // Descendants sort together right after `path/` (not after `path`:
+        // `a-b` sorts between `a` and `a/x`).
         let prefix = if path.is_empty() {
-            String::new()
+            Vec::new()
         } else {
-            format!("{path}/")
+            let mut p = path.as_bytes().to_vec();
+            p.push(b'/');
+            p
         };
-        let doomed: Vec<String> = self
+        let doomed: Vec<LayerPath> = self
             .entries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
+            .range(LayerPath::from(&prefix[..])..)
+            .take_while(|(k, _)| k.as_bytes().starts_with(&prefix))
             .map(|(k, _)| k.clone())
             .collect();
         for k in doomed {
@@ -165,57 +182,64 @@ impl Merged {
         }
     }
 
-    /// The entry at `path` (relative, cleaned), without following symlinks.
-    pub fn get(&self, path: &str) -> Option<&Meta> {
+    /// Removes the entry at `path` and returns it.
+    pub fn take(&mut self, path: &LayerPath) -> Option<Meta> {
+        self.entries.remove(path)
+    }
+
+    /// The entry at `path`, without following symlinks.
+    pub fn get(&self, path: &LayerPath) -> Option<&Meta> {
         self.entries.get(path)
     }
 
-    /// Resolves symlinks in the parent components of `path` the way the kernel
-    /// would inside a root (absolute targets are relative to the root, `..` stops
-    /// at the root), returning the resolved path. Gives up after 40 links.
-    pub fn resolve(&self, path: &str) -> String {
-        let mut todo: Vec<String> = path
-            .split('/')
+    /// Resolves symlinks in `path` the way the kernel would inside a root
+    /// (absolute targets are relative to the root, `..` stops at the root),
+    /// returning the resolved path. Gives up after 40 links, as the kernel
+    /// does (ELOOP), returning what it resolved so far.
+    pub fn resolve(&self, path: &LayerPath) -> LayerPath {
+        let mut todo: Vec<Vec<u8>> = path
+            .as_bytes()
+            .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
             .rev()
-            .map(str::to_string)
+            .map(<[u8]>::to_vec)
             .collect();
-        let mut done: Vec<String> = Vec::new();
+        let mut done = LayerPath::root();
         let mut links = 0;
         while let Some(c) = todo.pop() {
-            match c.as_str() {
-                "." => continue,
-                ".." => {
-                    done.pop();
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    done = done.parent().unwrap_or_default();
                     continue;
                 }
                 _ => {}
             }
-            done.push(c);
-            let cur = done.join("/");
+            let next = done.join(&c);
             if let Some(Meta {
                 kind: Kind::Symlink(target),
                 ..
-            }) = self.entries.get(&cur)
+            }) = self.entries.get(&next)
             {
                 links += 1;
                 if links > 40 {
-                    break;
+                    return next;
                 }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
+                if target.starts_with(b"/") {
+                    done = LayerPath::root();
                 }
                 todo.extend(
                     target
-                        .split('/')
+                        .split(|&b| b == b'/')
                         .filter(|c| !c.is_empty())
                         .rev()
-                        .map(str::to_string),
+                        .map(<[u8]>::to_vec),
                 );
+            } else {
+                done = next;
             }
         }
-        done.join("/")
+        done
     }
 
     /// Number of entries.
@@ -245,32 +269,32 @@ pub enum Lookup {
 ///
 /// # Errors
 /// An unreadable stream.
-pub fn find_file<R: Read>(layer: R, path: &str, limit: u64, what: &str) -> Result<Lookup> {
+pub fn find_file<R: Read>(layer: R, path: &LayerPath, limit: u64, what: &str) -> Result<Lookup> {
     let read_err = |source| Error::Read {
         what: what.to_string(),
         source,
     };
-    let (parent, base) = match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
-    };
-    let whiteout = if parent.is_empty() {
-        format!("{WHITEOUT_PREFIX}{base}")
-    } else {
-        format!("{parent}/{WHITEOUT_PREFIX}{base}")
-    };
+    let (parent, base) = path.split();
+    let mut wh = WHITEOUT_PREFIX.as_bytes().to_vec();
+    wh.extend_from_slice(base);
+    let whiteout = LayerPath::from(parent).join(&wh);
     let mut result = Lookup::Absent;
     let mut archive = ::tar::Archive::new(layer);
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
-        let p = clean_entry_path(&entry.path_bytes());
-        if p == path {
-            if entry.header().entry_type().is_file() {
+        let (name, layout) = sparse::name_and_layout(&mut entry).map_err(read_err)?;
+        let p = LayerPath::clean(&name);
+        if p == *path {
+            let ty = entry.header().entry_type();
+            if ty.is_file() || ty.is_gnu_sparse() {
+                let stored = entry.size();
                 let mut buf = Vec::new();
-                (&mut entry)
-                    .take(limit)
-                    .read_to_end(&mut buf)
-                    .map_err(read_err)?;
+                match layout {
+                    Some(l) => sparse::SparseReader::new(&mut entry, l, stored)
+                        .and_then(|r| r.take(limit).read_to_end(&mut buf)),
+                    None => (&mut entry).take(limit).read_to_end(&mut buf),
+                }
+                .map_err(read_err)?;
                 return Ok(Lookup::Found(buf));
             }
             return Ok(Lookup::Deleted);
@@ -282,10 +306,9 @@ pub fn find_file<R: Read>(layer: R, path: &str, limit: u64, what: &str) -> Resul
     Ok(result)
 }
 
-fn is_opaque_parent(entry: &str, path: &str) -> bool {
-    entry
-        .strip_suffix(OPAQUE_WHITEOUT)
-        .is_some_and(|dir| path.starts_with(dir) && (dir.is_empty() || dir.ends_with('/')))
+fn is_opaque_parent(entry: &LayerPath, path: &LayerPath) -> bool {
+    let (dir, base) = entry.split();
+    base == OPAQUE_WHITEOUT.as_bytes() && path.is_within(&LayerPath::from(dir))
 }
 
 #[cfg(test)]
@@ -299,6 +322,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime: 0,
+            size: 0,
         }
     }
 
@@ -316,11 +340,12 @@ mod tests {
             Record::Opaque("a".into()),
             Record::Whiteout("b".into()),
         ]);
-        assert!(m.get("a").is_some());
-        assert!(m.get("a/x").is_none());
-        assert!(m.get("a/z").is_some());
-        assert!(m.get("b").is_none());
-        assert!(m.get("b/y").is_none());
+        let get = |p: &str| m.get(&LayerPath::from(p));
+        assert!(get("a").is_some());
+        assert!(get("a/x").is_none());
+        assert!(get("a/z").is_some());
+        assert!(get("b").is_none());
+        assert!(get("b/y").is_none());
     }
 
     #[test]
@@ -332,7 +357,7 @@ mod tests {
             Record::Entry("lib".into(), meta(Kind::Symlink("usr/lib".into()))),
             Record::Entry("up".into(), meta(Kind::Symlink("../../..".into()))),
         ]);
-        assert_eq!(m.resolve("lib/x"), "usr/lib/x");
-        assert_eq!(m.resolve("up/usr"), "usr");
+        assert_eq!(m.resolve(&"lib/x".into()), "usr/lib/x");
+        assert_eq!(m.resolve(&"up/usr".into()), "usr");
     }
 }

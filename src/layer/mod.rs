@@ -11,14 +11,20 @@
 mod compress;
 pub mod extract;
 pub mod index;
+mod path;
 mod pgzip;
+mod sparse;
 mod tar;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use compress::{Compression, Decompressor, detect_compression};
+pub use path::LayerPath;
+
+use crate::confine::Root;
 
 use crate::digest::{Digest, HashingWriter};
 
@@ -72,18 +78,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum EntryKind {
     /// A directory.
     Dir,
-    /// A regular file whose bytes are read from `source` at write time (an
-    /// empty `source` with size 0: an empty file, as whiteouts are).
+    /// A regular file whose bytes are read from `source` at write time.
     File {
         /// Where the bytes are.
-        source: PathBuf,
+        source: FileSource,
         /// Size when listed; a mismatch at write time is an error.
         size: u64,
     },
     /// A symbolic link to `target` (kept verbatim).
     Symlink(PathBuf),
-    /// A hard link to another entry of the same layer (path without leading `/`).
-    Hardlink(String),
+    /// A hard link to another entry of the same layer.
+    Hardlink(LayerPath),
     /// A character device.
     Char {
         /// Major number.
@@ -102,12 +107,93 @@ pub enum EntryKind {
     Fifo,
 }
 
+/// Where the bytes of a file entry come from. Files of an image, a context
+/// or an archive are only ever read through the [`Root`] they live in.
+#[derive(Debug, Clone)]
+pub enum FileSource {
+    /// No bytes (whiteouts).
+    Empty,
+    /// Bytes the builder holds (a heredoc).
+    Bytes(Arc<[u8]>),
+    /// A file inside a root, opened through it when the layer is written.
+    InRoot {
+        /// The root the path is resolved in.
+        root: Arc<Root>,
+        /// The path inside it.
+        path: LayerPath,
+        /// Follow a symlink in the last component (inside the root): a
+        /// COPY source named directly is followed, one found while walking
+        /// a directory is read as the file it was or not at all.
+        follow: bool,
+    },
+}
+
+impl FileSource {
+    /// A file inside `root`.
+    pub fn in_root(root: &Arc<Root>, path: LayerPath, follow: bool) -> FileSource {
+        FileSource::InRoot {
+            root: Arc::clone(root),
+            path,
+            follow,
+        }
+    }
+
+    /// Where the bytes are, for messages.
+    pub fn describe(&self) -> PathBuf {
+        match self {
+            FileSource::Empty => PathBuf::from("(empty)"),
+            FileSource::Bytes(_) => PathBuf::from("(inline content)"),
+            FileSource::InRoot { root, path, .. } => root.display_path(path.as_path()),
+        }
+    }
+
+    /// Opens the bytes for reading.
+    ///
+    /// # Errors
+    /// The file cannot be opened inside its root, or is not a regular file.
+    pub fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(match self {
+            FileSource::Empty => Box::new(io::empty()),
+            FileSource::Bytes(b) => Box::new(&b[..]),
+            FileSource::InRoot { root, path, follow } => Box::new(if *follow {
+                root.open_file(path.as_path())?
+            } else {
+                root.open_file_nofollow(path.as_path())?
+            }),
+        })
+    }
+}
+
+impl PartialEq for FileSource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (FileSource::Empty, FileSource::Empty) => true,
+            (FileSource::Bytes(a), FileSource::Bytes(b)) => a == b,
+            (
+                FileSource::InRoot {
+                    root: ra,
+                    path: pa,
+                    follow: fa,
+                },
+                FileSource::InRoot {
+                    root: rb,
+                    path: pb,
+                    follow: fb,
+                },
+            ) => Arc::ptr_eq(ra, rb) && pa == pb && fa == fb,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FileSource {}
+
 /// One entry of a layer to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Path inside the image, relative (no leading `/`, no trailing `/`), already
-    /// cleaned. A whiteout is a regular empty file named `.wh.NAME`.
-    pub path: String,
+    /// Path inside the image, cleaned. A whiteout is a regular empty file
+    /// named `.wh.NAME`.
+    pub path: LayerPath,
     /// What it is.
     pub kind: EntryKind,
     /// Permission bits including setuid/setgid/sticky (`0o7777`).
@@ -127,7 +213,7 @@ pub struct Entry {
 
 impl Entry {
     /// A directory entry with the given metadata.
-    pub fn dir(path: impl Into<String>, mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
+    pub fn dir(path: impl Into<LayerPath>, mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
         Entry {
             path: path.into(),
             kind: EntryKind::Dir,
@@ -162,7 +248,7 @@ pub struct LayerDigests {
 /// Never at present; reserved for conflicting duplicates.
 pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
     // Stable sort keeps insertion order among equal paths; keep the last one.
-    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
     // In place (a second vector would double the peak for 50,000 files):
     // `dedup_by` drops `later` and keeps `kept`, so move `later` into it first.
     entries.dedup_by(|later, kept| {
@@ -173,7 +259,7 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
         same
     });
     let mut out = entries;
-    let mut first_with_key: HashMap<(u64, u64), String> = HashMap::new();
+    let mut first_with_key: HashMap<(u64, u64), LayerPath> = HashMap::new();
     for e in &mut out {
         let Some(key) = e.link_key else { continue };
         if !matches!(e.kind, EntryKind::File { .. }) {
@@ -234,7 +320,7 @@ fn write_entry<W: Write>(
     done: &mut u64,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let mut name = e.path.clone().into_bytes();
+    let mut name = e.path.as_bytes().to_vec();
     let (flag, link, size, dev) = match &e.kind {
         EntryKind::Dir => {
             name.push(b'/');
@@ -247,7 +333,7 @@ fn write_entry<W: Write>(
             0,
             (0, 0),
         ),
-        EntryKind::Hardlink(t) => (tar::TypeFlag::Hardlink, t.clone().into_bytes(), 0, (0, 0)),
+        EntryKind::Hardlink(t) => (tar::TypeFlag::Hardlink, t.as_bytes().to_vec(), 0, (0, 0)),
         EntryKind::Char { major, minor } => (tar::TypeFlag::Char, Vec::new(), 0, (*major, *minor)),
         EntryKind::Block { major, minor } => {
             (tar::TypeFlag::Block, Vec::new(), 0, (*major, *minor))
@@ -270,15 +356,12 @@ fn write_entry<W: Write>(
         xattrs: &xattrs,
     })
     .map_err(Error::Write)?;
-    // A file with no source (a whiteout) has no content to read.
-    if let EntryKind::File { source, size } = &e.kind
-        && !source.as_os_str().is_empty()
-    {
+    if let EntryKind::File { source, size } = &e.kind {
         let read_err = |source_err| Error::ReadSource {
-            path: source.clone(),
+            path: source.describe(),
             source: source_err,
         };
-        let mut f = std::fs::File::open(source).map_err(read_err)?;
+        let mut f = source.open().map_err(read_err)?;
         let mut copied = 0u64;
         while copied < *size {
             let want = buf.len().min((*size - copied) as usize);
@@ -295,7 +378,7 @@ fn write_entry<W: Write>(
         let grew = copied == *size && f.read(&mut buf[..1]).map_err(read_err)? > 0;
         if copied != *size || grew {
             return Err(Error::SourceChanged {
-                path: source.clone(),
+                path: source.describe(),
                 expected: *size,
                 got: copied + u64::from(grew),
             });
@@ -315,10 +398,12 @@ mod tests {
     use super::*;
 
     fn file(path: &str, src: &std::path::Path) -> Entry {
+        let root = Arc::new(Root::open(src.parent().unwrap()).unwrap());
+        let name = src.file_name().unwrap().to_str().unwrap();
         Entry {
             path: path.into(),
             kind: EntryKind::File {
-                source: src.to_path_buf(),
+                source: FileSource::in_root(&root, name.into(), false),
                 size: std::fs::metadata(src).unwrap().len(),
             },
             mode: 0o644,

@@ -44,6 +44,19 @@ impl FileStat {
             dev: meta.dev(),
         }
     }
+
+    /// The fields of a `stat` result (the context is walked through
+    /// `confine`, which gives those).
+    pub fn of_stat(st: &rustix::fs::Stat) -> Self {
+        let ns = |s: i64, n: u64| s.saturating_mul(1_000_000_000).saturating_add(n as i64);
+        FileStat {
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec),
+            ino: st.st_ino,
+            dev: st.st_dev,
+        }
+    }
 }
 
 const HEADER: &str = "imgbuild-statmemo-v1";

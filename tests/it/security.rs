@@ -4,7 +4,9 @@
 
 mod confine;
 mod content;
+mod fidelity;
 mod parsers;
+mod raw;
 mod registry;
 mod sandbox;
 mod store;

@@ -227,6 +227,10 @@ pub fn archive_layers(path: &Path) -> Vec<Vec<u8>> {
         .iter()
         .map(|l| {
             let raw = blob(l["digest"].as_str().unwrap());
+            if !raw.starts_with(&[0x1f, 0x8b]) {
+                // An uncompressed layer (a base image's, kept as it came).
+                return raw.clone();
+            }
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&raw[..])
                 .read_to_end(&mut out)
@@ -348,20 +352,35 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
 
 /// An OCI archive of one image whose only layer is `layer` (uncompressed).
 pub fn oci_archive(layer: &[u8], out: &Path) {
-    let layer_digest = sha256_hex(layer);
+    oci_archive_of(&[layer], out)
+}
+
+/// An OCI archive of one image, `hostile:latest`, made of `layers`
+/// (uncompressed, bottom first).
+pub fn oci_archive_of(layers: &[&[u8]], out: &Path) {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/x"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config = serde_json::to_vec(&config).unwrap();
+    let descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                               "digest": format!("sha256:{}", sha256_hex(l)), "size": l.len()})
+        })
+        .collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": format!("sha256:{layer_digest}"), "size": layer.len()}],
+        "layers": descriptors,
     });
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let index = serde_json::json!({
@@ -380,8 +399,12 @@ pub fn oci_archive(layer: &[u8], out: &Path) {
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json", &serde_json::to_vec(&index).unwrap());
-    for blob in [layer, &config[..], &manifest[..]] {
-        add(&format!("blobs/sha256/{}", sha256_hex(blob)), blob);
+    let mut seen = std::collections::HashSet::new();
+    for blob in layers.iter().copied().chain([&config[..], &manifest[..]]) {
+        let name = format!("blobs/sha256/{}", sha256_hex(blob));
+        if seen.insert(name.clone()) {
+            add(&name, blob);
+        }
     }
     b.finish().unwrap();
 }
