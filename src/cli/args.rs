@@ -370,12 +370,22 @@ pub struct BuildArgs {
 pub struct RetryArgs {
     /// Retries of a registry request that failed on the way (connection
     /// error, timeout, 408, 429, 500, 502, 503, 504); 0: none.
-    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_RETRIES)]
+    #[arg(
+        long,
+        env = "IMGBUILD_RETRY",
+        value_name = "N",
+        default_value_t = crate::registry::DEFAULT_RETRIES
+    )]
     pub retry: u32,
     /// Wait this long between retries (500ms, 2s) instead of the default
     /// exponential backoff (from 1s, doubling, with jitter); a registry's
     /// Retry-After still wins.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "IMGBUILD_RETRY_DELAY",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
     pub retry_delay: Option<std::time::Duration>,
 }
 
