@@ -54,13 +54,16 @@ pub enum BaseError {
 /// Where a [`Puller`] reports docker's pull lines.
 pub type Say = Box<dyn Fn(&str) + Send + Sync>;
 
+/// A [`Say`] the pull's client shares, for its retry notices.
+type SharedSay = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// When and how named images come from their registries.
 pub struct Puller {
     /// Connection settings.
     pub options: crate::registry::Options,
     /// Pull even when the store has the name (`--pull`): once per run.
     pub always: bool,
-    say: Option<Say>,
+    say: Option<SharedSay>,
     /// References pulled in this run.
     pulled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -81,14 +84,19 @@ impl Puller {
         Puller {
             options,
             always,
-            say,
+            say: say.map(std::sync::Arc::from),
             pulled: Default::default(),
         }
     }
 
     fn pull(&self, store: &Store, r: &crate::reference::Reference) -> Result<(), BaseError> {
         use crate::registry::pull::Event;
-        let client = crate::registry::Client::new(r.domain(), &self.options);
+        let mut client = crate::registry::Client::new(r.domain(), &self.options);
+        if let Some(s) = &self.say {
+            // Retries on the same stream as the pull's lines.
+            let s = std::sync::Arc::clone(s);
+            client = client.with_notices(move |r| s(&r.to_string()));
+        }
         let say = |line: String| {
             if let Some(s) = &self.say {
                 s(&line);

@@ -32,6 +32,8 @@ pub struct Cli {
 }
 
 /// Subcommands. `imgbuild SPEC` is `imgbuild build SPEC`.
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build images from a TOML spec (or a directory with a Dockerfile).
@@ -92,6 +94,9 @@ pub struct PullArgs {
     /// Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// How failed registry requests are retried.
+    #[command(flatten)]
+    pub retry: RetryArgs,
     /// Print only the image's full reference.
     #[arg(short, long)]
     pub quiet: bool,
@@ -117,6 +122,9 @@ pub struct PushArgs {
     /// Talk to this registry (host[:port]) over plain http; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// How failed registry requests are retried.
+    #[command(flatten)]
+    pub retry: RetryArgs,
     /// Print only the pushed manifest's digest.
     #[arg(short, long)]
     pub quiet: bool,
@@ -357,6 +365,40 @@ pub struct BuildArgs {
     pub cache_from: Vec<String>,
 }
 
+/// How registry requests are retried (podman's and buildah's flags).
+#[derive(Debug, Clone, Args)]
+pub struct RetryArgs {
+    /// Retries of a registry request that failed on the way (connection
+    /// error, timeout, 408, 429, 500, 502, 503, 504); 0: none.
+    #[arg(
+        long,
+        env = "IMGBUILD_RETRY",
+        value_name = "N",
+        default_value_t = crate::registry::DEFAULT_RETRIES
+    )]
+    pub retry: u32,
+    /// Wait this long between retries (500ms, 2s) instead of the default
+    /// exponential backoff (from 1s, doubling, with jitter); a registry's
+    /// Retry-After still wins.
+    #[arg(
+        long,
+        env = "IMGBUILD_RETRY_DELAY",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub retry_delay: Option<std::time::Duration>,
+}
+
+impl RetryArgs {
+    /// The retry policy these flags ask for.
+    pub fn policy(&self) -> crate::registry::Retry {
+        crate::registry::Retry {
+            retries: self.retry,
+            delay: self.retry_delay,
+        }
+    }
+}
+
 /// How a build or check gets named base images it lacks.
 #[derive(Debug, Args)]
 pub struct BaseArgs {
@@ -377,6 +419,9 @@ pub struct BaseArgs {
     /// Loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// How failed registry requests are retried.
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 impl BaseArgs {
@@ -384,6 +429,7 @@ impl BaseArgs {
     pub fn registry(&self) -> crate::registry::Options {
         crate::registry::Options {
             insecure: self.insecure_registry.clone(),
+            retry: self.retry.policy(),
         }
     }
 

@@ -7,9 +7,13 @@
 //! basic auth, credentials from `~/.docker/config.json` (`auth`). `pull`
 //! resolves a reference to a manifest for the platform, fetches missing
 //! blobs in parallel, streamed to the store and verified against their
-//! digests before they enter it, retried with backoff and resumed with
-//! `Range`. `push` uploads what the registry lacks (`HEAD` first), streamed,
-//! and the manifest last.
+//! digests before they enter it, resumed with `Range`. `push` uploads what
+//! the registry lacks (`HEAD` first), streamed, and the manifest last.
+//! Every request the client makes goes through one policy (`retry`): a
+//! connection error, a timeout or a 408/429/500/502/503/504 is tried again
+//! after an exponential backoff with jitter (or the registry's
+//! `Retry-After`), a bounded number of times; auth and not-found answers
+//! never are.
 //!
 //! Plain http is used only for loopback hosts and hosts the user names as
 //! insecure (`--insecure-registry`), as docker does.
@@ -19,17 +23,19 @@ pub mod cache;
 mod client;
 pub mod pull;
 pub mod push;
+mod retry;
 
 use std::path::PathBuf;
 
 pub use client::{Client, Options};
+pub use retry::{BASE_DELAY, DEFAULT_RETRIES, MAX_DELAY, Retry, Retrying};
 
 use crate::digest::Digest;
 
 /// A registry operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The connection failed or broke (after the retries, for blobs).
+    /// The connection failed or broke.
     #[error("{url}: {message}")]
     Http {
         /// The request.
@@ -38,7 +44,7 @@ pub enum Error {
         message: String,
     },
     /// The registry answered with an error status.
-    #[error("{url}: the registry answered {status}{}", detail(.body))]
+    #[error("{url}: the registry answered {}{}", retry::status_line(*.status), detail(.body))]
     Status {
         /// The request.
         url: String,
@@ -70,6 +76,14 @@ pub enum Error {
         expected: Digest,
         /// What it hashed to.
         actual: Digest,
+    },
+    /// A transient failure that every attempt met (the last one is kept).
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's failure.
+        last: Box<Error>,
     },
     /// No such image, tag or blob.
     #[error("{0}: not found")]

@@ -126,7 +126,7 @@ pub(super) fn upload_missing(
     mounts: &HashMap<Digest, String>,
     on: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<()> {
-    super::in_parallel(blobs, PARALLEL, |(digest, size)| {
+    super::in_parallel(blobs, PARALLEL, |(digest, _)| {
         let report = !quiet.contains(digest);
         if client.has_blob(repo, digest, true)? {
             if report {
@@ -140,7 +140,7 @@ pub(super) fn upload_missing(
         drop(store.open_blob(digest)?);
         let path = store.blob_path(digest);
         let from = mounts.get(digest).map(String::as_str);
-        let mounted = client.upload_blob(repo, digest, *size, &path, from)?;
+        let mounted = client.upload_blob(repo, digest, &path, from)?;
         match (report, mounted, from) {
             (true, true, Some(f)) => on(Event::Mounted(digest, f)),
             (true, _, _) => on(Event::Pushed(digest)),

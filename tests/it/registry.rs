@@ -16,7 +16,7 @@ use crate::util::{TestEnv, assert_success, stderr};
 const HTPASSWD: &str = "tester:$2b$12$r7LTJiOcbpqnaNYWFpQmROpUsBQqzp20VGz7AaC.cx8GdK2mkvuEq\n";
 const PASSWORD: &str = "secret";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,14 +25,14 @@ fn free_port() -> u16 {
 }
 
 /// A distribution server on 127.0.0.1, stopped when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Registry {
-    fn start(env: &TestEnv, htpasswd: bool) -> Registry {
+    pub(crate) fn start(env: &TestEnv, htpasswd: bool) -> Registry {
         assert!(
             std::path::Path::new("/usr/bin/docker-registry").exists(),
             "docker-registry is missing: install it (see .ci/run)"
@@ -70,7 +70,7 @@ impl Registry {
         r
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -247,7 +247,7 @@ fn serve(mut client: TcpStream, upstream: u16, me: u16, fault: Fault, faults: &A
 }
 
 /// Builds `FROM scratch` + COPY of `files` into the test store, tagged `tag`.
-fn build_image(env: &TestEnv, name: &str, files: &[(&str, &str)], tag: &str) {
+pub(crate) fn build_image(env: &TestEnv, name: &str, files: &[(&str, &str)], tag: &str) {
     let mut df = String::from("FROM scratch\n");
     for (f, content) in files {
         env.write(&format!("{name}/{f}"), content);
@@ -262,7 +262,7 @@ fn build_image(env: &TestEnv, name: &str, files: &[(&str, &str)], tag: &str) {
     assert_success(&c.output().unwrap(), &["build", name]);
 }
 
-fn in_store(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn in_store(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
     let mut c = env.cmd_in(env.path(), args);
     c.env("IMGBUILD_STORE", env.path().join(store));
     c.output().unwrap()
@@ -282,7 +282,7 @@ fn build_ctx(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output 
 }
 
 /// The manifest digest push reports on its last line (`TAG: digest: D size: N`).
-fn pushed_digest(stdout: &str) -> String {
+pub(crate) fn pushed_digest(stdout: &str) -> String {
     stdout
         .lines()
         .last()
@@ -292,11 +292,11 @@ fn pushed_digest(stdout: &str) -> String {
         .to_string()
 }
 
-fn stdout(o: &std::process::Output) -> String {
+pub(crate) fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn manifest_of(env: &TestEnv, store: &str, image: &str) -> serde_json::Value {
+pub(crate) fn manifest_of(env: &TestEnv, store: &str, image: &str) -> serde_json::Value {
     let out = in_store(env, store, &["inspect", image]);
     assert_success(&out, &["inspect", image]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

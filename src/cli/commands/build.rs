@@ -114,7 +114,8 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         push_tags(&opts.store, &result, &registry_opts)?;
     }
     if let Some(r) = &cache_to {
-        let client = crate::registry::Client::new(r.domain(), &registry_opts);
+        let client = crate::registry::Client::new(r.domain(), &registry_opts)
+            .with_notices(super::registry::notice_to_stderr);
         let ids: Vec<_> = result.images.iter().map(|i| i.id).collect();
         let n = crate::registry::cache::export(&opts.store, &client, r, &ids)
             .with_context(|| format!("exporting the build cache to {}", r.familiar()))?;
@@ -161,7 +162,8 @@ fn push_tags(
         )));
     }
     for (tag, id) in tags {
-        super::registry::push_image(store, id, tag, opts, Some(&say))?;
+        let notice = super::registry::notice_to_stderr;
+        super::registry::push_image(store, id, tag, opts, Some(&say), notice)?;
     }
     Ok(())
 }
@@ -200,7 +202,8 @@ fn import_caches(
     let mut sources = Vec::new();
     for spec in specs {
         let r = cache_ref(spec)?;
-        let client = crate::registry::Client::new(r.domain(), opts);
+        let client = crate::registry::Client::new(r.domain(), opts)
+            .with_notices(super::registry::notice_to_stderr);
         match crate::registry::cache::import(&store, client, &r) {
             Ok((n, layers)) => {
                 let _ = writeln!(

@@ -24,23 +24,42 @@ fn say(lock: &Mutex<()>, line: String) {
     let _ = out(&format!("{line}\n"));
 }
 
+/// Prints a retry notice on stdout (where pull's and push's lines go).
+pub fn notice_to_stdout(r: &registry::Retrying<'_>) {
+    let _ = out(&format!("{r}\n"));
+}
+
+/// Prints a retry notice on stderr (a build's progress stream, or beside
+/// `--quiet` output).
+pub fn notice_to_stderr(r: &registry::Retrying<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{r}");
+}
+
 /// Pulls an image and tags it, printing docker's lines.
 pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
     let reference = parse_ref(&a.reference)?;
     let store = open_store(cli)?;
     let _lock = store.lock_shared()?;
-    let client = Client::new(
-        reference.domain(),
-        &Options {
-            insecure: a.insecure_registry.clone(),
-        },
-    );
+    let opts = Options {
+        insecure: a.insecure_registry.clone(),
+        retry: a.retry.policy(),
+    };
     let before = store.tag(&reference)?;
     let printing = Mutex::new(());
     let quiet = a.quiet;
     // On a terminal, a bar per layer being fetched (docker's look);
     // elsewhere the lines alone.
     let bars = (!quiet && std::io::stdout().is_terminal()).then(indicatif::MultiProgress::new);
+    let notice_bars = bars.clone();
+    let client =
+        Client::new(reference.domain(), &opts).with_notices(move |r| match (&notice_bars, quiet) {
+            (_, true) => notice_to_stderr(r),
+            (Some(mp), false) => {
+                let _ = mp.println(r.to_string());
+            }
+            (None, false) => notice_to_stdout(r),
+        });
     let active: Mutex<HashMap<Digest, indicatif::ProgressBar>> = Mutex::new(HashMap::new());
     let line = |text: String| match &bars {
         Some(mp) => {
@@ -108,10 +127,23 @@ pub fn push(cli: &Cli, a: &PushArgs) -> Result<(), Failure> {
     let id = super::resolve_image(&store, &a.image)?;
     let opts = Options {
         insecure: a.insecure_registry.clone(),
+        retry: a.retry.policy(),
     };
     let printing = Mutex::new(());
     let say = |line: String| say(&printing, line);
-    let pushed = push_image(&store, &id, &dest, &opts, (!a.quiet).then_some(&say))?;
+    let notice = if a.quiet {
+        notice_to_stderr
+    } else {
+        notice_to_stdout
+    };
+    let pushed = push_image(
+        &store,
+        &id,
+        &dest,
+        &opts,
+        (!a.quiet).then_some(&say),
+        notice,
+    )?;
     if a.quiet {
         out(&format!("{}\n", pushed.digest))?;
     }
@@ -119,13 +151,15 @@ pub fn push(cli: &Cli, a: &PushArgs) -> Result<(), Failure> {
 }
 
 /// Pushes image `id` to `dest`, telling `say` docker's lines (the
-/// repository, each layer, the digest); `push` and `build --push` share it.
+/// repository, each layer, the digest) and `notice` each retry; `push` and
+/// `build --push` share it.
 pub fn push_image(
     store: &crate::store::Store,
     id: &Digest,
     dest: &Reference,
     opts: &Options,
     say: Option<&(dyn Fn(String) + Sync)>,
+    notice: fn(&registry::Retrying<'_>),
 ) -> Result<registry::push::Pushed, Failure> {
     let tell = |line: String| {
         if let Some(s) = say {
@@ -133,7 +167,7 @@ pub fn push_image(
         }
     };
     tell(format!("The push refers to repository [{}]", dest.name()));
-    let client = Client::new(dest.domain(), opts);
+    let client = Client::new(dest.domain(), opts).with_notices(notice);
     let mounts = registry::push::mount_sources(store, dest);
     let on = |e: registry::push::Event<'_>| tell(e.line());
     let pushed = registry::push::push(store, &client, id, dest, &mounts, &on)
@@ -172,6 +206,7 @@ pub fn login(a: &LoginArgs) -> Result<(), Failure> {
         &a.server,
         &Options {
             insecure: a.insecure_registry.clone(),
+            ..Options::default()
         },
     )
     .with_credentials(creds.clone());
