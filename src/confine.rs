@@ -179,13 +179,65 @@ impl Root {
     /// The kernel's: `ENOENT`, `ELOOP` for a symlink loop, `EXDEV` for a
     /// magic link.
     pub fn open_at(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::openat2(
+        match rustix::fs::openat2(
             self.fd.as_fd(),
             relative(rel),
             flags | OFlags::CLOEXEC,
             Mode::empty(),
             resolve_flags(),
-        )?)
+        ) {
+            Err(Errno::NAMETOOLONG) => self.open_long(relative(rel), flags),
+            r => Ok(r?),
+        }
+    }
+
+    /// [`Root::open_at`] for a name longer than the kernel takes at once
+    /// (`PATH_MAX`; a tree that deep is legal, and hostile layers make
+    /// them): resolved a few thousand bytes at a time, the first piece
+    /// inside the root, each next one *beneath* the directory the last one
+    /// reached (`RESOLVE_BENEATH`: a `..` or an absolute symlink that would
+    /// leave it is refused, never followed out).
+    fn open_long(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        const PIECE: usize = 2048;
+        let bytes = rel.as_os_str().as_bytes();
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut start = 0;
+        while bytes.len() - start > PIECE {
+            // Cut at the last `/` inside the piece.
+            let window = &bytes[start..start + PIECE];
+            let Some(cut) = window.iter().rposition(|&b| b == b'/').filter(|&c| c > 0) else {
+                return Err(Errno::NAMETOOLONG.into());
+            };
+            pieces.push(&bytes[start..start + cut]);
+            start += cut + 1;
+        }
+        pieces.push(&bytes[start..]);
+        let last = pieces.len() - 1;
+        let mut cur: Option<OwnedFd> = None;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let (how, f) = if i == last {
+                (flags | OFlags::CLOEXEC, Mode::empty())
+            } else {
+                (
+                    OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            };
+            let resolve = if i == 0 {
+                resolve_flags()
+            } else {
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+            };
+            let at = cur.as_ref().map_or(self.fd.as_fd(), |c| c.as_fd());
+            cur = Some(rustix::fs::openat2(
+                at,
+                OsStr::from_bytes(piece),
+                how,
+                f,
+                resolve,
+            )?);
+        }
+        cur.ok_or_else(invalid_name)
     }
 
     /// Opens `rel` only if no component of it is a symlink (`ELOOP`
@@ -323,19 +375,7 @@ impl Root {
     /// The kernel's.
     pub fn read_dir_stat(&self, rel: &Path) -> io::Result<Vec<(DirEntry, Stat)>> {
         let fd = self.open_dir(rel)?;
-        read_dir_fd(fd.as_fd())?
-            .into_iter()
-            .map(|e| {
-                let st = rustix::fs::statat(&fd, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-                Ok((
-                    DirEntry {
-                        kind: FileType::from_raw_mode(st.st_mode),
-                        name: e.name,
-                    },
-                    st,
-                ))
-            })
-            .collect()
+        read_dir_stat_fd(fd.as_fd())
     }
 
     /// Creates every missing directory of `rel` (mode `mode`), each one
@@ -345,19 +385,161 @@ impl Root {
     /// The kernel's; `ENOTDIR` when a component is not a directory.
     pub fn create_dir_all(&self, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
         match self.open_dir(rel) {
-            Ok(fd) => return Ok(fd),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            r => return r,
         }
-        let Some((parent, name)) = split_parent(rel) else {
-            return self.open_dir(rel);
+        // Down from the root, one component at a time from the open
+        // directory: linear in the depth, and no recursion.
+        let mut dir = self.open_dir(Path::new("."))?;
+        let mut so_far = PathBuf::new();
+        for name in relative(rel).as_os_str().as_bytes().split(|&b| b == b'/') {
+            let name = OsStr::from_bytes(name);
+            if name.is_empty() || name == "." {
+                continue;
+            }
+            so_far.push(name);
+            if name == ".." {
+                dir = self.open_dir(&so_far)?;
+                continue;
+            }
+            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            dir = match open_child_dir(dir.as_fd(), name) {
+                Ok(fd) => fd,
+                // Not a real directory (a symlink is there): resolve it
+                // the kernel's way, inside the root.
+                Err(_) => self.open_dir(&so_far)?,
+            };
+        }
+        Ok(dir)
+    }
+}
+
+/// The children of an open directory with their `lstat` (see
+/// [`Root::read_dir_stat`]).
+///
+/// # Errors
+/// The kernel's.
+pub fn read_dir_stat_fd(dir: BorrowedFd<'_>) -> io::Result<Vec<(DirEntry, Stat)>> {
+    read_dir_fd(dir)?
+        .into_iter()
+        .map(|e| {
+            let st = rustix::fs::statat(dir, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok((
+                DirEntry {
+                    kind: FileType::from_raw_mode(st.st_mode),
+                    name: e.name,
+                },
+                st,
+            ))
+        })
+        .collect()
+}
+
+/// Opens the child directory `name` of an open directory, never following
+/// a symlink: how walks descend one level without resolving a whole path
+/// again (and without the kernel's `PATH_MAX` on it).
+///
+/// # Errors
+/// The kernel's; `ELOOP`/`ENOTDIR` when `name` is not a directory.
+pub fn open_child_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The target of the symlink `name` in an open directory.
+///
+/// # Errors
+/// The kernel's.
+pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<PathBuf> {
+    let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+    Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
+}
+
+/// Removes `name` in `dir`, a whole tree if it is a directory, never
+/// following a symlink, one descriptor per level and no recursion (a tree a
+/// hostile layer or command made may be deeper than any stack). Directories
+/// that deny us (mode 000, as overlay's work directory, or read-only ones a
+/// command left) are opened up first.
+///
+/// # Errors
+/// The first removal the kernel refuses.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
+    }
+    struct Frame {
+        fd: OwnedFd,
+        todo: Vec<DirEntry>,
+        /// Our name in the parent frame (`None`: the top, in `dir`).
+        name: OsString,
+    }
+    let open = |parent: BorrowedFd<'_>, name: &OsStr| -> io::Result<Frame> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+            Err(Errno::ACCESS) => {
+                rustix::fs::chmodat(parent, name, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+                rustix::fs::openat(parent, name, flags, Mode::empty())?
+            }
+            r => r?,
         };
-        let dir = self.create_dir_all(parent, mode)?;
-        match rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(mode)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
+        // Write and search permission, to remove what is inside.
+        let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700));
+        let todo = read_dir_fd(fd.as_fd())?;
+        Ok(Frame {
+            fd,
+            todo,
+            name: name.to_os_string(),
+        })
+    };
+    let mut stack = vec![open(dir, name)?];
+    while let Some(top) = stack.last_mut() {
+        match top.todo.pop() {
+            Some(e) if e.kind == FileType::Directory => {
+                let f = open(top.fd.as_fd(), &e.name)?;
+                stack.push(f);
+            }
+            Some(e) => rustix::fs::unlinkat(&top.fd, e.name.as_os_str(), AtFlags::empty())?,
+            None => {
+                let done = stack.pop().map(|f| f.name).unwrap_or_default();
+                let parent = stack.last().map_or(dir, |f| f.fd.as_fd());
+                rustix::fs::unlinkat(parent, done.as_os_str(), AtFlags::REMOVEDIR)?;
+            }
         }
-        self.open_dir(rel)
+    }
+    Ok(())
+}
+
+/// Removes the directory tree at `path` (the builder's own path: a sandbox
+/// or snapshot directory) as [`remove_at`] does; a missing `path` is fine.
+///
+/// # Errors
+/// The first removal the kernel refuses.
+pub fn remove_all(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid_name());
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = rustix::fs::openat(
+        CWD,
+        parent,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    match remove_at(dir.as_fd(), name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
@@ -542,6 +724,49 @@ mod tests {
         )
         .unwrap();
         assert!(root.open_file(Path::new("fifo")).is_err());
+    }
+
+    #[test]
+    fn remove_all_handles_deep_and_locked_trees() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().join("top");
+        // Deeper than a recursive removal's stack could go on a small
+        // thread, built with relative steps (a path this long is refused).
+        std::fs::create_dir(&top).unwrap();
+        let mut cur = std::fs::File::open(&top).unwrap();
+        for _ in 0..1000 {
+            rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+            let fd = rustix::fs::openat(&cur, "d", OFlags::DIRECTORY, Mode::empty()).unwrap();
+            cur = File::from(fd);
+        }
+        std::fs::create_dir_all(top.join("locked/inner")).unwrap();
+        std::fs::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        std::os::unix::fs::symlink(t.path(), top.join("link")).unwrap();
+        std::fs::write(t.path().join("keep"), "k").unwrap();
+        let h = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || remove_all(&top))
+            .unwrap();
+        h.join().unwrap().unwrap();
+        assert!(!t.path().join("top").exists());
+        assert!(t.path().join("keep").exists());
+    }
+
+    #[test]
+    fn names_longer_than_path_max_resolve_in_pieces() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let deep = vec!["dddddddddd"; 500].join("/");
+        root.create_dir_all(Path::new(&deep), 0o755).unwrap();
+        let leaf = format!("{deep}/leaf");
+        let mut f = root.create_file(Path::new(&leaf), 0o644).unwrap();
+        std::io::Write::write_all(&mut f, b"deep").unwrap();
+        assert_eq!(read(&root, &leaf).unwrap(), "deep");
+        // A `..` that climbs out of a later piece is refused, not followed.
+        let up = format!("{deep}/{}/etc", vec![".."; 505].join("/"));
+        assert!(root.open_at(Path::new(&up), OFlags::PATH).is_err());
     }
 
     #[test]

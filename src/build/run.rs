@@ -186,26 +186,11 @@ fn layer_dir(
 }
 
 /// Removes a sandbox or snapshot directory, including overlay's work
-/// directory (mode 000) and read-only directories a command left behind.
+/// directory (mode 000) and read-only directories a command left behind,
+/// never through a symlink and at any depth (`confine::remove_all`).
+/// Best effort: what cannot be removed stays for `prune`.
 pub fn remove_tree(p: &Path) {
-    if std::fs::remove_dir_all(p).is_ok() {
-        return;
-    }
-    fn open_up(p: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::symlink_metadata(p)
-            && m.is_dir()
-        {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    open_up(&e.path());
-                }
-            }
-        }
-    }
-    open_up(p);
-    let _ = std::fs::remove_dir_all(p);
+    let _ = crate::confine::remove_all(p);
 }
 
 /// The command line docker would run: exec form as is, shell form under the

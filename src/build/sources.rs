@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -400,36 +401,40 @@ fn walk(
     ignored: &mut Vec<String>,
 ) -> Result<(), SelectError> {
     struct Frame {
+        /// The directory, open: children are reached from it, one
+        /// component at a time.
+        fd: std::os::fd::OwnedFd,
         /// Children not visited yet, last first, with their `lstat`.
         todo: Vec<(crate::confine::DirEntry, rustix::fs::Stat)>,
         ctx: LayerPath,
         src: LayerPath,
         dest: LayerPath,
     }
-    type Listing = Vec<(crate::confine::DirEntry, rustix::fs::Stat)>;
-    let list = |ctx: &LayerPath| -> Result<Listing, SelectError> {
-        let mut v = root
-            .root
-            .read_dir_stat(ctx.as_path())
-            .map_err(root.io_err(ctx))?;
-        v.reverse();
-        Ok(v)
+    let frame = |fd: std::os::fd::OwnedFd, ctx: LayerPath, src, dest| {
+        let mut todo = crate::confine::read_dir_stat_fd(fd.as_fd()).map_err(root.io_err(&ctx))?;
+        todo.reverse();
+        Ok::<_, SelectError>(Frame {
+            fd,
+            todo,
+            ctx,
+            src,
+            dest,
+        })
     };
-    let mut stack = vec![Frame {
-        todo: list(ctx_rel)?,
-        ctx: ctx_rel.clone(),
-        src: src_rel.clone(),
-        dest: dest.clone(),
-    }];
-    while let Some(frame) = stack.last_mut() {
-        let Some((e, meta)) = frame.todo.pop() else {
+    let top = root
+        .root
+        .open_dir(ctx_rel.as_path())
+        .map_err(root.io_err(ctx_rel))?;
+    let mut stack = vec![frame(top, ctx_rel.clone(), src_rel.clone(), dest.clone())?];
+    while let Some(f) = stack.last_mut() {
+        let Some((e, meta)) = f.todo.pop() else {
             stack.pop();
             continue;
         };
         let name = e.name.as_bytes();
-        let child_ctx = frame.ctx.join(name);
-        let child_src = frame.src.join(name);
-        let child_dest = frame.dest.join(name);
+        let child_ctx = f.ctx.join(name);
+        let child_src = f.src.join(name);
+        let child_dest = f.dest.join(name);
         let ctx_excluded = root.excluded(&child_ctx);
         if ctx_excluded {
             ignored.push(child_ctx.to_string());
@@ -452,13 +457,10 @@ fn walk(
                     false,
                 ));
             }
-            let todo = list(&child_ctx)?;
-            stack.push(Frame {
-                todo,
-                ctx: child_ctx,
-                src: child_src,
-                dest: child_dest,
-            });
+            let fd = crate::confine::open_child_dir(f.fd.as_fd(), &e.name)
+                .map_err(root.io_err(&child_ctx))?;
+            let next = frame(fd, child_ctx, child_src, child_dest)?;
+            stack.push(next);
             continue;
         }
         if excluded {
@@ -466,9 +468,7 @@ fn walk(
         }
         match e.kind {
             FileType::Symlink => {
-                let target = root
-                    .root
-                    .read_link(child_ctx.as_path())
+                let target = crate::confine::read_link_at(f.fd.as_fd(), &e.name)
                     .map_err(root.io_err(&child_ctx))?;
                 out.push(selected(
                     root,

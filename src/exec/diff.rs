@@ -236,9 +236,22 @@ fn marker(parent: &LayerPath, file_name: &[u8], mtime: u64) -> Entry {
     }
 }
 
+/// Where a walk found an object: its directory, open, and its name there.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dir: std::os::fd::BorrowedFd<'a>,
+    name: &'a OsStr,
+}
+
 /// One filesystem object of `root` as a layer entry (`None` for sockets,
 /// which a layer cannot hold).
-fn entry(root: &Arc<Root>, rel: &LayerPath, m: &Stat, o: &Options) -> Result<Option<Entry>, Error> {
+fn entry(
+    root: &Arc<Root>,
+    rel: &LayerPath,
+    at: At<'_>,
+    m: &Stat,
+    o: &Options,
+) -> Result<Option<Entry>, Error> {
     let err = |source| Error {
         path: root.display_path(rel.as_path()),
         source,
@@ -251,7 +264,9 @@ fn entry(root: &Arc<Root>, rel: &LayerPath, m: &Stat, o: &Options) -> Result<Opt
             source: FileSource::in_root(root, rel.clone(), false),
             size: m.st_size as u64,
         },
-        FileType::Symlink => EntryKind::Symlink(root.read_link(rel.as_path()).map_err(err)?),
+        FileType::Symlink => {
+            EntryKind::Symlink(confine::read_link_at(at.dir, at.name).map_err(err)?)
+        }
         FileType::CharacterDevice => EntryKind::Char {
             major: rustix::fs::major(m.st_rdev),
             minor: rustix::fs::minor(m.st_rdev),
@@ -267,9 +282,13 @@ fn entry(root: &Arc<Root>, rel: &LayerPath, m: &Stat, o: &Options) -> Result<Opt
     let xattrs = if ft == FileType::Symlink {
         Vec::new()
     } else {
-        let fd = root
-            .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
-            .map_err(err)?;
+        let fd = rustix::fs::openat(
+            at.dir,
+            at.name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| err(e.into()))?;
         xattrs(fd.as_fd())
     };
     Ok(Some(Entry {
@@ -290,7 +309,7 @@ fn entry(root: &Arc<Root>, rel: &LayerPath, m: &Stat, o: &Options) -> Result<Opt
 /// with one open listing per level.
 fn walk(
     root: &Root,
-    mut visit: impl FnMut(&LayerPath, &Stat) -> Result<bool, Error>,
+    mut visit: impl FnMut(&LayerPath, &Stat, At<'_>) -> Result<bool, Error>,
 ) -> Result<(), Error> {
     let err = |rel: &LayerPath| {
         let path = root.display_path(rel.as_path());
@@ -314,7 +333,14 @@ fn walk(
         let rel = f.at.join(e.name.as_bytes());
         let m = rustix::fs::statat(&f.dir, e.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| err(&rel)(e.into()))?;
-        let descend = visit(&rel, &m)?;
+        let descend = visit(
+            &rel,
+            &m,
+            At {
+                dir: f.dir.as_fd(),
+                name: &e.name,
+            },
+        )?;
         if descend && kind(&m) == FileType::Directory {
             let dir = rustix::fs::openat(
                 &f.dir,
@@ -348,7 +374,7 @@ pub fn capture(upper: &Path, o: &Options) -> Result<Vec<Entry>, Error> {
     };
     let mut mtimes: HashMap<LayerPath, u64> = HashMap::new();
     mtimes.insert(LayerPath::root(), dir_mtime(&LayerPath::root())?);
-    walk(&root, |rel, m| {
+    walk(&root, |rel, m, at| {
         let parent = rel.parent().unwrap_or_default();
         let pm = match mtimes.get(&parent) {
             Some(t) => *t,
@@ -361,17 +387,21 @@ pub fn capture(upper: &Path, o: &Options) -> Result<Vec<Entry>, Error> {
         if kind(m) == FileType::Directory {
             let t = o.mtime(m);
             mtimes.insert(rel.clone(), t);
-            let fd = root
-                .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
-                .map_err(|source| Error {
-                    path: root.display_path(rel.as_path()),
-                    source,
-                })?;
+            let fd = rustix::fs::openat(
+                at.dir,
+                at.name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error {
+                path: root.display_path(rel.as_path()),
+                source: e.into(),
+            })?;
             if is_opaque(fd.as_fd()) {
                 out.push(opaque(rel, t));
             }
         }
-        if let Some(en) = entry(&root, rel, m, o)? {
+        if let Some(en) = entry(&root, rel, at, m, o)? {
             out.push(en);
         }
         Ok(true)
@@ -417,8 +447,8 @@ fn before_of(m: &Stat, born: Option<(i64, u32)>) -> Before {
 pub fn record(root: &Path) -> Result<Recorded, Error> {
     let r = open_root(root)?;
     let mut out = BTreeMap::new();
-    walk(&r, |rel, m| {
-        out.insert(rel.clone(), before_of(m, birth(&r, rel)));
+    walk(&r, |rel, m, at| {
+        out.insert(rel.clone(), before_of(m, birth(at)));
         Ok(true)
     })?;
     Ok(out)
@@ -434,17 +464,17 @@ pub fn record(root: &Path) -> Result<Recorded, Error> {
 /// A part of the tree that cannot be read.
 pub fn compare(root: &Path, before: &Recorded, o: &Options) -> Result<Vec<Entry>, Error> {
     let r = open_root(root)?;
-    let mut now: HashMap<LayerPath, Stat> = HashMap::new();
+    let mut now: HashMap<LayerPath, (Stat, Option<(i64, u32)>)> = HashMap::new();
     let mut order = Vec::new();
-    walk(&r, |rel, m| {
-        now.insert(rel.clone(), *m);
+    walk(&r, |rel, m, at| {
+        now.insert(rel.clone(), (*m, birth(at)));
         order.push(rel.clone());
         Ok(true)
     })?;
     let mut changed: BTreeMap<LayerPath, bool> = BTreeMap::new(); // path -> opaque
     for rel in &order {
-        let m = &now[rel];
-        let reborn = |b: &Before| b.ino != m.st_ino || b.born != birth(&r, rel);
+        let (m, born) = &now[rel];
+        let reborn = |b: &Before| b.ino != m.st_ino || b.born != *born;
         let differs = match before.get(rel) {
             None => true,
             Some(b) => {
@@ -487,7 +517,7 @@ pub fn compare(root: &Path, before: &Recorded, o: &Options) -> Result<Vec<Entry>
                 source,
             })?
         } else {
-            now[&parent]
+            now[&parent].0
         };
         if !parent.is_empty() {
             changed.entry(parent.clone()).or_insert(false);
@@ -498,22 +528,36 @@ pub fn compare(root: &Path, before: &Recorded, o: &Options) -> Result<Vec<Entry>
         out.push(whiteout(&parent, rel.file_name(), o.mtime(&pm)));
     }
     for (rel, is_opaque) in &changed {
-        let m = &now[rel];
+        let (m, _) = &now[rel];
         if *is_opaque {
             out.push(opaque(rel, o.mtime(m)));
         }
-        if let Some(e) = entry(&r, rel, m, o)? {
+        let parent = rel.parent().unwrap_or_default();
+        let dir = r
+            .open_strict(parent.as_path(), OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(|source| Error {
+                path: r.display_path(parent.as_path()),
+                source,
+            })?;
+        let at = At {
+            dir: dir.as_fd(),
+            name: OsStr::from_bytes(rel.file_name()),
+        };
+        if let Some(e) = entry(&r, rel, at, m, o)? {
             out.push(e);
         }
     }
     Ok(out)
 }
 
-fn birth(root: &Root, rel: &LayerPath) -> Option<(i64, u32)> {
-    let fd = root
-        .open_at(rel.as_path(), OFlags::PATH | OFlags::NOFOLLOW)
-        .ok()?;
-    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::BTIME).ok()?;
+fn birth(at: At<'_>) -> Option<(i64, u32)> {
+    let st = rustix::fs::statx(
+        at.dir,
+        at.name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BTIME,
+    )
+    .ok()?;
     (st.stx_mask & StatxFlags::BTIME.bits() != 0)
         .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec))
 }

@@ -110,6 +110,7 @@ fn extract<R: Read>(
         overlay,
         is_root: rustix::process::geteuid().is_root(),
         written: HashSet::new(),
+        last_dir: None,
         dir_times: Vec::new(),
         report: ExtractReport::default(),
     };
@@ -142,6 +143,10 @@ struct Extractor {
     is_root: bool,
     /// Paths this layer wrote: whiteouts never remove these.
     written: HashSet<LayerPath>,
+    /// The directory the last entry went into (or was), open: entries come
+    /// in tree order, so most find their parent here without resolving a
+    /// whole path again (and a path past `PATH_MAX` still works).
+    last_dir: Option<(LayerPath, OwnedFd)>,
     dir_times: Vec<(LayerPath, u64)>,
     report: ExtractReport,
 }
@@ -197,9 +202,15 @@ impl Extractor {
         let parent = LayerPath::from(parent);
         let base = OsStr::from_bytes(base);
         if let Some(target) = base.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            return self.whiteout(&parent, base.as_bytes(), target, &shown);
+            let r = self.whiteout(&parent, base.as_bytes(), target, &shown);
+            // What it removed may be on the way to the remembered directory.
+            self.forget_below(&parent);
+            return r;
         }
-        let parent_fd = self.ensure_dir(&parent).map_err(err)?;
+        // This entry replaces whatever `path` was: a remembered directory at
+        // or below it is gone.
+        self.forget_below(&path);
+        let parent_fd = self.parent_dir(&parent).map_err(err)?;
         let pfd = parent_fd.as_fd();
         let existing = rustix::fs::statat(pfd, base, AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing
@@ -230,6 +241,7 @@ impl Extractor {
                     .map_err(err)?;
                 self.set_xattrs(&mut entry, fd.as_fd(), &shown);
                 self.dir_times.push((path.clone(), mtime));
+                self.last_dir = Some((path.clone(), fd));
             }
             ::tar::EntryType::Regular
             | ::tar::EntryType::Continuous
@@ -421,25 +433,28 @@ impl Extractor {
         }
     }
 
-    /// Removes every child of `dir` (the layer path `at`) that this layer
-    /// did not write.
+    /// Removes everything below `dir` (the layer path `at`) that this
+    /// layer did not write, descending into the directories it did write
+    /// (an explicit stack: a layer can nest them arbitrarily deep).
     fn clear_dir(&self, dir: BorrowedFd<'_>, at: &LayerPath) -> io::Result<()> {
-        for e in confine::read_dir_fd(dir)? {
-            let child = at.join(e.name.as_bytes());
-            let is_dir = e.kind == FileType::Directory;
-            if self.written.contains(&child) {
-                if is_dir {
+        let mut todo: Vec<(Option<OwnedFd>, LayerPath)> = vec![(None, at.clone())];
+        while let Some((fd, at)) = todo.pop() {
+            let here = fd.as_ref().map_or(dir, |f| f.as_fd());
+            for e in confine::read_dir_fd(here)? {
+                let child = at.join(e.name.as_bytes());
+                let is_dir = e.kind == FileType::Directory;
+                if !self.written.contains(&child) {
+                    remove_tree(here, &e.name, is_dir)?;
+                } else if is_dir {
                     let fd = openat(
-                        dir,
+                        here,
                         e.name.as_os_str(),
                         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
-                    self.clear_dir(fd.as_fd(), &child)?;
+                    todo.push((Some(fd), child));
                 }
-                continue;
             }
-            remove_tree(dir, &e.name, is_dir)?;
         }
         Ok(())
     }
@@ -455,6 +470,41 @@ impl Extractor {
             remove_tree(dir, name, is_dir)?;
         }
         Ok(())
+    }
+
+    /// Forgets the remembered directory when it is `path` or below it.
+    fn forget_below(&mut self, path: &LayerPath) {
+        if self
+            .last_dir
+            .as_ref()
+            .is_some_and(|(p, _)| p.is_within(path))
+        {
+            self.last_dir = None;
+        }
+    }
+
+    /// The directory `parent`, open: the remembered one, a real child of
+    /// it, or resolved from the root ([`Self::ensure_dir`]).
+    fn parent_dir(&mut self, parent: &LayerPath) -> io::Result<OwnedFd> {
+        if let Some((p, fd)) = &self.last_dir {
+            if p == parent {
+                return Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?);
+            }
+            if parent.parent().as_ref() == Some(p) {
+                // Only a real directory: a symlink takes the general path,
+                // which resolves it inside the root.
+                if let Ok(child) =
+                    confine::open_child_dir(fd.as_fd(), OsStr::from_bytes(parent.file_name()))
+                {
+                    let keep = rustix::io::fcntl_dupfd_cloexec(&child, 0)?;
+                    self.last_dir = Some((parent.clone(), keep));
+                    return Ok(child);
+                }
+            }
+        }
+        let fd = self.ensure_dir(parent)?;
+        self.last_dir = Some((parent.clone(), rustix::io::fcntl_dupfd_cloexec(&fd, 0)?));
+        Ok(fd)
     }
 
     /// Opens (creating as needed, mode 0755) the directory `path` in the root.
@@ -642,22 +692,10 @@ fn io_err(e: Errno) -> io::Error {
     e.into()
 }
 
-/// Removes `name` under `dir`, recursively for directories, never following
-/// symlinks.
-pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> io::Result<()> {
-    if !is_dir {
-        return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
-    }
-    let fd = openat(
-        dir,
-        name,
-        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    for e in confine::read_dir_fd(fd.as_fd())? {
-        remove_tree(fd.as_fd(), &e.name, e.kind == FileType::Directory)?;
-    }
-    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+/// Removes `name` under `dir`, a whole tree for a directory, never
+/// following symlinks and at any depth (`confine::remove_at`).
+pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr, _is_dir: bool) -> io::Result<()> {
+    confine::remove_at(dir, name)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::As;
 use super::raw::RawTar;
 use crate::util::{TestEnv, archive_layers, assert_success, busybox_base, oci_archive, stderr};
 
@@ -36,6 +37,12 @@ fn host_secret(env: &TestEnv, content: &[u8]) -> PathBuf {
 /// those, under the destination.
 #[test]
 fn add_archive_members_never_read_the_host() {
+    for who in As::ALL {
+        add_archive_case(who);
+    }
+}
+
+fn add_archive_case(who: As) {
     let env = TestEnv::new();
     let host = host_secret(&env, b"HOST-SECRET-ADD\n");
     let shadow = std::fs::read("/etc/shadow").unwrap_or_default();
@@ -51,7 +58,8 @@ fn add_archive_members_never_read_the_host() {
     env.write("ctx/evil.tar", &archive);
     env.write("ctx/Dockerfile", "FROM scratch\nADD evil.tar /x/\n");
     let out_tar = env.path().join("out.tar");
-    let out = env.run_in(
+    let out = who.run(
+        &env,
         &env.path().join("ctx"),
         &["build", "-q", "-o", out_tar.to_str().unwrap(), "."],
     );
@@ -78,7 +86,7 @@ fn add_archive_members_never_read_the_host() {
         );
     } else {
         let err = stderr(&out);
-        assert!(!err.contains("HOST-SECRET-ADD"), "{err}");
+        assert!(!err.contains("HOST-SECRET-ADD"), "{who:?}: {err}");
     }
     assert_eq!(
         std::fs::read(host.join("secret")).unwrap(),
@@ -94,11 +102,12 @@ fn add_archive_members_never_read_the_host() {
         .file("../../escape-dotdot", b"dotdot\n")
         .finish();
     env.write("ctx/evil.tar", &archive);
-    let out = env.run_in(
+    let out = who.run(
+        &env,
         &env.path().join("ctx"),
         &["build", "-q", "-o", out_tar.to_str().unwrap(), "."],
     );
-    assert_success(&out, &["build", "ADD evil.tar"]);
+    assert_success(&out, &["build", "ADD evil.tar", &format!("{who:?}")]);
     let bytes = all_layer_bytes(&out_tar);
     assert!(!contains(&bytes, b"HOST-SECRET-ADD"));
     assert!(contains(&bytes, b"from-the-archive"));
@@ -146,6 +155,12 @@ fn extraction_never_touches_host_metadata_through_a_late_symlink() {
 /// and directories of the same names).
 #[test]
 fn run_cannot_redirect_mount_point_cleanup_to_the_host() {
+    for who in As::ALL {
+        mount_point_cleanup_case(who);
+    }
+}
+
+fn mount_point_cleanup_case(who: As) {
     let env = TestEnv::new();
     // An image without /etc: the sandbox creates etc, etc/hosts and
     // etc/resolv.conf to mount on.
@@ -157,7 +172,8 @@ fn run_cannot_redirect_mount_point_cleanup_to_the_host() {
     let layer = tar.finish();
     let archive = env.path().join("img.tar");
     oci_archive(&layer, &archive);
-    env.ok(&["load", archive.to_str().unwrap()]);
+    let out = who.run(&env, env.path(), &["load", archive.to_str().unwrap()]);
+    assert_success(&out, &["load", &format!("{who:?}")]);
 
     let victim = env.path().join("victim");
     std::fs::create_dir_all(victim.join("mnt-target/deeper")).unwrap();
@@ -173,12 +189,12 @@ fn run_cannot_redirect_mount_point_cleanup_to_the_host() {
             v = victim.display()
         ),
     );
-    let out = env.run_in(&env.path().join("ctx"), &["build", "-q", "."]);
-    assert_success(&out, &["build", "RUN mv"]);
+    let out = who.run(&env, &env.path().join("ctx"), &["build", "-q", "."]);
+    assert_success(&out, &["build", "RUN mv", &format!("{who:?}")]);
     for p in ["hosts", "resolv.conf", "mnt-target/deeper", "mnt-target"] {
         assert!(
             victim.join(p).exists(),
-            "cleaning up mount points removed the host's {p}"
+            "{who:?}: cleaning up mount points removed the host's {p}"
         );
     }
 }

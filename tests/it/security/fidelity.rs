@@ -389,3 +389,43 @@ fn trusted_xattrs_from_images_are_dropped_user_and_capabilities_kept() {
         assert_eq!(&buf[..n], b"kept");
     }
 }
+
+/// A base layer whose directory tree is deeper than `PATH_MAX` allows to
+/// name in one go (3,000 levels, names past 6,000 bytes): it is extracted
+/// under a RUN and into the snapshot a stage copies from, walked, and
+/// copied, with no level lost. Every walk is iterative and descends one
+/// open directory at a time.
+#[test]
+fn trees_deeper_than_path_max_are_extracted_and_copied() {
+    let env = TestEnv::new();
+    let mut tar = RawTar::new().busybox(&["sh", "true", "test"]);
+    let mut path = String::from("x");
+    tar = tar.dir("x/", 0);
+    for _ in 0..3000 {
+        path.push_str("/d");
+        tar = tar.pax(&[("path", path.as_bytes())]).dir("placeholder/", 0);
+    }
+    let leaf = format!("{path}/leaf");
+    tar = tar
+        .pax(&[("path", leaf.as_bytes())])
+        .file("placeholder", b"deep\n");
+    let base = tar.finish();
+    load(&env, &[&base]);
+    let out = env.path().join("out.tar");
+    build(
+        &env,
+        "FROM hostile:latest\n\
+         ENV PATH=/bin\n\
+         RUN test -d /x/d/d/d && true\n\
+         FROM scratch\n\
+         COPY --from=0 /x/ /copy/\n",
+        &out,
+    );
+    let names = layer_names(&out);
+    let want = format!("copy{}/leaf", &path[1..]);
+    assert!(
+        names[0].iter().any(|n| n.as_slice() == want.as_bytes()),
+        "the deepest file was lost; deepest name has {} bytes",
+        names[0].iter().map(Vec::len).max().unwrap_or(0)
+    );
+}
