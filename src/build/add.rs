@@ -176,6 +176,7 @@ pub fn unpack_archives(
             };
             out.push(Selected {
                 dest: join(&path),
+                shown: dir.join(path.as_path()),
                 kind,
                 mode: meta.mode,
                 mtime: i64::try_from(meta.mtime).unwrap_or(i64::MAX),

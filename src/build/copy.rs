@@ -184,6 +184,7 @@ mod tests {
     fn sel(dest: &str) -> Selected {
         Selected {
             dest: dest.into(),
+            shown: std::path::PathBuf::new(),
             kind: SourceKind::File {
                 size: 0,
                 source: FileSource::Empty,

@@ -668,7 +668,7 @@ impl<'a> Builder<'a> {
         })?;
         files.extend(item_files);
         if let Ok(mut read) = self.read.lock() {
-            read.extend(sel.entries.iter().map(|e| e.shown()));
+            read.extend(sel.entries.iter().map(|e| e.shown.clone()));
             read.extend(sel.roots.iter().cloned());
         }
         Ok(d)
@@ -933,6 +933,7 @@ impl<'a> Builder<'a> {
         Ok(Selection {
             entries: vec![sources::Selected {
                 dest,
+                shown: std::path::PathBuf::new(),
                 kind: sources::SourceKind::File {
                     size: content.len() as u64,
                     source: crate::layer::FileSource::Bytes(content.as_bytes().into()),

@@ -52,6 +52,9 @@ pub enum SourceKind {
 pub struct Selected {
     /// Path in the layer.
     pub dest: LayerPath,
+    /// Where it is on the host, for messages and depfiles only: never
+    /// opened (a file is read through its [`FileSource`]).
+    pub shown: PathBuf,
     /// What it is.
     pub kind: SourceKind,
     /// Permission bits of the source.
@@ -68,17 +71,6 @@ pub struct Selected {
     pub owner: Option<(u64, u64)>,
     /// For files: the stat fields the stat memo keys on.
     pub stat: Option<crate::store::memo::FileStat>,
-}
-
-impl Selected {
-    /// Where the entry is on the host, for messages and depfiles (never
-    /// opened by this path).
-    pub fn shown(&self) -> PathBuf {
-        match &self.kind {
-            SourceKind::File { source, .. } => source.describe(),
-            _ => PathBuf::from(self.dest.to_string()),
-        }
-    }
 }
 
 /// A source of a copy that selected nothing.
@@ -374,6 +366,7 @@ fn selected(
     let link_key = (is_file && meta.st_nlink > 1).then_some((meta.st_dev, meta.st_ino));
     Selected {
         dest,
+        shown: root.root.display_path(rel.as_path()),
         kind,
         mode: meta.st_mode & 0o7777,
         mtime: meta.st_mtime,
