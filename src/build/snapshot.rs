@@ -85,6 +85,19 @@ struct Made {
     /// For `layers/`: the opaque-directory xattr of the overlay format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     overlay: Option<String>,
+    /// The umask it was extracted under (directories the layers do not
+    /// list get their mode from it), so `store check` can extract it again
+    /// the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    umask: Option<u32>,
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with
+/// `umask(2)` would change it for a moment, under other threads).
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +119,7 @@ impl Made {
                 })
                 .collect(),
             overlay: overlay.map(str::to_string),
+            umask: current_umask(),
         }
     }
 
@@ -403,8 +417,16 @@ fn check_dir(
             ));
         }
     }
-    // Extract again (verifying each layer) and compare, file by file.
-    let fresh = match extract_fresh(store, &layers, overlay, &|_| {}) {
+    // Extract again (verifying each layer), under the umask of the first
+    // time (`store check` runs no other thread meanwhile), and compare.
+    let saved = made
+        .umask
+        .map(|u| rustix::process::umask(rustix::fs::Mode::from_raw_mode(u & 0o777)));
+    let fresh = extract_fresh(store, &layers, overlay, &|_| {});
+    if let Some(old) = saved {
+        rustix::process::umask(old);
+    }
+    let fresh = match fresh {
         Ok(p) => p,
         Err(e) => return Some(error_chain(&e)),
     };

@@ -3,9 +3,10 @@
 //! see the old file or the whole new one, never a part, whatever kills us.
 //!
 //! A temporary file is held with `flock(LOCK_EX)` by its writer from the
-//! moment it has its name (it is created under a `.new-` name, locked, then
-//! renamed to its `.tmp-` name, so no one ever sees it unlocked under that
-//! name). The lock dies with the process, so a `.NAME.tmp-…` whose lock can be
+//! moment it has its name (it is created under a `.new-…` name, locked, then
+//! renamed to its `.NAME.tmp-…` name, so no one ever sees it unlocked under
+//! that name; a writer killed in the microseconds between leaves an empty
+//! `.new-…` file, which nothing reclaims). The lock dies with the process, so a `.NAME.tmp-…` whose lock can be
 //! taken belongs to a killed writer: [`reclaim`] removes those, and only
 //! those, before the next write of `NAME`.
 
@@ -57,9 +58,11 @@ fn tmp_prefix(dest: &Path) -> Vec<u8> {
 /// # Errors
 /// When the file cannot be created, locked or renamed.
 pub(crate) fn create_locked(path: &Path, mode: u32) -> io::Result<File> {
-    let mut staging = path.as_os_str().to_os_string();
-    staging.push(format!(".new-{}", unique_suffix()));
-    let staging = PathBuf::from(staging);
+    // `.new-…NAME`, not `NAME.new-…`: a reclaimer looking for `NAME`'s
+    // pattern must never see the file before it is locked.
+    let mut staging = format!(".new-{}-", unique_suffix()).into_bytes();
+    staging.extend_from_slice(path.file_name().map(OsStr::as_bytes).unwrap_or_default());
+    let staging = parent_dir(path).join(OsStr::from_bytes(&staging));
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
