@@ -6,11 +6,12 @@
 //! Both are keyed by digests the image *claims* (diff_ids, chain IDs), so
 //! they hold only what was checked against those claims: every layer is read
 //! through [`verify::VerifiedLayer`] while it is extracted, into this
-//! process's temporary directory; then `<dir>.json` records what it was
-//! made from (the layers' diff_ids, blobs and media types) and the directory
-//! appears by rename. A directory without a matching record (made by an older
-//! imgbuild) is never used: the layers are extracted again into a private
-//! directory for this process. `store check` re-extracts from the record and
+//! process's temporary directory; the directory appears by rename, and then
+//! `<dir>.json` records what it was made from (the layers' diff_ids, blobs,
+//! media types, the umask), written last by the build whose rename won. A
+//! directory without a matching record (made by an older imgbuild, or a
+//! build killed between the two renames) is never used: the layers are
+//! extracted again into a private directory for this process. `store check` re-extracts from the record and
 //! compares ([`check_store`]); a crash leaves at most a directory in `tmp/`.
 
 use std::io;
@@ -25,8 +26,8 @@ use crate::digest::{Digest, Hasher, HashingReader};
 use crate::layer::extract::{ExtractReport, extract_layer, extract_layer_overlay};
 use crate::oci::LayerDescriptor;
 use crate::oci::verify;
-use crate::store::Store;
 use crate::store::gc::{Checked, Fix, Problem};
+use crate::store::{AtomicFile, Store};
 
 /// The opaque-directory xattrs an overlay-format extraction may use.
 const OVERLAY_XATTRS: &[&str] = &["trusted.overlay.opaque", "user.overlay.opaque"];
@@ -300,37 +301,49 @@ fn materialize(
     let stale = dir.exists();
     let tmp = extract_fresh(store, layers, overlay, warn)?;
     if stale {
-        // Made by an older imgbuild, or tampered with: not ours to trust,
-        // and perhaps in use by an older process, so left alone (`store
-        // check --repair` and `prune` remove it). This process uses its own.
+        // Not vouched for by a record: made by an older imgbuild, tampered
+        // with, or just renamed by another build that has not written its
+        // record yet. Never trusted, never removed (someone may be using
+        // it; `store check --repair` and `prune` remove it): this process
+        // uses its own verified copy.
         warn(format!(
-            "{} is not verified (made by an older imgbuild?); using a private copy. \
-             `imgbuild store check --repair` removes it",
+            "{} has no record of verified layers; using a private copy \
+             (`imgbuild store check` tells whether it is sound)",
             dir.display()
         ));
         return Ok(tmp);
     }
-    // The record first, the directory last: a directory under its name is
-    // always one whose layers were verified.
+    // The directory first, its record last, and only by the build whose
+    // directory it is: a record always describes the directory beside it,
+    // and a directory without one is never used.
     let made = Made::of(layers, overlay);
-    let bytes = serde_json::to_vec(&made).map_err(|e| SnapshotError::Io {
-        action: "encoding the record of",
-        path: dir.to_path_buf(),
-        source: io::Error::other(e),
-    })?;
-    store.write_file(&record_path(dir), &bytes)?;
-    if std::fs::rename(&tmp, dir).is_err() {
-        // Another build made the same one first; use theirs.
-        super::run::remove_tree(&tmp);
-        if !verified(dir) {
-            return Err(SnapshotError::Io {
-                action: "moving into place",
-                path: dir.to_path_buf(),
-                source: io::Error::other("the directory exists but is not verified"),
-            });
+    let record = record_path(dir);
+    let io_err = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io {
+            action,
+            path,
+            source,
         }
+    };
+    let mut rec = AtomicFile::create_in(&record, store.tmp_path("record"))
+        .map_err(io_err("creating", &record))?;
+    serde_json::to_writer(&mut rec, &made)
+        .map_err(io::Error::other)
+        .map_err(io_err("writing", &record))?;
+    if std::fs::rename(&tmp, dir).is_ok() {
+        rec.commit().map_err(io_err("writing", &record))?;
+        return Ok(dir.to_path_buf());
     }
-    Ok(dir.to_path_buf())
+    // Another build made the same one first; use theirs once it is
+    // recorded, else our own copy.
+    drop(rec);
+    if verified(dir) {
+        super::run::remove_tree(&tmp);
+        Ok(dir.to_path_buf())
+    } else {
+        Ok(tmp)
+    }
 }
 
 // ---- store check -------------------------------------------------------------
