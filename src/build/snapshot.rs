@@ -569,3 +569,67 @@ fn xattrs(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 fn compare_xattrs(a: impl AsFd, b: impl AsFd) -> io::Result<Option<String>> {
     Ok((xattrs(a)? != xattrs(b)?).then(|| "its extended attributes differ".to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_compare_by_content_metadata_and_names() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for r in [&a, &b] {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::fs::write(r.join("etc/motd"), "hello\n").unwrap();
+            std::os::unix::fs::symlink("/etc/motd", r.join("link")).unwrap();
+        }
+        // Same times, so only what we change below differs.
+        let t = std::fs::FileTimes::new().set_modified(std::time::UNIX_EPOCH);
+        for r in [&a, &b] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(r.join("etc/motd"))
+                .unwrap();
+            f.set_times(t).unwrap();
+        }
+        assert_eq!(compare_trees(&a, &b).unwrap(), None);
+        std::fs::write(b.join("etc/motd"), "HELLO\n").unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(b.join("etc/motd"))
+            .unwrap();
+        f.set_times(t).unwrap();
+        let diff = compare_trees(&a, &b).unwrap().unwrap();
+        assert!(
+            diff.contains("etc/motd") && diff.contains("content"),
+            "{diff}"
+        );
+        std::fs::write(b.join("etc/motd"), "hello\n").unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(b.join("etc/motd"))
+            .unwrap();
+        f.set_times(t).unwrap();
+        std::fs::write(a.join("extra"), "").unwrap();
+        let diff = compare_trees(&a, &b).unwrap().unwrap();
+        assert!(
+            diff.contains("extra") && diff.contains("not in its layers"),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn records_vouch_only_for_their_own_layers() {
+        let l = |d: &[u8]| LayerDescriptor {
+            diff_id: Digest::of(d),
+            digest: Digest::of(b"blob"),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        };
+        let made = Made::of(&[l(b"a"), l(b"b")], None);
+        assert!(made.covers(&[l(b"a"), l(b"b")], None));
+        assert!(!made.covers(&[l(b"a"), l(b"c")], None));
+        assert!(!made.covers(&[l(b"a")], None));
+        assert!(!made.covers(&[l(b"a"), l(b"b")], Some("trusted.overlay.opaque")));
+    }
+}
