@@ -15,7 +15,7 @@ mod inputs;
 mod output;
 pub mod run;
 mod scheduler;
-mod snapshot;
+pub mod snapshot;
 pub mod sources;
 mod why;
 

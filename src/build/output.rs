@@ -82,6 +82,9 @@ impl Builder<'_> {
         {
             std::fs::create_dir_all(dir).map_err(out_err)?;
         }
+        // What a killed build of this output left beside it (a writer that
+        // is still alive holds its file's lock and keeps it).
+        crate::store::atomic::reclaim(path).map_err(out_err)?;
         let mtime = self.archive_mtime();
         let inputs = OutputInputs::new(manifest, tags, format, mtime);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());

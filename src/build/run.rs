@@ -7,8 +7,6 @@ use super::config;
 use super::error::{RunError, error_chain};
 use crate::exec::{self, MountKind, Rootfs};
 use crate::graph::{Command, Mount, Network, RunStep};
-use crate::layer::extract::{extract_layer, extract_layer_overlay};
-use crate::oci::import::open_layer;
 use crate::oci::{ImageConfig, LayerDescriptor};
 use crate::store::Store;
 
@@ -126,63 +124,21 @@ pub fn overlay_lowers(
     Ok(lowers)
 }
 
-/// The per-layer directory of `layer` in overlay format, extracting it once
-/// into the store (`layers/<flavour>/<diff id>`); later steps and builds
-/// share it.
+/// The per-layer directory of `layer` in overlay format, extracted once
+/// (and verified against its diff_id) into the store; see
+/// [`snapshot::layer_dir`](super::snapshot::layer_dir).
 ///
 /// # Errors
-/// A layer that cannot be read or extracted.
+/// A layer that cannot be read, verified or extracted.
 fn layer_dir(
     store: &Store,
     layer: &LayerDescriptor,
     xattr: &'static str,
     warn: &dyn Fn(String),
 ) -> Result<PathBuf, RunError> {
-    let flavour = if xattr.starts_with("user.") {
-        "user"
-    } else {
-        "trusted"
-    };
-    let base = store.root().join("layers").join(flavour);
-    // Short names keep the overlay mount options under a page.
-    let dir = base.join(&layer.diff_id.hex()[..32]);
-    if dir.is_dir() {
-        return Ok(dir);
-    }
-    let snap = |what: String| RunError::Snapshot { what };
-    std::fs::create_dir_all(&base)
-        .map_err(|e| snap(format!("creating {}: {e}", base.display())))?;
-    let tmp = store.tmp_path("layer");
-    std::fs::create_dir_all(&tmp).map_err(|e| snap(format!("creating {}: {e}", tmp.display())))?;
-    let result = open_layer(store, &layer.digest, &layer.media_type)
-        .map_err(|e| snap(format!("reading layer {}: {e}", layer.digest)))
-        .and_then(|s| {
-            extract_layer_overlay(&tmp, s, xattr).map_err(|e| {
-                snap(format!(
-                    "extracting layer {}: {}",
-                    layer.digest,
-                    error_chain(&e)
-                ))
-            })
-        })
-        .map(|report| {
-            for skipped in report.skipped {
-                warn(format!("layer {}: {skipped}", layer.digest.short()));
-            }
-        });
-    if let Err(e) = result {
-        remove_tree(&tmp);
-        return Err(e);
-    }
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another build extracted it first.
-        remove_tree(&tmp);
-    }
-    if dir.is_dir() {
-        Ok(dir)
-    } else {
-        Err(snap(format!("cannot create {}", dir.display())))
-    }
+    super::snapshot::layer_dir(store, layer, xattr, warn).map_err(|e| RunError::Snapshot {
+        what: error_chain(&e),
+    })
 }
 
 /// Removes a sandbox or snapshot directory, including overlay's work
@@ -317,14 +273,10 @@ pub(super) fn run_step(
     } else {
         std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
         for l in inp.layers {
-            let s = open_layer(inp.store, &l.digest, &l.media_type).map_err(|e| {
-                RunError::Snapshot {
-                    what: format!("reading layer {}: {e}", l.digest),
-                }
-            })?;
-            let report = extract_layer(&copy_root, s).map_err(|e| RunError::Snapshot {
-                what: format!("extracting layer {}: {}", l.digest, error_chain(&e)),
-            })?;
+            let report = super::snapshot::extract_verified(inp.store, l, &copy_root, None)
+                .map_err(|e| RunError::Snapshot {
+                    what: error_chain(&e),
+                })?;
             for skipped in report.skipped {
                 (inp.warn)(format!("layer {}: {skipped}", l.digest.short()));
             }

@@ -237,9 +237,16 @@ pub struct StoreArgs {
 /// Store subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Verify every blob against its digest and every record against its blobs;
-    /// exit 1 if anything is wrong.
-    Check,
+    /// Verify every blob against its digest, every image's layers against its
+    /// config's diff_ids, every record against what it names, and every
+    /// extracted snapshot and layer against its layers; exit 1 if anything is
+    /// wrong.
+    Check {
+        /// Remove what is corrupt (and what names it: tags, cache entries),
+        /// saying what was removed; the store then checks clean.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// `imgbuild parse`.

@@ -1,13 +1,17 @@
 //! Reading images into the store from OCI archives, OCI layout directories and
 //! Docker archives (`docker save`), as `imgbuild load` and base images need.
 //!
-//! Archives are read in one streaming pass: every blob goes straight into the
-//! store (verified against its name where it has one), only the small JSON
-//! documents stay in memory. Docker-flavoured manifests are recorded as their
-//! OCI equivalent: same config, same layer blobs, so the same image ID.
+//! Archives are read in one streaming pass: every blob goes into a staging
+//! view of the store (verified against its name where it has one, and
+//! decompressed and hashed on the side if it looks like a compressed layer),
+//! only the small JSON documents stay in memory. Each image's layers are then
+//! checked against its config's diff_ids, and only when every image checks
+//! out are its blobs published and its record written: an archive that lies
+//! stores nothing. Docker-flavoured manifests are recorded as their OCI
+//! equivalent: same config, same layer blobs, so the same image ID.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -60,15 +64,37 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// whose name (ref.name annotation or RepoTag) matches it, otherwise all of them.
 ///
 /// # Errors
-/// Unreadable or malformed archives, missing blobs, no or several matches.
+/// Unreadable or malformed archives, missing blobs, no or several matches, and
+/// layers that are not what their configs claim ([`Error::DiffIdMismatch`]);
+/// the store is then as it was.
 pub fn import(store: &Store, source: &Source, select: Option<&str>) -> Result<Vec<Imported>> {
-    match source {
-        Source::OciDir(dir) => import_dir(store, dir, select),
+    let view = super::verify::staging(store)?;
+    let found = match source {
+        Source::OciDir(dir) => import_dir(&view, dir, select)?,
         Source::OciArchive(p) | Source::DockerArchive(p) => {
             let prefer_docker = matches!(source, Source::DockerArchive(_));
-            import_tar(store, p, select, prefer_docker)
+            import_tar(&view, p, select, prefer_docker)?
         }
+    };
+    // Every image checked out: now, and only now, into the store.
+    let mut out = Vec::new();
+    for f in found {
+        let mut blobs = vec![f.config];
+        blobs.extend(f.layers.iter().map(|l| l.digest));
+        view.publish(&blobs)?;
+        let mut imported = finish_import(store, &f.config, f.config_size, &f.layers)?;
+        imported.names = f.names;
+        out.push(imported);
     }
+    Ok(out)
+}
+
+/// An image of an archive whose layers match its config, not yet recorded.
+struct Found {
+    config: Digest,
+    config_size: u64,
+    layers: Vec<LayerDescriptor>,
+    names: Vec<Reference>,
 }
 
 /// What a tar archive held, after its blobs went into the store.
@@ -99,7 +125,7 @@ fn import_tar(
     path: &Path,
     select: Option<&str>,
     prefer_docker: bool,
-) -> Result<Vec<Imported>> {
+) -> Result<Vec<Found>> {
     let file = std::fs::File::open(path).map_err(io_err("opening", path))?;
     let mut buffered = BufReader::with_capacity(1 << 20, file);
     // `docker save | gzip` is common; accept compressed archives.
@@ -162,7 +188,7 @@ fn import_tar(
     }
 }
 
-fn import_dir(store: &Store, dir: &Path, select: Option<&str>) -> Result<Vec<Imported>> {
+fn import_dir(store: &Store, dir: &Path, select: Option<&str>) -> Result<Vec<Found>> {
     let index_path = dir.join("index.json");
     let index = std::fs::read(&index_path).map_err(io_err("reading", &index_path))?;
     let mut fetch = |d: &Digest| -> Result<()> {
@@ -234,7 +260,7 @@ fn import_index(
     select: Option<&str>,
     fetch: &mut dyn FnMut(&Digest) -> Result<()>,
     origin: &Path,
-) -> Result<Vec<Imported>> {
+) -> Result<Vec<Found>> {
     let doc: IndexDoc = serde_json::from_slice(index).map_err(|source| Error::Json {
         what: format!("{}: index.json", origin.display()),
         source,
@@ -262,9 +288,9 @@ fn import_index(
             .parse()
             .map_err(|_| Error::BadDigest(desc.digest.clone(), "index.json"))?;
         let manifest = resolve_platform(store, &desc.media_type, digest, fetch, origin)?;
-        let mut imported = record_manifest(store, &manifest, fetch)?;
-        imported.names = names;
-        out.push(imported);
+        let mut found = check_manifest(store, &manifest, fetch)?;
+        found.names = names;
+        out.push(found);
     }
     Ok(out)
 }
@@ -317,13 +343,13 @@ fn resolve_platform(
     resolve_platform(store, &pick.media_type, d, fetch, origin)
 }
 
-/// Makes sure config and layers are present, writes the OCI form of the manifest
-/// and records the image.
-fn record_manifest(
+/// Makes sure config and layers are present and the layers are what the
+/// config claims.
+fn check_manifest(
     store: &Store,
     manifest_digest: &Digest,
     fetch: &mut dyn FnMut(&Digest) -> Result<()>,
-) -> Result<Imported> {
+) -> Result<Found> {
     let m = Manifest::from_bytes(&store.read_blob(manifest_digest)?)?;
     fetch(&m.config)?;
     let config = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
@@ -347,7 +373,13 @@ fn record_manifest(
             media_type,
         });
     }
-    finish_import(store, &m.config, m.config_size, &layers)
+    super::verify::check_layers(store, &layers)?;
+    Ok(Found {
+        config: m.config,
+        config_size: m.config_size,
+        layers,
+        names: Vec::new(),
+    })
 }
 
 pub(crate) fn finish_import(
@@ -383,7 +415,7 @@ fn import_docker(
     contents: &TarContents,
     select: Option<&str>,
     origin: &Path,
-) -> Result<Vec<Imported>> {
+) -> Result<Vec<Found>> {
     let raw = contents
         .small
         .get("manifest.json")
@@ -411,10 +443,9 @@ fn import_docker(
             continue;
         }
         let config = contents.blob(store, &e.config)?;
-        let config_size = std::fs::metadata(store.blob_path(&config))
-            .map_err(io_err("reading", &store.blob_path(&config)))?
-            .len();
-        let cfg = ImageConfig::from_bytes(&store.read_blob(&config)?)?;
+        let config_bytes = store.read_blob(&config)?;
+        let config_size = config_bytes.len() as u64;
+        let cfg = ImageConfig::from_bytes(&config_bytes)?;
         let diff_ids = cfg.diff_ids()?;
         if diff_ids.len() != e.layers.len() {
             return Err(Error::Malformed(format!(
@@ -428,11 +459,11 @@ fn import_docker(
         let mut layers = Vec::new();
         for (lp, diff_id) in e.layers.iter().zip(diff_ids) {
             let digest = contents.blob(store, lp)?;
+            // Docker archives give no media types: the bytes tell.
             let blob_path = store.blob_path(&digest);
-            let f = std::fs::File::open(&blob_path).map_err(io_err("opening", &blob_path))?;
+            let f = store.open_blob(&digest)?;
             let size = f.metadata().map_err(io_err("reading", &blob_path))?.len();
             let mut br = BufReader::new(f);
-            let _ = br.fill_buf();
             let c = detect_compression(&mut br).map_err(io_err("reading", &blob_path))?;
             layers.push(LayerDescriptor {
                 diff_id,
@@ -441,9 +472,13 @@ fn import_docker(
                 media_type: c.oci_media_type().to_string(),
             });
         }
-        let mut imported = finish_import(store, &config, config_size, &layers)?;
-        imported.names = names;
-        out.push(imported);
+        super::verify::check_layers(store, &layers)?;
+        out.push(Found {
+            config,
+            config_size,
+            layers,
+            names,
+        });
     }
     if out.is_empty() {
         return Err(Error::Malformed(match select {

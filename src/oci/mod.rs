@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod import;
+pub mod verify;
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,34 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// A layer's uncompressed content is not what the image config says it
+    /// is (OCI image spec: `rootfs.diff_ids` are the digests of the
+    /// uncompressed layers).
+    #[error(
+        "layer {} is not what its image config claims: the config's diff_id is {}, \
+         but the layer decompresses to {}",
+        .0.layer, .0.claimed, .0.actual
+    )]
+    DiffIdMismatch(Box<Mismatch>),
+    /// A layer blob does not decode as its media type says.
+    #[error("layer {layer} cannot be read as {compression}")]
+    LayerUnreadable {
+        /// The layer blob.
+        layer: Digest,
+        /// The compression it was read as.
+        compression: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer whose media type imgbuild cannot read, and so cannot verify.
+    #[error("layer {layer} has media type `{media_type}`, which imgbuild cannot read")]
+    UnsupportedLayer {
+        /// The layer blob.
+        layer: Digest,
+        /// Its media type.
+        media_type: String,
+    },
     /// Reading or writing an archive failed.
     #[error("{action} {path}")]
     Io {
@@ -71,6 +100,17 @@ pub enum Error {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A layer whose content does not hash to the diff_id its config claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The layer blob.
+    pub layer: Digest,
+    /// The config's diff_id for it.
+    pub claimed: Digest,
+    /// The digest of its uncompressed content.
+    pub actual: Digest,
+}
 
 /// Keys of a config's `config` object that the OCI spec (and so oci-spec) models.
 const OCI_CONFIG_KEYS: &[&str] = &[

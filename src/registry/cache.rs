@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::push::{Event, upload_missing};
 use super::{Client, Error, Result};
 use crate::digest::{Digest, canonical_json};
-use crate::oci::{Manifest, descriptor};
+use crate::oci::{ImageConfig, LayerDescriptor, Manifest, descriptor};
 use crate::reference::Reference;
 use crate::store::{BlobSource, ImageRecord, Store};
 
@@ -134,6 +134,9 @@ pub struct RemoteLayers {
     client: Client,
     repo: String,
     blobs: HashMap<Digest, u64>,
+    /// What the cached images' configs claim each layer blob decompresses
+    /// to; a fetched blob must match every claim before it is stored.
+    claims: HashMap<Digest, Vec<LayerDescriptor>>,
 }
 
 impl BlobSource for RemoteLayers {
@@ -143,9 +146,25 @@ impl BlobSource for RemoteLayers {
 
     fn fetch(&self, store: &Store, digest: &Digest) -> std::result::Result<(), String> {
         let size = self.blobs.get(digest).copied().unwrap_or(0);
+        let chain = |e: &dyn std::error::Error| {
+            let mut s = e.to_string();
+            let mut cur = e.source();
+            while let Some(c) = cur {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                cur = c.source();
+            }
+            s
+        };
+        // Decoded and hashed as it arrives; published only if it is what
+        // the configs say.
+        let view = crate::oci::verify::staging(store).map_err(|e| chain(&e))?;
         self.client
-            .fetch_blob(store, &self.repo, digest, size, &|_| {})
-            .map_err(|e| e.to_string())
+            .fetch_blob(&view, &self.repo, digest, size, &|_| {})
+            .map_err(|e| chain(&e))?;
+        let claims = self.claims.get(digest).map_or(&[][..], Vec::as_slice);
+        crate::oci::verify::check_layers(&view, claims).map_err(|e| chain(&e))?;
+        view.publish(&[*digest]).map_err(|e| chain(&e))
     }
 }
 
@@ -202,6 +221,29 @@ pub fn import(
             layers.insert(*d, *size);
         }
     }
+    // What each cached image claims of its layers, to check them when they
+    // are fetched.
+    let mut claims: HashMap<Digest, Vec<LayerDescriptor>> = HashMap::new();
+    for e in &index.entries {
+        let (Ok(mbytes), Ok(cbytes)) = (store.read_blob(&e.manifest), store.read_blob(&e.image))
+        else {
+            continue;
+        };
+        let m = Manifest::from_bytes(&mbytes)?;
+        let diff_ids = ImageConfig::from_bytes(&cbytes)?.diff_ids()?;
+        for ((digest, size, media_type), diff_id) in m.layers.into_iter().zip(diff_ids) {
+            let l = LayerDescriptor {
+                diff_id,
+                digest,
+                size,
+                media_type,
+            };
+            let v = claims.entry(digest).or_default();
+            if !v.contains(&l) {
+                v.push(l);
+            }
+        }
+    }
     for e in &index.entries {
         if store.image(&e.image)?.is_none() {
             store.put_image(
@@ -222,6 +264,7 @@ pub fn import(
             client,
             repo,
             blobs: layers,
+            claims,
         },
     ))
 }

@@ -1,6 +1,13 @@
 //! Pulling an image: reference → manifest (the platform's, from an index or
 //! a docker manifest list) → config and layers, only the missing ones, in
 //! parallel → an image in the store, tagged.
+//!
+//! Blobs arrive in a staging view of the store: each is verified against
+//! its digest, and each layer decompressed and hashed as it streams in, so
+//! that before anything is published every layer is known to be what the
+//! config's diff_id says (layers already in the store are checked from what
+//! the store remembers of them). A registry that lies gets a clear error and
+//! leaves the store as it was: no blob, no image, no tag.
 
 use super::{Client, Error, Result};
 use crate::digest::Digest;
@@ -123,10 +130,11 @@ pub fn pull(
         bytes
     };
     let m = Manifest::from_bytes(&bytes)?;
-    if !store.has_blob(&m.config) {
-        client.fetch_blob(store, repo, &m.config, m.config_size, &|_| {})?;
+    let view = crate::oci::verify::staging(store)?;
+    if !view.has_blob(&m.config) {
+        client.fetch_blob(&view, repo, &m.config, m.config_size, &|_| {})?;
     }
-    let config = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
+    let config = ImageConfig::from_bytes(&view.read_blob(&m.config)?)?;
     let diff_ids = config.diff_ids()?;
     if diff_ids.len() != m.layers.len() {
         return Err(Error::Manifest(format!(
@@ -143,7 +151,7 @@ pub fn pull(
             missing.push((*digest, *size));
         }
     }
-    fetch_all(store, client, repo, &missing, on)?;
+    fetch_all(&view, client, repo, &missing, on)?;
     let layers: Vec<LayerDescriptor> = m
         .layers
         .iter()
@@ -156,6 +164,10 @@ pub fn pull(
                 .map_or_else(|| mt.clone(), |c| c.oci_media_type().to_string()),
         })
         .collect();
+    crate::oci::verify::check_layers(&view, &layers)?;
+    let mut blobs = vec![m.config];
+    blobs.extend(layers.iter().map(|l| l.digest));
+    view.publish(&blobs)?;
     let imported = crate::oci::import::finish_import(store, &m.config, m.config_size, &layers)?;
     if reference.digest().is_none() {
         store.set_tag(reference, &imported.id)?;

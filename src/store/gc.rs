@@ -1,12 +1,17 @@
 //! Keeping the store in shape: `prune` (remove what nothing needs) and
 //! `check` (verify every blob against its digest and every record against
-//! the blobs it names).
+//! the blobs it names), whose problems carry the removals that repair them.
+//!
+//! What needs layers decoded (diff_ids, extracted snapshots) is checked by
+//! the modules that understand layers (`oci::verify`, `build::snapshot`);
+//! they add their [`Problem`]s to the same [`Checked`].
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use super::{Error, ImageRecord, Result, Store, list_names};
 use crate::digest::{Digest, HashingReader};
+use crate::reference::Reference;
 
 /// What `prune` should remove.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,12 +78,19 @@ impl Store {
     }
 
     /// Removes what no kept image needs. Takes the store lock exclusively, so
-    /// it waits for running builds and they wait for it.
+    /// it waits for every running reader (builds, `run`, `export`…), and they
+    /// wait for it; `waiting` is called once first if it has to wait.
     ///
     /// # Errors
     /// I/O failures.
-    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
-        let _lock = self.lock_exclusive()?;
+    pub fn prune(&self, opts: PruneOptions, waiting: &dyn Fn()) -> Result<PruneReport> {
+        let _lock = match self.try_lock_exclusive()? {
+            Some(l) => l,
+            None => {
+                waiting();
+                self.lock_exclusive()?
+            }
+        };
         let mut report = PruneReport::default();
         let tagged: HashSet<Digest> = self.tags()?.into_iter().map(|(_, id)| id).collect();
         let drop_untagged = opts.all || opts.keep_storage.is_some();
@@ -136,10 +148,14 @@ impl Store {
             }
         }
         // Snapshots (COPY --from filesystems, RUN's per-layer overlay lowers)
-        // and temporary files are pure caches.
-        for dir in ["snapshots", "layers", "tmp"] {
+        // are pure caches.
+        for dir in ["snapshots", "layers"] {
             clear_dir(&self.root.join(dir))?;
         }
+        // Temporary files: every process's but our own (no one else holds
+        // the lock, so the others are all dead), and older versions' too.
+        let tmp = self.root.join("tmp");
+        super::scratch::reclaim(&tmp, true).map_err(io_err("cleaning", &tmp))?;
         report.add(self.sweep_blobs()?);
         Ok(report)
     }
@@ -163,66 +179,243 @@ impl Store {
                 r.blobs += 1;
             }
         }
+        // What removed blobs decompressed to goes with them.
+        let records = self.root.join("diffids");
+        for name in list_names(&records)? {
+            if !dir.join(&name).exists() {
+                let p = records.join(&name);
+                std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
+            }
+        }
         Ok(r)
     }
 
-    /// Verifies the store: every blob against its name, every image record,
-    /// tag and cache entry against what it points at. Returns the problems
-    /// (empty when all is well).
+    /// Verifies the store's blobs and records: every blob against its name,
+    /// every image record, tag and cache entry against what it points at.
+    /// Takes no lock: the caller holds it (shared to check, exclusive to
+    /// repair).
     ///
     /// # Errors
     /// I/O failures while listing.
-    pub fn check(&self) -> Result<Vec<String>> {
-        let _lock = self.lock_shared()?;
-        let mut problems = Vec::new();
+    pub fn check(&self) -> Result<Checked> {
+        let mut c = Checked::default();
         let dir = self.root.join("blobs/sha256");
-        let mut present = HashSet::new();
         for name in list_names(&dir)? {
             let p = dir.join(&name);
             let Ok(expected) = Digest::from_hex(&name) else {
-                problems.push(format!("{}: not a blob name", p.display()));
+                c.problems.push(Problem {
+                    what: format!("{}: not a blob name", p.display()),
+                    fixes: vec![Fix::File(p)],
+                });
                 continue;
             };
             let mut r = HashingReader::new(std::fs::File::open(&p).map_err(io_err("opening", &p))?);
             std::io::copy(&mut r, &mut std::io::sink()).map_err(io_err("reading", &p))?;
             let (actual, _) = r.finish();
             if actual == expected {
-                present.insert(expected);
+                c.blobs.insert(expected);
             } else {
-                problems.push(format!(
-                    "blob {expected} is corrupt: its content hashes to {actual}"
-                ));
+                c.problems.push(Problem {
+                    what: format!("blob {expected} is corrupt: its content hashes to {actual}"),
+                    fixes: vec![Fix::Blob(expected), Fix::DiffIds(expected)],
+                });
             }
         }
         for id in self.image_ids()? {
             match self.image(&id) {
                 Ok(Some(rec)) => {
+                    let mut missing = Vec::new();
                     for b in self.image_blobs(&rec) {
-                        if !present.contains(&b) {
-                            problems.push(format!(
-                                "image {} needs blob {b}, which is missing or corrupt",
-                                id.short()
-                            ));
+                        if !c.blobs.contains(&b) {
+                            missing.push(b);
                         }
                     }
-                    if !present.contains(&id) {
-                        problems.push(format!("image {}: its config blob is missing", id.short()));
+                    if !c.blobs.contains(&id) {
+                        missing.push(id);
+                    }
+                    if let Some(b) = missing.first() {
+                        let what = if *b == id {
+                            format!(
+                                "image {}: its config blob is missing or corrupt",
+                                id.short()
+                            )
+                        } else {
+                            format!(
+                                "image {} needs blob {b}, which is missing or corrupt",
+                                id.short()
+                            )
+                        };
+                        c.bad_image(self, id, what)?;
                     }
                 }
                 Ok(None) => {}
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => {
+                    let p = self.root.join("images").join(id.hex());
+                    c.problems.push(Problem {
+                        what: e.to_string(),
+                        fixes: vec![Fix::File(p)],
+                    });
+                }
             }
         }
         for (r, id) in self.tags()? {
-            if self.image(&id)?.is_none() {
-                problems.push(format!(
-                    "tag {} points at missing image {}",
-                    r.familiar(),
-                    id.short()
-                ));
+            if self.image(&id).ok().flatten().is_none() {
+                c.problems.push(Problem {
+                    what: format!(
+                        "tag {} points at missing image {}",
+                        r.familiar(),
+                        id.short()
+                    ),
+                    fixes: vec![Fix::Tag(r)],
+                });
             }
         }
-        Ok(problems)
+        for (key, id) in self.cache_entries()? {
+            if self.image(&id).ok().flatten().is_none() {
+                c.problems.push(Problem {
+                    what: format!(
+                        "cache entry {} points at missing image {}",
+                        key.short(),
+                        id.short()
+                    ),
+                    fixes: vec![Fix::CacheEntry(key)],
+                });
+            }
+        }
+        Ok(c)
+    }
+
+    /// Carries out the fixes of `problems`: removes what is corrupt and what
+    /// names it. Returns one line per removal. The caller holds the store
+    /// lock exclusively.
+    ///
+    /// # Errors
+    /// When something cannot be removed.
+    pub fn repair(&self, problems: &[Problem]) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let mut seen = HashSet::new();
+        for fix in problems.iter().flat_map(|p| &p.fixes) {
+            if !seen.insert(fix.clone()) {
+                continue;
+            }
+            let line = match fix {
+                Fix::Blob(d) => {
+                    let p = self.blob_path_in_store(d);
+                    remove_path(&p)?.then(|| format!("removed corrupt blob {d}"))
+                }
+                Fix::DiffIds(d) => {
+                    let had = self.diff_id_path(d).exists();
+                    self.remove_diff_ids(d)?;
+                    had.then(|| format!("removed the layer record of blob {}", d.short()))
+                }
+                Fix::Image(id) => self
+                    .remove_image(id)?
+                    .then(|| format!("removed image {}", id.short())),
+                Fix::Tag(r) => self
+                    .remove_tag(r)?
+                    .then(|| format!("removed tag {}", r.familiar())),
+                Fix::CacheEntry(k) => {
+                    let p = self.root.join("cache").join(k.hex());
+                    remove_path(&p)?.then(|| format!("removed cache entry {}", k.short()))
+                }
+                Fix::Tree(p) => {
+                    let existed = p.exists();
+                    super::scratch::remove_tree(p);
+                    if p.exists() {
+                        return Err(Error::Io {
+                            action: "removing",
+                            path: p.clone(),
+                            source: std::io::Error::other("directory still present"),
+                        });
+                    }
+                    existed.then(|| format!("removed {}", p.display()))
+                }
+                Fix::File(p) => remove_path(p)?.then(|| format!("removed {}", p.display())),
+            };
+            done.extend(line);
+        }
+        Ok(done)
+    }
+}
+
+/// The findings of a store check, built up by every module that checks a
+/// part of the store.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// What is wrong, with how to repair it.
+    pub problems: Vec<Problem>,
+    /// Blobs present and matching their digest.
+    pub blobs: HashSet<Digest>,
+    /// Images already found bad (each is reported once).
+    pub bad_images: HashSet<Digest>,
+    /// Layer blobs decoded during the check: (blob, compression) → the
+    /// digest of the decompressed stream, or why it could not be decoded.
+    pub unpacked: HashMap<(Digest, String), std::result::Result<Digest, String>>,
+}
+
+impl Checked {
+    /// Reports image `id` as bad: its record goes on repair, with every tag
+    /// and cache entry that names it.
+    ///
+    /// # Errors
+    /// When the tags or cache entries cannot be listed.
+    pub fn bad_image(&mut self, store: &Store, id: Digest, what: String) -> Result<()> {
+        if !self.bad_images.insert(id) {
+            return Ok(());
+        }
+        let mut fixes = vec![Fix::Image(id)];
+        for (r, t) in store.tags()? {
+            if t == id {
+                fixes.push(Fix::Tag(r));
+            }
+        }
+        for (k, img) in store.cache_entries()? {
+            if img == id {
+                fixes.push(Fix::CacheEntry(k));
+            }
+        }
+        self.problems.push(Problem { what, fixes });
+        Ok(())
+    }
+}
+
+/// One thing wrong with the store.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// What is wrong, for people.
+    pub what: String,
+    /// What `store check --repair` removes for it.
+    pub fixes: Vec<Fix>,
+}
+
+/// A removal that repairs a problem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Fix {
+    /// A corrupt blob.
+    Blob(Digest),
+    /// The record of what a blob decompresses to.
+    DiffIds(Digest),
+    /// An image record.
+    Image(Digest),
+    /// A tag.
+    Tag(Reference),
+    /// A cache entry, by key.
+    CacheEntry(Digest),
+    /// An extracted filesystem (snapshot or layer directory).
+    Tree(PathBuf),
+    /// A stray or corrupt file.
+    File(PathBuf),
+}
+
+fn remove_path(p: &Path) -> Result<bool> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::Io {
+            action: "removing",
+            path: p.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -288,25 +481,33 @@ mod tests {
         )
         .unwrap();
         let orphan = s.put_blob(b"orphan").unwrap();
-        let r = s.prune(PruneOptions::default()).unwrap();
+        let r = s.prune(PruneOptions::default(), &|| {}).unwrap();
         assert_eq!(r.blobs, 1);
         assert!(!s.has_blob(&orphan));
         assert!(s.has_blob(&layer) && s.has_blob(&config) && s.has_blob(&manifest));
-        assert!(s.check().unwrap().is_empty());
+        assert!(s.check().unwrap().problems.is_empty());
         std::fs::write(s.blob_path(&layer), b"tampered").unwrap();
-        let problems = s.check().unwrap();
+        let problems = s.check().unwrap().problems;
         assert!(
-            problems.iter().any(|p| p.contains("corrupt")),
+            problems.iter().any(|p| p.what.contains("corrupt")),
             "{problems:?}"
         );
+        // Repair removes the blob and the image that needed it, and then the
+        // store checks clean.
+        let removed = s.repair(&problems).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(s.check().unwrap().problems.is_empty());
         // --all drops the untagged image and everything only it needed.
         let r = s
-            .prune(PruneOptions {
-                all: true,
-                keep_storage: None,
-            })
+            .prune(
+                PruneOptions {
+                    all: true,
+                    keep_storage: None,
+                },
+                &|| {},
+            )
             .unwrap();
-        assert_eq!(r.images, 1);
+        assert_eq!(r.images, 0);
         assert!(!s.has_blob(&manifest));
     }
 }

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{Store, atomic_write};
+use super::{AtomicFile, Store};
 use crate::digest::Digest;
 
 /// The stat fields that must all match for a memoized digest to be used.
@@ -65,6 +65,9 @@ const HEADER: &str = "imgbuild-statmemo-v1";
 #[derive(Debug)]
 pub struct StatMemo {
     path: PathBuf,
+    /// Where the new memo is written before it replaces the old one (in the
+    /// process's temporary directory, so a killed build leaves nothing here).
+    tmp: PathBuf,
     /// mtime of the memo file when loaded; entries at least as new are racy.
     written_ns: i64,
     entries: HashMap<String, (FileStat, Digest)>,
@@ -79,6 +82,7 @@ impl StatMemo {
         let path = store.root().join("memo").join(key);
         let mut memo = StatMemo {
             path,
+            tmp: store.tmp_path("memo"),
             written_ns: 0,
             entries: HashMap::new(),
             dirty: false,
@@ -156,7 +160,9 @@ impl StatMemo {
                 d.hex()
             ));
         }
-        atomic_write(&self.path, out.as_bytes())
+        let mut f = AtomicFile::create_in(&self.path, self.tmp.clone())?;
+        io::Write::write_all(&mut f, out.as_bytes())?;
+        f.commit()
     }
 }
 

@@ -8,27 +8,42 @@
 //! images/<hex>         image ID (config digest) → its manifest and parent
 //! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID
 //! cache/<hex>          a cache key → the image the step produced
-//! snapshots/<hex>      extracted root filesystems, by chain ID
+//! snapshots/<hex>      extracted root filesystems, by chain ID (with
+//!                      `<hex>.json`: the verified layers they came from)
+//! layers/…             per-layer extractions for overlay (build::snapshot)
+//! diffids/<hex>        what a layer blob decompresses to (verified digests)
 //! memo/<hex>           stat memo per context directory (see [`memo`])
 //! outputs/<hex>        what was last written to an output archive path
 //! steps/<hex>          what each step of a build definition was last built
 //!                      from, to say why a cache lookup missed
-//! tmp/                 temporary files; never read, removed by prune
-//! lock                 flock: builds share it, prune takes it exclusively
+//! tmp/<id>/, <id>.lock one temporary directory per live process, held by
+//!                      flock on its lock file (see [`scratch`])
+//! lock                 flock: every command shares it, prune and repair
+//!                      take it exclusively
 //! ```
+//!
+//! The root and every directory in it are mode 0700 (tightened when an older
+//! store is opened): extracted layers hold setuid files and device nodes
+//! that no other user may reach.
 //!
 //! Every file is created through [`atomic`]: a reader sees all of it or none.
 //! Blobs with the same digest have the same bytes, so concurrent writers of
-//! one blob race harmlessly to the same rename.
+//! one blob race harmlessly to the same rename. A [`Staging`] view holds new
+//! blobs back until the caller has checked them (a layer against its
+//! config's diff_id) and publishes them.
 
 pub mod atomic;
 pub mod gc;
 pub mod memo;
+mod scratch;
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -111,11 +126,27 @@ pub trait BlobSource: Send + Sync {
     fn fetch(&self, store: &Store, digest: &Digest) -> std::result::Result<(), String>;
 }
 
+/// Sees every byte of a blob as a [`Staging`] view writes it, to learn what
+/// the blob's digest alone does not tell: what a layer decompresses to.
+pub trait BlobTap: Send {
+    /// The next bytes of the blob.
+    fn write(&mut self, bytes: &[u8]);
+    /// The end of the blob: the compression the bytes were in and the digest
+    /// of what they decompress to, if they looked compressed and decompressed
+    /// cleanly.
+    fn finish(self: Box<Self>) -> Option<(String, Digest)>;
+}
+
+/// Makes a [`BlobTap`] for each blob written through a [`Staging`] view.
+pub type TapMaker = dyn Fn() -> Box<dyn BlobTap> + Send + Sync;
+
 /// A content store rooted at a directory.
 #[derive(Clone)]
 pub struct Store {
     root: PathBuf,
-    source: Option<std::sync::Arc<dyn BlobSource>>,
+    source: Option<Arc<dyn BlobSource>>,
+    scratch: Arc<scratch::Scratch>,
+    staging: Option<Arc<Staging>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,6 +154,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("root", &self.root)
             .field("source", &self.source.is_some())
+            .field("staging", &self.staging.is_some())
             .finish()
     }
 }
@@ -133,42 +165,195 @@ pub struct StoreLock {
     _file: File,
 }
 
+/// New blobs of a [`Store::staging`] view: in a directory of their own until
+/// [`Store::publish`] moves them into `blobs/`; dropped (and removed) with
+/// the view otherwise.
+pub struct Staging {
+    dir: PathBuf,
+    blobs: Mutex<HashMap<Digest, Staged>>,
+    tap: Arc<TapMaker>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging").field("dir", &self.dir).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Staged {
+    path: PathBuf,
+    unpacked: Option<(String, Digest)>,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        scratch::remove_tree(&self.dir);
+    }
+}
+
+/// Directories that exist in every store; `layers/` and `cache-mounts/` are
+/// made on first use.
 const DIRS: &[&str] = &[
+    "blobs",
     "blobs/sha256",
     "images",
     "tags",
     "cache",
     "snapshots",
+    "diffids",
     "memo",
     "outputs",
     "steps",
     "tmp",
 ];
 
+/// Directories tightened to 0700 when found more open (stores made by older
+/// versions, with the umask's 0755).
+const PRIVATE: &[&str] = &["layers", "layers/trusted", "layers/user", "cache-mounts"];
+
+/// Creates `dir` (not its parents) with mode 0700, or makes an existing one
+/// 0700.
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => tighten(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes `dir` 0700 if group or others have any access to it.
+fn tighten(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a directory",
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`: every directory mode
+    /// 0700 (an older, more open store is tightened), and what killed
+    /// processes left in `tmp/` removed.
     ///
     /// # Errors
-    /// When the directories cannot be created.
+    /// When the directories cannot be created or made private.
     pub fn open(root: &Path) -> Result<Self> {
         // Absolute, because the sandbox names store paths after changing
         // directory (overlay options) and hands them to other processes.
         let root = std::path::absolute(root).map_err(io_err("resolving", root))?;
         let root = root.as_path();
+        if !root.is_dir() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(root)
+                .map_err(io_err("creating", root))?;
+        }
+        tighten(root).map_err(io_err("making private", root))?;
         for d in DIRS {
             let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+            private_dir(&p).map_err(io_err("creating", &p))?;
         }
+        for d in PRIVATE {
+            let p = root.join(d);
+            if p.exists() {
+                tighten(&p).map_err(io_err("making private", &p))?;
+            }
+        }
+        let tmp = root.join("tmp");
+        // Best effort: leftovers cost space, never correctness.
+        let _ = scratch::reclaim(&tmp, false);
         Ok(Store {
             root: root.to_path_buf(),
             source: None,
+            scratch: Arc::new(scratch::Scratch::new(tmp)),
+            staging: None,
         })
     }
 
     /// This store, fetching blobs it lacks from `source` when read.
-    pub fn with_source(mut self, source: std::sync::Arc<dyn BlobSource>) -> Self {
+    pub fn with_source(mut self, source: Arc<dyn BlobSource>) -> Self {
         self.source = Some(source);
         self
+    }
+
+    /// A view of this store whose new blobs are held back (in this process's
+    /// temporary directory) until [`Store::publish`]; each passes through a
+    /// tap from `tap` as it is written. Reads see the store and the held
+    /// blobs. Records (images, tags) are written to the store itself: write
+    /// them only after publishing what they need.
+    ///
+    /// # Errors
+    /// When the staging directory cannot be made.
+    pub fn staging(&self, tap: Arc<TapMaker>) -> Result<Store> {
+        let dir = self.tmp_path("staging");
+        private_dir(&dir).map_err(io_err("creating", &dir))?;
+        Ok(Store {
+            staging: Some(Arc::new(Staging {
+                dir,
+                blobs: Mutex::new(HashMap::new()),
+                tap,
+            })),
+            ..self.clone()
+        })
+    }
+
+    /// Whether the blob is held back in this staging view (not yet published).
+    pub fn is_staged(&self, digest: &Digest) -> bool {
+        self.staged(digest).is_some()
+    }
+
+    fn staged(&self, digest: &Digest) -> Option<Staged> {
+        let st = self.staging.as_ref()?;
+        st.blobs.lock().ok()?.get(digest).cloned()
+    }
+
+    /// What a blob held back by this staging view decompressed to while it
+    /// was written: its compression's name and the digest, if it looked
+    /// compressed.
+    pub fn staged_unpacked(&self, digest: &Digest) -> Option<(String, Digest)> {
+        self.staged(digest)?.unpacked
+    }
+
+    /// Moves the held-back blobs among `digests` into the store (the others
+    /// are already there, or are dropped with the view), with what they were
+    /// seen to decompress to.
+    ///
+    /// # Errors
+    /// When a blob cannot be moved.
+    pub fn publish(&self, digests: &[Digest]) -> Result<()> {
+        let dir = self.root.join("blobs/sha256");
+        let mut moved = false;
+        for d in digests {
+            let Some(staged) = self.staged(d) else {
+                continue;
+            };
+            let dest = self.blob_path_in_store(d);
+            File::open(&staged.path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("syncing", &staged.path))?;
+            std::fs::rename(&staged.path, &dest).map_err(io_err("renaming", &dest))?;
+            moved = true;
+            if let Some(st) = &self.staging
+                && let Ok(mut m) = st.blobs.lock()
+            {
+                m.remove(d);
+            }
+            if let Some((compression, diff_id)) = &staged.unpacked {
+                self.put_diff_id(d, compression, diff_id)?;
+            }
+        }
+        if moved {
+            atomic::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        }
+        Ok(())
     }
 
     /// Whether the blob is here, or can be fetched when read.
@@ -181,21 +366,28 @@ impl Store {
         &self.root
     }
 
-    fn lock(&self, op: rustix::fs::FlockOperation) -> Result<StoreLock> {
+    fn lock_file(&self) -> Result<File> {
         let path = self.root.join("lock");
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
-            .map_err(io_err("opening", &path))?;
+            .map_err(io_err("opening", &path))
+    }
+
+    fn lock(&self, op: rustix::fs::FlockOperation) -> Result<StoreLock> {
+        let path = self.root.join("lock");
+        let file = self.lock_file()?;
         rustix::fs::flock(file.as_fd(), op)
             .map_err(io::Error::from)
             .map_err(io_err("locking", &path))?;
         Ok(StoreLock { _file: file })
     }
 
-    /// Takes the lock shared: any number of builds may hold it at once.
+    /// Takes the lock shared: any number of readers and builds may hold it at
+    /// once; a `prune` waits for all of them.
     ///
     /// # Errors
     /// When the lock file cannot be opened or locked.
@@ -203,7 +395,7 @@ impl Store {
         self.lock(rustix::fs::FlockOperation::LockShared)
     }
 
-    /// Takes the lock exclusively (prune): waits for running builds.
+    /// Takes the lock exclusively (prune, repair): waits for every reader.
     ///
     /// # Errors
     /// When the lock file cannot be opened or locked.
@@ -211,14 +403,44 @@ impl Store {
         self.lock(rustix::fs::FlockOperation::LockExclusive)
     }
 
+    /// Takes the lock exclusively if no one holds it; `None` when someone
+    /// does (the caller may say so, then wait with [`Store::lock_exclusive`]).
+    ///
+    /// # Errors
+    /// When the lock file cannot be opened or locked.
+    pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>> {
+        let path = self.root.join("lock");
+        let file = self.lock_file()?;
+        match rustix::fs::flock(
+            file.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok(Some(StoreLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "locking",
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+
     // ---- blobs -----------------------------------------------------------
 
-    /// Where the blob with `digest` lives (whether or not it exists).
+    /// Where the blob with `digest` lives (whether or not it exists): in a
+    /// staging view, where it is held back if it is.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        match self.staged(digest) {
+            Some(s) => s.path,
+            None => self.blob_path_in_store(digest),
+        }
+    }
+
+    fn blob_path_in_store(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// Whether the store has the blob.
+    /// Whether the store (or this staging view) has the blob.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
@@ -269,7 +491,8 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Starts writing a blob of yet unknown digest.
+    /// Starts writing a blob of yet unknown digest (in a staging view: one
+    /// that is held back, and seen by the view's tap).
     ///
     /// # Errors
     /// When the temporary file cannot be created.
@@ -278,6 +501,7 @@ impl Store {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io_err("creating", &tmp))?;
         Ok(BlobWriter {
@@ -286,6 +510,7 @@ impl Store {
                 1 << 20,
                 file,
             ))),
+            tap: self.staging.as_ref().map(|s| (s.tap)()),
             tmp,
         })
     }
@@ -323,7 +548,7 @@ impl Store {
             File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err("syncing", path))?;
-            let dest = self.blob_path(expected);
+            let dest = self.blob_path_in_store(expected);
             std::fs::rename(path, &dest).map_err(io_err("renaming", &dest))?;
             let dir = self.root.join("blobs/sha256");
             atomic::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
@@ -351,11 +576,63 @@ impl Store {
         Ok((w.commit(expected)?, size))
     }
 
-    /// A fresh path in the store's `tmp/` directory.
+    /// A fresh path in this process's temporary directory (`tmp/<id>/`,
+    /// removed when the process ends, or by the next process to open the
+    /// store if this one is killed).
     pub fn tmp_path(&self, what: &str) -> PathBuf {
-        self.root
-            .join("tmp")
-            .join(format!("{what}-{}", atomic::unique_suffix()))
+        let name = format!("{what}-{}", atomic::unique_suffix());
+        match self.scratch.dir() {
+            Some(d) => d.join(name),
+            None => self.root.join("tmp").join(name),
+        }
+    }
+
+    // ---- verified layer digests -------------------------------------------
+
+    fn diff_id_path(&self, blob: &Digest) -> PathBuf {
+        self.root.join("diffids").join(blob.hex())
+    }
+
+    /// What the layer blob `blob` was seen to decompress to, by compression
+    /// name (`gzip`, `zstd`): digests computed from its bytes, never taken
+    /// from a config.
+    pub fn diff_ids(&self, blob: &Digest) -> BTreeMap<String, Digest> {
+        // A missing or unreadable record only costs a recomputation.
+        self.read_record(&self.diff_id_path(blob))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Records that `blob`, decompressed as `compression`, hashes to
+    /// `diff_id`. Only for digests computed from the blob's bytes.
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn put_diff_id(&self, blob: &Digest, compression: &str, diff_id: &Digest) -> Result<()> {
+        let mut known = self.diff_ids(blob);
+        if known.get(compression) == Some(diff_id) {
+            return Ok(());
+        }
+        known.insert(compression.to_string(), *diff_id);
+        self.write_record(&self.diff_id_path(blob), &known)
+    }
+
+    /// Forgets what `blob` decompresses to (`store check --repair`).
+    ///
+    /// # Errors
+    /// When the record cannot be removed.
+    pub fn remove_diff_ids(&self, blob: &Digest) -> Result<()> {
+        let p = self.diff_id_path(blob);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                action: "removing",
+                path: p,
+                source: e,
+            }),
+        }
     }
 
     // ---- images ------------------------------------------------------------
@@ -441,7 +718,7 @@ impl Store {
     /// When the tag file cannot be written.
     pub fn set_tag(&self, r: &Reference, id: &Digest) -> Result<()> {
         let p = self.tag_path(r);
-        atomic_write(&p, id.to_string().as_bytes()).map_err(io_err("writing", &p))
+        self.write_file(&p, id.to_string().as_bytes())
     }
 
     /// The image a tag points at.
@@ -619,7 +896,27 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        atomic_write(path, &bytes).map_err(io_err("writing", path))
+        self.write_file(path, &bytes)
+    }
+
+    /// Writes a file inside the store atomically, its temporary file in this
+    /// process's temporary directory (so a killed writer's leftover goes with
+    /// that directory, never stays beside the records).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let res = match self.scratch.dir() {
+            Some(d) => {
+                let tmp = d.join(format!("record-{}", atomic::unique_suffix()));
+                AtomicFile::create_in(path, tmp).and_then(|mut f| {
+                    f.write_all(bytes)?;
+                    f.commit()
+                })
+            }
+            None => atomic_write(path, bytes),
+        };
+        res.map_err(io_err("writing", path))
     }
 
     fn read_record<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
@@ -664,6 +961,7 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 pub struct BlobWriter {
     store: Store,
     inner: Option<HashingWriter<io::BufWriter<File>>>,
+    tap: Option<Box<dyn BlobTap>>,
     tmp: PathBuf,
 }
 
@@ -674,7 +972,8 @@ impl BlobWriter {
     }
 
     /// Finishes the blob: fsync, verify against `expected` if given, rename
-    /// into place. Returns the digest.
+    /// into place (in a staging view: into the held-back blobs). Returns the
+    /// digest.
     ///
     /// # Errors
     /// I/O failures or a digest mismatch; the temporary file is removed.
@@ -699,9 +998,28 @@ impl BlobWriter {
                 actual: digest,
             });
         }
+        let unpacked = self.tap.take().and_then(|t| t.finish());
+        if let Some(staging) = self.store.staging.clone() {
+            // Held back: no fsync yet (publishing is a rename; an import that
+            // fails never needed the bytes on disk).
+            drop(file);
+            let dest = staging.dir.join(digest.hex());
+            std::fs::rename(&self.tmp, &dest).map_err(io_err("renaming", &dest))?;
+            self.tmp = PathBuf::new();
+            if let Ok(mut m) = staging.blobs.lock() {
+                m.insert(
+                    digest,
+                    Staged {
+                        path: dest,
+                        unpacked,
+                    },
+                );
+            }
+            return Ok(digest);
+        }
         file.sync_all().map_err(io_err("syncing", &self.tmp))?;
         drop(file);
-        let dest = self.store.blob_path(&digest);
+        let dest = self.store.blob_path_in_store(&digest);
         std::fs::rename(&self.tmp, &dest).map_err(io_err("renaming", &dest))?;
         self.tmp = PathBuf::new();
         let dir = self.store.root.join("blobs/sha256");
@@ -713,7 +1031,13 @@ impl BlobWriter {
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.inner.as_mut() {
-            Some(w) => w.write(buf),
+            Some(w) => {
+                let n = w.write(buf)?;
+                if let Some(t) = self.tap.as_mut() {
+                    t.write(&buf[..n]);
+                }
+                Ok(n)
+            }
             None => Err(io::Error::other("blob already committed")),
         }
     }
@@ -748,13 +1072,73 @@ mod tests {
         let err = s.put_stream(&b"hello"[..], Some(&wrong)).unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }));
         assert!(!s.has_blob(&wrong));
-        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        // Nothing left in the process's temporary directory.
+        let scratch = s.tmp_path("x");
+        assert_eq!(
+            std::fs::read_dir(scratch.parent().unwrap())
+                .unwrap()
+                .count(),
+            0
+        );
         // Corruption on disk is caught on read.
         std::fs::write(s.blob_path(&dg), b"jello").unwrap();
         assert!(matches!(
             s.read_blob(&dg),
             Err(Error::DigestMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn stores_are_private_and_older_ones_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("s");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        for dir in DIRS {
+            assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+        }
+        // A store made with the umask's 0755, as older versions did.
+        for p in [
+            root.clone(),
+            root.join("blobs/sha256"),
+            root.join("snapshots"),
+        ] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("layers/trusted")).unwrap();
+        std::fs::set_permissions(root.join("layers"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        Store::open(&root).unwrap();
+        for p in ["", "blobs/sha256", "snapshots", "layers"] {
+            assert_eq!(mode(&root.join(p)), 0o700, "{p}");
+        }
+    }
+
+    #[test]
+    fn staged_blobs_are_invisible_until_published() {
+        struct NoTap;
+        impl BlobTap for NoTap {
+            fn write(&mut self, _: &[u8]) {}
+            fn finish(self: Box<Self>) -> Option<(String, Digest)> {
+                Some(("gzip".into(), Digest::of(b"unpacked")))
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let view = s
+            .staging(Arc::new(|| Box::new(NoTap) as Box<dyn BlobTap>))
+            .unwrap();
+        let dg = view.put_blob(b"held back").unwrap();
+        assert!(view.has_blob(&dg) && !s.has_blob(&dg));
+        assert_eq!(view.read_blob(&dg).unwrap(), b"held back");
+        view.publish(&[dg]).unwrap();
+        assert!(s.has_blob(&dg));
+        assert_eq!(s.diff_ids(&dg).get("gzip"), Some(&Digest::of(b"unpacked")));
+        let other = view.put_blob(b"dropped").unwrap();
+        drop(view);
+        assert!(!s.has_blob(&other));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::store::atomic_write;
 /// Runs a build.
 pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    // Bases are resolved (imported, pulled) before the build proper: under
+    // the lock too, so a prune never sweeps what they bring in.
+    let _lock = store.lock_shared()?;
     let say = (!matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json)).then(|| {
         Box::new(|line: &str| {
             use std::io::Write;

@@ -8,6 +8,9 @@ use crate::cli::util::{open_store, out};
 /// Validates a build definition.
 pub fn run(cli: &Cli, a: &CheckArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    // Bases are resolved (imported, pulled) before the build proper: under
+    // the lock too, so a prune never sweeps what they bring in.
+    let _lock = store.lock_shared()?;
     let graph = definition::load(&Request {
         input: &a.input,
         dockerfile: a.file.as_deref(),

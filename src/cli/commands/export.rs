@@ -11,6 +11,8 @@ use crate::store::AtomicFile;
 /// Writes an image (any tag, ID or step ID) to an archive.
 pub fn run(cli: &Cli, a: &ExportArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    // A reader: a prune waits until the archive is written.
+    let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     let record = store
         .image(&id)?
@@ -25,6 +27,9 @@ pub fn run(cli: &Cli, a: &ExportArgs) -> Result<(), Failure> {
         FormatArg::Oci => ArchiveFormat::Oci,
         FormatArg::Docker => ArchiveFormat::Docker,
     };
+    // What a killed export of the same file left beside it.
+    crate::store::atomic::reclaim(&a.output)
+        .with_context(|| format!("cleaning up beside {}", a.output.display()))?;
     let mut file = AtomicFile::create(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let w = std::io::BufWriter::new(file.file());

@@ -9,6 +9,7 @@ use crate::oci::{ImageConfig, Manifest, parse_rfc3339};
 /// Prints the history of an image.
 pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     // Walk the parent chain: entry i of the history belongs to the image whose
     // history has i+1 entries.

@@ -30,6 +30,7 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
 /// Lists tagged images (and, with `-a`, untagged ones).
 pub fn run(cli: &Cli, a: &ImagesArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
     let mut rows = Vec::new();
     let mut tagged: BTreeSet<Digest> = BTreeSet::new();
     for (r, id) in store.tags()? {

@@ -10,6 +10,7 @@ use crate::oci::{ImageConfig, Manifest};
 /// Prints a JSON array with one object per image.
 pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
     let tags = store.tags()?;
     let mut all = Vec::new();
     for what in &a.images {

@@ -30,7 +30,9 @@ fn parse_size(s: &str) -> Option<u64> {
     Some((n * mult) as u64)
 }
 
-/// Removes what no image needs.
+/// Removes what no image needs; waits (and says so) while other imgbuild
+/// processes use the store.
+#[allow(clippy::print_stderr)]
 pub fn run(cli: &Cli, a: &PruneArgs) -> Result<(), Failure> {
     let keep_storage = match &a.keep_storage {
         Some(s) => Some(parse_size(s).ok_or_else(|| {
@@ -41,10 +43,19 @@ pub fn run(cli: &Cli, a: &PruneArgs) -> Result<(), Failure> {
         None => None,
     };
     let store = open_store(cli)?;
-    let r = store.prune(PruneOptions {
-        all: a.all,
-        keep_storage,
-    })?;
+    let waiting = || {
+        eprintln!(
+            "waiting for the other imgbuild processes using {} to finish…",
+            store.root().display()
+        );
+    };
+    let r = store.prune(
+        PruneOptions {
+            all: a.all,
+            keep_storage,
+        },
+        &waiting,
+    )?;
     out(&format!(
         "Deleted {} image{}, {} cache entr{}, {} blob{}\nTotal reclaimed space: {}\n",
         r.images,

@@ -16,6 +16,9 @@ const CANNOT_START: u8 = 125;
 #[allow(clippy::print_stderr)]
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    // Held until the container exits: a prune waits rather than delete
+    // the layers it runs on.
+    let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     let rec = store
         .image(&id)?

@@ -8,6 +8,7 @@ use crate::reference::Reference;
 /// Points a new name at an image.
 pub fn run(cli: &Cli, a: &TagArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
+    let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     let name = Reference::parse(&a.name).map_err(|e| Failure::Usage(e.into()))?;
     store.set_tag(&name, &id)?;
