@@ -360,7 +360,11 @@ pub(super) fn run_step(
         env: environment(inp.config, r),
         cwd,
         user,
-        network_none: network == Network::None,
+        network: if network == Network::None {
+            exec::NetworkMode::None
+        } else {
+            exec::NetworkMode::Host
+        },
         hostname: HOSTNAME.into(),
         mounts,
         hosts: hosts_file(),
@@ -371,6 +375,10 @@ pub(super) fn run_step(
             sub: m.sub.filter(|_| overlay),
             ..m
         }),
+        cgroups: Vec::new(),
+        seccomp: None,
+        nproc: None,
+        nodev: false,
         layer: overlay.then(|| exec::LayerRequest {
             path: dir.join("layer"),
             compression: inp.compression.name().to_string(),

@@ -26,6 +26,7 @@ use super::{BuildOptions, CopyError, Error, Result, RunError, SandboxMode};
 use super::{ImageState, StepReport, add, base, config, copy, run, snapshot};
 use crate::diag::SourceRef;
 use crate::digest::Digest;
+use crate::exec::Phase;
 use crate::graph::key::{base_key, step_key};
 use crate::graph::{
     Base, BuildGraph, CacheKey, ConfigChange, CopyFrom, CopyItem, CopyStep, ImageSource, RunStep,
@@ -861,11 +862,11 @@ impl<'a> Builder<'a> {
                 });
             run::remove_tree(&dir);
             let (next, why) = match &result {
-                Err(RunError::Sandbox(crate::exec::Error::Setup(msg)))
-                    if msg.starts_with("mounting the overlay")
-                        || msg.starts_with("mounting a tmpfs for the upper") =>
+                // The kernel refused the overlay or the tmpfs under it.
+                Err(RunError::Sandbox(crate::exec::Error::Setup(e)))
+                    if matches!(e.phase, Phase::Overlay | Phase::UpperTmpfs) =>
                 {
-                    (mode.fallback(), msg.clone())
+                    (mode.fallback(), e.to_string())
                 }
                 Err(e @ RunError::MemoryFull { .. }) => (Some(SandboxMode::Disk), e.to_string()),
                 _ => (None, String::new()),

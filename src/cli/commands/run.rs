@@ -102,12 +102,20 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
             .clone()
             .or_else(|| c.user().clone())
             .unwrap_or_default(),
-        network_none: a.network == NetworkArg::None,
+        network: if a.network == NetworkArg::None {
+            exec::NetworkMode::None
+        } else {
+            exec::NetworkMode::Host
+        },
         hostname: HOSTNAME.into(),
         mounts: Vec::new(),
         hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         rootless: exec::rootless_mapping(),
+        cgroups: Vec::new(),
+        seccomp: None,
+        nproc: None,
+        nodev: false,
     };
     let dir = store.tmp_path("container");
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
