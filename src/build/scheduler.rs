@@ -86,6 +86,8 @@ pub(super) struct Builder<'a> {
     /// How RUN steps get their filesystem: the option, moved down for the
     /// rest of the build when the kernel refuses it (or a step fills memory).
     sandbox: Mutex<SandboxMode>,
+    /// What RUN sandboxes share: seccomp filter, network, cgroups.
+    isolation: run::Isolation,
 }
 
 /// Digests with the label they go into a key (or a miss reason) under.
@@ -139,6 +141,7 @@ impl<'a> Builder<'a> {
             read: Mutex::new(Vec::new()),
             total: n,
             sandbox: Mutex::new(opts.sandbox),
+            isolation: run::Isolation::new(&opts.store, opts.network, opts.limits),
         }
     }
 
@@ -826,13 +829,13 @@ impl<'a> Builder<'a> {
                 config: &state.config,
                 layers: &state.layers,
                 epoch: self.opts.epoch.map(|e| e.max(0) as u64),
-                network: self.opts.network,
                 context: &self.graph.settings.context,
                 secrets: &self.opts.secrets,
                 stage_roots: &stage_roots,
                 mode,
                 compression: self.opts.compression,
                 warn: &|m| self.warn(m),
+                isolation: &self.isolation,
             };
             let dir = self.store.tmp_path("run");
             std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
@@ -841,7 +844,11 @@ impl<'a> Builder<'a> {
             })?;
             let result =
                 run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| match captured {
-                    run::Captured::Entries { entries, _held } => {
+                    run::Captured::Entries {
+                        entries,
+                        _held,
+                        _cgroup,
+                    } => {
                         let entries = crate::layer::normalize(entries)
                             .map_err(|e| RunError::Layer(CopyError::from(e)))?;
                         self.write_layer(&entries, stage, index)

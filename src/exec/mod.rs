@@ -35,10 +35,13 @@
 //! upper directory is `build`'s business. It is the only module allowed
 //! `unsafe` (see `sys`).
 
+pub mod cgroup;
 pub mod diff;
 pub mod error;
 mod linux;
+pub mod network;
 pub mod plan;
+pub mod seccomp;
 mod stage;
 mod sys;
 pub mod user;

@@ -166,3 +166,33 @@ pub(super) fn load_seccomp(program: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes `cmd`'s child get each `(fd, number)` at that descriptor number
+/// (for helpers that take descriptor numbers, like slirp4netns's
+/// `--ready-fd` and `--exit-fd`). The descriptors stay owned by the caller.
+pub(super) fn pass_fds(cmd: &mut std::process::Command, fds: Vec<(i32, i32)>) {
+    use std::os::unix::process::CommandExt;
+    let mut moved = fds.clone();
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only fcntl(2) and dup2(2), which are async-signal-safe; it allocates
+    // nothing (the vectors were built before the fork) and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First out of the way of every target number, then into place
+            // (dup2 clears close-on-exec on the copy).
+            for (i, (fd, _)) in fds.iter().enumerate() {
+                let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 256);
+                if high < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                moved[i].0 = high;
+            }
+            for (fd, to) in &moved {
+                if libc::dup2(*fd, *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
