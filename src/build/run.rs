@@ -224,9 +224,10 @@ pub(super) enum Captured {
     /// memory upper lives as long as its sandbox).
     Entries {
         entries: Vec<crate::layer::Entry>,
-        _held: Option<exec::Held>,
-        /// Dropped after the sandbox (fields drop in order).
-        _cgroup: exec::cgroup::Step,
+        /// The sandbox holding a memory upper.
+        held: Option<exec::Held>,
+        /// Its cgroups: drop them after `held` (stage 1 is in them).
+        cgroup: exec::cgroup::Step,
     },
     /// The layer, written by a rootless sandbox with subordinate ids (only
     /// it can read every file) to `path` in the step's directory.
@@ -580,8 +581,8 @@ pub(super) fn run_step(
     .map_err(RunError::Diff)?;
     Ok(Captured::Entries {
         entries,
-        _held: outcome.held,
-        _cgroup: cgroup,
+        held: outcome.held,
+        cgroup,
     })
 }
 

@@ -846,13 +846,19 @@ impl<'a> Builder<'a> {
                 run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| match captured {
                     run::Captured::Entries {
                         entries,
-                        _held,
-                        _cgroup,
+                        held,
+                        cgroup,
                     } => {
-                        let entries = crate::layer::normalize(entries)
-                            .map_err(|e| RunError::Layer(CopyError::from(e)))?;
-                        self.write_layer(&entries, stage, index)
-                            .map_err(RunError::Layer)
+                        let r = crate::layer::normalize(entries)
+                            .map_err(|e| RunError::Layer(CopyError::from(e)))
+                            .and_then(|entries| {
+                                self.write_layer(&entries, stage, index)
+                                    .map_err(RunError::Layer)
+                            });
+                        // The sandbox ends, then its cgroups can go.
+                        drop(held);
+                        drop(cgroup);
+                        r
                     }
                     run::Captured::Layer { path, digests } => {
                         let digest = self

@@ -186,9 +186,13 @@ impl Holder {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+        // As root, its sandbox's mount namespace must start private (see
+        // `sys::pass_fds`); rootless, it is a less privileged namespace
+        // whose mounts are slaves already.
         sys::pass_fds(
             &mut s,
             vec![(ready_w.as_raw_fd(), 3), (exit_r.as_raw_fd(), 4)],
+            rootless.is_none(),
         );
         let mut slirp_child = match s.spawn() {
             Ok(c) => c,

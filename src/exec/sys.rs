@@ -169,15 +169,41 @@ pub(super) fn load_seccomp(program: &[u8]) -> std::io::Result<()> {
 
 /// Makes `cmd`'s child get each `(fd, number)` at that descriptor number
 /// (for helpers that take descriptor numbers, like slirp4netns's
-/// `--ready-fd` and `--exit-fd`). The descriptors stay owned by the caller.
-pub(super) fn pass_fds(cmd: &mut std::process::Command, fds: Vec<(i32, i32)>) {
+/// `--ready-fd` and `--exit-fd`), and, with `private_mounts`, start in a
+/// mount namespace of its own whose mounts are all private: slirp4netns's
+/// `--enable-sandbox` makes only `/` private before it detaches the old
+/// root, which as real root would unmount the host's shared submounts
+/// (`/run/netns/*`) through propagation. The descriptors stay the caller's.
+pub(super) fn pass_fds(
+    cmd: &mut std::process::Command,
+    fds: Vec<(i32, i32)>,
+    private_mounts: bool,
+) {
     use std::os::unix::process::CommandExt;
     let mut moved = fds.clone();
     // SAFETY: the closure runs in the child between fork and exec and calls
-    // only fcntl(2) and dup2(2), which are async-signal-safe; it allocates
-    // nothing (the vectors were built before the fork) and takes no lock.
+    // only fcntl(2), dup2(2), unshare(2) and mount(2), plain system calls
+    // that are async-signal-safe; it allocates nothing (the vectors and the
+    // C strings are made before the fork) and takes no lock. The child is
+    // single-threaded, as unshare(CLONE_NEWNS) needs.
     unsafe {
         cmd.pre_exec(move || {
+            if private_mounts {
+                if libc::unshare(libc::CLONE_NEWNS) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let root = c"/";
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // First out of the way of every target number, then into place
             // (dup2 clears close-on-exec on the copy).
             for (i, (fd, _)) in fds.iter().enumerate() {
