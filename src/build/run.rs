@@ -82,23 +82,23 @@ pub enum RunNetwork {
 /// and the warnings already given. Made lazily by the first RUN that needs
 /// each; everything goes when this is dropped.
 pub struct Isolation {
-    filter_path: PathBuf,
+    store: PathBuf,
     network: RunNetwork,
     limits: exec::cgroup::Limits,
-    filter: std::sync::Mutex<bool>,
+    filter: std::sync::Mutex<Option<PathBuf>>,
     holders: std::sync::Mutex<Vec<(bool, exec::network::Holder)>>,
     cgroups: std::sync::OnceLock<exec::cgroup::Cgroups>,
     warned: std::sync::Mutex<std::collections::HashSet<&'static str>>,
 }
 
 impl Isolation {
-    /// For the sandboxes of one build; the filter goes to the store's tmp.
+    /// For the sandboxes of one build in `store`.
     pub fn new(store: &Store, network: RunNetwork, limits: exec::cgroup::Limits) -> Isolation {
         Isolation {
-            filter_path: store.tmp_path("seccomp"),
+            store: store.root().to_path_buf(),
             network,
             limits,
-            filter: std::sync::Mutex::new(false),
+            filter: std::sync::Mutex::new(None),
             holders: std::sync::Mutex::new(Vec::new()),
             cgroups: std::sync::OnceLock::new(),
             warned: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -129,19 +129,7 @@ impl Isolation {
         step: Network,
         warn: &dyn Fn(String),
     ) -> Result<exec::cgroup::Step, RunError> {
-        {
-            let mut made = self.filter.lock().unwrap_or_else(|p| p.into_inner());
-            if !*made {
-                exec::seccomp::compile(
-                    exec::seccomp::DOCKER_DEFAULT,
-                    &exec::seccomp::Host::this(),
-                    &self.filter_path,
-                )
-                .map_err(RunError::Seccomp)?;
-                *made = true;
-            }
-        }
-        spec.seccomp = Some(self.filter_path.clone());
+        spec.seccomp = Some(self.filter()?);
 
         let setup = self
             .cgroups
@@ -210,11 +198,33 @@ impl Isolation {
     }
 }
 
-impl Drop for Isolation {
-    fn drop(&mut self) {
-        if *self.filter.get_mut().unwrap_or_else(|p| p.into_inner()) {
-            let _ = std::fs::remove_file(&self.filter_path);
+impl Isolation {
+    /// The compiled seccomp program: `seccomp/<key>` in the store (see
+    /// [`exec::seccomp::cache_key`]), compiled when missing.
+    fn filter(&self) -> Result<PathBuf, RunError> {
+        let mut f = self.filter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &*f {
+            return Ok(p.clone());
         }
+        let host = exec::seccomp::Host::this();
+        let profile = exec::seccomp::DOCKER_DEFAULT;
+        let dir = self.store.join("seccomp");
+        let path = dir.join(&exec::seccomp::cache_key(profile, &host)[..32]);
+        if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            // Written beside its name and renamed: a reader never sees half.
+            let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let made = exec::seccomp::compile(profile, &host, &tmp)
+                .map_err(RunError::Seccomp)
+                .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| io(&path, e)));
+            if let Err(e) = made {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        *f = Some(path.clone());
+        Ok(path)
     }
 }
 

@@ -314,6 +314,24 @@ fn compare(a: &Arg) -> Result<ScmpArgCompare, Error> {
     Ok(ScmpArgCompare::new(a.index, op, a.value))
 }
 
+/// What the program compiled from `profile` for `host` depends on, as a
+/// hex digest: the profile, the host's architecture, capabilities and
+/// kernel, and libseccomp's version. Compiling takes 20–90 ms here, so the
+/// program is kept in the store under this name and reused by later builds.
+pub fn cache_key(profile: &str, host: &Host<'_>) -> String {
+    let v = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    let text = format!(
+        "imgbuild-seccomp-1\0{profile}\0{}\0{}\0{}.{}\0{v}",
+        host.arch,
+        host.caps.join(","),
+        host.kernel.0,
+        host.kernel.1
+    );
+    crate::digest::Digest::of(text.as_bytes()).hex()
+}
+
 /// Compiles `profile` for this host into a BPF program written to `out`
 /// (which must not exist).
 ///
@@ -483,5 +501,20 @@ mod tests {
         assert!(len > 800 && len % 8 == 0, "{len}");
         // Never over an existing file.
         assert!(compile(DOCKER_DEFAULT, &Host::this(), &out).is_err());
+        // The cache name follows every input.
+        let h = Host::this();
+        let k = cache_key(DOCKER_DEFAULT, &h);
+        assert_eq!(k, cache_key(DOCKER_DEFAULT, &h));
+        assert_ne!(
+            k,
+            cache_key(
+                DOCKER_DEFAULT,
+                &Host {
+                    kernel: (4, 4),
+                    ..h.clone()
+                }
+            )
+        );
+        assert_ne!(k, cache_key("{}", &h));
     }
 }

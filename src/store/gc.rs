@@ -137,7 +137,7 @@ impl Store {
         }
         // Snapshots (COPY --from filesystems, RUN's per-layer overlay lowers)
         // and temporary files are pure caches.
-        for dir in ["snapshots", "layers", "tmp"] {
+        for dir in ["snapshots", "layers", "seccomp", "tmp"] {
             clear_dir(&self.root.join(dir))?;
         }
         report.add(self.sweep_blobs()?);
