@@ -81,6 +81,9 @@ pub fn holder_main(mapping: Option<&str>) -> i32 {
     if rustix::process::getppid().is_none() {
         return 1;
     }
+    // Nothing the builder inherited stays open in a process the build's
+    // steps share namespaces with.
+    let _ = sys::close_range(3, false);
     let run = || -> std::io::Result<bool> {
         let mut ranged = false;
         if let Some(m) = mapping {
