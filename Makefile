@@ -14,7 +14,10 @@ image: static
 
 # Statically linked, so it runs in an image without a libc. --target keeps
 # crt-static away from build scripts and proc macros.
+# libseccomp (the RUN sandbox's filter) is linked from its static archive.
+SECCOMP_LIB := $(dir $(shell $${CC:-cc} -print-file-name=libseccomp.a))
 static:
+	LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$(SECCOMP_LIB) \
 	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target $(HOST)
 
 test:

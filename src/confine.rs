@@ -302,7 +302,10 @@ impl Root {
     /// there takes a concurrent writer of the tree, who could as well
     /// change the file.)
     fn open_regular(&self, rel: &Path, extra: OFlags) -> io::Result<File> {
-        let fd = self.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | extra)?;
+        let fd = self.open_at(
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | extra,
+        )?;
         let st = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(not_a_file());

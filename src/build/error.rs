@@ -154,6 +154,15 @@ pub enum RunError {
     /// The layer could not be written.
     #[error("writing the layer")]
     Layer(#[source] CopyError),
+    /// The seccomp filter could not be made.
+    #[error("sandbox")]
+    Seccomp(#[source] crate::exec::seccomp::Error),
+    /// The step's cgroups could not be made.
+    #[error("sandbox")]
+    Cgroup(#[source] crate::exec::cgroup::Error),
+    /// The build's network could not be set up.
+    #[error("sandbox network (`--network host` runs RUN on the host's network instead)")]
+    Network(#[source] crate::exec::network::Error),
 }
 
 fn tail_text(tail: &[String]) -> String {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{CopyError, Error, Result, RunError, error_chain};
-pub use run::SandboxMode;
+pub use run::{Isolation, RunNetwork, SandboxMode};
 
 use crate::diag::{Diagnostic, SourceRef};
 use crate::digest::Digest;
@@ -70,7 +70,9 @@ pub struct BuildOptions {
     pub dry_run: bool,
     /// `--network`: the default network of RUN steps (`RUN --network=none`
     /// still wins).
-    pub network: crate::graph::Network,
+    pub network: RunNetwork,
+    /// `--pids-limit`, `--memory`, `--cpu-quota`: limits of each RUN step.
+    pub limits: crate::exec::cgroup::Limits,
     /// `--secret id=…,src=…`: files RUN `--mount=type=secret` may mount.
     pub secrets: HashMap<String, PathBuf>,
     /// How RUN gets its root filesystem.

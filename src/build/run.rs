@@ -61,13 +61,181 @@ impl SandboxMode {
     }
 }
 
+/// The network RUN steps get unless they ask for none (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunNetwork {
+    /// A private network namespace per build with outbound access through
+    /// slirp4netns (the host's network, with a warning, where slirp4netns
+    /// is not installed).
+    #[default]
+    Sandbox,
+    /// The host's network (an explicit opt-in).
+    Host,
+    /// Loopback only.
+    None,
+}
+
+/// What the sandboxes of one build (or one `imgbuild run`) share: the
+/// compiled seccomp filter, the network namespace, the cgroup hierarchies,
+/// and the warnings already given. Made lazily by the first RUN that needs
+/// each; everything goes when this is dropped.
+pub struct Isolation {
+    store: PathBuf,
+    network: RunNetwork,
+    limits: exec::cgroup::Limits,
+    filter: std::sync::Mutex<Option<PathBuf>>,
+    holders: std::sync::Mutex<Vec<(bool, exec::network::Holder)>>,
+    cgroups: std::sync::OnceLock<exec::cgroup::Cgroups>,
+    warned: std::sync::Mutex<std::collections::HashSet<&'static str>>,
+}
+
+impl Isolation {
+    /// For the sandboxes of one build in `store`.
+    pub fn new(store: &Store, network: RunNetwork, limits: exec::cgroup::Limits) -> Isolation {
+        Isolation {
+            store: store.root().to_path_buf(),
+            network,
+            limits,
+            filter: std::sync::Mutex::new(None),
+            holders: std::sync::Mutex::new(Vec::new()),
+            cgroups: std::sync::OnceLock::new(),
+            warned: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn warn_once(
+        &self,
+        key: &'static str,
+        warn: &dyn Fn(String),
+        message: impl FnOnce() -> String,
+    ) {
+        let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if w.insert(key) {
+            warn(message());
+        }
+    }
+
+    /// Fills in `spec`'s seccomp filter, cgroups (or their fallbacks) and
+    /// network for a step whose own network is `step`. The returned cgroups
+    /// must outlive the sandbox (drop them after its [`exec::Held`]).
+    ///
+    /// # Errors
+    /// The filter, a requested limit or the network that cannot be set up.
+    pub fn apply(
+        &self,
+        spec: &mut exec::Spec,
+        step: Network,
+        warn: &dyn Fn(String),
+    ) -> Result<exec::cgroup::Step, RunError> {
+        spec.seccomp = Some(self.filter()?);
+
+        let setup = self
+            .cgroups
+            .get_or_init(exec::cgroup::Cgroups::probe)
+            .create(&self.limits)
+            .map_err(RunError::Cgroup)?;
+        if let Some(why) = &setup.fallback {
+            self.warn_once("cgroup", warn, || {
+                format!(
+                    "RUN steps get no cgroup here ({why}): {}",
+                    match (setup.nproc, setup.nodev) {
+                        (Some(n), true) => format!(
+                            "their process limit is RLIMIT_NPROC={n}, and device nodes they create cannot be opened (nodev)"
+                        ),
+                        (Some(n), false) => format!("their process limit is RLIMIT_NPROC={n}"),
+                        _ => "device nodes they create cannot be opened (nodev)".into(),
+                    }
+                )
+            });
+        }
+        spec.cgroups = setup.step.dirs.clone();
+        spec.nproc = setup.nproc;
+        spec.nodev = setup.nodev;
+
+        spec.network = match (step, self.network) {
+            (Network::None, _) | (_, RunNetwork::None) => exec::NetworkMode::None,
+            (_, RunNetwork::Host) => exec::NetworkMode::Host,
+            (_, RunNetwork::Sandbox) => match exec::network::slirp4netns() {
+                None => {
+                    self.warn_once("slirp", warn, || {
+                        format!(
+                            "slirp4netns is not installed (package `{}`): RUN steps use the host's network",
+                            exec::network::SLIRP_PACKAGE
+                        )
+                    });
+                    exec::NetworkMode::Host
+                }
+                Some(slirp) => {
+                    let ranged = spec.rootless.is_some_and(|m| m.sub.is_some());
+                    let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+                    let i = match holders.iter().position(|(r, _)| *r == ranged) {
+                        Some(i) => i,
+                        None => {
+                            let h = exec::network::Holder::start(&slirp, spec.rootless)
+                                .map_err(RunError::Network)?;
+                            holders.push((ranged, h));
+                            holders.len() - 1
+                        }
+                    };
+                    let h = &holders[i].1;
+                    if let Some(m) = spec.rootless.as_mut()
+                        && !h.ranged
+                    {
+                        // The holder's user namespace maps what it could.
+                        m.sub = None;
+                    }
+                    spec.resolv_conf = exec::network::resolv_conf(&spec.resolv_conf);
+                    exec::NetworkMode::Join {
+                        holder: h.pid,
+                        userns: h.userns,
+                    }
+                }
+            },
+        };
+        Ok(setup.step)
+    }
+}
+
+impl Isolation {
+    /// The compiled seccomp program: `seccomp/<key>` in the store (see
+    /// [`exec::seccomp::cache_key`]), compiled when missing.
+    fn filter(&self) -> Result<PathBuf, RunError> {
+        let mut f = self.filter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &*f {
+            return Ok(p.clone());
+        }
+        let host = exec::seccomp::Host::this();
+        let profile = exec::seccomp::DOCKER_DEFAULT;
+        let dir = self.store.join("seccomp");
+        let path = dir.join(&exec::seccomp::cache_key(profile, &host)[..32]);
+        if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            // Written beside its name and renamed: a reader never sees half.
+            let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let made = exec::seccomp::compile(profile, &host, &tmp)
+                .map_err(RunError::Seccomp)
+                .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| io(&path, e)));
+            if let Err(e) = made {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        *f = Some(path.clone());
+        Ok(path)
+    }
+}
+
 /// A RUN step's changes.
 pub(super) enum Captured {
     /// Layer entries whose files stay readable until the value is dropped (a
     /// memory upper lives as long as its sandbox).
     Entries {
         entries: Vec<crate::layer::Entry>,
-        _held: Option<exec::Held>,
+        /// The sandbox holding a memory upper.
+        held: Option<exec::Held>,
+        /// Its cgroups: drop them after `held` (stage 1 is in them).
+        cgroup: exec::cgroup::Step,
     },
     /// The layer, written by a rootless sandbox with subordinate ids (only
     /// it can read every file) to `path` in the step's directory.
@@ -83,7 +251,6 @@ pub(super) struct RunInputs<'a> {
     pub config: &'a ImageConfig,
     pub layers: &'a [LayerDescriptor],
     pub epoch: Option<u64>,
-    pub network: Network,
     pub context: &'a Path,
     pub secrets: &'a std::collections::HashMap<String, PathBuf>,
     /// Root filesystems of the stages a `--mount=from=` names.
@@ -91,8 +258,11 @@ pub(super) struct RunInputs<'a> {
     pub mode: SandboxMode,
     /// Compression of the layer, when the sandbox writes it.
     pub compression: crate::layer::Compression,
-    /// Hears of layer entries skipped on extraction.
+    /// Hears of layer entries skipped on extraction, and of isolation
+    /// fallbacks.
     pub warn: &'a dyn Fn(String),
+    /// The build's shared sandbox setup.
+    pub isolation: &'a Isolation,
 }
 
 /// The host name inside every sandbox: fixed, so that a command printing it
@@ -241,10 +411,6 @@ pub(super) fn run_step(
         .clone()
         .or_else(|| cfg.user().clone())
         .unwrap_or_default();
-    let network = match (r.network, inp.network) {
-        (Network::None, _) | (_, Network::None) => Network::None,
-        _ => Network::Host,
-    };
     let mut mounts = Vec::new();
     let mount_dir = dir.join("mounts");
     for (i, (name, content)) in scripts.iter().enumerate() {
@@ -282,7 +448,7 @@ pub(super) fn run_step(
             }
         }
     }
-    let spec = exec::Spec {
+    let mut spec = exec::Spec {
         upper: inp.mode.upper(),
         capture: true,
         rootfs: if overlay {
@@ -297,7 +463,8 @@ pub(super) fn run_step(
         env: environment(inp.config, r),
         cwd,
         user,
-        network_none: network == Network::None,
+        // Set by the isolation below.
+        network: exec::NetworkMode::Host,
         hostname: HOSTNAME.into(),
         mounts,
         hosts: hosts_file(),
@@ -308,12 +475,17 @@ pub(super) fn run_step(
             sub: m.sub.filter(|_| overlay),
             ..m
         }),
+        cgroups: Vec::new(),
+        seccomp: None,
+        nproc: None,
+        nodev: false,
         layer: overlay.then(|| exec::LayerRequest {
             path: dir.join("layer"),
             compression: inp.compression.name().to_string(),
             epoch: inp.epoch,
         }),
     };
+    let cgroup = inp.isolation.apply(&mut spec, r.network, inp.warn)?;
     let mut created = Vec::new();
     if !overlay {
         // Mount points exist before the "before" picture, so they are no change.
@@ -356,7 +528,8 @@ pub(super) fn run_step(
     .map_err(RunError::Diff)?;
     Ok(Captured::Entries {
         entries,
-        _held: outcome.held,
+        held: outcome.held,
+        cgroup,
     })
 }
 

@@ -27,6 +27,7 @@ use super::{ImageState, StepReport, add, base, config, copy, run, snapshot};
 use crate::confine::Root;
 use crate::diag::SourceRef;
 use crate::digest::Digest;
+use crate::exec::Phase;
 use crate::graph::key::{base_key, step_key};
 use crate::graph::{
     Base, BuildGraph, CacheKey, ConfigChange, CopyFrom, CopyItem, CopyStep, ImageSource, RunStep,
@@ -88,6 +89,8 @@ pub(super) struct Builder<'a> {
     /// How RUN steps get their filesystem: the option, moved down for the
     /// rest of the build when the kernel refuses it (or a step fills memory).
     sandbox: Mutex<SandboxMode>,
+    /// What RUN sandboxes share: seccomp filter, network, cgroups.
+    isolation: run::Isolation,
 }
 
 /// Digests with the label they go into a key (or a miss reason) under.
@@ -142,6 +145,7 @@ impl<'a> Builder<'a> {
             read: Mutex::new(Vec::new()),
             total: n,
             sandbox: Mutex::new(opts.sandbox),
+            isolation: run::Isolation::new(&opts.store, opts.network, opts.limits),
         }
     }
 
@@ -818,13 +822,13 @@ impl<'a> Builder<'a> {
                 config: &state.config,
                 layers: &state.layers,
                 epoch: self.opts.epoch.map(|e| e.max(0) as u64),
-                network: self.opts.network,
                 context: &self.graph.settings.context,
                 secrets: &self.opts.secrets,
                 stage_roots: &stage_roots,
                 mode,
                 compression: self.opts.compression,
                 warn: &|m| self.warn(m),
+                isolation: &self.isolation,
             };
             let dir = self.store.tmp_path("run");
             std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
@@ -833,11 +837,21 @@ impl<'a> Builder<'a> {
             })?;
             let result =
                 run::run_step(r, &inp, &dir, &mut on_line).and_then(|captured| match captured {
-                    run::Captured::Entries { entries, _held } => {
-                        let entries = crate::layer::normalize(entries)
-                            .map_err(|e| RunError::Layer(CopyError::from(e)))?;
-                        self.write_layer(&entries, stage, index)
-                            .map_err(RunError::Layer)
+                    run::Captured::Entries {
+                        entries,
+                        held,
+                        cgroup,
+                    } => {
+                        let r = crate::layer::normalize(entries)
+                            .map_err(|e| RunError::Layer(CopyError::from(e)))
+                            .and_then(|entries| {
+                                self.write_layer(&entries, stage, index)
+                                    .map_err(RunError::Layer)
+                            });
+                        // The sandbox ends, then its cgroups can go.
+                        drop(held);
+                        drop(cgroup);
+                        r
                     }
                     run::Captured::Layer { path, digests } => {
                         let digest = self
@@ -854,11 +868,11 @@ impl<'a> Builder<'a> {
                 });
             run::remove_tree(&dir);
             let (next, why) = match &result {
-                Err(RunError::Sandbox(crate::exec::Error::Setup(msg)))
-                    if msg.starts_with("mounting the overlay")
-                        || msg.starts_with("mounting a tmpfs for the upper") =>
+                // The kernel refused the overlay or the tmpfs under it.
+                Err(RunError::Sandbox(crate::exec::Error::Setup(e)))
+                    if matches!(e.phase, Phase::Overlay | Phase::UpperTmpfs) =>
                 {
-                    (mode.fallback(), msg.clone())
+                    (mode.fallback(), e.to_string())
                 }
                 Err(e @ RunError::MemoryFull { .. }) => (Some(SandboxMode::Disk), e.to_string()),
                 _ => (None, String::new()),

@@ -185,9 +185,13 @@ pub struct RunArgs {
     /// User (name, uid, name:group or uid:gid).
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
-    /// Network: the host's, or none.
-    #[arg(long, value_enum, default_value = "host")]
+    /// Network: a private one with outbound access (default), the host's,
+    /// or none.
+    #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// Resource limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Override the image's entrypoint.
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -349,9 +353,13 @@ pub struct BuildArgs {
     /// when everything is up to date, 1 when a rebuild is needed (like make -q).
     #[arg(long)]
     pub dry_run: bool,
-    /// Network for RUN steps: the host's, or none (loopback only).
-    #[arg(long, value_enum, default_value = "host")]
+    /// Network for RUN steps: a private one per build with outbound access
+    /// through slirp4netns (default), the host's, or none (loopback only).
+    #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// Resource limits of each RUN step.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// A secret RUN --mount=type=secret can mount: id=ID,src=FILE; never
     /// stored in a layer, the history or the cache.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
@@ -466,10 +474,54 @@ pub enum PullPolicy {
 /// `--network` modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkArg {
-    /// Share the host's network (docker's default).
+    /// A private network namespace with outbound access through
+    /// slirp4netns; the host's interfaces and 127.0.0.1 are out of reach.
+    #[value(alias = "bridge")]
+    Default,
+    /// Share the host's network (explicit opt-in).
     Host,
     /// No network besides loopback.
     None,
+}
+
+impl NetworkArg {
+    /// As the build takes it.
+    pub fn run_network(self) -> crate::build::RunNetwork {
+        match self {
+            NetworkArg::Default => crate::build::RunNetwork::Sandbox,
+            NetworkArg::Host => crate::build::RunNetwork::Host,
+            NetworkArg::None => crate::build::RunNetwork::None,
+        }
+    }
+}
+
+/// docker's resource flags, for each RUN step (and `imgbuild run`).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Maximum number of processes (and threads); 0 or -1: unlimited.
+    #[arg(long = "pids-limit", value_name = "N", default_value_t = crate::exec::cgroup::DEFAULT_PIDS as i64, allow_negative_numbers = true)]
+    pub pids_limit: i64,
+    /// Memory limit (512m, 2g; needs the memory cgroup controller).
+    #[arg(short = 'm', long = "memory", value_name = "SIZE", value_parser = crate::exec::cgroup::parse_memory)]
+    pub memory: Option<u64>,
+    /// CPU time in microseconds per --cpu-period (needs the cpu controller).
+    #[arg(long = "cpu-quota", value_name = "US", value_parser = clap::value_parser!(u64).range(1000..))]
+    pub cpu_quota: Option<u64>,
+    /// The CPU period in microseconds (default 100000).
+    #[arg(long = "cpu-period", value_name = "US", value_parser = clap::value_parser!(u64).range(1000..=1_000_000))]
+    pub cpu_period: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The limits these flags ask for.
+    pub fn limits(&self) -> crate::exec::cgroup::Limits {
+        crate::exec::cgroup::Limits {
+            pids: u64::try_from(self.pids_limit).ok().filter(|n| *n > 0),
+            memory: self.memory,
+            cpu_quota: self.cpu_quota,
+            cpu_period: self.cpu_period,
+        }
+    }
 }
 
 /// `imgbuild check`.

@@ -24,6 +24,13 @@ pub fn main() -> ExitCode {
     {
         return exit_status(crate::exec::stage1_main(std::path::Path::new(dir)));
     }
+    if raw
+        .get(1)
+        .is_some_and(|a| a == crate::exec::network::HOLDER_ARG)
+    {
+        let mapping = raw.get(2).and_then(|m| m.to_str());
+        return exit_status(crate::exec::network::holder_main(mapping));
+    }
     let argv = args::with_default_subcommand(raw);
     let cli = match args::Cli::try_parse_from(argv) {
         Ok(c) => c,

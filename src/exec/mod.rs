@@ -35,7 +35,13 @@
 //! upper directory is `build`'s business. It is the only module allowed
 //! `unsafe` (see `sys`).
 
+pub mod cgroup;
 pub mod diff;
+pub mod error;
+mod linux;
+pub mod network;
+pub mod plan;
+pub mod seccomp;
 mod stage;
 mod sys;
 pub mod user;
@@ -46,6 +52,7 @@ use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::{Phase, SetupError};
 pub use stage::{prepare_mountpoints, stage1_main};
 
 /// The argument that makes the binary act as stage 1.
@@ -150,8 +157,8 @@ pub struct Spec {
     pub cwd: String,
     /// USER as written (`name`, `uid`, `name:group`, `uid:gid`; empty: root).
     pub user: String,
-    /// No network: a new, empty network namespace.
-    pub network_none: bool,
+    /// The network namespace.
+    pub network: NetworkMode,
     /// Host name inside the container.
     pub hostname: String,
     /// Extra mounts, in order.
@@ -163,6 +170,38 @@ pub struct Spec {
     /// The invoking user when not root: the sandbox enters a user namespace
     /// that maps container root to them.
     pub rootless: Option<IdMapping>,
+    /// Cgroup directories stage 1 moves itself into (pids, devices, memory,
+    /// cpu: see `cgroup`), before anything forks.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+    /// The compiled seccomp filter, loaded by stage 2 (see `seccomp`).
+    #[serde(default)]
+    pub seccomp: Option<PathBuf>,
+    /// `RLIMIT_NPROC` for the command, where no pids cgroup could be made.
+    #[serde(default)]
+    pub nproc: Option<u64>,
+    /// Mount the writable filesystems `nodev`, where no devices cgroup
+    /// keeps created device nodes from being opened.
+    #[serde(default)]
+    pub nodev: bool,
+}
+
+/// The network namespace of a sandbox.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's (`--network host`).
+    Host,
+    /// A new namespace with only loopback (`--network none`).
+    None,
+    /// The namespace of the build's network holder, shared by the build's steps,
+    /// with outbound access through slirp4netns.
+    Join {
+        /// The holder's pid.
+        holder: i32,
+        /// Join its user namespace too (rootless: the network namespace
+        /// belongs to it).
+        userns: bool,
+    },
 }
 
 /// A user namespace mapping: container root is the invoking user, and when
@@ -242,8 +281,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Setting up the sandbox failed (namespaces, mounts, user, exec).
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The command was killed by a signal.
     #[error("the command was killed by signal {0}")]
     Signaled(i32),
@@ -402,8 +441,8 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
             child.wait().map_err(spawn_err)?
         }
     };
-    if let Ok(msg) = std::fs::read_to_string(dir.join("error")) {
-        return Err(Error::Setup(msg.trim_end().to_string()));
+    if let Some(e) = read_error(dir) {
+        return Err(Error::Setup(e));
     }
     let code = match (
         status.code(),
@@ -425,6 +464,14 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
         held: None,
         layer: report.layer,
     })
+}
+
+/// The setup failure stage 1 wrote, if any.
+fn read_error(dir: &Path) -> Option<SetupError> {
+    let bytes = std::fs::read(dir.join("error")).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        SetupError::other(Phase::State, String::from_utf8_lossy(&bytes).trim_end())
+    }))
 }
 
 fn read_report(dir: &Path) -> Report {

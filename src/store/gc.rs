@@ -148,8 +148,8 @@ impl Store {
             }
         }
         // Snapshots (COPY --from filesystems, RUN's per-layer overlay lowers)
-        // are pure caches.
-        for dir in ["snapshots", "layers"] {
+        // and the compiled seccomp filters are pure caches.
+        for dir in ["snapshots", "layers", "seccomp"] {
             clear_dir(&self.root.join(dir))?;
         }
         // Temporary files: every process's but our own (no one else holds

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::definition::{self, Request};
 use crate::build::{self, BuildOptions};
-use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, NetworkArg, ProgressMode};
+use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
 use crate::cli::exit::Failure;
 use crate::cli::util::{absolute, env_epoch, now, open_store, out};
 use crate::layer::Compression;
@@ -89,10 +89,8 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         dry_run: a.dry_run,
-        network: match a.network {
-            NetworkArg::Host => crate::graph::Network::Host,
-            NetworkArg::None => crate::graph::Network::None,
-        },
+        network: a.network.run_network(),
+        limits: a.limits.limits(),
         secrets: secrets(&a.secrets)?,
         sandbox: build::SandboxMode::from_env(),
         puller,

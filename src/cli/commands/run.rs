@@ -1,9 +1,9 @@
 //! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
 //! image's layers and a writable layer that is thrown away on exit.
 
-use crate::build::SandboxMode;
 use crate::build::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
-use crate::cli::args::{Cli, NetworkArg, RunArgs};
+use crate::build::{Isolation, SandboxMode};
+use crate::cli::args::{Cli, RunArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
 use crate::exec::{self, Rootfs};
@@ -84,7 +84,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         env.retain(|(ek, _)| *ek != k);
         env.push((k, v));
     }
-    let spec = exec::Spec {
+    let mut spec = exec::Spec {
         // The writable layer in memory goes with the sandbox, however it ends.
         upper: SandboxMode::from_env().upper(),
         capture: false,
@@ -105,12 +105,26 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
             .clone()
             .or_else(|| c.user().clone())
             .unwrap_or_default(),
-        network_none: a.network == NetworkArg::None,
+        // Set by the isolation below.
+        network: exec::NetworkMode::Host,
         hostname: HOSTNAME.into(),
         mounts: Vec::new(),
         hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         rootless: exec::rootless_mapping(),
+        cgroups: Vec::new(),
+        seccomp: None,
+        nproc: None,
+        nodev: false,
+    };
+    // The same isolation as a RUN step: seccomp, cgroups, the network.
+    let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits());
+    let cgroup = match isolation.apply(&mut spec, crate::graph::Network::Host, &warn) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {}", a.image, crate::build::error_chain(&e));
+            return Err(Failure::Quiet(CANNOT_START));
+        }
     };
     let dir = store.tmp_path("container");
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
@@ -123,6 +137,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     );
     // The writable layer goes with the container.
     remove_tree(&dir);
+    drop(cgroup);
+    drop(isolation);
     match result {
         Ok(o) if o.code == 0 => Ok(()),
         Ok(o) => Err(Failure::Quiet(u8::try_from(o.code).unwrap_or(255))),
