@@ -42,6 +42,11 @@ impl SourceFile {
         &self.text
     }
 
+    /// How many lines the text has (a last line without `\n` counts).
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
+
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
