@@ -566,7 +566,8 @@ impl Gen<'_, '_> {
                 self.word(1);
                 self.push("'");
             }
-            1 => self.push("\"\\u0000\\uD800\\U0010FFFF\\x\""),
+            1 if self.rare() => self.push("\"\\u0000\\uD800\\U0010FFFF\\x\""),
+            1 => self.push("\"\\u0000\\u00e9\\U0001F600\\t\""),
             2 => self.push("\"\"\"multi\nline\"\"\""),
             3 => {
                 let n = if self.rare() { 70_000 } else { 20 };
@@ -641,11 +642,27 @@ impl Gen<'_, '_> {
         let stages = 1 + self.count(5, 20_000);
         let cycle = self.rare();
         for i in 0..stages {
-            let kind = if self.chance(2) { "stage" } else { "image" };
+            let last = i + 1 == stages;
+            let kind = if last || self.chance(2) {
+                "image"
+            } else {
+                "stage"
+            };
             let _ = writeln!(self, "[{kind}.s{i}]");
             if cycle {
                 let _ = writeln!(self, "from = \"s{}\"", (i + 1) % stages);
                 continue;
+            }
+            let mut used = Vec::new();
+            if !self.chance(8) {
+                used.push("from");
+                // Mostly an earlier stage, so most specs are acyclic.
+                let v = self.n(i);
+                if v == i {
+                    self.push("from = \"scratch\"\n");
+                } else {
+                    let _ = writeln!(self, "from = \"s{v}\"");
+                }
             }
             let keys = self.n(6);
             for _ in 0..keys {
@@ -667,6 +684,10 @@ impl Gen<'_, '_> {
                     "from",
                 ]);
                 let k = if self.rare() { "bogus" } else { k };
+                if used.contains(&k) && !self.rare() {
+                    continue;
+                }
+                used.push(k);
                 self.push(k);
                 self.push(" = ");
                 let good = match k {
