@@ -40,6 +40,14 @@ pub const MAX_NESTING: usize = 64;
 /// anyway, `MAX_ARG_STRLEN`.)
 pub const MAX_EXPANDED: usize = 16 << 20;
 
+/// The longest `#`, `%` or `/` pattern, in characters, and the longest value
+/// one applies to. Patterns become regexes whose matching costs up to the
+/// pattern's size times the value's: a 70,000-character pattern over a
+/// 70,000-byte value took minutes.
+pub const MAX_PATTERN: usize = 256;
+/// See [`MAX_PATTERN`].
+pub const MAX_PATTERN_VALUE: usize = 1 << 20;
+
 /// Why a word could not be expanded. The messages follow BuildKit's lexer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
@@ -71,6 +79,13 @@ pub enum ExpandError {
         /// What is wrong with it (may be empty).
         why: String,
     },
+    /// A pattern longer than [`MAX_PATTERN`], or applied to a value longer
+    /// than [`MAX_PATTERN_VALUE`].
+    #[error(
+        "pattern substitution too large: patterns are limited to {MAX_PATTERN} characters and the values they apply to to {} MiB",
+        MAX_PATTERN_VALUE >> 20
+    )]
+    PatternTooLarge,
     /// `${A:-${B:-${C:-…}}}` deeper than [`MAX_NESTING`].
     #[error("substitutions nested deeper than {MAX_NESTING} levels")]
     TooDeep,
@@ -90,6 +105,7 @@ impl ExpandError {
             ExpandError::UnsupportedModifier(_) => "unsupported-modifier",
             ExpandError::Required { .. } => "required",
             ExpandError::Pattern { .. } => "pattern",
+            ExpandError::PatternTooLarge => "pattern-too-large",
             ExpandError::TooDeep => "too-deep",
             ExpandError::TooLong => "too-long",
         }
@@ -563,6 +579,9 @@ impl<'a> ShellWord<'a> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
+                if value.len() > MAX_PATTERN_VALUE {
+                    return Err(ExpandError::PatternTooLarge);
+                }
                 let re = shell_pattern(&pattern, true, false)?;
                 // Each match can grow the value by the replacement: refuse
                 // before allocating a result over the limit.
@@ -595,6 +614,9 @@ impl<'a> ShellWord<'a> {
 
 /// A shell glob (`*`, `?`, `\` escapes) as a regex; `*` is lazy unless greedy.
 fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex> {
+    if pattern.chars().count() > MAX_PATTERN {
+        return Err(ExpandError::PatternTooLarge);
+    }
     let mut out = String::new();
     if anchored {
         out.push('^');
@@ -638,6 +660,9 @@ fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::R
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String> {
+    if value.len() > MAX_PATTERN_VALUE {
+        return Err(ExpandError::PatternTooLarge);
+    }
     let re = shell_pattern(pattern, greedy, true)?;
     Ok(match re.find(value) {
         Some(m) => value[m.end()..].to_string(),
@@ -772,9 +797,15 @@ mod tests {
         assert_eq!(l.word("$B$B$B$B", &env), Err(ExpandError::TooLong));
         assert_eq!(l.word("\"$B$B$B$B\"", &env), Err(ExpandError::TooLong));
         // A replacement that multiplies the value is refused before it is built.
-        let r = format!("${{B//y/{}}}", "z".repeat(1000));
+        assert_eq!(l.word("${B//y/z}", &env), Err(ExpandError::PatternTooLarge));
+        let mid = "y".repeat(MAX_PATTERN_VALUE);
+        let env = |n: &str| (n == "B").then(|| mid.clone());
+        assert_eq!(l.word("${B//y/z}", &env).unwrap().len(), mid.len());
+        let r = format!("${{B//y/{}}}", "z".repeat(17));
         assert_eq!(l.word(&r, &env), Err(ExpandError::TooLong));
-        assert_eq!(l.word("${B//y/z}", &env).unwrap().len(), big.len());
+        // Patterns are bounded too: their cost is pattern × value.
+        let p = format!("${{B#{}}}", "*y".repeat(MAX_PATTERN));
+        assert_eq!(l.word(&p, &env), Err(ExpandError::PatternTooLarge));
     }
 
     #[test]
