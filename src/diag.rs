@@ -9,8 +9,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use unicode_width::UnicodeWidthStr;
-
 /// A file as the user wrote it, kept whole so diagnostics can quote it.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -42,6 +40,11 @@ impl SourceFile {
     /// The full text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// How many lines the text has (a last line without `\n` counts).
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -224,86 +227,185 @@ impl fmt::Display for Diagnostic {
             self.message
         )?;
         let text = file.line_text(line);
-        let gutter = line.to_string().len();
-        let line_start = file.line_starts[line - 1];
+        let line_start = file.line_starts.get(line - 1).copied().unwrap_or(0);
         // The caret covers the span, clipped to this line, at least one column wide.
-        let before = &text[..col_byte_offset(text, col)];
-        let span_end_in_line = at
-            .span
-            .end
-            .saturating_sub(line_start)
-            .min(text.len())
-            .max(before.len());
-        let under = &text[before.len()..floor_char_boundary(text, span_end_in_line)];
-        let pad = UnicodeWidthStr::width(expand_tabs(before).as_str());
-        let width = UnicodeWidthStr::width(expand_tabs(under).as_str()).max(1);
-        writeln!(f, "{:gutter$} |", "")?;
-        writeln!(f, "{line} | {}", expand_tabs(text))?;
-        write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width))?;
+        let from = floor_char_boundary(
+            text,
+            at.span.start.saturating_sub(line_start).min(text.len()),
+        );
+        let to = floor_char_boundary(text, at.span.end.saturating_sub(line_start).min(text.len()))
+            .max(from);
+        let shown = excerpt(text, from, to);
+        let gutter = " ".repeat(line.to_string().len());
+        writeln!(f, "{gutter} |")?;
+        writeln!(f, "{line} | {}", shown.text)?;
+        write!(
+            f,
+            "{gutter} | {}{}",
+            " ".repeat(shown.pad),
+            "^".repeat(shown.width)
+        )?;
         if let Some(label) = &self.label {
             write!(f, " {label}")?;
         }
         if let Some(help) = &self.help {
-            write!(f, "\n{:gutter$} = help: {help}", "")?;
+            write!(f, "\n{gutter} = help: {help}")?;
         }
         Ok(())
     }
 }
 
-/// Byte offset within `text` of 1-based character column `col`.
-fn col_byte_offset(text: &str, col: usize) -> usize {
-    text.char_indices()
-        .nth(col.saturating_sub(1))
-        .map_or(text.len(), |(i, _)| i)
+/// How many columns of a source line a diagnostic shows at most; a longer line
+/// is cut to a window around the caret, with `…` where text was left out.
+const MAX_SHOWN_COLUMNS: usize = 120;
+/// Columns shown before the caret when the line is cut.
+const CONTEXT_BEFORE: usize = 40;
+
+/// A source line made printable, with the caret's place in it.
+struct Excerpt {
+    /// The text to print.
+    text: String,
+    /// Columns before the caret.
+    pad: usize,
+    /// Width of the caret (at least 1).
+    width: usize,
 }
 
-/// Tabs render at unknown widths; show them as four spaces so the caret lines up.
-fn expand_tabs(s: &str) -> String {
-    s.replace('\t', "    ")
+/// How one character of a source line is shown: tabs as four spaces (their
+/// width is unknown), control characters (NUL included) as their Unicode
+/// control picture or U+FFFD, so the terminal shows them and the caret lines up.
+fn shown_char(c: char) -> (std::borrow::Cow<'static, str>, usize) {
+    use std::borrow::Cow;
+    match c {
+        '\t' => (Cow::Borrowed("    "), 4),
+        '\u{0}'..='\u{1f}' => (
+            Cow::Owned(
+                char::from_u32(0x2400 + c as u32)
+                    .unwrap_or('\u{fffd}')
+                    .to_string(),
+            ),
+            1,
+        ),
+        '\u{7f}' => (Cow::Borrowed("\u{2421}"), 1),
+        '\u{80}'..='\u{9f}' => (Cow::Borrowed("\u{fffd}"), 1),
+        c => (
+            Cow::Owned(c.to_string()),
+            unicode_width::UnicodeWidthChar::width(c).unwrap_or(0),
+        ),
+    }
 }
+
+/// The printable excerpt of `text` for a caret over bytes `from..to`: the
+/// whole line when it fits in [`MAX_SHOWN_COLUMNS`], else a window that starts
+/// a little before the caret. Linear in the line's length, whatever it holds.
+fn excerpt(text: &str, from: usize, to: usize) -> Excerpt {
+    let col_of = |end: usize| -> usize { text[..end].chars().map(|c| shown_char(c).1).sum() };
+    let pad = col_of(from);
+    let caret_end = pad
+        + text[from..to]
+            .chars()
+            .map(|c| shown_char(c).1)
+            .sum::<usize>();
+    let total = caret_end + text[to..].chars().map(|c| shown_char(c).1).sum::<usize>();
+    let (win_start, win_end) = if total <= MAX_SHOWN_COLUMNS {
+        (0, total)
+    } else {
+        let start = pad.saturating_sub(CONTEXT_BEFORE);
+        (start, start + MAX_SHOWN_COLUMNS)
+    };
+    let mut out = String::new();
+    let mut shift = 0;
+    if win_start > 0 {
+        out.push('…');
+        shift = 1;
+    }
+    let mut col = 0;
+    let mut cut_end = false;
+    for c in text.chars() {
+        let (s, w) = shown_char(c);
+        if col >= win_start && col + w <= win_end {
+            out.push_str(&s);
+        } else if col >= win_end {
+            cut_end = true;
+            break;
+        }
+        col += w;
+    }
+    if cut_end {
+        out.push('…');
+    }
+    let pad_shown = pad.saturating_sub(win_start) + shift;
+    let width = caret_end
+        .min(win_end)
+        .saturating_sub(pad.max(win_start))
+        .max(1);
+    Excerpt {
+        text: out,
+        pad: pad_shown,
+        width,
+    }
+}
+
+/// Words longer than this get no "did you mean": the hint is for typos, and
+/// the distance costs the product of the two lengths.
+const MAX_SUGGEST_LEN: usize = 64;
 
 /// The closest candidate to `word` by edit distance, for "did you mean" hints.
 ///
 /// Returns a candidate only when it is plausibly a typo (distance at most a third
-/// of the word's length, and at least 1 allowed).
+/// of the word's length, and at least 1 allowed). Bounded work whatever the
+/// input: long words and candidates whose length alone rules them out are
+/// skipped without computing a distance.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (levenshtein(&word.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    let len = word.chars().count();
+    if len > MAX_SUGGEST_LEN {
+        return None;
+    }
+    let limit = (len / 3).max(1);
+    let word: Vec<char> = word.to_lowercase().chars().collect();
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        // Cheap length filters first: a name of another length class cannot
+        // be within `limit` edits.
+        if c.len() > 4 * (MAX_SUGGEST_LEN + limit) {
+            continue;
+        }
+        let cand: Vec<char> = c.to_lowercase().chars().collect();
+        if cand.len().abs_diff(word.len()) > limit {
+            continue;
+        }
+        let d = osa_distance(&word, &cand);
+        if d <= limit && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
 /// Optimal-string-alignment distance: edits, with a swap of two adjacent
-/// characters counting as one (`CPOY` is one edit from `COPY`).
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
+/// characters counting as one (`CPOY` is one edit from `COPY`). Three rows of
+/// memory, not a full matrix.
+fn osa_distance(a: &[char], b: &[char]) -> usize {
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur: Vec<usize> = vec![0; b.len() + 1];
     for i in 1..=a.len() {
+        cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
+                v = v.min(prev2[j - 2] + 1);
             }
-            d[i][j] = v;
+            cur[j] = v;
         }
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
     }
-    d[a.len()][b.len()]
+    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -348,5 +450,93 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzz", ["entrypoint", "env"]), None);
         assert_eq!(did_you_mean("CPOY", ["COPY", "CMD"]), Some("COPY"));
+    }
+
+    fn caret_line(d: &Diagnostic) -> String {
+        d.to_string().lines().nth(3).unwrap_or_default().to_string()
+    }
+
+    /// The character the caret points at, read back from the rendered lines.
+    fn under_caret(d: &Diagnostic) -> String {
+        let text = d.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = lines[2].split_once(" | ").unwrap().1;
+        let caret = lines[3].split_once(" | ").unwrap().1;
+        let pad = caret.chars().take_while(|&c| c == ' ').count();
+        let width = caret[pad..].chars().take_while(|&c| c == '^').count();
+        let mut col = 0;
+        let mut out = String::new();
+        for c in shown.chars() {
+            if col >= pad && col < pad + width {
+                out.push(c);
+            }
+            col += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        }
+        out
+    }
+
+    #[test]
+    fn issue_10_caret_past_column_65535() {
+        // 70,000 columns before the error: the old renderer padded with a
+        // format width, which panics past u16::MAX.
+        let text = format!("{}bogus = 1\n", " ".repeat(70_000));
+        let f = SourceFile::new("a.toml", text);
+        let d = Diagnostic::error(&f, 70_000..70_005, "unknown key");
+        assert!(
+            d.to_string()
+                .starts_with("a.toml:1:70001: error: unknown key")
+        );
+        assert_eq!(under_caret(&d), "bogus");
+        // The line is cut to a window around the caret.
+        assert!(d.to_string().lines().nth(2).unwrap().chars().count() < 200);
+    }
+
+    #[test]
+    fn caret_after_many_tabs_and_wide_chars() {
+        let text = format!("{}{}x\n", "\t".repeat(20_000), "日".repeat(20_000));
+        let f = SourceFile::new("D", text.clone());
+        let at = text.find('x').unwrap();
+        let d = Diagnostic::error(&f, at..at + 1, "here");
+        assert_eq!(under_caret(&d), "x");
+        assert!(caret_line(&d).ends_with('^'));
+    }
+
+    #[test]
+    fn control_characters_are_shown_and_counted() {
+        let f = SourceFile::new("D", "RUN a\u{0}b\u{1b}[31m c\n");
+        let d = Diagnostic::error(&f, 13..14, "here");
+        let text = d.to_string();
+        assert!(
+            !text.contains('\u{0}') && !text.contains('\u{1b}'),
+            "{text:?}"
+        );
+        assert_eq!(under_caret(&d), "c");
+    }
+
+    #[test]
+    fn spans_anywhere_render() {
+        let texts = ["", "\n", "a", "\r\n\r\n", "é\u{fffd}", "x\ty\n\n"];
+        for t in texts {
+            let f = SourceFile::new("D", t);
+            for start in 0..=t.len() + 2 {
+                for end in [0, start, start + 1, t.len() + 5] {
+                    let _ = Diagnostic::error(&f, Span::new(start, end), "m")
+                        .with_label("l")
+                        .with_help("h")
+                        .to_string();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn suggestions_stay_cheap_for_huge_names() {
+        let long = "a".repeat(100_000);
+        assert_eq!(did_you_mean(&long, [long.as_str()]), None);
+        let names: Vec<String> = (0..20_000).map(|i| format!("stage{i}")).collect();
+        assert_eq!(
+            did_you_mean("stage1999x", names.iter().map(String::as_str)),
+            Some("stage1999")
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! once every stage is known, then unknown stages and cycles are reported as
 //! diagnostics at the place that named them.
 
+use std::collections::HashMap;
+
 use crate::diag::{Diagnostic, SourceRef, did_you_mean};
 
 use super::{
@@ -39,19 +41,15 @@ struct PendingStage {
     source: SourceRef,
 }
 
-struct PendingStep {
-    stage: StageId,
-    kind: StepKind,
-    source: SourceRef,
-    copy_from: Vec<Option<PendingRef>>,
-    args: Vec<SourceRef>,
-}
-
 /// Accumulates stages and steps, then resolves and checks them.
 #[derive(Default)]
 pub struct GraphBuilder {
     stages: Vec<PendingStage>,
-    steps: Vec<PendingStep>,
+    /// Steps as they will be in the graph (copy items resolved in place by
+    /// [`GraphBuilder::finish`]: no second list of 200,000 steps).
+    steps: Vec<Step>,
+    /// For copy steps: each item's source, by step index.
+    copy_from: HashMap<usize, Vec<Option<PendingRef>>>,
     outputs: Vec<Output>,
     settings: Settings,
 }
@@ -63,6 +61,13 @@ impl GraphBuilder {
             settings,
             ..Default::default()
         }
+    }
+
+    /// Makes room for `n` more steps at once, so a graph of 200,000 steps is
+    /// not copied while it grows (a frontend that can bound its step count
+    /// cheaply, e.g. by lines, says so; unused room is never touched).
+    pub fn reserve_steps(&mut self, n: usize) {
+        self.steps.reserve_exact(n);
     }
 
     /// Adds a stage; returns its id.
@@ -94,11 +99,13 @@ impl GraphBuilder {
         copy_from: Vec<Option<PendingRef>>,
         args: Vec<SourceRef>,
     ) -> StepId {
-        self.steps.push(PendingStep {
+        if matches!(kind, StepKind::Copy(_)) {
+            self.copy_from.insert(self.steps.len(), copy_from);
+        }
+        self.steps.push(Step {
             stage,
             kind,
             source,
-            copy_from,
             args,
         });
         StepId(self.steps.len() - 1)
@@ -121,7 +128,11 @@ impl GraphBuilder {
     pub fn finish(self) -> (BuildGraph, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
-        let lookup = |name: &str| names.iter().position(|n| n == name).map(StageId);
+        let mut index: HashMap<&str, StageId> = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            index.entry(n.as_str()).or_insert(StageId(i));
+        }
+        let lookup = |name: &str| index.get(name).copied();
         let unknown = |r: &PendingRef, diags: &mut Vec<Diagnostic>| {
             let mut d = Diagnostic::error(
                 &r.at.file,
@@ -161,18 +172,18 @@ impl GraphBuilder {
             });
         }
 
-        let mut steps = Vec::with_capacity(self.steps.len());
-        for (i, mut p) in self.steps.into_iter().enumerate() {
+        let mut steps = self.steps;
+        let mut copy_from = self.copy_from;
+        for (i, p) in steps.iter_mut().enumerate() {
             if let StepKind::Copy(c) = &mut p.kind {
+                let pending = copy_from.remove(&i).unwrap_or_default();
                 // Items naming an unknown stage are dropped (with their source
                 // locations): the graph is then only used for further checks,
                 // which must not mistake them for context copies.
                 let mut keep_items = Vec::new();
                 let mut keep_args = Vec::new();
                 let mut args = std::mem::take(&mut p.args).into_iter();
-                for (mut item, pending) in
-                    std::mem::take(&mut c.items).into_iter().zip(&p.copy_from)
-                {
+                for (mut item, pending) in std::mem::take(&mut c.items).into_iter().zip(&pending) {
                     let item_args: Vec<SourceRef> =
                         args.by_ref().take(item.sources.len()).collect();
                     if let Some(r) = pending {
@@ -201,12 +212,6 @@ impl GraphBuilder {
                 p.args = keep_args;
             }
             stages[p.stage.0].steps.push(StepId(i));
-            steps.push(Step {
-                stage: p.stage,
-                kind: p.kind,
-                source: p.source,
-                args: p.args,
-            });
         }
 
         let mut graph = BuildGraph {
@@ -222,7 +227,14 @@ impl GraphBuilder {
     }
 }
 
-/// Reports each cycle once, at the stage where the walk closed it.
+/// Names shown in full in a cycle's message; a longer cycle shows its start
+/// and end around a count.
+const CYCLE_NAMES_SHOWN: usize = 8;
+
+/// Reports each cycle once, at the stage where the walk closed it. An
+/// iterative depth-first walk (explicit stack, each stage's place on the
+/// path kept in an array): a 20,000-stage cycle costs linear time and no
+/// stack, and its message names the first and last few stages.
 fn find_cycles(g: &BuildGraph) -> Vec<Diagnostic> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -230,50 +242,76 @@ fn find_cycles(g: &BuildGraph) -> Vec<Diagnostic> {
         Active,
         Done,
     }
-    fn walk(
-        g: &BuildGraph,
-        s: StageId,
-        marks: &mut [Mark],
-        path: &mut Vec<StageId>,
-        out: &mut Vec<Diagnostic>,
-    ) {
-        marks[s.0] = Mark::Active;
-        path.push(s);
-        for d in g.dependencies(s) {
+    let deps = g.dependency_lists();
+    let n = g.stages.len();
+    let mut marks = vec![Mark::New; n];
+    // Where an active stage sits on `path`.
+    let mut place = vec![0usize; n];
+    let mut out = Vec::new();
+    for root in 0..n {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        // The path of the walk, each stage with its next dependency to visit.
+        let mut path: Vec<(StageId, usize)> = vec![(StageId(root), 0)];
+        marks[root] = Mark::Active;
+        place[root] = 0;
+        while let Some(&mut (s, ref mut next)) = path.last_mut() {
+            let Some(&d) = deps[s.0].get(*next) else {
+                marks[s.0] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            *next += 1;
             match marks[d.0] {
-                Mark::New => walk(g, d, marks, path, out),
+                Mark::New => {
+                    marks[d.0] = Mark::Active;
+                    place[d.0] = path.len();
+                    path.push((d, 0));
+                }
                 Mark::Active => {
-                    let start = path.iter().position(|&p| p == d).unwrap_or(0);
-                    let chain: Vec<&str> = path[start..]
-                        .iter()
-                        .chain(std::iter::once(&d))
-                        .map(|id| g.stage(*id).name.as_str())
-                        .collect();
-                    let at = &g.stage(s).source;
-                    out.push(
-                        Diagnostic::error(
-                            &at.file,
-                            at.span,
-                            format!(
-                                "stages depend on each other in a cycle: {}",
-                                chain.join(" → ")
-                            ),
-                        )
-                        .with_help("a stage can only use stages that do not use it"),
-                    );
+                    let cycle: Vec<StageId> =
+                        path[place[d.0]..].iter().map(|(id, _)| *id).collect();
+                    out.push(cycle_diagnostic(g, &cycle, s));
                 }
                 Mark::Done => {}
             }
         }
-        path.pop();
-        marks[s.0] = Mark::Done;
-    }
-    let mut marks = vec![Mark::New; g.stages.len()];
-    let mut out = Vec::new();
-    for i in 0..g.stages.len() {
-        if marks[i] == Mark::New {
-            walk(g, StageId(i), &mut marks, &mut Vec::new(), &mut out);
-        }
     }
     out
+}
+
+/// "stages depend on each other in a cycle: a → b → a", at the stage `at`
+/// whose dependency closed the cycle.
+fn cycle_diagnostic(g: &BuildGraph, cycle: &[StageId], at: StageId) -> Diagnostic {
+    let name = |id: &StageId| g.stage(*id).name.as_str();
+    let first = cycle.first().map_or("", name);
+    let chain = if cycle.len() <= CYCLE_NAMES_SHOWN {
+        let mut names: Vec<&str> = cycle.iter().map(name).collect();
+        names.push(first);
+        names.join(" → ")
+    } else {
+        let head: Vec<&str> = cycle[..CYCLE_NAMES_SHOWN / 2].iter().map(name).collect();
+        let tail: Vec<&str> = cycle[cycle.len() - CYCLE_NAMES_SHOWN / 2..]
+            .iter()
+            .map(name)
+            .collect();
+        format!(
+            "{} → … ({} more) → {} → {first}",
+            head.join(" → "),
+            cycle.len() - CYCLE_NAMES_SHOWN,
+            tail.join(" → ")
+        )
+    };
+    let src = &g.stage(at).source;
+    let mut d = Diagnostic::error(
+        &src.file,
+        src.span,
+        format!("stages depend on each other in a cycle: {chain}"),
+    )
+    .with_help("a stage can only use stages that do not use it");
+    if cycle.len() > CYCLE_NAMES_SHOWN {
+        d = d.with_label(format!("{} stages in this cycle", cycle.len()));
+    }
+    d
 }

@@ -10,6 +10,7 @@ mod chmod;
 pub mod key;
 mod render;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -127,7 +128,9 @@ pub enum StepKind {
     /// Copy files into one new layer.
     Copy(CopyStep),
     /// Run a command; its filesystem changes become one layer.
-    Run(RunStep),
+    /// Boxed: a RUN is the largest step by far, and a graph of 200,000
+    /// config steps should not pay its size for each.
+    Run(Box<RunStep>),
     /// Change the image config; no layer.
     Config(ConfigChange),
 }
@@ -491,19 +494,44 @@ impl BuildGraph {
     /// Stages another stage needs first: its base stage and every stage it
     /// copies from.
     pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
+        self.dependencies_with(id, &|name| self.stage_by_name(name))
+    }
+
+    /// [`BuildGraph::dependencies`] of every stage, with one name index for
+    /// the whole graph (a lookup by name per mount is quadratic in stages).
+    pub fn dependency_lists(&self) -> Vec<Vec<StageId>> {
+        let mut names: HashMap<&str, StageId> = HashMap::with_capacity(self.stages.len());
+        for (i, s) in self.stages.iter().enumerate() {
+            names.entry(s.name.as_str()).or_insert(StageId(i));
+        }
+        let lookup = |name: &str| names.get(name).copied();
+        (0..self.stages.len())
+            .map(|i| self.dependencies_with(StageId(i), &lookup))
+            .collect()
+    }
+
+    fn dependencies_with(
+        &self,
+        id: StageId,
+        stage_by_name: &dyn Fn(&str) -> Option<StageId>,
+    ) -> Vec<StageId> {
         let stage = self.stage(id);
         let mut deps = Vec::new();
+        let mut seen = HashSet::new();
+        let mut add = |d: StageId, deps: &mut Vec<StageId>| {
+            if seen.insert(d) {
+                deps.push(d);
+            }
+        };
         if let Base::Stage(b) = stage.base {
-            deps.push(b);
+            add(b, &mut deps);
         }
         for s in &stage.steps {
             match &self.step(*s).kind {
                 StepKind::Copy(c) => {
                     for item in &c.items {
-                        if let CopyFrom::Stage { stage, .. } = item.from
-                            && !deps.contains(&stage)
-                        {
-                            deps.push(stage);
+                        if let CopyFrom::Stage { stage, .. } = item.from {
+                            add(stage, &mut deps);
                         }
                     }
                 }
@@ -513,11 +541,10 @@ impl BuildGraph {
                         if let Mount::Bind {
                             from: Some(name), ..
                         } = m
-                            && let Some(dep) = self.stage_by_name(name)
+                            && let Some(dep) = stage_by_name(name)
                             && dep.0 < id.0
-                            && !deps.contains(&dep)
                         {
-                            deps.push(dep);
+                            add(dep, &mut deps);
                         }
                     }
                 }
@@ -528,24 +555,39 @@ impl BuildGraph {
     }
 
     /// The stages needed to build `targets`, dependencies first; ties keep
-    /// definition order. The graph builder has already rejected cycles.
+    /// definition order. Iterative: a chain of 100,000 stages needs no deeper
+    /// stack than one stage. On a graph with a cycle (which the graph builder
+    /// reports) it still ends, each stage listed once.
     pub fn build_order(&self, targets: &[StageId]) -> Vec<StageId> {
-        fn visit(g: &BuildGraph, s: StageId, seen: &mut Vec<bool>, out: &mut Vec<StageId>) {
-            if seen[s.0] {
-                return;
-            }
-            seen[s.0] = true;
-            for d in g.dependencies(s) {
-                visit(g, d, seen, out);
-            }
-            out.push(s);
-        }
+        let deps = self.dependency_lists();
         let mut seen = vec![false; self.stages.len()];
         let mut out = Vec::new();
         let mut sorted = targets.to_vec();
         sorted.sort();
+        // Depth-first post-order: (stage, index of its next dependency).
+        let mut stack: Vec<(StageId, usize)> = Vec::new();
         for t in sorted {
-            visit(self, t, &mut seen, &mut out);
+            if seen[t.0] {
+                continue;
+            }
+            seen[t.0] = true;
+            stack.push((t, 0));
+            while let Some((s, next)) = stack.last_mut() {
+                let s = *s;
+                match deps[s.0].get(*next) {
+                    Some(&d) => {
+                        *next += 1;
+                        if !seen[d.0] {
+                            seen[d.0] = true;
+                            stack.push((d, 0));
+                        }
+                    }
+                    None => {
+                        stack.pop();
+                        out.push(s);
+                    }
+                }
+            }
         }
         out
     }

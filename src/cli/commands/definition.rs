@@ -148,13 +148,6 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         }
         None => Vec::new(),
     };
-    let ast = match dockerfile::parse(&file) {
-        Ok(a) => a,
-        Err(d) => {
-            diags.push(d);
-            return Ok((None, diags));
-        }
-    };
     let build_args = req
         .build_args
         .iter()
@@ -174,7 +167,15 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         platform: crate::platform::host(),
         resolver: &resolver,
     };
-    let (graph, more) = dockerfile::lower::lower(&file, &ast, &opts);
-    diags.extend(more);
-    Ok((Some(graph), diags))
+    // Parsed and lowered node by node: the parse tree is never held whole.
+    match dockerfile::lower::parse_and_lower(&file, &opts) {
+        Ok((graph, more)) => {
+            diags.extend(more);
+            Ok((Some(graph), diags))
+        }
+        Err(d) => {
+            diags.push(d);
+            Ok((None, diags))
+        }
+    }
 }

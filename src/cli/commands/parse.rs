@@ -28,8 +28,9 @@ pub fn run(a: &ParseArgs) -> Result<(), Failure> {
         read_lossy(&a.file)?
     };
     let file = SourceFile::new(&a.file, text);
-    let ast = dockerfile::parse(&file).map_err(|d| Failure::Diagnostics(vec![d]))?;
-    out(&dockerfile::dump(&ast))
+    // Node by node: a 200,000-line file never sits in memory as a tree.
+    let dump = dockerfile::dump_file(&file).map_err(|d| Failure::Diagnostics(vec![d]))?;
+    out(&dump)
 }
 
 /// Reads a file as text; bytes that are not UTF-8 become U+FFFD rather than

@@ -342,6 +342,37 @@ fn pairs(args: &[Word]) -> Vec<(Word, Word)> {
         .collect()
 }
 
+/// [`instruction`] for a node the caller is done with: ENV and LABEL words
+/// are moved into the instruction, not copied (an ENV continued over 200,000
+/// lines is then held once, not twice).
+///
+/// # Errors
+/// As [`instruction`].
+pub fn into_instruction(file: &Arc<SourceFile>, mut node: Node) -> Result<Instruction, Diagnostic> {
+    if matches!(kind_of(&node.keyword.value), "env" | "label") && node.args.len() >= 2 {
+        // The checks need only see that there is a pair; the words follow.
+        let args = std::mem::take(&mut node.args);
+        node.args = args[..2].to_vec();
+        let mut i = instruction(file, &node)?;
+        if let Kind::Env(p) | Kind::Label(p) = &mut i.kind {
+            *p = pairs_owned(args);
+        }
+        return Ok(i);
+    }
+    instruction(file, &node)
+}
+
+fn pairs_owned(args: Vec<Word>) -> Vec<(Word, Word)> {
+    let mut out = Vec::with_capacity(args.len() / 3 + 1);
+    let mut it = args.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+        // The third word of each triple is the separator.
+        it.next();
+    }
+    out
+}
+
 /// Checks a node and types it.
 ///
 /// # Errors

@@ -16,6 +16,30 @@ pub fn dump(ast: &Ast) -> String {
     out
 }
 
+/// The dump of a Dockerfile, parsed node by node: the same text as
+/// [`dump`] of [`parse`](super::parse), without holding the parse tree.
+///
+/// # Errors
+/// The first syntax error, as [`parse`](super::parse) reports it.
+pub fn dump_file(
+    file: &std::sync::Arc<crate::diag::SourceFile>,
+) -> Result<String, crate::diag::Diagnostic> {
+    let mut nodes = super::parser::nodes(file)?;
+    let mut out = String::new();
+    let mut any = false;
+    for n in &mut nodes {
+        let n = n?;
+        any = true;
+        out.push('(');
+        out.push_str(&node(&n));
+        out.push_str(")\n");
+    }
+    if !any {
+        return Err(nodes.no_instructions());
+    }
+    Ok(out)
+}
+
 fn node(n: &Node) -> String {
     let mut s = n.keyword.value.to_lowercase();
     if !n.flags.is_empty() {

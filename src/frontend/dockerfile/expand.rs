@@ -29,16 +29,90 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
     }
 }
 
-/// Why a word could not be expanded.
+/// How deeply `${…}` substitutions may nest inside each other. Real
+/// Dockerfiles nest two or three; the limit keeps the recursive descent well
+/// inside a 2 MiB thread stack (the size Rust gives threads) in debug builds.
+pub const MAX_NESTING: usize = 64;
+
+/// The longest result one word may expand to. A value can be doubled by each
+/// `ENV A=$A$A`, and `${A//x/…}` multiplies it: the limit stops that before
+/// it allocates. (Linux refuses a single environment string over 128 KiB
+/// anyway, `MAX_ARG_STRLEN`.)
+pub const MAX_EXPANDED: usize = 16 << 20;
+
+/// The longest `#`, `%` or `/` pattern, in characters, and the longest value
+/// one applies to. Patterns become regexes whose matching costs up to the
+/// pattern's size times the value's: a 70,000-character pattern over a
+/// 70,000-byte value took minutes.
+pub const MAX_PATTERN: usize = 256;
+/// See [`MAX_PATTERN`].
+pub const MAX_PATTERN_VALUE: usize = 1 << 20;
+
+/// Why a word could not be expanded. The messages follow BuildKit's lexer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ExpandError(pub String);
+pub enum ExpandError {
+    /// A quote or `${` that never closes.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unterminated(String),
+    /// `${` without its `}` (or `${VAR/` without its `/`).
+    #[error("syntax error: missing '{0}'{1}")]
+    Missing(char, &'static str),
+    /// `${}`, `${{`, `${:`.
+    #[error("syntax error: bad substitution")]
+    BadSubstitution,
+    /// `${VAR:x}` and other modifiers the shell lexer does not know.
+    #[error("unsupported modifier ({0}) in substitution")]
+    UnsupportedModifier(String),
+    /// `${VAR:?message}` or `${VAR?message}` on an unset (or empty) variable.
+    #[error("{name}: {message}")]
+    Required {
+        /// The variable.
+        name: String,
+        /// The message written in the Dockerfile, or the default one.
+        message: String,
+    },
+    /// A `#`, `%` or `/` pattern that is not a valid shell pattern.
+    #[error("invalid pattern ({pattern}) in substitution{why}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it (may be empty).
+        why: String,
+    },
+    /// A pattern longer than [`MAX_PATTERN`], or applied to a value longer
+    /// than [`MAX_PATTERN_VALUE`].
+    #[error(
+        "pattern substitution too large: patterns are limited to {MAX_PATTERN} characters and the values they apply to to {} MiB",
+        MAX_PATTERN_VALUE >> 20
+    )]
+    PatternTooLarge,
+    /// `${A:-${B:-${C:-…}}}` deeper than [`MAX_NESTING`].
+    #[error("substitutions nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    /// The result would be longer than [`MAX_EXPANDED`] bytes.
+    #[error("the expansion is longer than {} MiB", MAX_EXPANDED >> 20)]
+    TooLong,
+}
+
+impl ExpandError {
+    /// A short, stable name of the kind of error, for statistics (the fuzzer
+    /// counts which kinds it reached).
+    pub fn class(&self) -> &'static str {
+        match self {
+            ExpandError::Unterminated(_) => "unterminated",
+            ExpandError::Missing(..) => "missing",
+            ExpandError::BadSubstitution => "bad-substitution",
+            ExpandError::UnsupportedModifier(_) => "unsupported-modifier",
+            ExpandError::Required { .. } => "required",
+            ExpandError::Pattern { .. } => "pattern",
+            ExpandError::PatternTooLarge => "pattern-too-large",
+            ExpandError::TooDeep => "too-deep",
+            ExpandError::TooLong => "too-long",
+        }
+    }
+}
 
 type Result<T> = std::result::Result<T, ExpandError>;
-
-fn err<T>(msg: impl Into<String>) -> Result<T> {
-    Err(ExpandError(msg.into()))
-}
 
 /// Lexer settings (BuildKit's `shell.Lex`).
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +184,8 @@ struct ShellWord<'a> {
     skip_process_quotes: bool,
     skip_unset_env: bool,
     names: BTreeSet<String>,
+    /// `${` substitutions currently open.
+    depth: usize,
 }
 
 #[derive(Default)]
@@ -167,6 +243,7 @@ impl<'a> ShellWord<'a> {
             skip_process_quotes: l.skip_process_quotes,
             skip_unset_env: l.skip_unset_env,
             names: BTreeSet::new(),
+            depth: 0,
         }
     }
 
@@ -216,6 +293,9 @@ impl<'a> ShellWord<'a> {
                     '\'' => self.process_single_quote()?,
                     _ => self.process_double_quote()?,
                 };
+                if result.len() + tmp.len() > MAX_EXPANDED {
+                    return Err(ExpandError::TooLong);
+                }
                 result.push_str(&tmp);
                 if ch == '$' {
                     words.add_string(&tmp);
@@ -245,9 +325,7 @@ impl<'a> ShellWord<'a> {
             result.push(ch);
         }
         if let Some(s) = stop {
-            return err(format!(
-                "unexpected end of statement while looking for matching {s}"
-            ));
+            return Err(ExpandError::Unterminated(s.to_string()));
         }
         Ok((result, words.finish()))
     }
@@ -264,9 +342,7 @@ impl<'a> ShellWord<'a> {
         loop {
             match self.next() {
                 None => {
-                    return err(
-                        "unexpected end of statement while looking for matching single-quote",
-                    );
+                    return Err(ExpandError::Unterminated("single-quote".into()));
                 }
                 Some('\'') => {
                     if self.raw_quotes {
@@ -292,9 +368,7 @@ impl<'a> ShellWord<'a> {
         loop {
             match self.peek() {
                 None => {
-                    return err(
-                        "unexpected end of statement while looking for matching double-quote",
-                    );
+                    return Err(ExpandError::Unterminated("double-quote".into()));
                 }
                 Some('"') => {
                     self.next();
@@ -305,6 +379,9 @@ impl<'a> ShellWord<'a> {
                 }
                 Some('$') => {
                     let v = self.process_dollar()?;
+                    if result.len() + v.len() > MAX_EXPANDED {
+                        return Err(ExpandError::TooLong);
+                    }
                     result.push_str(&v);
                 }
                 Some(_) => {
@@ -371,9 +448,22 @@ impl<'a> ShellWord<'a> {
             return Ok(value.unwrap_or_default());
         }
         self.next();
+        // `${` is where the lexer recurses (its word may hold more `${`): bound
+        // it, so a deep nesting is an error instead of a stack overflow.
+        if self.depth >= MAX_NESTING {
+            return Err(ExpandError::TooDeep);
+        }
+        self.depth += 1;
+        let r = self.process_braced();
+        self.depth -= 1;
+        r
+    }
+
+    /// `${…}` after the `${`.
+    fn process_braced(&mut self) -> Result<String> {
         match self.peek() {
-            None => return err("syntax error: missing '}'"),
-            Some('{' | '}' | ':') => return err("syntax error: bad substitution"),
+            None => return Err(ExpandError::Missing('}', "")),
+            Some('{' | '}' | ':') => return Err(ExpandError::BadSubstitution),
             _ => {}
         }
         let name = self.process_name();
@@ -399,17 +489,17 @@ impl<'a> ShellWord<'a> {
                 let op = ch;
                 let raw = matches!(op, Some('#' | '%'));
                 if null_is_unset && raw {
-                    return err(format!("unsupported modifier ({chs}) in substitution"));
+                    return Err(ExpandError::UnsupportedModifier(chs));
                 }
                 if !matches!(op, Some('+' | '-' | '?' | '#' | '%')) {
                     // `${VAR:x}`: still consume the word so the error points at the modifier.
-                    return err(format!("unsupported modifier ({chs}) in substitution"));
+                    return Err(ExpandError::UnsupportedModifier(chs));
                 }
                 let word = match self.process_stop_on(Some('}'), raw) {
                     Ok((w, _)) => w,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return err("syntax error: missing '}'");
+                            return Err(ExpandError::Missing('}', ""));
                         }
                         return Err(e);
                     }
@@ -435,7 +525,7 @@ impl<'a> ShellWord<'a> {
                             } else {
                                 word
                             };
-                            return err(format!("{name}: {m}"));
+                            return Err(ExpandError::Required { name, message: m });
                         }
                         if empty_as_unset {
                             let m = if word.is_empty() {
@@ -443,7 +533,7 @@ impl<'a> ShellWord<'a> {
                             } else {
                                 word
                             };
-                            return err(format!("{name}: {m}"));
+                            return Err(ExpandError::Required { name, message: m });
                         }
                         Ok(value)
                     }
@@ -458,7 +548,7 @@ impl<'a> ShellWord<'a> {
                             trim_prefix(&pattern, &value, greedy)
                         }
                     }
-                    _ => err(format!("unsupported modifier ({chs}) in substitution")),
+                    _ => Err(ExpandError::UnsupportedModifier(chs)),
                 }
             }
             Some('/') => {
@@ -470,7 +560,7 @@ impl<'a> ShellWord<'a> {
                     Ok((p, _)) => p,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return err("syntax error: missing '/' in ${}");
+                            return Err(ExpandError::Missing('/', " in ${}"));
                         }
                         return Err(e);
                     }
@@ -479,7 +569,7 @@ impl<'a> ShellWord<'a> {
                     Ok((r, _)) => r,
                     Err(e) => {
                         if self.peek().is_none() {
-                            return err("syntax error: missing '}'");
+                            return Err(ExpandError::Missing('}', ""));
                         }
                         return Err(e);
                     }
@@ -489,7 +579,24 @@ impl<'a> ShellWord<'a> {
                     return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
                 }
                 let value = value.unwrap_or_default();
+                if value.len() > MAX_PATTERN_VALUE {
+                    return Err(ExpandError::PatternTooLarge);
+                }
                 let re = shell_pattern(&pattern, true, false)?;
+                // Each match can grow the value by the replacement: refuse
+                // before allocating a result over the limit.
+                let matches = if replace_all {
+                    re.find_iter(&value).count()
+                } else {
+                    usize::from(re.is_match(&value))
+                };
+                if matches
+                    .saturating_mul(replacement.len())
+                    .saturating_add(value.len())
+                    > MAX_EXPANDED
+                {
+                    return Err(ExpandError::TooLong);
+                }
                 if replace_all {
                     Ok(re
                         .replace_all(&value, regex::NoExpand(&replacement))
@@ -500,13 +607,16 @@ impl<'a> ShellWord<'a> {
                         .into_owned())
                 }
             }
-            _ => err(format!("unsupported modifier ({chs}) in substitution")),
+            _ => Err(ExpandError::UnsupportedModifier(chs)),
         }
     }
 }
 
 /// A shell glob (`*`, `?`, `\` escapes) as a regex; `*` is lazy unless greedy.
 fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex> {
+    if pattern.chars().count() > MAX_PATTERN {
+        return Err(ExpandError::PatternTooLarge);
+    }
     let mut out = String::new();
     if anchored {
         out.push('^');
@@ -525,13 +635,17 @@ fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::R
                     continue;
                 }
                 let Some(&n) = chars.get(i) else {
-                    return err(format!("invalid pattern ({pattern}) in substitution"));
+                    return Err(ExpandError::Pattern {
+                        pattern: pattern.to_string(),
+                        why: String::new(),
+                    });
                 };
                 i += 1;
                 if !matches!(n, '*' | '?' | '\\') {
-                    return err(format!(
-                        "invalid pattern ({pattern}) in substitution: invalid escape '\\{n}'"
-                    ));
+                    return Err(ExpandError::Pattern {
+                        pattern: pattern.to_string(),
+                        why: format!(": invalid escape '\\{n}'"),
+                    });
                 }
                 out.push('\\');
                 out.push(n);
@@ -539,11 +653,16 @@ fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::R
             c => out.push_str(&regex::escape(&c.to_string())),
         }
     }
-    regex::Regex::new(&out)
-        .map_err(|e| ExpandError(format!("invalid pattern ({pattern}) in substitution: {e}")))
+    regex::Regex::new(&out).map_err(|e| ExpandError::Pattern {
+        pattern: pattern.to_string(),
+        why: format!(": {e}"),
+    })
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String> {
+    if value.len() > MAX_PATTERN_VALUE {
+        return Err(ExpandError::PatternTooLarge);
+    }
     let re = shell_pattern(pattern, greedy, true)?;
     Ok(match re.find(value) {
         Some(m) => value[m.end()..].to_string(),
@@ -634,5 +753,77 @@ mod tests {
     #[test]
     fn backtick_escape() {
         assert_eq!(Lexer::new('`').word("a`$b", &NoEnv).unwrap(), "a$b");
+    }
+
+    /// `${A:-${A:-…x…}}` nested `n` deep, in both the plain and quoted forms.
+    fn nested(n: usize, quoted: bool) -> String {
+        let open = if quoted { "\"${A:-" } else { "${A:-" };
+        let close = if quoted { "}\"" } else { "}" };
+        format!("{}x{}", open.repeat(n), close.repeat(n))
+    }
+
+    #[test]
+    fn issue_10_deep_nesting_is_an_error_not_a_stack_overflow() {
+        for quoted in [false, true] {
+            for n in [MAX_NESTING + 1, 5_000, 100_000] {
+                assert_eq!(w(&nested(n, quoted)), Err(ExpandError::TooDeep));
+                // Unterminated as well: still bounded.
+                let open = nested(n, quoted);
+                assert!(w(&open[..open.len() / 2]).is_err());
+            }
+            assert_eq!(w(&nested(MAX_NESTING, quoted)).unwrap(), "x");
+        }
+    }
+
+    #[test]
+    fn the_deepest_nesting_allowed_fits_a_small_stack() {
+        // Debug build, 512 KiB: a quarter of what a test or rayon thread gets.
+        let text = nested(MAX_NESTING, true);
+        let r = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || Lexer::new('\\').word(&text, &NoEnv))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(r.unwrap(), "x");
+    }
+
+    #[test]
+    fn results_are_bounded() {
+        let big = "y".repeat(MAX_EXPANDED / 4 + 1);
+        let env = |n: &str| (n == "B").then(|| big.clone());
+        let l = Lexer::new('\\');
+        assert_eq!(l.word("$B$B$B", &env).unwrap().len(), 3 * big.len());
+        assert_eq!(l.word("$B$B$B$B", &env), Err(ExpandError::TooLong));
+        assert_eq!(l.word("\"$B$B$B$B\"", &env), Err(ExpandError::TooLong));
+        // A replacement that multiplies the value is refused before it is built.
+        assert_eq!(l.word("${B//y/z}", &env), Err(ExpandError::PatternTooLarge));
+        let mid = "y".repeat(MAX_PATTERN_VALUE);
+        let env = |n: &str| (n == "B").then(|| mid.clone());
+        assert_eq!(l.word("${B//y/z}", &env).unwrap().len(), mid.len());
+        let r = format!("${{B//y/{}}}", "z".repeat(17));
+        assert_eq!(l.word(&r, &env), Err(ExpandError::TooLong));
+        // Patterns are bounded too: their cost is pattern × value.
+        let p = format!("${{B#{}}}", "*y".repeat(MAX_PATTERN));
+        assert_eq!(l.word(&p, &env), Err(ExpandError::PatternTooLarge));
+    }
+
+    #[test]
+    fn error_messages_follow_buildkit() {
+        let msg = |s: &str| w(s).unwrap_err().to_string();
+        assert_eq!(msg("${"), "syntax error: missing '}'");
+        assert_eq!(msg("${}"), "syntax error: bad substitution");
+        assert_eq!(msg("${A:x}"), "unsupported modifier (:x) in substitution");
+        assert_eq!(msg("${A/x"), "syntax error: missing '/' in ${}");
+        assert_eq!(msg("${A:?}"), "A: is not allowed to be unset");
+        assert_eq!(msg("${NULL:?oops}"), "NULL: oops");
+        assert_eq!(
+            msg("'abc"),
+            "unexpected end of statement while looking for matching single-quote"
+        );
+        assert_eq!(
+            msg("${FILE#\\a}"),
+            "invalid pattern (\\a) in substitution: invalid escape '\\a'"
+        );
     }
 }

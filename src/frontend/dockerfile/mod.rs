@@ -11,5 +11,5 @@ pub mod expand;
 pub mod lower;
 pub mod parser;
 
-pub use dump::dump;
+pub use dump::{dump, dump_file};
 pub use parser::{Ast, Node, parse};

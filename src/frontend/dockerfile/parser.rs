@@ -27,6 +27,11 @@ use crate::diag::{Diagnostic, SourceFile, Span};
 /// The longest physical line the reference parser accepts (bufio.Scanner).
 const MAX_LINE: usize = 65_535;
 
+/// How many ONBUILDs may wrap each other (`ONBUILD ONBUILD …`). The parser
+/// forms nested nodes as the reference does (typing then refuses any ONBUILD
+/// inside an ONBUILD), so the depth is bounded here, where it recurses.
+pub const MAX_ONBUILD_NESTING: usize = 16;
+
 /// A piece of text and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Word {
@@ -252,13 +257,13 @@ impl<'a> Logical<'a> {
     }
 
     fn file(&self, logical: usize) -> usize {
-        let (l, f) = self
-            .more
-            .iter()
-            .rev()
-            .find(|(l, _)| *l <= logical)
-            .copied()
-            .unwrap_or(self.first);
+        // `more` is sorted by logical offset: a binary search keeps an
+        // instruction continued over 200,000 lines linear, not quadratic.
+        let i = self.more.partition_point(|(l, _)| *l <= logical);
+        let (l, f) = match i {
+            0 => self.first,
+            i => self.more[i - 1],
+        };
         f + (logical - l)
     }
 
@@ -464,6 +469,41 @@ struct Parser<'f> {
 /// # Errors
 /// The first syntax error, as a diagnostic.
 pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
+    let mut it = nodes(file)?;
+    let mut nodes = Vec::new();
+    for node in &mut it {
+        nodes.push(node?);
+    }
+    if nodes.is_empty() {
+        return Err(it.no_instructions());
+    }
+    Ok(Ast {
+        directives: it.directives.clone(),
+        nodes,
+        warnings: it.warnings,
+    })
+}
+
+/// The instructions of a Dockerfile one at a time, so a caller that consumes
+/// them as they come (lowering, the dump) never holds the whole tree: a
+/// 200,000-line file costs one node at a time. [`parse`] collects them.
+pub struct Nodes<'f> {
+    /// Parser directives (read before the first node).
+    pub directives: Directives,
+    /// Warnings so far (empty continuation lines).
+    pub warnings: Vec<Diagnostic>,
+    p: Parser<'f>,
+    lines: Lines<'f>,
+    /// An error ended the stream.
+    failed: bool,
+}
+
+/// Reads the directives and checks line lengths; the nodes follow from the
+/// returned iterator.
+///
+/// # Errors
+/// A line longer than the reference accepts, or a bad directive.
+pub fn nodes(file: &Arc<SourceFile>) -> Result<Nodes<'_>, Diagnostic> {
     let text = file.text();
     let base = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let lines = Lines::new(&text[base..], base);
@@ -530,108 +570,141 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Ast, Diagnostic> {
         file,
         escape: directives.escape,
     };
-    let mut nodes = Vec::new();
-    let mut warnings = Vec::new();
-    let mut lines = lines;
-    while let Some(first) = lines.next_checked(file)? {
-        let lead = first.text.len() - first.text.trim_start().len();
-        let trimmed = &first.text[lead..];
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let start_line = first.number;
-        let mut end_line = first.number;
-        let mut logical = Logical::default();
-        let (piece, mut continues) = trim_continuation(trimmed, p.escape);
-        logical.push(piece, first.start + lead);
-        while continues {
-            let Some(l) = lines.next_checked(file)? else {
-                break;
-            };
-            end_line = l.number;
-            let t = l.text.trim_start();
-            if t.starts_with('#') {
-                continue;
-            }
-            if t.is_empty() {
-                warnings.push(Diagnostic::warning(
-                    file,
-                    Span::new(l.start, l.start),
-                    "empty continuation line (a future Dockerfile syntax may reject it)",
-                ));
-                continue;
-            }
-            let (piece, more) = trim_continuation(l.text, p.escape);
-            logical.push(piece, l.start);
-            continues = more;
-        }
-        if go_trim(&logical.text).is_empty() {
-            continue;
-        }
-        let mut node = p.node(&logical, 0, logical.text.len())?;
-        node.start_line = start_line;
-        // Heredoc bodies follow the instruction's last physical line.
-        let heredoc_cmd = match kind_of(&node.keyword.value) {
-            "onbuild" => node
-                .inner
-                .as_ref()
-                .map(|n| (kind_of(&n.keyword.value), n.json)),
-            c => Some((c, node.json)),
-        };
-        if let Some((cmd, json)) = heredoc_cmd
-            && matches!(cmd, "run" | "copy" | "add")
-            && !json
-            && logical.text.contains("<<")
-        {
-            let mut docs = heredocs_from_line(&logical.text);
-            for doc in &mut docs {
-                let mut terminated = false;
-                while let Some(l) = lines.next_checked(file)? {
-                    end_line = l.number;
-                    let candidate = if doc.chomp {
-                        l.text.trim_start_matches('\t')
-                    } else {
-                        l.text
-                    };
-                    if candidate == doc.name {
-                        terminated = true;
-                        break;
-                    }
-                    doc.content
-                        .push_str(l.raw.strip_suffix('\r').unwrap_or(l.raw));
-                    doc.content.push('\n');
-                }
-                if !terminated {
-                    return Err(
-                        error(node.span, &format!("unterminated heredoc `{}`", doc.name))
-                            .with_help(format!(
-                                "end the heredoc with a line that is exactly `{}`",
-                                doc.name
-                            )),
-                    );
-                }
-            }
-            let is_onbuild = kind_of(&node.keyword.value) == "onbuild";
-            match node.inner.as_mut() {
-                Some(inner) if is_onbuild => inner.heredocs = docs,
-                _ => node.heredocs = docs,
-            }
-        }
-        node.end_line = end_line;
-        nodes.push(node);
-    }
-    if nodes.is_empty() {
-        let end = text.len();
-        return Err(
-            Diagnostic::error(file, Span::new(end, end), "file with no instructions")
-                .with_help("a Dockerfile needs at least a FROM instruction"),
-        );
-    }
-    Ok(Ast {
+    Ok(Nodes {
         directives,
-        nodes,
-        warnings,
+        warnings: Vec::new(),
+        p,
+        lines,
+        failed: false,
     })
+}
+
+impl Nodes<'_> {
+    /// The error for a file that turned out to hold no instruction.
+    pub fn no_instructions(&self) -> Diagnostic {
+        let end = self.p.file.text().len();
+        Diagnostic::error(
+            self.p.file,
+            Span::new(end, end),
+            "file with no instructions",
+        )
+        .with_help("a Dockerfile needs at least a FROM instruction")
+    }
+
+    fn next_node(&mut self) -> Result<Option<Node>, Diagnostic> {
+        let file = self.p.file;
+        let p = &self.p;
+        let lines = &mut self.lines;
+        let warnings = &mut self.warnings;
+        let error = |span: Span, msg: &str| Diagnostic::error(file, span, msg.to_string());
+        while let Some(first) = lines.next_checked(file)? {
+            let lead = first.text.len() - first.text.trim_start().len();
+            let trimmed = &first.text[lead..];
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let start_line = first.number;
+            let mut end_line = first.number;
+            let mut logical = Logical::default();
+            let (piece, mut continues) = trim_continuation(trimmed, p.escape);
+            logical.push(piece, first.start + lead);
+            while continues {
+                let Some(l) = lines.next_checked(file)? else {
+                    break;
+                };
+                end_line = l.number;
+                let t = l.text.trim_start();
+                if t.starts_with('#') {
+                    continue;
+                }
+                if t.is_empty() {
+                    warnings.push(Diagnostic::warning(
+                        file,
+                        Span::new(l.start, l.start),
+                        "empty continuation line (a future Dockerfile syntax may reject it)",
+                    ));
+                    continue;
+                }
+                let (piece, more) = trim_continuation(l.text, p.escape);
+                logical.push(piece, l.start);
+                continues = more;
+            }
+            if go_trim(&logical.text).is_empty() {
+                continue;
+            }
+            let mut node = p.node(&logical, 0, logical.text.len(), 0)?;
+            node.start_line = start_line;
+            // Heredoc bodies follow the instruction's last physical line.
+            let heredoc_cmd = match kind_of(&node.keyword.value) {
+                "onbuild" => node
+                    .inner
+                    .as_ref()
+                    .map(|n| (kind_of(&n.keyword.value), n.json)),
+                c => Some((c, node.json)),
+            };
+            if let Some((cmd, json)) = heredoc_cmd
+                && matches!(cmd, "run" | "copy" | "add")
+                && !json
+                && logical.text.contains("<<")
+            {
+                let mut docs = heredocs_from_line(&logical.text);
+                for doc in &mut docs {
+                    let mut terminated = false;
+                    while let Some(l) = lines.next_checked(file)? {
+                        end_line = l.number;
+                        let candidate = if doc.chomp {
+                            l.text.trim_start_matches('\t')
+                        } else {
+                            l.text
+                        };
+                        if candidate == doc.name {
+                            terminated = true;
+                            break;
+                        }
+                        doc.content
+                            .push_str(l.raw.strip_suffix('\r').unwrap_or(l.raw));
+                        doc.content.push('\n');
+                    }
+                    if !terminated {
+                        return Err(error(
+                            node.span,
+                            &format!("unterminated heredoc `{}`", doc.name),
+                        )
+                        .with_help(format!(
+                            "end the heredoc with a line that is exactly `{}`",
+                            doc.name
+                        )));
+                    }
+                }
+                let is_onbuild = kind_of(&node.keyword.value) == "onbuild";
+                match node.inner.as_mut() {
+                    Some(inner) if is_onbuild => inner.heredocs = docs,
+                    _ => node.heredocs = docs,
+                }
+            }
+            node.end_line = end_line;
+            return Ok(Some(node));
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Nodes<'_> {
+    type Item = Result<Node, Diagnostic>;
+
+    /// The next instruction; after an error, nothing more.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_node() {
+            Ok(n) => n.map(Ok),
+            Err(d) => {
+                self.failed = true;
+                Some(Err(d))
+            }
+        }
+    }
 }
 
 /// Heredoc markers of a logical line: shell words (quotes and escapes kept),
@@ -706,7 +779,13 @@ impl Parser<'_> {
     }
 
     /// Forms the node for `logical.text[start..end]` (recursively for ONBUILD).
-    fn node(&self, logical: &Logical, start: usize, end: usize) -> Result<Node, Diagnostic> {
+    fn node(
+        &self,
+        logical: &Logical,
+        start: usize,
+        end: usize,
+        depth: usize,
+    ) -> Result<Node, Diagnostic> {
         let text = &logical.text;
         let bytes = text.as_bytes();
         // Trim (Go TrimSpace) to the instruction itself.
@@ -805,7 +884,15 @@ impl Parser<'_> {
             }
             "onbuild" => {
                 if !rest.is_empty() {
-                    node.inner = Some(Box::new(self.node(logical, a_start, a_end)?));
+                    if depth >= MAX_ONBUILD_NESTING {
+                        return Err(self
+                            .error(
+                                node.keyword.span,
+                                format!("ONBUILD nested deeper than {MAX_ONBUILD_NESTING} levels"),
+                            )
+                            .with_help("an ONBUILD trigger cannot be another ONBUILD"));
+                    }
+                    node.inner = Some(Box::new(self.node(logical, a_start, a_end, depth + 1)?));
                 }
             }
             _ => {
@@ -891,7 +978,7 @@ impl Parser<'_> {
             };
             return Ok(vec![logical.word(start, k), logical.word(v, end), sep]);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(words.len() * 3);
         for w in words {
             let Some(eq) = w.value.find('=') else {
                 return Err(self
@@ -1129,5 +1216,34 @@ mod tests {
         assert_eq!(ast.nodes[1].end_line, 4);
         assert_eq!(ast.nodes[2].command(), "run");
         assert!(parse(&SourceFile::new("D", "FROM a\nRUN <<EOF\nnever ends\n")).is_err());
+    }
+
+    #[test]
+    fn issue_10_onbuild_nesting_is_bounded() {
+        let deep = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(60_000 / 8));
+        let e = parse(&SourceFile::new("D", deep)).unwrap_err();
+        assert!(
+            e.message.contains("ONBUILD nested deeper than"),
+            "{}",
+            e.message
+        );
+        let ok = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(MAX_ONBUILD_NESTING));
+        assert!(parse(&SourceFile::new("D", ok)).is_ok());
+    }
+
+    #[test]
+    fn long_continuations_stay_linear() {
+        // 200,000 continuation lines: spans are looked up by binary search.
+        let mut text = String::from("FROM a\nENV \\\n");
+        for i in 0..200_000 {
+            text.push_str(&format!("  V{i}=x \\\n"));
+        }
+        text.push_str("  LAST=1\n");
+        let started = std::time::Instant::now();
+        let ast = p(&text);
+        assert_eq!(ast.nodes[1].args.len(), 3 * 200_001);
+        let last = ast.nodes[1].args.last().unwrap();
+        assert_eq!(&text[last.span.start..last.span.end], "=");
+        assert!(started.elapsed().as_secs() < 20);
     }
 }

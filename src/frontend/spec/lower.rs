@@ -4,6 +4,7 @@
 //! [`ConfigKeys::KEYS`]' documentation (env, labels, workdir, user, ports,
 //! volumes, stop_signal, shell, entrypoint, cmd).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,9 +51,9 @@ pub(super) fn lower(
         inputs: vec![file.path().to_path_buf()],
     };
     let mut g = GraphBuilder::new(settings);
-    let mut seen: Vec<&S<String>> = Vec::new();
+    let mut seen: HashMap<&str, &S<String>> = HashMap::new();
     for t in &spec.targets {
-        if let Some(prev) = seen.iter().find(|n| n.value == t.name.value) {
+        if let Some(prev) = seen.get(t.name.value.as_str()) {
             let (line, _) = file.line_col(prev.span.start);
             l.diags.push(
                 Diagnostic::error(
@@ -66,7 +67,7 @@ pub(super) fn lower(
             );
             continue;
         }
-        seen.push(&t.name);
+        seen.insert(&t.name.value, &t.name);
         l.target(&mut g, t);
     }
     let (graph, more) = g.finish();
@@ -152,7 +153,7 @@ impl Lowerer<'_> {
                     };
                     g.add_step(
                         stage,
-                        StepKind::Run(run),
+                        StepKind::Run(Box::new(run)),
                         self.at(step.span),
                         Vec::new(),
                         Vec::new(),

@@ -2,7 +2,7 @@
 //! variables; heredoc sources become inline files; ADD of a URL is refused
 //! with a clear error (it needs network access).
 
-use super::{Lowerer, Stage};
+use super::{Lowerer, Scope, Stage};
 use crate::frontend::dockerfile::ast::{CopyArgs, Instruction};
 use crate::graph::builder::PendingRef;
 use crate::graph::{Chmod, CopyFrom, CopyItem, CopyStep, GraphBuilder, Owner, StepKind};
@@ -19,18 +19,18 @@ impl Lowerer<'_> {
         &mut self,
         g: &mut GraphBuilder,
         st: &mut Stage,
+        scope: &Scope,
         i: &Instruction,
         c: &CopyArgs,
         add: bool,
     ) {
-        let scope = st.scope.clone();
         let word = if add { "ADD" } else { "COPY" };
-        let dest = self.expand(&c.dest, &scope).unwrap_or_default();
+        let dest = self.expand(&c.dest, scope).unwrap_or_default();
         if dest.is_empty() {
             self.error(c.dest.span, format!("{word}: the destination is empty"));
         }
         let owner = c.chown.as_ref().and_then(|w| {
-            let v = self.expand(w, &scope)?;
+            let v = self.expand(w, scope)?;
             match Owner::parse(&v) {
                 Some(o) => Some(o),
                 None => {
@@ -41,7 +41,7 @@ impl Lowerer<'_> {
             }
         });
         let mode = c.chmod.as_ref().and_then(|w| {
-            let v = self.expand(w, &scope)?;
+            let v = self.expand(w, scope)?;
             match Chmod::parse(&v) {
                 Some(m) => Some(m),
                 None => {
@@ -58,7 +58,7 @@ impl Lowerer<'_> {
             .excludes
             .iter()
             .filter_map(|w| {
-                let v = self.expand(w, &scope)?;
+                let v = self.expand(w, scope)?;
                 if let Err(e) = crate::pattern::PatternSet::new(std::slice::from_ref(&v)) {
                     self.error(w.span, e.to_string());
                 }
@@ -66,7 +66,7 @@ impl Lowerer<'_> {
             })
             .collect();
         let from: Option<PendingRef> = c.from.as_ref().and_then(|w| {
-            let v = self.expand(w, &scope)?;
+            let v = self.expand(w, scope)?;
             self.copy_source_ref(&v, w.span)
         });
         if let Some(sum) = &c.checksum {
@@ -121,7 +121,12 @@ impl Lowerer<'_> {
                     };
                     let env = |n: &str| scope.get(n);
                     match lex.word(&content, &env) {
-                        Ok(v) => content = v,
+                        Ok(v) => {
+                            if !self.charge(v.len(), s.span) {
+                                return;
+                            }
+                            content = v;
+                        }
                         Err(e) => {
                             self.error(s.span, format!("cannot expand heredoc {}: {e}", h.name));
                         }
@@ -132,7 +137,7 @@ impl Lowerer<'_> {
                 args.push(self.at(s.span));
                 continue;
             }
-            let Some(v) = self.expand(s, &scope) else {
+            let Some(v) = self.expand(s, scope) else {
                 continue;
             };
             if add && is_url(&v) {

@@ -2,7 +2,7 @@
 //! ENTRYPOINT, SHELL, EXPOSE, VOLUME, USER, WORKDIR, STOPSIGNAL, MAINTAINER,
 //! HEALTHCHECK, ONBUILD. Which of them expand variables follows BuildKit.
 
-use super::{Lowerer, Stage, join_workdir};
+use super::{Lowerer, Scope, Stage, join_workdir};
 use crate::frontend::dockerfile::ast::{Health, HealthCmd, Instruction, Kind, ShellOrExec};
 use crate::graph::{Command, ConfigChange, GraphBuilder, Healthcheck, StepKind};
 
@@ -51,15 +51,20 @@ fn parse_duration(s: &str) -> Option<u64> {
 }
 
 impl Lowerer<'_> {
-    pub(super) fn meta(&mut self, g: &mut GraphBuilder, st: &mut Stage, i: &Instruction) {
-        let scope = st.scope.clone();
+    pub(super) fn meta(
+        &mut self,
+        g: &mut GraphBuilder,
+        st: &mut Stage,
+        scope: &mut Scope,
+        i: &Instruction,
+    ) {
         let change = match &i.kind {
             Kind::Env(pairs) | Kind::Label(pairs) => {
                 // Every pair sees the variables as they were before this
                 // instruction (docker: `ENV a=1 b=$a` gives b the old a).
-                let mut kv = Vec::new();
+                let mut kv = Vec::with_capacity(pairs.len());
                 for (k, v) in pairs {
-                    let (Some(k2), Some(v2)) = (self.expand(k, &scope), self.expand(v, &scope))
+                    let (Some(k2), Some(v2)) = (self.expand(k, scope), self.expand(v, scope))
                     else {
                         continue;
                     };
@@ -71,7 +76,7 @@ impl Lowerer<'_> {
                 }
                 if let Kind::Env(_) = &i.kind {
                     for (k, v) in &kv {
-                        st.scope.set_env(k, v);
+                        scope.set_env(k, v);
                     }
                     ConfigChange::Env(kv)
                 } else {
@@ -85,7 +90,7 @@ impl Lowerer<'_> {
             Kind::Expose(ws) => {
                 let mut ports = Vec::new();
                 for w in ws {
-                    for p in self.expand_words(w, &scope) {
+                    for p in self.expand_words(w, scope) {
                         match normalize_port(&p) {
                             Some(p) => ports.push(p),
                             None => {
@@ -101,7 +106,7 @@ impl Lowerer<'_> {
             Kind::Volume(ws) => {
                 let mut vols = Vec::new();
                 for w in ws {
-                    if let Some(v) = self.expand(w, &scope) {
+                    if let Some(v) = self.expand(w, scope) {
                         if v.trim().is_empty() {
                             self.error(w.span, "VOLUME specified can not be an empty string");
                         } else {
@@ -111,7 +116,7 @@ impl Lowerer<'_> {
                 }
                 ConfigChange::Volume(vols)
             }
-            Kind::User(w) => match self.expand(w, &scope) {
+            Kind::User(w) => match self.expand(w, scope) {
                 Some(u) if !u.is_empty() => ConfigChange::User(u),
                 _ => {
                     self.error(w.span, "USER needs a user name or uid");
@@ -119,7 +124,7 @@ impl Lowerer<'_> {
                 }
             },
             Kind::Workdir(w) => {
-                let Some(p) = self.expand(w, &scope) else {
+                let Some(p) = self.expand(w, scope) else {
                     return;
                 };
                 let abs = join_workdir(&st.workdir, &p);
@@ -127,7 +132,7 @@ impl Lowerer<'_> {
                 ConfigChange::Workdir(abs)
             }
             Kind::StopSignal(w) => {
-                let Some(sig) = self.expand(w, &scope) else {
+                let Some(sig) = self.expand(w, scope) else {
                     return;
                 };
                 ConfigChange::StopSignal(sig)

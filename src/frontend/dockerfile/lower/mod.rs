@@ -11,7 +11,7 @@ mod copy;
 mod meta;
 mod run;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -62,37 +62,84 @@ const PROXY_ARGS: &[&str] = &[
 ];
 
 /// Variables in scope for expansion: ENV wins over ARG, as docker documents.
+///
+/// Hash maps, not lists: a Dockerfile with 200,000 ENV or ARG lines must not
+/// cost a scan per lookup. The environment is shared (copy on write) between
+/// a stage and the stages built `FROM` it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Scope {
-    /// Image config environment, in order.
-    pub env: Vec<(String, String)>,
-    /// Declared build args: value, or `None` when declared without one.
-    pub args: Vec<(String, Option<String>)>,
+    /// Image config environment.
+    env: Arc<HashMap<String, String>>,
+    /// Bytes of names and values in `env`, charged when a stage copies it.
+    env_bytes: usize,
+    /// Declared build args: declaration order (a re-declaration moves the
+    /// name to the end, as docker's list does) and value, or `None` when
+    /// declared without one.
+    args: HashMap<String, (u64, Option<String>)>,
+    /// The next declaration's place.
+    next_arg: u64,
 }
 
 impl Scope {
     fn get(&self, name: &str) -> Option<String> {
-        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
+        if let Some(v) = self.env.get(name) {
             return Some(v.clone());
         }
-        self.args
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.clone())
+        self.args.get(name).and_then(|(_, v)| v.clone())
     }
 
     fn knows(&self, name: &str) -> bool {
-        self.env.iter().any(|(k, _)| k == name) || self.args.iter().any(|(k, _)| k == name)
+        self.env.contains_key(name) || self.args.contains_key(name)
     }
 
     pub(super) fn set_env(&mut self, k: &str, v: &str) {
-        match self.env.iter_mut().find(|(key, _)| key == k) {
-            Some(e) => e.1 = v.to_string(),
-            None => self.env.push((k.to_string(), v.to_string())),
+        let env = Arc::make_mut(&mut self.env);
+        match env.get_mut(k) {
+            Some(old) => {
+                self.env_bytes = self.env_bytes - old.len() + v.len();
+                v.clone_into(old);
+            }
+            None => {
+                self.env_bytes += k.len() + v.len();
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+
+    /// Declares (or re-declares) a build arg.
+    fn declare_arg(&mut self, name: &str, value: Option<String>) {
+        self.args.insert(name.to_string(), (self.next_arg, value));
+        self.next_arg += 1;
+    }
+
+    /// The build args with a value, in declaration order.
+    pub(super) fn arg_values(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(u64, &String, &String)> = self
+            .args
+            .iter()
+            .filter_map(|(k, (seq, v))| v.as_ref().map(|v| (*seq, k, v)))
+            .collect();
+        v.sort_unstable_by_key(|(seq, _, _)| *seq);
+        v.into_iter()
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The environment only (what a stage leaves to stages built from it).
+    fn env_only(&self) -> Scope {
+        Scope {
+            env: Arc::clone(&self.env),
+            env_bytes: self.env_bytes,
+            ..Scope::default()
         }
     }
 }
+
+/// The most text lowering may produce beyond the Dockerfile itself: expanded
+/// words, environments copied into stages and RUN steps. `ENV A=$A$A` doubles
+/// a value per line and `FROM prev` copies every variable into each stage; a
+/// few kilobytes of Dockerfile could otherwise ask for terabytes.
+pub const MAX_PRODUCED: usize = 256 << 20;
 
 /// Per-stage lowering state.
 pub(super) struct Stage {
@@ -110,6 +157,12 @@ pub(super) struct Lowerer<'a> {
     pub stages: Vec<StageInfo>,
     /// Build args used by some ARG, to warn about unused `--build-arg`s.
     pub used_build_args: BTreeSet<String>,
+    /// Stage names (first of each) → index in `stages`.
+    pub stage_index: HashMap<String, usize>,
+    /// Text produced so far, against [`MAX_PRODUCED`].
+    pub produced: usize,
+    /// Set once [`MAX_PRODUCED`] is exceeded (reported once; lowering stops).
+    pub exhausted: bool,
 }
 
 /// Lowers a parsed Dockerfile. Returns the graph (for further checks even
@@ -119,13 +172,67 @@ pub fn lower(
     ast: &Ast,
     opts: &Options<'_>,
 ) -> (BuildGraph, Vec<Diagnostic>) {
+    let instructions = ast.nodes.iter().map(|n| ast::instruction(file, n));
+    let (graph, mut diags) = lower_instructions(file, ast.directives.escape, instructions, opts);
+    diags.extend(ast.warnings.iter().cloned());
+    (graph, diags)
+}
+
+/// Parses and lowers a Dockerfile in one pass: each node is typed and
+/// lowered as the parser forms it, so the parse tree is never held whole (a
+/// 200,000-line Dockerfile checks in a fraction of the memory [`parse`] then
+/// [`lower`] take). The result is the same as theirs.
+///
+/// # Errors
+/// The first syntax error, as [`parse`] reports it (lowering's diagnostics
+/// are dropped then, as they would not have been made).
+///
+/// [`parse`]: super::parse
+pub fn parse_and_lower(
+    file: &Arc<SourceFile>,
+    opts: &Options<'_>,
+) -> Result<(BuildGraph, Vec<Diagnostic>), Diagnostic> {
+    let mut nodes = super::parser::nodes(file)?;
+    let escape = nodes.directives.escape;
+    let mut fatal = None;
+    let mut count = 0usize;
+    let instructions = std::iter::from_fn(|| match nodes.next()? {
+        Ok(n) => {
+            count += 1;
+            Some(ast::into_instruction(file, n))
+        }
+        Err(d) => {
+            fatal = Some(d);
+            None
+        }
+    });
+    let (graph, mut diags) = lower_instructions(file, escape, instructions, opts);
+    if let Some(d) = fatal {
+        return Err(d);
+    }
+    if count == 0 {
+        return Err(nodes.no_instructions());
+    }
+    diags.append(&mut nodes.warnings);
+    Ok((graph, diags))
+}
+
+fn lower_instructions(
+    file: &Arc<SourceFile>,
+    escape: char,
+    instructions: impl Iterator<Item = Result<Instruction, Diagnostic>>,
+    opts: &Options<'_>,
+) -> (BuildGraph, Vec<Diagnostic>) {
     let mut l = Lowerer {
         file,
         opts,
-        lexer: Lexer::new(ast.directives.escape),
-        diags: ast.warnings.clone(),
+        lexer: Lexer::new(escape),
+        diags: Vec::new(),
         stages: Vec::new(),
         used_build_args: BTreeSet::new(),
+        stage_index: HashMap::new(),
+        produced: 0,
+        exhausted: false,
     };
     let settings = Settings {
         context: opts.context.clone(),
@@ -134,18 +241,33 @@ pub fn lower(
         inputs: opts.inputs.clone(),
     };
     let mut g = GraphBuilder::new(settings);
-
-    let mut instructions = Vec::new();
-    for node in &ast.nodes {
-        match ast::instruction(file, node) {
-            Ok(i) => instructions.push(i),
-            Err(d) => l.diags.push(d),
+    // At most one step per instruction, and at most one instruction per
+    // line not continued from the line before: reserved once, the step list
+    // is never copied while it grows.
+    let continued = |l: &str| l.trim_end().ends_with(escape);
+    let mut starts = 0usize;
+    let mut prev_continues = false;
+    for line in file.text().split('\n') {
+        if !prev_continues {
+            starts += 1;
         }
+        prev_continues = continued(line);
     }
+    g.reserve_steps(starts);
+
+    // Typing errors are reported and the instruction skipped.
+    let diags = std::cell::RefCell::new(Vec::new());
+    let instructions = instructions.filter_map(|r| match r {
+        Ok(i) => Some(i),
+        Err(d) => {
+            diags.borrow_mut().push(d);
+            None
+        }
+    });
 
     // Global scope: ARGs before the first FROM, plus the predefined args.
     let mut meta = l.predefined();
-    let mut iter = instructions.iter().peekable();
+    let mut iter = instructions.peekable();
     while let Some(i) = iter.peek() {
         match &i.kind {
             Kind::From { .. } => break,
@@ -182,16 +304,29 @@ pub fn lower(
             if let Some(st) = current.take() {
                 l.finish_stage(st);
             }
-            current =
-                Some(l.start_stage(&mut g, &global, i, image, alias.as_ref(), platform.as_ref()));
+            current = Some(l.start_stage(
+                &mut g,
+                &global,
+                &i,
+                image,
+                alias.as_ref(),
+                platform.as_ref(),
+            ));
+            if l.exhausted {
+                break;
+            }
             continue;
         }
         let Some(st) = current.as_mut() else { continue };
-        l.instruction(&mut g, st, &global, i);
+        l.instruction(&mut g, st, &global, &i);
+        if l.exhausted {
+            break;
+        }
     }
     if let Some(st) = current.take() {
         l.finish_stage(st);
     }
+    l.diags.append(&mut diags.borrow_mut());
     if l.stages.is_empty() && !l.diags.iter().any(Diagnostic::is_error) {
         l.diags.push(Diagnostic::error(
             file,
@@ -278,16 +413,48 @@ impl Lowerer<'_> {
             ("TARGETARCH", p.arch),
             ("TARGETVARIANT", p.variant),
         ] {
-            s.args.push((k.to_string(), Some(v.to_string())));
+            s.declare_arg(k, Some(v.to_string()));
         }
         s
     }
 
+    /// Counts `bytes` of produced text against [`MAX_PRODUCED`]; false (and
+    /// one error at `span`) once the limit is passed.
+    pub(super) fn charge(&mut self, bytes: usize, span: Span) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        self.produced = self.produced.saturating_add(bytes);
+        if self.produced > MAX_PRODUCED {
+            self.exhausted = true;
+            self.error(
+                span,
+                format!(
+                    "the Dockerfile expands to more than {} MiB of text; lowering stopped here",
+                    MAX_PRODUCED >> 20
+                ),
+            )
+            .help = Some(
+                "variables that grow on every line (ENV A=$A$A) or stages that copy a huge \
+                 environment are the usual cause"
+                    .into(),
+            );
+            return false;
+        }
+        true
+    }
+
     /// Expands one word against `scope`; undeclared variables are warned about.
     pub(super) fn expand(&mut self, w: &Word, scope: &Scope) -> Option<String> {
+        if self.exhausted {
+            return None;
+        }
         let env = |n: &str| scope.get(n);
         match self.lexer.word_with_names(&w.value, &env) {
             Ok((v, names)) => {
+                if !self.charge(v.len(), w.span) {
+                    return None;
+                }
                 for n in names {
                     if !scope.knows(&n) && !n.chars().all(|c| c.is_ascii_digit()) {
                         self.diags.push(
@@ -305,7 +472,10 @@ impl Lowerer<'_> {
                 Some(v)
             }
             Err(e) => {
-                self.error(w.span, format!("cannot expand `{}`: {e}", w.value));
+                self.error(
+                    w.span,
+                    format!("cannot expand `{}`: {e}", excerpt(&w.value)),
+                );
                 None
             }
         }
@@ -313,11 +483,23 @@ impl Lowerer<'_> {
 
     /// Expands and splits one word into words (EXPOSE, VOLUME shell form).
     pub(super) fn expand_words(&mut self, w: &Word, scope: &Scope) -> Vec<String> {
+        if self.exhausted {
+            return Vec::new();
+        }
         let env = |n: &str| scope.get(n);
         match self.lexer.words(&w.value, &env) {
-            Ok(v) => v,
+            Ok(v) => {
+                let bytes = v.iter().map(String::len).sum();
+                if !self.charge(bytes, w.span) {
+                    return Vec::new();
+                }
+                v
+            }
             Err(e) => {
-                self.error(w.span, format!("cannot expand `{}`: {e}", w.value));
+                self.error(
+                    w.span,
+                    format!("cannot expand `{}`: {e}", excerpt(&w.value)),
+                );
                 Vec::new()
             }
         }
@@ -354,8 +536,7 @@ impl Lowerer<'_> {
                 (None, None) if !global => globals.get(n),
                 (None, None) => None,
             };
-            scope.args.retain(|(k, _)| k != n);
-            scope.args.push((n.clone(), value));
+            scope.declare_arg(n, value);
         }
     }
 
@@ -371,7 +552,7 @@ impl Lowerer<'_> {
         let index = self.stages.len();
         let name = alias.map_or_else(|| index.to_string(), |a| a.value.to_ascii_lowercase());
         if let Some(a) = alias
-            && self.stages.iter().any(|s| s.name == name)
+            && self.stage_index.contains_key(&name)
         {
             self.error(a.span, format!("duplicate stage name `{}`", a.value));
         }
@@ -417,13 +598,17 @@ impl Lowerer<'_> {
             }
             BaseLookup::Stage(s) => {
                 if let Some(info) = self.stages.get(s) {
-                    scope.env = info.scope.env.clone();
+                    // Shared until the new stage changes it, but counted as a
+                    // copy: ENV in every stage of a `FROM prev` chain copies it.
+                    scope = info.scope.env_only();
                     workdir = info.workdir.clone();
                     triggers = info.onbuild.clone();
                 }
+                self.charge(scope.env_bytes, image.span);
             }
             BaseLookup::None => {}
         }
+        self.stage_index.entry(name.clone()).or_insert(index);
         self.stages.push(StageInfo {
             name,
             scope: Scope::default(),
@@ -440,10 +625,7 @@ impl Lowerer<'_> {
 
     fn finish_stage(&mut self, st: Stage) {
         if let Some(slot) = self.stages.get_mut(st.id.0) {
-            slot.scope = Scope {
-                env: st.scope.env,
-                args: Vec::new(),
-            };
+            slot.scope = st.scope.env_only();
             slot.workdir = st.workdir;
         }
     }
@@ -455,7 +637,7 @@ impl Lowerer<'_> {
             return (PendingBase::Scratch, BaseLookup::None);
         }
         let lower = text.to_ascii_lowercase();
-        if let Some(i) = self.stages.iter().position(|s| s.name == lower) {
+        if let Some(&i) = self.stage_index.get(&lower) {
             return (
                 PendingBase::Ref(PendingRef {
                     name: lower,
@@ -471,9 +653,8 @@ impl Lowerer<'_> {
         let info = match self.opts.resolver.resolve(&src) {
             Ok(info) => BaseLookup::Image(info),
             Err(why) => {
-                let names: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
-                let hint =
-                    did_you_mean(&lower, names.iter().map(String::as_str)).map(str::to_string);
+                let hint = did_you_mean(&lower, self.stages.iter().map(|s| s.name.as_str()))
+                    .map(str::to_string);
                 let d = self.error(span, format!("base image {text}: {why}"));
                 if let Some(h) = hint {
                     d.help = Some(format!("did you mean the stage `{h}`?"));
@@ -537,7 +718,7 @@ impl Lowerer<'_> {
             }
             Err(_) => lower.clone(),
         };
-        if self.stages.iter().any(|s| s.name == name) {
+        if self.stage_index.contains_key(&name) {
             return Some(PendingRef {
                 name,
                 image: None,
@@ -593,15 +774,14 @@ impl Lowerer<'_> {
         global: &Scope,
         i: &Instruction,
     ) {
+        // The scope is lent out for the instruction (never copied: with
+        // 200,000 variables, a copy per instruction is quadratic).
+        let mut scope = std::mem::take(&mut st.scope);
         match &i.kind {
             Kind::From { .. } => {}
-            Kind::Arg(args) => {
-                let mut scope = std::mem::take(&mut st.scope);
-                self.declare_args_with(&mut scope, args, false, global);
-                st.scope = scope;
-            }
-            Kind::Copy(c) => self.copy(g, st, i, c, false),
-            Kind::Add(c) => self.copy(g, st, i, c, true),
+            Kind::Arg(args) => self.declare_args_with(&mut scope, args, false, global),
+            Kind::Copy(c) => self.copy(g, st, &scope, i, c, false),
+            Kind::Add(c) => self.copy(g, st, &scope, i, c, true),
             Kind::Run {
                 cmd,
                 mounts,
@@ -612,6 +792,7 @@ impl Lowerer<'_> {
                 self.run(
                     g,
                     st,
+                    &scope,
                     i,
                     cmd,
                     mounts,
@@ -620,8 +801,9 @@ impl Lowerer<'_> {
                     heredocs,
                 );
             }
-            _ => self.meta(g, st, i),
+            _ => self.meta(g, st, &mut scope, i),
         }
+        st.scope = scope;
     }
 
     pub(super) fn step(&mut self, g: &mut GraphBuilder, st: &Stage, kind: StepKind, span: Span) {
@@ -661,6 +843,15 @@ enum BaseLookup {
     None,
     Image(BaseInfo),
     Stage(usize),
+}
+
+/// A word as quoted in a message: whole when short, else its start.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 60;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
 }
 
 /// Joins a possibly relative path to a working directory, cleaned.

@@ -1,7 +1,7 @@
 //! RUN: the command (shell or exec form, heredocs), `--mount`, `--network`,
 //! `--security`, and the declared build args as its build-time environment.
 
-use super::{Lowerer, Stage};
+use super::{Lowerer, Scope, Stage};
 use crate::frontend::dockerfile::ast::{Instruction, ShellOrExec};
 use crate::frontend::dockerfile::parser::{Heredoc, Word};
 use crate::graph::{Command, GraphBuilder, Mount, Network, RunHeredoc, RunStep, StepKind};
@@ -12,6 +12,7 @@ impl Lowerer<'_> {
         &mut self,
         g: &mut GraphBuilder,
         st: &mut Stage,
+        scope: &Scope,
         i: &Instruction,
         cmd: &ShellOrExec,
         mounts: &[Word],
@@ -19,14 +20,13 @@ impl Lowerer<'_> {
         security: Option<&Word>,
         heredocs: &[Heredoc],
     ) {
-        let scope = st.scope.clone();
         let command = match cmd {
             ShellOrExec::Shell(w) => Command::Shell(w.value.clone()),
             ShellOrExec::Exec(ws) => Command::Exec(ws.iter().map(|w| w.value.clone()).collect()),
         };
         let network = match network {
             None => Network::Host,
-            Some(w) => match self.expand(w, &scope).as_deref() {
+            Some(w) => match self.expand(w, scope).as_deref() {
                 Some("host" | "default") => Network::Host,
                 Some("none") => Network::None,
                 Some(other) => {
@@ -49,10 +49,7 @@ impl Lowerer<'_> {
                 }
             }
         }
-        let mounts = mounts
-            .iter()
-            .filter_map(|m| self.mount(m, &scope))
-            .collect();
+        let mounts = mounts.iter().filter_map(|m| self.mount(m, scope)).collect();
         let heredocs = heredocs
             .iter()
             .map(|h| RunHeredoc {
@@ -71,11 +68,11 @@ impl Lowerer<'_> {
             .collect();
         // Declared build args are the command's environment (not persisted);
         // the image's ENV wins over them when the command runs.
-        let env = scope
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
+        let env = scope.arg_values();
+        let bytes = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if !self.charge(bytes, i.span) {
+            return;
+        }
         let step = RunStep {
             command,
             heredocs,
@@ -85,11 +82,11 @@ impl Lowerer<'_> {
             network,
             mounts,
         };
-        self.step(g, st, StepKind::Run(step), i.span);
+        self.step(g, st, StepKind::Run(Box::new(step)), i.span);
     }
 
     /// `--mount=type=cache,target=/x,...` (BuildKit's CSV syntax).
-    fn mount(&mut self, w: &Word, scope: &super::Scope) -> Option<Mount> {
+    fn mount(&mut self, w: &Word, scope: &Scope) -> Option<Mount> {
         let v = self.expand(w, scope)?;
         let mut kind = "bind".to_string();
         let mut target = None;
