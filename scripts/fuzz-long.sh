@@ -2,9 +2,11 @@
 # The long fuzz runs of issue 10 (item 5), in resumable chunks: input I of
 # seed S is made from (S, I) alone, so inputs [0, TOTAL) run as chunks of
 # CHUNK inputs are exactly one run of TOTAL inputs. Each finished chunk's
-# report is kept under target/fuzz-results/TARGET-seedS/START.txt; a chunk
-# with a report is not run again, so a run stopped by a reboot or the end of
-# a session goes on where it stopped. Then (or with -s alone) prints the sum
+# report is kept under docs/fuzz-results/TARGET-seedS/START.txt, which is
+# committed: a chunk with a report is not run again, so a run stopped by a
+# reboot or the end of a session goes on where it stopped, on any checkout,
+# and the reports are the record of what ran (any chunk can be re-run from
+# its seed and start to check it). Then (or with -s alone) prints the sum
 # of all finished chunks: inputs, share accepted, kinds and error classes
 # reached, failures.
 #
@@ -14,7 +16,8 @@
 #   -t      inputs in all (default 10000000)
 #   -c      inputs per chunk (default 250000)
 #   -s      only print the summary of the chunks finished so far
-# env: FUZZ_DIR, the tmpfs for tar extraction (default /tmp/imgbuild-fuzz-tmpfs,
+# env: FUZZ_RESULTS, where the reports go (default docs/fuzz-results);
+#      FUZZ_DIR, the tmpfs for tar extraction (default /tmp/imgbuild-fuzz-tmpfs,
 #      mounted here when it is not a mount point yet: needs root)
 # Exit status 1 when any finished chunk had a failure.
 set -euo pipefail
@@ -25,14 +28,14 @@ while getopts "sn:t:c:" o; do
     n) SEED=$OPTARG ;;
     t) TOTAL=$OPTARG ;;
     c) CHUNK=$OPTARG ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 TARGET=${1:?say which target: dockerfile, expand, spec or tar}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-RES="target/fuzz-results/$TARGET-seed$SEED"
+RES="${FUZZ_RESULTS:-docs/fuzz-results}/$TARGET-seed$SEED"
 mkdir -p "$RES"
 
 if [ "$SUMMARY_ONLY" = 0 ]; then

@@ -188,15 +188,24 @@ fn import_tar(
     }
 }
 
+/// An OCI layout directory is someone else's files: `index.json` and the
+/// blobs are opened inside it (a symlinked `blobs/sha256/…` cannot name a
+/// host file), and each blob is stored only if its bytes match its digest.
 fn import_dir(store: &Store, dir: &Path, select: Option<&str>) -> Result<Vec<Found>> {
+    let root = crate::confine::Root::open(dir)?;
     let index_path = dir.join("index.json");
-    let index = std::fs::read(&index_path).map_err(io_err("reading", &index_path))?;
+    let f = root
+        .open_file(Path::new("index.json"))
+        .map_err(io_err("opening", &index_path))?;
+    let index = read_small(f, SMALL_LIMIT, &index_path.display().to_string())?;
     let mut fetch = |d: &Digest| -> Result<()> {
         if store.has_blob(d) {
             return Ok(());
         }
-        let p = dir.join("blobs/sha256").join(d.hex());
-        let f = std::fs::File::open(&p).map_err(io_err("opening", &p))?;
+        let rel = Path::new("blobs/sha256").join(d.hex());
+        let f = root
+            .open_file(&rel)
+            .map_err(io_err("opening", &dir.join(&rel)))?;
         store.put_stream(f, Some(d))?;
         Ok(())
     };

@@ -85,6 +85,9 @@ pub enum Error {
         /// Its media type.
         media_type: String,
     },
+    /// A layout directory could not be opened as a root.
+    #[error(transparent)]
+    Confine(#[from] crate::confine::Error),
     /// Reading or writing an archive failed.
     #[error("{action} {path}")]
     Io {
