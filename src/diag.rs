@@ -273,40 +273,42 @@ struct Excerpt {
 
 /// How one character of a source line is shown: tabs as four spaces (their
 /// width is unknown), control characters (NUL included) as their Unicode
-/// control picture or U+FFFD, so the terminal shows them and the caret lines up.
-fn shown_char(c: char) -> (std::borrow::Cow<'static, str>, usize) {
-    use std::borrow::Cow;
-    match c {
-        '\t' => (Cow::Borrowed("    "), 4),
-        '\u{0}'..='\u{1f}' => (
-            Cow::Owned(
-                char::from_u32(0x2400 + c as u32)
-                    .unwrap_or('\u{fffd}')
-                    .to_string(),
-            ),
-            1,
-        ),
-        '\u{7f}' => (Cow::Borrowed("\u{2421}"), 1),
-        '\u{80}'..='\u{9f}' => (Cow::Borrowed("\u{fffd}"), 1),
-        c => (
-            Cow::Owned(c.to_string()),
-            unicode_width::UnicodeWidthChar::width(c).unwrap_or(0),
-        ),
+/// control picture or U+FFFD, so the terminal shows them and the caret lines
+/// up. Appends what is shown to `out` when given (nothing is allocated per
+/// character: a long line's columns are counted several times) and returns
+/// the columns it takes.
+fn show_char(c: char, out: Option<&mut String>) -> usize {
+    let (shown, width) = match c {
+        '\t' => {
+            if let Some(out) = out {
+                out.push_str("    ");
+            }
+            return 4;
+        }
+        '\u{0}'..='\u{1f}' => (char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'), 1),
+        '\u{7f}' => ('\u{2421}', 1),
+        '\u{80}'..='\u{9f}' => ('\u{fffd}', 1),
+        c => (c, unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)),
+    };
+    if let Some(out) = out {
+        out.push(shown);
     }
+    width
+}
+
+/// The columns `c` takes when shown.
+fn char_width(c: char) -> usize {
+    show_char(c, None)
 }
 
 /// The printable excerpt of `text` for a caret over bytes `from..to`: the
 /// whole line when it fits in [`MAX_SHOWN_COLUMNS`], else a window that starts
 /// a little before the caret. Linear in the line's length, whatever it holds.
 fn excerpt(text: &str, from: usize, to: usize) -> Excerpt {
-    let col_of = |end: usize| -> usize { text[..end].chars().map(|c| shown_char(c).1).sum() };
+    let col_of = |end: usize| -> usize { text[..end].chars().map(char_width).sum() };
     let pad = col_of(from);
-    let caret_end = pad
-        + text[from..to]
-            .chars()
-            .map(|c| shown_char(c).1)
-            .sum::<usize>();
-    let total = caret_end + text[to..].chars().map(|c| shown_char(c).1).sum::<usize>();
+    let caret_end = pad + text[from..to].chars().map(char_width).sum::<usize>();
+    let total = caret_end + text[to..].chars().map(char_width).sum::<usize>();
     let (win_start, win_end) = if total <= MAX_SHOWN_COLUMNS {
         (0, total)
     } else {
@@ -322,9 +324,9 @@ fn excerpt(text: &str, from: usize, to: usize) -> Excerpt {
     let mut col = 0;
     let mut cut_end = false;
     for c in text.chars() {
-        let (s, w) = shown_char(c);
+        let w = char_width(c);
         if col >= win_start && col + w <= win_end {
-            out.push_str(&s);
+            show_char(c, Some(&mut out));
         } else if col >= win_end {
             cut_end = true;
             break;
