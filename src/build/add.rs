@@ -115,6 +115,7 @@ pub fn unpack_archives(
     warn: &dyn Fn(String),
 ) -> Result<Selection, CopyError> {
     let mut out = Vec::new();
+    let mut unpacked = false;
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CopyError::Read { path, source }
@@ -132,6 +133,7 @@ pub fn unpack_archives(
             out.push(s);
             continue;
         };
+        unpacked = true;
         let shown = archive.describe();
         let target = sel.dest_dir.clone().unwrap_or_else(|| s.dest.clone());
         let dir = store.tmp_path("add");
@@ -192,5 +194,8 @@ pub fn unpack_archives(
         dest_dir: sel.dest_dir,
         ignored: sel.ignored,
         roots: sel.roots,
+        // An archive is extracted into `dest` whatever is there.
+        into_dir: if unpacked { None } else { sel.into_dir },
+        unmatched: sel.unmatched,
     })
 }

@@ -79,7 +79,7 @@ pub fn apply(cfg: &mut ImageConfig, change: &ConfigChange, flags: &mut StageFlag
                 c.set_cmd(if v.is_empty() { None } else { Some(v) });
             });
         }
-        ConfigChange::Workdir(w) => cfg.edit_config(|c| {
+        ConfigChange::Workdir(w) | ConfigChange::WorkdirCreate(w) => cfg.edit_config(|c| {
             c.set_working_dir(Some(w.clone()));
         }),
         ConfigChange::User(u) => cfg.edit_config(|c| {

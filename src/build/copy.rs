@@ -41,6 +41,9 @@ pub struct ItemSelection {
     /// The directory the item copies into (the root for `/`), when its
     /// sources include a directory.
     pub dest_root: Option<LayerPath>,
+    /// Where the item's one file goes when its destination is a directory
+    /// in `lower` ([`Selection::into_dir`](super::sources::Selection)).
+    pub into_dir: Option<LayerPath>,
 }
 
 /// Builds the entries of one layer from its copies, over the filesystem `lower`.
@@ -59,10 +62,24 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
     };
     for item in items {
         let a = item.apply;
-        if let Some(root) = &item.dest_root {
-            claim(redirect(lower, root), &a, &mut implicit);
+        let mut selected = item.selected;
+        if let (Some(into), [only]) = (&item.into_dir, selected.as_mut_slice())
+            && is_dir(lower, &only.dest)
+        {
+            only.dest = into.clone();
         }
-        for s in item.selected {
+        if let Some(root) = &item.dest_root {
+            // The directory copied into is followed through links below
+            // (`COPY dir/ /link/` fills the link's target, not a new
+            // directory in the link's place).
+            let dir = if lower.is_empty() {
+                root.clone()
+            } else {
+                lower.resolve(root)
+            };
+            claim(dir, &a, &mut implicit);
+        }
+        for s in selected {
             let path = redirect(lower, &s.dest);
             let mtime = a.epoch.unwrap_or(s.mtime.max(0) as u64);
             let (kind, mode) = match s.kind {
@@ -121,6 +138,14 @@ fn chmod(a: &Apply, mode: u32, is_dir: bool) -> u32 {
     a.mode.as_ref().map_or(mode, |m| m.apply(mode, is_dir))
 }
 
+/// Whether `path`, followed through links, is a directory in `lower`.
+fn is_dir(lower: &Merged, path: &LayerPath) -> bool {
+    !lower.is_empty()
+        && lower
+            .get(&lower.resolve(path))
+            .is_some_and(|m| m.kind == Kind::Dir)
+}
+
 /// Resolves the directory part of `path` through symlinks of `lower`.
 fn redirect(lower: &Merged, path: &LayerPath) -> LayerPath {
     if lower.is_empty() {
@@ -133,8 +158,9 @@ fn redirect(lower: &Merged, path: &LayerPath) -> LayerPath {
 }
 
 /// Looks up a user (and optionally a group) in passwd/group file contents,
-/// returning `(uid, gid)`. A user without a group gets gid = uid, as docker's
-/// `--chown` does.
+/// returning `(uid, gid)`. A user named without a group gets its primary
+/// group from `/etc/passwd`, as BuildKit does; a numeric user without a group
+/// gets gid = uid.
 ///
 /// # Errors
 /// A message naming what was not found.
@@ -170,9 +196,23 @@ pub fn resolve_owner(
     let uid = lookup(passwd, user, "user")?;
     let gid = match group {
         Some(g) => lookup(groups, g, "group")?,
-        None => uid,
+        None if user.parse::<u64>().is_ok() => uid,
+        None => primary_group(passwd, user).unwrap_or(uid),
     };
     Ok((uid, gid))
+}
+
+/// The gid field of `user`'s `/etc/passwd` line.
+fn primary_group(passwd: Option<&[u8]>, user: &str) -> Option<u64> {
+    String::from_utf8_lossy(passwd?)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(user))
+                .then(|| f.nth(2).and_then(|id| id.parse().ok()))
+                .flatten()
+        })
 }
 
 #[cfg(test)]
@@ -266,6 +306,7 @@ mod tests {
                 selected: vec![sel("tmp/x"), sel("new/dir/y"), sel("lib/z")],
                 apply: a,
                 dest_root: None,
+                into_dir: None,
             }],
             &lower,
         );
@@ -279,7 +320,8 @@ mod tests {
 
     #[test]
     fn owner_lookup() {
-        let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+        let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n\
+                       svc:x:1001:2000::/:/bin/sh\n";
         let group = b"root:x:0:\nstaff:x:50:\n";
         assert_eq!(
             resolve_owner("app", None, Some(passwd), None),
@@ -290,6 +332,15 @@ mod tests {
             Ok((1000, 50))
         );
         assert_eq!(resolve_owner("10", Some("20"), None, None), Ok((10, 20)));
+        // A name without a group: its primary group, not its uid.
+        assert_eq!(
+            resolve_owner("svc", None, Some(passwd), None),
+            Ok((1001, 2000))
+        );
+        assert_eq!(
+            resolve_owner("1001", None, Some(passwd), None),
+            Ok((1001, 1001))
+        );
         assert!(resolve_owner("nobody", None, Some(passwd), None).is_err());
         assert!(resolve_owner("app", None, None, None).is_err());
     }

@@ -361,7 +361,8 @@ fn is_heredoc_only(cmd: &str, name: &str) -> bool {
 }
 
 /// The build-time environment: the image's ENV, plus the declared build
-/// args the image does not set (docker: ENV wins over ARG).
+/// args the image does not set (ENV wins over an ARG declared before it, an
+/// ARG declared after an ENV wins over it: BuildKit's order).
 pub fn environment(cfg: &ImageConfig, r: &RunStep) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = cfg
         .config()
@@ -375,8 +376,10 @@ pub fn environment(cfg: &ImageConfig, r: &RunStep) -> Vec<(String, String)> {
         })
         .collect();
     for (k, v) in &r.env {
-        if !env.iter().any(|(ek, _)| ek == k) {
-            env.push((k.clone(), v.clone()));
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            None => env.push((k.clone(), v.clone())),
+            Some((_, ev)) if r.env_wins.contains(k) => v.clone_into(ev),
+            Some(_) => {}
         }
     }
     env
@@ -656,6 +659,7 @@ mod tests {
             command: cmd,
             heredocs,
             env: vec![("A".into(), "arg".into()), ("B".into(), "arg".into())],
+            env_wins: Vec::new(),
             workdir: None,
             user: None,
             network: Network::Host,

@@ -399,7 +399,10 @@ impl<'a> Builder<'a> {
                     // Keys chain on keys: the rest of the stage can still be
                     // looked up without building this step.
                     dry_missed = true;
-                    if let StepKind::Config(ConfigChange::Workdir(w)) = &step.kind {
+                    if let StepKind::Config(
+                        ConfigChange::Workdir(w) | ConfigChange::WorkdirCreate(w),
+                    ) = &step.kind
+                    {
                         workdir = w.clone();
                     }
                     self.report(id, step_id, false, Some(reason), started);
@@ -408,8 +411,38 @@ impl<'a> Builder<'a> {
                 let record = (identity, record);
                 match &step.kind {
                     StepKind::Config(change) => {
+                        let mut layer = None;
                         if let ConfigChange::Workdir(w) = change {
                             workdir = w.clone();
+                        }
+                        if let ConfigChange::WorkdirCreate(w) = change {
+                            workdir = w.clone();
+                            // WORKDIR creates its directory, owned by the
+                            // current USER, even when no later step writes
+                            // there (the Dockerfile reference; BuildKit's
+                            // mkdir). Who USER is and what exists are in
+                            // the committed state.
+                            self.commit_pending(&mut state, &mut pending, &mut flags)?;
+                            let location = step.source.location();
+                            let copy_err = |source| Error::Copy {
+                                location: location.clone(),
+                                source,
+                            };
+                            if lower.is_none() {
+                                lower = Some(self.lower(&state.layers).map_err(copy_err)?);
+                            }
+                            let below = lower.get_or_insert_with(Merged::new);
+                            let entries =
+                                self.workdir_entries(w, &state, below).map_err(copy_err)?;
+                            if !entries.is_empty() {
+                                below.apply(&records_of(&entries));
+                                let written = self
+                                    .write_layer(&entries, &stage.name, index)
+                                    .map_err(copy_err)?;
+                                let (tx, rx) = sync_channel(1);
+                                let _ = tx.send(Ok(written));
+                                layer = Some(rx);
+                            }
                         }
                         pending.push(Pending {
                             id: step_id,
@@ -417,7 +450,7 @@ impl<'a> Builder<'a> {
                             started,
                             reason,
                             record,
-                            layer: None,
+                            layer,
                         });
                     }
                     StepKind::Copy(c) => {
@@ -432,16 +465,20 @@ impl<'a> Builder<'a> {
                             .items
                             .iter()
                             .any(|i| i.owner.as_ref().is_some_and(|o| o.numeric().is_none()));
-                        if names_owner {
+                        // The listing below is built from committed layers
+                        // only: a RUN's layer waiting in `pending` must be
+                        // in it (its directories, links and modes are what
+                        // this copy lands on).
+                        if names_owner || lower.is_none() {
                             self.commit_pending(&mut state, &mut pending, &mut flags)?;
-                            lower = None;
-                        }
-                        if lower.is_none() {
                             lower = Some(self.lower(&state.layers).map_err(copy_err)?);
                         }
                         let below = lower.get_or_insert_with(Merged::new);
+                        // `--link`: made over nothing, the same over any base.
+                        let nothing = Merged::new();
+                        let over = if c.link { &nothing } else { &*below };
                         let entries = self
-                            .copy_entries(c, selections, &state, &workdir, below, &mut temp_dirs)
+                            .copy_entries(c, selections, &state, &workdir, over, &mut temp_dirs)
                             .map_err(copy_err)?;
                         below.apply(&records_of(&entries));
                         let (tx, rx) = sync_channel(1);
@@ -535,24 +572,32 @@ impl<'a> Builder<'a> {
             let parent = state.id;
             state.id = None;
             state.manifest = None;
+            let push_layer = |state: &mut ImageState, layer: LayerDescriptor| {
+                let mut rootfs = state.config.oci.rootfs().clone();
+                let mut diff_ids = rootfs.diff_ids().clone();
+                diff_ids.push(layer.diff_id.to_string());
+                rootfs.set_diff_ids(diff_ids);
+                state.config.oci.set_rootfs(rootfs);
+                state.layers.push(layer);
+            };
             match (&step.kind, layer) {
-                (StepKind::Config(change), _) => {
+                (StepKind::Config(change), layer) => {
                     config::apply(&mut state.config, change, flags);
+                    // A WORKDIR that created its directory has a layer.
+                    let empty = layer.is_none();
+                    if let Some(layer) = layer {
+                        push_layer(state, layer);
+                    }
                     config::stamp(
                         &mut state.config,
                         &created_by,
-                        true,
+                        empty,
                         self.time(),
                         self.opts.epoch,
                     );
                 }
                 (_, Some(layer)) => {
-                    let mut rootfs = state.config.oci.rootfs().clone();
-                    let mut diff_ids = rootfs.diff_ids().clone();
-                    diff_ids.push(layer.diff_id.to_string());
-                    rootfs.set_diff_ids(diff_ids);
-                    state.config.oci.set_rootfs(rootfs);
-                    state.layers.push(layer);
+                    push_layer(state, layer);
                     config::stamp(
                         &mut state.config,
                         &created_by,
@@ -622,6 +667,7 @@ impl<'a> Builder<'a> {
                             let root = SourceRoot {
                                 root: &self.context,
                                 excludes: Some(&self.excludes),
+                                owners: false,
                             };
                             sources::select(&root, item, workdir).map_err(|e| Error::Copy {
                                 location: location.clone(),
@@ -694,6 +740,7 @@ impl<'a> Builder<'a> {
                     let root = SourceRoot {
                         root: &self.context,
                         excludes: Some(&self.excludes),
+                        owners: false,
                     };
                     let src = match source.trim_start_matches('/') {
                         "" => ".",
@@ -781,7 +828,14 @@ impl<'a> Builder<'a> {
                     now: self.opts.now.max(0) as u64,
                 },
                 dest_root: sel.dest_dir,
+                into_dir: sel.into_dir,
             });
+            for pattern in sel.unmatched {
+                self.warn(format!(
+                    "{}: `{pattern}` matches no file: nothing copied for it",
+                    if c.add { "ADD" } else { "COPY" }
+                ));
+            }
         }
         Ok(crate::layer::normalize(copy::entries(items, lower))?)
     }
@@ -929,8 +983,8 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// A heredoc copy: the content written to a temporary file, selected as a
-    /// 0644 file named by the heredoc (docker's `COPY <<EOF /dest`).
+    /// A heredoc copy: the content selected as a 0664 file named by the
+    /// heredoc (BuildKit's `COPY <<EOF /dest`, made with `llb.Mkfile` 0664).
     fn select_inline(
         &self,
         item: &CopyItem,
@@ -939,10 +993,11 @@ impl<'a> Builder<'a> {
     ) -> Result<Selection, CopyError> {
         let name = item.sources.first().cloned().unwrap_or_default();
         let dest_abs = sources::absolute(workdir, &item.dest);
-        let (dest, dest_dir) = if item.dest.ends_with('/') {
-            (dest_abs.join(name.as_bytes()), Some(dest_abs))
+        let (dest, dest_dir, into_dir) = if item.dest.ends_with('/') {
+            (dest_abs.join(name.as_bytes()), Some(dest_abs), None)
         } else {
-            (dest_abs, None)
+            let into = dest_abs.join(name.as_bytes());
+            (dest_abs, None, Some(into))
         };
         Ok(Selection {
             entries: vec![sources::Selected {
@@ -952,7 +1007,7 @@ impl<'a> Builder<'a> {
                     size: content.len() as u64,
                     source: crate::layer::FileSource::Bytes(content.as_bytes().into()),
                 },
-                mode: 0o644,
+                mode: 0o664,
                 mtime: self.time(),
                 link_key: None,
                 direct: true,
@@ -960,8 +1015,8 @@ impl<'a> Builder<'a> {
                 stat: None,
             }],
             dest_dir,
-            ignored: Vec::new(),
-            roots: Vec::new(),
+            into_dir,
+            ..Selection::default()
         })
     }
 
@@ -996,14 +1051,63 @@ impl<'a> Builder<'a> {
         let root = SourceRoot {
             root: &rootfs,
             excludes: None,
+            owners: true,
         };
         Ok(sources::select(&root, item, workdir)?)
+    }
+
+    /// The directories WORKDIR `dir` creates over `lower`: each missing one
+    /// (after links), 0755, owned by the image's USER.
+    fn workdir_entries(
+        &self,
+        dir: &str,
+        state: &ImageState,
+        lower: &Merged,
+    ) -> Result<Vec<crate::layer::Entry>, CopyError> {
+        let path = sources::absolute("/", dir);
+        let resolved = if lower.is_empty() {
+            path
+        } else {
+            lower.resolve(&path)
+        };
+        let mut missing = Vec::new();
+        let mut cur = Some(resolved);
+        while let Some(p) = cur {
+            if p.is_empty() || lower.get(&p).is_some() {
+                break;
+            }
+            cur = p.parent();
+            missing.push(p);
+        }
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let user = state.config.config().user().clone().unwrap_or_default();
+        let (uid, gid) = match crate::graph::Owner::parse(&user) {
+            None => (0, 0),
+            Some(o) => self.resolve_owner(&o, state)?,
+        };
+        let mtime = u64::try_from(self.opts.epoch.unwrap_or(self.opts.now)).unwrap_or(0);
+        Ok(missing
+            .into_iter()
+            .rev()
+            .map(|p| crate::layer::Entry::dir(p, 0o755, uid, gid, mtime))
+            .collect())
     }
 
     fn owner(&self, item: &CopyItem, state: &ImageState) -> Result<(u64, u64), CopyError> {
         let Some(o) = &item.owner else {
             return Ok((0, 0));
         };
+        self.resolve_owner(o, state)
+    }
+
+    /// `user[:group]` as ids, names looked up in the image's files.
+    fn resolve_owner(
+        &self,
+        o: &crate::graph::Owner,
+        state: &ImageState,
+    ) -> Result<(u64, u64), CopyError> {
         if let Some((uid, gid)) = o.numeric() {
             return Ok((uid, gid.unwrap_or(uid)));
         }

@@ -591,6 +591,21 @@ mod tests {
                 .open(r.join("etc/motd"))
                 .unwrap();
             f.set_times(t).unwrap();
+            // The links too: made a moment apart, their times differ.
+            let zero = rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                r.join("link"),
+                &rustix::fs::Timestamps {
+                    last_access: zero,
+                    last_modification: zero,
+                },
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
         }
         assert_eq!(compare_trees(&a, &b).unwrap(), None);
         std::fs::write(b.join("etc/motd"), "HELLO\n").unwrap();

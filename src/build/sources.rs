@@ -4,7 +4,13 @@
 //!
 //! - a directory source copies its *contents* into the destination;
 //! - a file source lands at `dest` itself, or at `dest/NAME` when `dest` ends in
-//!   `/`, when there are several sources, or when a glob is involved;
+//!   `/` (or, decided later over the filesystem below, is an existing
+//!   directory); several sources into a `dest` without the `/` are an error,
+//!   as the Dockerfile reference and the classic builder have it;
+//! - a glob that matches nothing copies nothing (BuildKit), while a plain
+//!   name that does not exist is an error;
+//! - files from the context are root's; files from a stage or an image keep
+//!   their owners (BuildKit), unless `--chown` says otherwise;
 //! - a symlink named directly as a source is followed (inside the root); links
 //!   found while walking a directory are copied as links;
 //! - nothing outside the root is ever read: every name is resolved through
@@ -76,6 +82,18 @@ pub struct Selected {
 /// A source of a copy that selected nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
+    /// Several sources (after glob expansion) into a destination that does
+    /// not end in `/`.
+    #[error(
+        "{count} sources copied to `{dest}`: with more than one source the destination \
+         must be a directory and end with a / (write `{dest}/`)"
+    )]
+    ManyIntoFile {
+        /// How many sources matched.
+        count: usize,
+        /// The destination as written.
+        dest: String,
+    },
     /// The path (or glob) matches nothing.
     #[error("`{pattern}` not found")]
     NotFound {
@@ -112,6 +130,9 @@ pub struct SourceRoot<'a> {
     pub root: &'a Arc<Root>,
     /// Context-wide excludes (`.dockerignore`); `None` for stage filesystems.
     pub excludes: Option<&'a PatternSet>,
+    /// Whether the files' owners are kept (a stage's or an image's
+    /// filesystem); the context's files become root's.
+    pub owners: bool,
 }
 
 impl SourceRoot<'_> {
@@ -147,6 +168,13 @@ pub struct Selection {
     /// Host paths of the directories named as sources (their contents are
     /// in `entries`): a depfile lists them so adding a file is noticed.
     pub roots: Vec<PathBuf>,
+    /// Where the one file goes instead of `dest` when `dest` (no trailing
+    /// `/`) turns out to be a directory in the filesystem below:
+    /// `dest/NAME`, as docker's COPY puts it.
+    pub into_dir: Option<LayerPath>,
+    /// Globs among the sources that matched nothing (copied nothing), for
+    /// a warning.
+    pub unmatched: Vec<String>,
 }
 
 fn kind_of(st: &rustix::fs::Stat) -> FileType {
@@ -166,8 +194,13 @@ pub fn select(
     let item_excludes = PatternSet::new(&item.excludes)?;
     let dest_abs = absolute(workdir, &item.dest);
     let mut matches: Vec<(usize, LayerPath)> = Vec::new();
+    let mut unmatched = Vec::new();
     for (index, pattern) in item.sources.iter().enumerate() {
         let found = expand(root, pattern)?;
+        if found.is_empty() && has_wildcards(pattern) {
+            unmatched.push(pattern.clone());
+            continue;
+        }
         if found.is_empty() {
             let exists_unfiltered =
                 !has_wildcards(pattern) && root.root.stat(clean_rel(pattern).as_path()).is_ok();
@@ -185,8 +218,15 @@ pub fn select(
         }
         matches.extend(found.into_iter().map(|p| (index, p)));
     }
-    let many = matches.len() > 1 || item.sources.iter().any(|s| has_wildcards(s));
-    let mut dest_is_dir = item.dest.ends_with('/') || many;
+    if matches.len() > 1 && !item.dest.ends_with('/') {
+        return Err(SelectError::ManyIntoFile {
+            count: matches.len(),
+            dest: item.dest.clone(),
+        });
+    }
+    let nothing = matches.is_empty();
+    let mut dest_is_dir = item.dest.ends_with('/') && !nothing;
+    let mut into_dir = None;
     let mut out = Vec::new();
     let mut ignored = Vec::new();
     let mut roots = Vec::new();
@@ -231,6 +271,7 @@ pub fn select(
             } else if dest_is_dir {
                 dest_abs.join(&base_name)
             } else {
+                into_dir = Some(dest_abs.join(&base_name));
                 dest_abs.clone()
             };
             if kind_of(&meta) != FileType::RegularFile {
@@ -251,6 +292,8 @@ pub fn select(
         dest_dir: dest_is_dir.then_some(dest_abs),
         ignored,
         roots,
+        into_dir,
+        unmatched,
     })
 }
 
@@ -372,7 +415,9 @@ fn selected(
         mtime: meta.st_mtime,
         link_key,
         direct: false,
-        owner: None,
+        owner: root
+            .owners
+            .then_some((u64::from(meta.st_uid), u64::from(meta.st_gid))),
         stat: is_file.then(|| crate::store::memo::FileStat::of_stat(meta)),
     }
 }
@@ -529,6 +574,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
+            owners: false,
         };
         let got = select(&root, &item(&["foo.txt"], "/foo.txt"), "/").unwrap();
         assert_eq!(dests(&got), ["foo.txt"]);
@@ -545,6 +591,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
+            owners: false,
         };
         let got = select(&root, &item(&["src"], "/app"), "/").unwrap();
         assert_eq!(
@@ -570,6 +617,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: Some(&ex),
+            owners: false,
         };
         let got = select(&root, &item(&["."], "/app/"), "/").unwrap();
         assert!(
@@ -590,14 +638,22 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
+            owners: false,
         };
         assert!(matches!(
             select(&root, &item(&["nope.txt"], "/"), "/"),
             Err(SelectError::NotFound { index: 0, .. })
         ));
+        // A glob that matches nothing copies nothing (BuildKit) and says so.
+        let none = select(&root, &item(&["*.nope", "foo.txt"], "/d/"), "/").unwrap();
+        assert_eq!(none.unmatched, ["*.nope"]);
+        assert_eq!(dests(&none), ["d/foo.txt"]);
+        let none = select(&root, &item(&["*.nope"], "/d/"), "/").unwrap();
+        assert!(none.entries.is_empty() && none.dest_dir.is_none());
+        // Several sources need a directory destination written with a `/`.
         assert!(matches!(
-            select(&root, &item(&["*.nope"], "/"), "/"),
-            Err(SelectError::NotFound { .. })
+            select(&root, &item(&["foo.txt", "src"], "/d"), "/"),
+            Err(SelectError::ManyIntoFile { count: 2, .. })
         ));
         // A symlink to /etc/passwd resolves inside the context, where there is none.
         assert!(select(&root, &item(&["evil"], "/x"), "/").is_err());

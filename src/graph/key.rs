@@ -12,7 +12,9 @@ use super::StepKind;
 use crate::digest::{Digest, Hasher, canonical_json};
 
 /// Version tag hashed into every key; bump it whenever key inputs change meaning.
-pub const KEY_SCHEMA: &str = "imgbuild.cache-key.v1";
+/// v2: COPY follows the filesystem below (existing directories, links, the
+/// newest RUN layer), keeps a stage's owners; WORKDIR creates its directory.
+pub const KEY_SCHEMA: &str = "imgbuild.cache-key.v2";
 
 /// The cache key of a step's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -80,6 +82,7 @@ mod tests {
             items: vec![CopyItem::from_context(&["a"], dest)],
             name: name.map(str::to_string),
             add: false,
+            link: false,
         })
     }
 

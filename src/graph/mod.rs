@@ -145,6 +145,12 @@ pub struct CopyStep {
     pub name: Option<String>,
     /// Written as ADD (history shows `ADD`; archives extracted, URLs refused).
     pub add: bool,
+    /// `--link`: the layer is made without looking at the filesystem below
+    /// (no parent metadata, no links followed, no "is it a directory"), so
+    /// it is the same over any base. Absent from the key when false, so
+    /// keys of other copies are unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
 }
 
 /// Where a copy reads from.
@@ -170,7 +176,7 @@ pub enum CopyFrom {
         source: ImageSource,
     },
     /// Inline content (a Dockerfile heredoc): `sources` holds one name, the
-    /// file created is `content` with mode 0644.
+    /// file created is `content` with mode 0664 (BuildKit).
     Inline {
         /// The file's bytes.
         content: String,
@@ -345,6 +351,10 @@ pub struct RunStep {
     pub heredocs: Vec<RunHeredoc>,
     /// Build-time environment on top of the image's (not persisted).
     pub env: Vec<(String, String)>,
+    /// Names in `env` whose value wins over the image's ENV (an ARG declared
+    /// after the ENV: BuildKit's order); the image's ENV wins otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_wins: Vec<String>,
     /// Working directory for this step only (the image's otherwise).
     pub workdir: Option<String>,
     /// User for this step only (the image's otherwise).
@@ -367,8 +377,12 @@ pub enum ConfigChange {
     Entrypoint(Command),
     /// Set the default command; `Exec(vec![])` clears it.
     Cmd(Command),
-    /// Set the working directory (absolute).
+    /// Set the working directory (absolute): the spec's `workdir`, config only.
     Workdir(String),
+    /// Dockerfile `WORKDIR`: set the working directory (absolute) and create
+    /// it, with its missing parents, owned by the current USER, when the
+    /// filesystem below lacks it (even if no later step writes there).
+    WorkdirCreate(String),
     /// Set the user.
     User(String),
     /// Add exposed ports (`8080/tcp`).

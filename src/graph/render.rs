@@ -14,7 +14,12 @@ pub(super) fn created_by(kind: &StepKind) -> String {
 }
 
 fn copy(c: &CopyStep) -> String {
-    let word = if c.add { "ADD" } else { "COPY" };
+    let word = match (c.add, c.link) {
+        (false, false) => "COPY",
+        (false, true) => "COPY --link",
+        (true, false) => "ADD",
+        (true, true) => "ADD --link",
+    };
     c.items
         .iter()
         .map(|i| copy_item(word, i))
@@ -92,7 +97,7 @@ fn config(c: &ConfigChange) -> String {
         ConfigChange::Label(kv) => format!("LABEL {}", pairs(kv)),
         ConfigChange::Entrypoint(cmd) => format!("ENTRYPOINT {}", command(cmd)),
         ConfigChange::Cmd(cmd) => format!("CMD {}", command(cmd)),
-        ConfigChange::Workdir(w) => format!("WORKDIR {w}"),
+        ConfigChange::Workdir(w) | ConfigChange::WorkdirCreate(w) => format!("WORKDIR {w}"),
         ConfigChange::User(u) => format!("USER {u}"),
         ConfigChange::Expose(p) => format!("EXPOSE {}", p.join(" ")),
         ConfigChange::Volume(v) => format!("VOLUME {}", json_array(v)),
@@ -194,6 +199,7 @@ mod tests {
             items: vec![item(&["foo.txt"], "/foo.txt")],
             name: None,
             add: false,
+            link: false,
         });
         assert_eq!(created_by(&c), "COPY foo.txt /foo.txt");
         let mut i = item(&["a b"], "/x/");
@@ -203,6 +209,7 @@ mod tests {
             items: vec![i],
             name: None,
             add: false,
+            link: false,
         });
         assert_eq!(
             created_by(&c),

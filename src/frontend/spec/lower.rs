@@ -140,6 +140,7 @@ impl Lowerer<'_> {
                         command: command_of(&command.value),
                         heredocs: Vec::new(),
                         env: self.env_pairs(env),
+                        env_wins: Vec::new(),
                         workdir: workdir.as_ref().map(|w| w.value.clone()),
                         user: user.as_ref().map(|u| {
                             self.check_user(u);
@@ -325,6 +326,7 @@ impl Lowerer<'_> {
             items,
             name,
             add: false,
+            link: false,
         };
         g.add_step(stage, StepKind::Copy(step), self.at(span), froms, args);
     }

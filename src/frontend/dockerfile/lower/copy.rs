@@ -163,6 +163,7 @@ impl Lowerer<'_> {
             items,
             name: None,
             add,
+            link: c.link,
         };
         g.add_step(st.id, StepKind::Copy(step), self.at(i.span), froms, args);
     }

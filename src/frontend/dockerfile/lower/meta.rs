@@ -129,7 +129,7 @@ impl Lowerer<'_> {
                 };
                 let abs = join_workdir(&st.workdir, &p);
                 st.workdir = abs.clone();
-                ConfigChange::Workdir(abs)
+                ConfigChange::WorkdirCreate(abs)
             }
             Kind::StopSignal(w) => {
                 let Some(sig) = self.expand(w, scope) else {

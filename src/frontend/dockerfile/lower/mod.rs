@@ -11,7 +11,7 @@ mod copy;
 mod meta;
 mod run;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -78,14 +78,30 @@ pub(super) struct Scope {
     args: HashMap<String, (u64, Option<String>)>,
     /// The next declaration's place.
     next_arg: u64,
+    /// Args with a value declared after the latest ENV of the same name:
+    /// their value wins over the ENV's (BuildKit adds an ARG's value to
+    /// the build state's environment, so the later of the two wins) in
+    /// expansions and RUN's environment; the image's config keeps the ENV.
+    args_over_env: HashSet<String>,
 }
 
 impl Scope {
     fn get(&self, name: &str) -> Option<String> {
+        let arg = self.args.get(name).and_then(|(_, v)| v.clone());
+        if self.args_over_env.contains(name) && arg.is_some() {
+            return arg;
+        }
         if let Some(v) = self.env.get(name) {
             return Some(v.clone());
         }
-        self.args.get(name).and_then(|(_, v)| v.clone())
+        arg
+    }
+
+    /// The args whose value wins over an ENV of the same name.
+    pub(super) fn args_over_env(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.args_over_env.iter().cloned().collect();
+        v.sort_unstable();
+        v
     }
 
     fn knows(&self, name: &str) -> bool {
@@ -93,6 +109,7 @@ impl Scope {
     }
 
     pub(super) fn set_env(&mut self, k: &str, v: &str) {
+        self.args_over_env.remove(k);
         let env = Arc::make_mut(&mut self.env);
         match env.get_mut(k) {
             Some(old) => {
@@ -108,6 +125,11 @@ impl Scope {
 
     /// Declares (or re-declares) a build arg.
     fn declare_arg(&mut self, name: &str, value: Option<String>) {
+        if value.is_some() && self.env.contains_key(name) {
+            self.args_over_env.insert(name.to_string());
+        } else {
+            self.args_over_env.remove(name);
+        }
         self.args.insert(name.to_string(), (self.next_arg, value));
         self.next_arg += 1;
     }

@@ -67,8 +67,9 @@ impl Lowerer<'_> {
             })
             .collect();
         // Declared build args are the command's environment (not persisted);
-        // the image's ENV wins over them when the command runs.
+        // the image's ENV wins over those declared before it.
         let env = scope.arg_values();
+        let env_wins = scope.args_over_env();
         let bytes = env.iter().map(|(k, v)| k.len() + v.len()).sum();
         if !self.charge(bytes, i.span) {
             return;
@@ -77,6 +78,7 @@ impl Lowerer<'_> {
             command,
             heredocs,
             env,
+            env_wins,
             workdir: None,
             user: None,
             network,
