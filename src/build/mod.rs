@@ -228,6 +228,19 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
                 CopyFrom::Context => match sources::select(&root, item, "/") {
                     Err(e) => diags.push(select_diag(step, arg, &e)),
                     Ok(sel) => {
+                        for pattern in &sel.unmatched {
+                            let index = item.sources.iter().position(|s| s == pattern).unwrap_or(0);
+                            let at = step.args.get(arg + index).unwrap_or(&step.source);
+                            diags.push(
+                                Diagnostic::warning(
+                                    &at.file,
+                                    at.span,
+                                    format!("`{pattern}` matches no file in the build context: nothing is copied for it"),
+                                )
+                                .with_label("matches nothing")
+                                .with_help("BuildKit copies nothing for a pattern that matches nothing; a plain name that does not exist is an error"),
+                            );
+                        }
                         if !sel.ignored.is_empty() {
                             let at = step.args.get(arg).unwrap_or(&step.source);
                             let mut shown: Vec<&str> =
@@ -285,7 +298,17 @@ fn select_diag(
     first_arg: usize,
     e: &sources::SelectError,
 ) -> Diagnostic {
+    let mut label = "not found";
     let (index, msg, help) = match e {
+        sources::SelectError::ManyIntoFile { count, dest } => {
+            label = "several sources";
+            (
+                0,
+                format!("{count} sources are copied to `{dest}`, which does not end in /"),
+                "with more than one source the destination must be a directory ending in / \
+                 (the Dockerfile reference; docker's classic builder refuses it too)",
+            )
+        }
         sources::SelectError::NotFound { index, pattern } => (
             *index,
             format!("copy source `{pattern}` not found in the build context"),
@@ -303,7 +326,7 @@ fn select_diag(
         .get(first_arg + index)
         .unwrap_or(&step.source)
         .clone();
-    let mut d = Diagnostic::error(&at.file, at.span, msg).with_label("not found");
+    let mut d = Diagnostic::error(&at.file, at.span, msg).with_label(label);
     if !help.is_empty() {
         d = d.with_help(help);
     }
