@@ -211,7 +211,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
     let root = SourceRoot {
         root: &context,
         excludes: Some(&excludes),
-        owners: false,
+        owners: None,
     };
     for stage in &graph.stages {
         if let Base::Image(src) = &stage.base {

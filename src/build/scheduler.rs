@@ -667,7 +667,7 @@ impl<'a> Builder<'a> {
                             let root = SourceRoot {
                                 root: &self.context,
                                 excludes: Some(&self.excludes),
-                                owners: false,
+                                owners: None,
                             };
                             sources::select(&root, item, workdir).map_err(|e| Error::Copy {
                                 location: location.clone(),
@@ -740,7 +740,7 @@ impl<'a> Builder<'a> {
                     let root = SourceRoot {
                         root: &self.context,
                         excludes: Some(&self.excludes),
-                        owners: false,
+                        owners: None,
                     };
                     let src = match source.trim_start_matches('/') {
                         "" => ".",
@@ -1044,6 +1044,7 @@ impl<'a> Builder<'a> {
             }
             CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
         };
+        let listing = self.lower(&layers)?;
         let rootfs = snapshot::rootfs(self.store, &layers, &|m| self.warn(m))?;
         let rootfs = Arc::new(Root::open(&rootfs).map_err(|e| CopyError::Snapshot {
             what: e.to_string(),
@@ -1051,7 +1052,7 @@ impl<'a> Builder<'a> {
         let root = SourceRoot {
             root: &rootfs,
             excludes: None,
-            owners: true,
+            owners: Some(&listing),
         };
         Ok(sources::select(&root, item, workdir)?)
     }

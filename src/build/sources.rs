@@ -32,6 +32,7 @@ use rustix::fs::FileType;
 
 use crate::confine::Root;
 use crate::graph::CopyItem;
+use crate::layer::index::Merged;
 use crate::layer::{FileSource, LayerPath};
 use crate::pattern::{Glob, PatternSet, clean_path, has_wildcards};
 
@@ -130,9 +131,11 @@ pub struct SourceRoot<'a> {
     pub root: &'a Arc<Root>,
     /// Context-wide excludes (`.dockerignore`); `None` for stage filesystems.
     pub excludes: Option<&'a PatternSet>,
-    /// Whether the files' owners are kept (a stage's or an image's
-    /// filesystem); the context's files become root's.
-    pub owners: bool,
+    /// For a stage's or an image's filesystem, the listing of its layers:
+    /// the files keep the owners it gives them (the snapshot's own owners
+    /// are the user's when it was extracted rootless). `None` for the
+    /// context, whose files become root's.
+    pub owners: Option<&'a Merged>,
 }
 
 impl SourceRoot<'_> {
@@ -415,9 +418,13 @@ fn selected(
         mtime: meta.st_mtime,
         link_key,
         direct: false,
-        owner: root
-            .owners
-            .then_some((u64::from(meta.st_uid), u64::from(meta.st_gid))),
+        owner: root.owners.map(|listing| {
+            listing
+                .get(&listing.resolve(rel))
+                .map_or((u64::from(meta.st_uid), u64::from(meta.st_gid)), |m| {
+                    (m.uid, m.gid)
+                })
+        }),
         stat: is_file.then(|| crate::store::memo::FileStat::of_stat(meta)),
     }
 }
@@ -574,7 +581,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
-            owners: false,
+            owners: None,
         };
         let got = select(&root, &item(&["foo.txt"], "/foo.txt"), "/").unwrap();
         assert_eq!(dests(&got), ["foo.txt"]);
@@ -591,7 +598,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
-            owners: false,
+            owners: None,
         };
         let got = select(&root, &item(&["src"], "/app"), "/").unwrap();
         assert_eq!(
@@ -617,7 +624,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: Some(&ex),
-            owners: false,
+            owners: None,
         };
         let got = select(&root, &item(&["."], "/app/"), "/").unwrap();
         assert!(
@@ -638,7 +645,7 @@ mod tests {
         let root = SourceRoot {
             root: &r,
             excludes: None,
-            owners: false,
+            owners: None,
         };
         assert!(matches!(
             select(&root, &item(&["nope.txt"], "/"), "/"),
