@@ -102,10 +102,7 @@ fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(8);
-    lines[from..]
-        .iter()
-        .map(|l| format!("    {l}\n"))
-        .collect()
+    lines[from..].iter().map(|l| format!("    {l}\n")).collect()
 }
 
 /// Builds one case and compares its listing; `Err` says how it differs.
@@ -142,9 +139,8 @@ fn check(base: &Path, case: &Path) -> Result<(), String> {
             format!("error (exit status {code:?}, not 1 or 2)\n")
         }
     };
-    let expected = std::fs::read_to_string(case.join("expected.txt")).map_err(|e| {
-        format!("no expected.txt ({e}): run scripts/semantics-expected.sh")
-    })?;
+    let expected = std::fs::read_to_string(case.join("expected.txt"))
+        .map_err(|e| format!("no expected.txt ({e}): run scripts/semantics-expected.sh"))?;
     let d = fslist::diff(
         &fslist::content_lines(&expected),
         &fslist::content_lines(&actual),

@@ -193,7 +193,11 @@ impl Fs {
                             target: show_path(&target),
                         });
                     };
-                    if self.paths.get(&p).is_some_and(|&o| self.nodes[o].kind == Kind::Dir) {
+                    if self
+                        .paths
+                        .get(&p)
+                        .is_some_and(|&o| self.nodes[o].kind == Kind::Dir)
+                    {
                         self.remove_below(&p);
                     }
                     self.paths.insert(p, id);
@@ -344,7 +348,10 @@ fn read_layer(raw: impl Read) -> io::Result<Vec<Change>> {
     let mut raw = BufReader::new(raw);
     let magic = {
         use std::io::BufRead as _;
-        raw.fill_buf()?.get(..4).map(<[u8]>::to_vec).unwrap_or_default()
+        raw.fill_buf()?
+            .get(..4)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     };
     let stream: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(raw))
@@ -400,7 +407,10 @@ fn read_layer(raw: impl Read) -> io::Result<Vec<Change>> {
             }
         }
         let target = if kind == Kind::Symlink {
-            entry.link_name_bytes().map(|t| t.to_vec()).unwrap_or_default()
+            entry
+                .link_name_bytes()
+                .map(|t| t.to_vec())
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -642,11 +652,11 @@ pub fn listing(base: &Path, image: &Path) -> Result<String, Error> {
         }
     }
     let mut out = String::new();
-    for l in lines.values().map(String::as_str).chain(
-        config_lines(&image.config)
-            .iter()
-            .map(String::as_str),
-    ) {
+    for l in lines
+        .values()
+        .map(String::as_str)
+        .chain(config_lines(&image.config).iter().map(String::as_str))
+    {
         out.push_str(l);
         out.push('\n');
     }
@@ -871,13 +881,19 @@ mod tests {
             apply_override(listing, o).unwrap(),
             "/a file 4755 0:0 1 x - -\ndeleted /c\nconfig.User \"\"\n"
         );
-        assert_eq!(apply_override(listing, "# reason: x\nerror\n").unwrap(), "error\n");
+        assert_eq!(
+            apply_override(listing, "# reason: x\nerror\n").unwrap(),
+            "error\n"
+        );
         assert!(apply_override(listing, "error\n").is_err());
     }
 
     #[test]
     fn diff_shows_changes_with_context() {
-        let d = diff(&["a", "b", "c", "d", "e", "f"], &["a", "b", "C", "d", "e", "f"]);
+        let d = diff(
+            &["a", "b", "c", "d", "e", "f"],
+            &["a", "b", "C", "d", "e", "f"],
+        );
         assert_eq!(d, " a\n b\n-c\n+C\n d\n e\n");
     }
 }
