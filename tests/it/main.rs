@@ -19,4 +19,5 @@ mod registry;
 mod repro;
 mod sandbox;
 mod security;
+mod semantics;
 mod spec;
