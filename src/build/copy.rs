@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use super::error::CopyError;
 use super::sources::{Selected, SourceKind};
 use crate::graph::Chmod;
 use crate::layer::index::{Kind, Merged};
@@ -47,7 +48,10 @@ pub struct ItemSelection {
 }
 
 /// Builds the entries of one layer from its copies, over the filesystem `lower`.
-pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
+///
+/// # Errors
+/// A destination whose parent is a file (or another non-directory) below.
+pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Result<Vec<Entry>, CopyError> {
     let mut out: Vec<Entry> = Vec::with_capacity(items.iter().map(|i| i.selected.len()).sum());
     // Created directories take the owner of the first copy that needs them.
     // Many files share a parent, so each parent is remembered once: a copy of
@@ -63,10 +67,14 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
     for item in items {
         let a = item.apply;
         let mut selected = item.selected;
-        if let (Some(into), [only]) = (&item.into_dir, selected.as_mut_slice())
-            && is_dir(lower, &only.dest)
-        {
-            only.dest = into.clone();
+        if let (Some(into), [only]) = (&item.into_dir, selected.as_mut_slice()) {
+            if is_dir(lower, &only.dest) {
+                only.dest = into.clone();
+            } else if let Some(Kind::Symlink(_)) = lower.get(&redirect(lower, &only.dest)).map(|m| &m.kind) {
+                // A destination that is a link to a file: written through
+                // the link, which stays (BuildKit).
+                only.dest = lower.resolve(&only.dest);
+            }
         }
         if let Some(root) = &item.dest_root {
             // The directory copied into is followed through links below
@@ -123,7 +131,15 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
                 Some(m) if m.kind == Kind::Dir => {
                     Entry::dir(p.clone(), m.mode, m.uid, m.gid, mtime)
                 }
-                _ => Entry::dir(p.clone(), 0o755, a.uid, a.gid, mtime),
+                None => Entry::dir(p.clone(), 0o755, a.uid, a.gid, mtime),
+                // Parents are resolved through links: what is left here is
+                // a file or a device, which a copy does not replace.
+                Some(_) => {
+                    return Err(CopyError::NotADirectory {
+                        path: dir_needed_by(&out, &p),
+                        file: p.to_string_lossy().into_owned(),
+                    });
+                }
             };
             dirs.push(e);
             cur = p.parent();
@@ -131,7 +147,17 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Vec<Entry> {
     }
     drop(explicit);
     out.append(&mut dirs);
-    out
+    Ok(out)
+}
+
+/// A copied path under `dir`, for the message when `dir` is not a directory.
+fn dir_needed_by(out: &[Entry], dir: &LayerPath) -> String {
+    out.iter()
+        .find(|e| e.path.is_within(dir) && e.path != *dir)
+        .map_or_else(
+            || dir.to_string_lossy().into_owned(),
+            |e| e.path.to_string_lossy().into_owned(),
+        )
 }
 
 fn chmod(a: &Apply, mode: u32, is_dir: bool) -> u32 {
@@ -309,7 +335,8 @@ mod tests {
                 into_dir: None,
             }],
             &lower,
-        );
+        )
+        .unwrap();
         let find = |p: &str| es.iter().find(|e| e.path == *p).unwrap();
         assert_eq!(find("tmp").mode, 0o1777);
         assert_eq!(find("tmp").uid, 0);

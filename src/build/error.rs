@@ -95,6 +95,15 @@ pub enum CopyError {
     /// Reading an image failed.
     #[error(transparent)]
     Oci(#[from] crate::oci::Error),
+    /// The destination goes through something that is not a directory in
+    /// the filesystem below (`COPY a /etc/passwd/`).
+    #[error("cannot copy to `/{path}`: `/{file}` is not a directory in the image")]
+    NotADirectory {
+        /// The destination path that needs the directory.
+        path: String,
+        /// The non-directory in the way.
+        file: String,
+    },
     /// Materializing another stage's filesystem failed.
     #[error("preparing the source filesystem: {what}")]
     Snapshot {

@@ -837,7 +837,7 @@ impl<'a> Builder<'a> {
                 ));
             }
         }
-        Ok(crate::layer::normalize(copy::entries(items, lower))?)
+        Ok(crate::layer::normalize(copy::entries(items, lower)?)?)
     }
 
     /// Runs a RUN step in the sandbox and writes its layer. Moves down the
