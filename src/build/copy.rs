@@ -70,7 +70,9 @@ pub fn entries(items: Vec<ItemSelection>, lower: &Merged) -> Result<Vec<Entry>, 
         if let (Some(into), [only]) = (&item.into_dir, selected.as_mut_slice()) {
             if is_dir(lower, &only.dest) {
                 only.dest = into.clone();
-            } else if let Some(Kind::Symlink(_)) = lower.get(&redirect(lower, &only.dest)).map(|m| &m.kind) {
+            } else if let Some(Kind::Symlink(_)) =
+                lower.get(&redirect(lower, &only.dest)).map(|m| &m.kind)
+            {
                 // A destination that is a link to a file: written through
                 // the link, which stays (BuildKit).
                 only.dest = lower.resolve(&only.dest);
