@@ -10,7 +10,8 @@
 //! TARGET is dockerfile, expand, spec or tar. The inputs run in a worker
 //! process (this program again, `--worker`) that says which input it starts
 //! before each one; a panic is caught and reported, while an abort (a stack
-//! overflow), a signal or an input that runs past `--timeout` kills the
+//! overflow), a signal or an input that uses more than `--timeout` seconds of
+//! CPU time (or makes no progress for ten times as long) kills the
 //! worker: the supervisor saves that input and starts a new worker after
 //! it. Every failing input is saved under `--crashes` (default
 //! `target/fuzz-crashes/TARGET/`). Tar inputs are extracted into a box under
@@ -181,6 +182,15 @@ fn worker(a: &Args) {
     let _ = out.flush();
 }
 
+/// CPU time the process has used, in nanoseconds (the first field of
+/// `/proc/PID/schedstat`); 0 when it cannot be read.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn save(a: &Args, kind: &str, i: u64, why: &str) -> PathBuf {
     std::fs::create_dir_all(&a.crashes).expect("create the crash directory");
     let p = a.crashes.join(format!("{kind}-seed{}-{i}", a.seed));
@@ -227,8 +237,15 @@ fn supervise(a: &Args) {
         let mut in_stats = false;
         let mut stats_text = String::new();
         let mut finished = false;
+        // An input times out on the worker's CPU time, not the wall clock:
+        // on a busy machine a niced worker can wait for a core far longer
+        // than an input takes. A worker that makes no progress without
+        // using the CPU (blocked) times out after ten times as long.
+        let pid = child.id();
+        let mut input_cpu = cpu_ns(pid);
+        let mut input_wall = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_secs(a.timeout)) {
+            match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(line) => {
                     if in_stats {
                         if line == "end" {
@@ -244,6 +261,8 @@ fn supervise(a: &Args) {
                     match tag {
                         "s" => {
                             current = rest.parse().ok();
+                            input_cpu = cpu_ns(pid);
+                            input_wall = Instant::now();
                             if last_report.elapsed() > Duration::from_secs(30) {
                                 last_report = Instant::now();
                                 let done = current.unwrap_or(next) - a.start;
@@ -270,10 +289,18 @@ fn supervise(a: &Args) {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let cpu = cpu_ns(pid).saturating_sub(input_cpu);
+                    let wall = input_wall.elapsed();
+                    let why = if cpu > a.timeout * 1_000_000_000 {
+                        format!("no progress in {} s of CPU time", a.timeout)
+                    } else if wall > Duration::from_secs(10 * a.timeout) {
+                        format!("no progress for {} s", wall.as_secs())
+                    } else {
+                        continue;
+                    };
                     let _ = child.kill();
                     let _ = child.wait();
                     let i = current.unwrap_or(next);
-                    let why = format!("no progress for {} s", a.timeout);
                     let p = save(a, "timeout", i, &why);
                     failures.push(format!(
                         "timeout at input {i}: {why} (saved {})",
