@@ -36,9 +36,9 @@ TARGET=${1:?say which target: dockerfile, expand, spec or tar}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 RES="${FUZZ_RESULTS:-docs/fuzz-results}/$TARGET-seed$SEED"
-mkdir -p "$RES"
 
 if [ "$SUMMARY_ONLY" = 0 ]; then
+  mkdir -p "$RES"
   cargo build --release --example fuzz --quiet
   FUZZ_DIR=${FUZZ_DIR:-/tmp/imgbuild-fuzz-tmpfs}
   mkdir -p "$FUZZ_DIR"
@@ -62,7 +62,8 @@ from collections import Counter
 res, target, seed = sys.argv[1:]
 inputs = mb = secs = ok = 0
 kinds, errors, failures, ranges = Counter(), Counter(), [], []
-for name in sorted((n for n in os.listdir(res) if n.endswith(".txt")), key=lambda n: int(n[:-4])):
+names = os.listdir(res) if os.path.isdir(res) else []
+for name in sorted((n for n in names if n.endswith(".txt")), key=lambda n: int(n[:-4])):
     section = None
     for line in open(os.path.join(res, name)):
         line = line.rstrip("\n")
