@@ -420,21 +420,26 @@ impl<'a> Builder<'a> {
                             // WORKDIR creates its directory, owned by the
                             // current USER, even when no later step writes
                             // there (the Dockerfile reference; BuildKit's
-                            // mkdir). Who USER is and what exists are in
-                            // the committed state.
-                            self.commit_pending(&mut state, &mut pending, &mut flags)?;
+                            // mkdir). What exists is in the listing below
+                            // (pending copies included); who USER is, and
+                            // its /etc/passwd, in the committed state: the
+                            // pending steps are committed first only when
+                            // there is a directory to make.
                             let location = step.source.location();
                             let copy_err = |source| Error::Copy {
                                 location: location.clone(),
                                 source,
                             };
                             if lower.is_none() {
+                                self.commit_pending(&mut state, &mut pending, &mut flags)?;
                                 lower = Some(self.lower(&state.layers).map_err(copy_err)?);
                             }
                             let below = lower.get_or_insert_with(Merged::new);
-                            let entries =
-                                self.workdir_entries(w, &state, below).map_err(copy_err)?;
-                            if !entries.is_empty() {
+                            let missing = missing_dirs(w, below);
+                            if !missing.is_empty() {
+                                self.commit_pending(&mut state, &mut pending, &mut flags)?;
+                                let entries =
+                                    self.workdir_entries(missing, &state).map_err(copy_err)?;
                                 below.apply(&records_of(&entries));
                                 let written = self
                                     .write_layer(&entries, &stage.name, index)
@@ -1057,32 +1062,13 @@ impl<'a> Builder<'a> {
         Ok(sources::select(&root, item, workdir)?)
     }
 
-    /// The directories WORKDIR `dir` creates over `lower`: each missing one
-    /// (after links), 0755, owned by the image's USER.
+    /// The directories WORKDIR creates (from [`missing_dirs`]), 0755, owned
+    /// by the image's USER.
     fn workdir_entries(
         &self,
-        dir: &str,
+        missing: Vec<crate::layer::LayerPath>,
         state: &ImageState,
-        lower: &Merged,
     ) -> Result<Vec<crate::layer::Entry>, CopyError> {
-        let path = sources::absolute("/", dir);
-        let resolved = if lower.is_empty() {
-            path
-        } else {
-            lower.resolve(&path)
-        };
-        let mut missing = Vec::new();
-        let mut cur = Some(resolved);
-        while let Some(p) = cur {
-            if p.is_empty() || lower.get(&p).is_some() {
-                break;
-            }
-            cur = p.parent();
-            missing.push(p);
-        }
-        if missing.is_empty() {
-            return Ok(Vec::new());
-        }
         let user = state.config.config().user().clone().unwrap_or_default();
         let (uid, gid) = match crate::graph::Owner::parse(&user) {
             None => (0, 0),
@@ -1253,6 +1239,27 @@ impl<'a> Builder<'a> {
         state.manifest = Some(manifest);
         Ok(())
     }
+}
+
+/// The directories of `dir` (after links) that `lower` lacks, innermost
+/// first.
+fn missing_dirs(dir: &str, lower: &Merged) -> Vec<crate::layer::LayerPath> {
+    let path = sources::absolute("/", dir);
+    let resolved = if lower.is_empty() {
+        path
+    } else {
+        lower.resolve(&path)
+    };
+    let mut missing = Vec::new();
+    let mut cur = Some(resolved);
+    while let Some(p) = cur {
+        if p.is_empty() || lower.get(&p).is_some() {
+            break;
+        }
+        cur = p.parent();
+        missing.push(p);
+    }
+    missing
 }
 
 fn workdir_of(cfg: &ImageConfig) -> String {
