@@ -225,22 +225,11 @@ pub fn resolve_owner(
     let gid = match group {
         Some(g) => lookup(groups, g, "group")?,
         None if user.parse::<u64>().is_ok() => uid,
-        None => primary_group(passwd, user).unwrap_or(uid),
+        None => passwd
+            .and_then(|p| crate::exec::user::primary_gid(&String::from_utf8_lossy(p), user))
+            .map_or(uid, u64::from),
     };
     Ok((uid, gid))
-}
-
-/// The gid field of `user`'s `/etc/passwd` line.
-fn primary_group(passwd: Option<&[u8]>, user: &str) -> Option<u64> {
-    String::from_utf8_lossy(passwd?)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(user))
-                .then(|| f.nth(2).and_then(|id| id.parse().ok()))
-                .flatten()
-        })
 }
 
 #[cfg(test)]

@@ -1069,10 +1069,22 @@ impl<'a> Builder<'a> {
         missing: Vec<crate::layer::LayerPath>,
         state: &ImageState,
     ) -> Result<Vec<crate::layer::Entry>, CopyError> {
+        // The USER a RUN would run as (one resolution for both).
         let user = state.config.config().user().clone().unwrap_or_default();
-        let (uid, gid) = match crate::graph::Owner::parse(&user) {
-            None => (0, 0),
-            Some(o) => self.resolve_owner(&o, state)?,
+        let (uid, gid) = if user.is_empty() {
+            (0, 0)
+        } else {
+            let text =
+                |f: Option<Vec<u8>>| String::from_utf8_lossy(&f.unwrap_or_default()).into_owned();
+            let passwd = text(self.read_file(&state.layers, "etc/passwd")?);
+            let group = text(self.read_file(&state.layers, "etc/group")?);
+            let id = crate::exec::user::resolve(&user, &passwd, &group).map_err(|e| {
+                CopyError::Owner {
+                    owner: user.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            (u64::from(id.uid), u64::from(id.gid))
         };
         let mtime = u64::try_from(self.opts.epoch.unwrap_or(self.opts.now)).unwrap_or(0);
         Ok(missing

@@ -48,6 +48,13 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
+/// The primary group of the user `name` in a passwd file's text.
+pub fn primary_gid(passwd: &str, name: &str) -> Option<u32> {
+    passwd_entries(passwd)
+        .find(|e| e.name == name)
+        .map(|e| e.gid)
+}
+
 struct GroupEntry<'a> {
     name: &'a str,
     gid: u32,
