@@ -10,25 +10,29 @@
 # of all finished chunks: inputs, share accepted, kinds and error classes
 # reached, failures.
 #
-# usage: scripts/fuzz-long.sh [-s] [-n SEED] [-t TOTAL] [-c CHUNK] TARGET
+# usage: scripts/fuzz-long.sh [-s] [-R] [-n SEED] [-t TOTAL] [-c CHUNK] TARGET
 #   TARGET  dockerfile, expand, spec or tar
 #   -n      seed (default 10)
 #   -t      inputs in all (default 10000000)
 #   -c      inputs per chunk (default 250000)
 #   -s      only print the summary of the chunks finished so far
+#   -R      take the chunks last first: a second runner of the same target
+#           on another core meets the first in the middle (a chunk both
+#           run gives the same report)
 # env: FUZZ_RESULTS, where the reports go (default docs/fuzz-results);
 #      FUZZ_DIR, the tmpfs for tar extraction (default /tmp/imgbuild-fuzz-tmpfs,
 #      mounted here when it is not a mount point yet: needs root)
 # Exit status 1 when any finished chunk had a failure.
 set -euo pipefail
-SEED=10 TOTAL=10000000 CHUNK=250000 SUMMARY_ONLY=0
-while getopts "sn:t:c:" o; do
+SEED=10 TOTAL=10000000 CHUNK=250000 SUMMARY_ONLY=0 REVERSE=0
+while getopts "sRn:t:c:" o; do
   case $o in
     s) SUMMARY_ONLY=1 ;;
+    R) REVERSE=1 ;;
     n) SEED=$OPTARG ;;
     t) TOTAL=$OPTARG ;;
     c) CHUNK=$OPTARG ;;
-    *) sed -n '2,23p' "$0"; exit 2 ;;
+    *) sed -n '2,26p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -45,14 +49,17 @@ if [ "$SUMMARY_ONLY" = 0 ]; then
   if [ "$TARGET" = tar ] && ! mountpoint -q "$FUZZ_DIR"; then
     mount -t tmpfs -o size=1g,nodev,nosuid tmpfs "$FUZZ_DIR"
   fi
-  for ((start = 0; start < TOTAL; start += CHUNK)); do
+  starts=$(seq 0 "$CHUNK" $((TOTAL - 1)))
+  [ "$REVERSE" = 1 ] && starts=$(printf '%s\n' $starts | sort -rn)
+  for start in $starts; do
     [ -s "$RES/$start.txt" ] && continue
     n=$((TOTAL - start < CHUNK ? TOTAL - start : CHUNK))
     # The report is written under another name and renamed when complete,
     # so a chunk killed halfway runs again.
+    tmp="$RES/.$start.$$.tmp"
     target/release/examples/fuzz "$TARGET" --seed "$SEED" --start "$start" --count "$n" \
-      --dir "$FUZZ_DIR" --crashes "target/fuzz-crashes/$TARGET" >"$RES/.$start.tmp" || true
-    grep -q '^failures: ' "$RES/.$start.tmp" && mv "$RES/.$start.tmp" "$RES/$start.txt"
+      --dir "$FUZZ_DIR" --crashes "target/fuzz-crashes/$TARGET" >"$tmp" || true
+    if grep -q '^failures: ' "$tmp"; then mv "$tmp" "$RES/$start.txt"; else rm -f "$tmp"; fi
   done
 fi
 
