@@ -253,19 +253,11 @@ fn context_files_swapped_for_symlinks_never_leak_the_host() {
         })
     };
     let out_tar = env.path().join("out.tar");
+    let out_arg = out_tar.to_str().unwrap();
+    let build = || env.run_in(&ctx, &["build", "-q", "--no-cache", "-o", out_arg, "."]);
     let mut built = 0;
     for _ in 0..30 {
-        let out = env.run_in(
-            &ctx,
-            &[
-                "build",
-                "-q",
-                "--no-cache",
-                "-o",
-                out_tar.to_str().unwrap(),
-                ".",
-            ],
-        );
+        let out = build();
         let err = stderr(&out);
         assert!(!err.contains("HOST-SECRET"), "{err}");
         assert!(
@@ -305,17 +297,7 @@ fn context_files_swapped_for_symlinks_never_leak_the_host() {
             .unwrap();
         }
     }
-    let out = env.run_in(
-        &ctx,
-        &[
-            "build",
-            "-q",
-            "--no-cache",
-            "-o",
-            out_tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    let out = build();
     assert!(out.status.success(), "{}", stderr(&out));
     let bytes = all_layer_bytes(&out_tar);
     assert!(contains(&bytes, honest), "the honest context was not built");
