@@ -168,6 +168,9 @@ impl Pattern {
 pub struct PatternSet {
     patterns: Vec<Pattern>,
     has_exclusions: bool,
+    /// Paths excluded whatever the patterns say (no `!` brings them back):
+    /// the build's own outputs inside the context.
+    always: std::collections::BTreeSet<String>,
 }
 
 impl PatternSet {
@@ -207,9 +210,18 @@ impl PatternSet {
         Ok(set)
     }
 
+    /// Also excludes each of `paths` (relative, slash-separated, no `./`)
+    /// exactly, whatever the patterns say: a build's outputs inside its
+    /// context, which the next build must not read back.
+    #[must_use]
+    pub fn with_excluded_paths(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.always.extend(paths);
+        self
+    }
+
     /// True when there are no patterns at all.
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.patterns.is_empty() && self.always.is_empty()
     }
 
     /// Whether any pattern is a `!` exception; when none is, an excluded
@@ -221,6 +233,9 @@ impl PatternSet {
     /// Whether `path` (slash-separated, relative, no leading `./`) is excluded:
     /// the last pattern matching it or one of its parent directories decides.
     pub fn is_excluded(&self, path: &str) -> bool {
+        if self.always.contains(path) {
+            return true;
+        }
         let mut matched = false;
         let parent = match path.rfind('/') {
             Some(i) => &path[..i],

@@ -20,7 +20,7 @@ pub mod sources;
 mod why;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{CopyError, Error, Result, RunError, error_chain};
@@ -60,8 +60,14 @@ pub struct BuildOptions {
     pub format: Option<ArchiveFormat>,
     /// Layer compression.
     pub compression: Compression,
-    /// Where archives go when nothing names a path (`./<name>.oci.tar`).
-    pub output_dir: PathBuf,
+    /// Where archives go when nothing names a path (`DIR/<name>.oci.tar`);
+    /// `None`: then no archive is written, only the store's image and tags
+    /// (a Dockerfile build, as `docker build` does).
+    pub output_dir: Option<PathBuf>,
+    /// Other files the caller writes after the build (`--iidfile`,
+    /// `--depfile`, `--metadata-file`), absolute: like the archives, they
+    /// are left out of the context when they lie inside it.
+    pub side_outputs: Vec<PathBuf>,
     /// Progress events go here.
     pub progress: Arc<dyn Sink>,
     /// Threads for building and compressing (`-j`); at least 1.
@@ -94,8 +100,8 @@ pub struct BuiltImage {
     pub archive_manifest: Digest,
     /// Tags given.
     pub tags: Vec<Reference>,
-    /// Archive written.
-    pub archive: PathBuf,
+    /// Archive written, if any.
+    pub archive: Option<PathBuf>,
 }
 
 /// What happened to one step.
@@ -146,14 +152,15 @@ struct ImageState {
 struct Planned {
     stage: StageId,
     tags: Vec<Reference>,
-    path: PathBuf,
+    /// `None`: no archive, the image stays in the store.
+    path: Option<PathBuf>,
     format: ArchiveFormat,
 }
 
 /// Checks what can be checked before any work: `--target`, copy sources in the
 /// context, local base archives. Returns every problem found.
 pub fn check(graph: &BuildGraph, target: Option<&str>) -> Vec<Diagnostic> {
-    plan(graph, target).diags
+    plan(graph, target, &[]).diags
 }
 
 /// What the pre-build pass found: its diagnostics, and the context selections
@@ -167,7 +174,8 @@ struct Plan {
     context: Option<std::sync::Arc<crate::confine::Root>>,
 }
 
-fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
+/// `outputs`: paths inside the context the build writes, excluded from it.
+fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
     let mut diags = Vec::new();
     let mut selections = HashMap::new();
     if let Some(t) = target
@@ -176,7 +184,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>) -> Plan {
         diags.push(d);
     }
     let excludes = match PatternSet::new(&graph.settings.context_excludes) {
-        Ok(p) => p,
+        Ok(p) => p.with_excluded_paths(outputs.iter().cloned()),
         Err(e) => {
             diags.push(plain_diag(e.to_string()));
             return Plan {
@@ -387,11 +395,10 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
         .map(|(stage, mut tags, path)| {
             tags.extend(opts.tags.iter().cloned());
             let name = &graph.stage(stage).name;
-            let path = opts
-                .output
-                .clone()
-                .or(path)
-                .unwrap_or_else(|| opts.output_dir.join(format!("{name}.oci.tar")));
+            let path = opts.output.clone().or(path).or_else(|| {
+                let dir = opts.output_dir.as_ref()?;
+                Some(dir.join(format!("{name}.oci.tar")))
+            });
             Planned {
                 stage,
                 tags,
@@ -402,24 +409,55 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
         .collect())
 }
 
+/// The paths among `paths` (absolute; the files need not exist yet) that lie
+/// inside `context`, relative to it and slash-separated, as context excludes
+/// see them. Both sides are resolved through symlinks, so a context or an
+/// output reached through a link is still recognised.
+fn inside_context<'a>(context: &Path, paths: impl Iterator<Item = &'a Path>) -> Vec<String> {
+    let Ok(ctx) = std::fs::canonicalize(context) else {
+        return Vec::new();
+    };
+    paths
+        .filter_map(|p| {
+            let (dir, name) = (p.parent()?, p.file_name()?);
+            let dir = std::fs::canonicalize(dir).ok()?;
+            let rel = dir.join(name);
+            let rel = rel.strip_prefix(&ctx).ok()?;
+            let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+            Some(parts.join("/"))
+        })
+        .collect()
+}
+
 /// Builds the graph's outputs.
 ///
 /// # Errors
 /// Definition problems found before work starts ([`Error::Invalid`]), or the
 /// first step that fails.
 pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
+    let outputs = plan_outputs(graph, opts);
+    let written: Vec<String> = match &outputs {
+        Ok(o) => inside_context(
+            &graph.settings.context,
+            o.iter()
+                .filter_map(|o| o.path.as_deref())
+                .chain(opts.side_outputs.iter().map(PathBuf::as_path)),
+        ),
+        Err(_) => Vec::new(),
+    };
     let Plan {
         diags,
         selections,
         context,
-    } = plan(graph, opts.target.as_deref());
+    } = plan(graph, opts.target.as_deref(), &written);
     let Some(context) = context.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
         return Err(Error::Invalid(diags));
     };
-    let outputs = plan_outputs(graph, opts).map_err(|d| Error::Invalid(vec![d]))?;
+    let outputs = outputs.map_err(|d| Error::Invalid(vec![d]))?;
     let _lock = opts.store.lock_shared()?;
     let excludes = PatternSet::new(&graph.settings.context_excludes)
-        .map_err(|e| Error::Invalid(vec![plain_diag(e.to_string())]))?;
+        .map_err(|e| Error::Invalid(vec![plain_diag(e.to_string())]))?
+        .with_excluded_paths(written);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("imgbuild-{i}"))
@@ -450,12 +488,15 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         ..BuildResult::default()
     };
     for o in &outputs {
-        result.outputs.push(o.path.clone());
+        result.outputs.extend(o.path.clone());
         if opts.dry_run {
-            let current = b
-                .result(o.stage)
-                .and_then(|s| s.manifest)
-                .is_some_and(|m| b.archive_up_to_date(&m, &o.tags, o.format, &o.path));
+            let current =
+                b.result(o.stage)
+                    .and_then(|s| s.manifest)
+                    .is_some_and(|m| match &o.path {
+                        Some(p) => b.archive_up_to_date(&m, &o.tags, o.format, p),
+                        None => true,
+                    });
             result.up_to_date &= current;
         } else {
             result.images.push(b.write_output(o)?);

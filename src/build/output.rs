@@ -28,12 +28,19 @@ impl Builder<'_> {
             self.store.set_tag(t, &id)?;
             self.emit(Event::Tagged { name: t.familiar() });
         }
-        let (archive_manifest, unchanged) =
-            self.write_archive_file(&manifest, &o.tags, o.format, &o.path)?;
-        self.emit(Event::Wrote {
-            path: o.path.display().to_string(),
-            unchanged,
-        });
+        let archive_manifest = match &o.path {
+            Some(path) => {
+                let (archive_manifest, unchanged) =
+                    self.write_archive_file(&manifest, &o.tags, o.format, path)?;
+                self.emit(Event::Wrote {
+                    path: path.display().to_string(),
+                    unchanged,
+                });
+                archive_manifest
+            }
+            // The image stays in the store (as with `docker build`).
+            None => manifest,
+        };
         Ok(BuiltImage {
             name: self.graph.stage(o.stage).name.clone(),
             id,

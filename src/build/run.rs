@@ -482,6 +482,7 @@ pub(super) fn run_step(
         seccomp: None,
         nproc: None,
         nodev: false,
+        tty: false,
         layer: overlay.then(|| exec::LayerRequest {
             path: dir.join("layer"),
             compression: inp.compression.name().to_string(),

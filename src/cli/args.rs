@@ -165,6 +165,7 @@ Examples:
   imgbuild run demo:latest cat /foo.txt
   imgbuild run -it 4932aede6a15 sh        an intermediate step, interactively
   imgbuild run -e DEBUG=1 -w /src -u app app:dev make test
+  imgbuild run -v \"$PWD\":/src:ro -w /src app:dev ls
 
 Changes the command makes are discarded when it exits. Exit status: the
 command's; 125 when the sandbox could not start it.")]
@@ -172,8 +173,8 @@ pub struct RunArgs {
     /// Keep stdin attached.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Pass the terminal through (docker's -t; the caller's terminal is used
-    /// as is).
+    /// Allocate a pseudo-terminal for the command (with -i: ours in raw mode
+    /// meanwhile, window size followed), as docker's -t.
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Set an environment variable (K=V, or K to take it from here); repeatable.
@@ -195,6 +196,10 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
+    /// Bind-mount a host file or directory (absolute paths; `:ro` for
+    /// read-only); repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volumes: Vec<String>,
     /// The image: tag, image ID, or unique ID prefix.
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -301,6 +306,19 @@ pub enum CompressionArg {
 
 /// `imgbuild build`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  imgbuild build -t app:1 .                     ./Dockerfile, context .: stored and tagged
+  imgbuild build -t app:1 -o app.tar .          ... and written to an OCI archive
+  imgbuild build -f docker/app.Dockerfile --build-arg VERSION=2 --target runtime .
+  imgbuild build specs/app.toml                 every image of a spec, to its `output`
+  imgbuild build --target web -t web:dev -o web.tar specs/app.toml
+  imgbuild build --dry-run -o app.tar .         what would rebuild (exit 1), like make -q
+  imgbuild build -o dist/app.tar --depfile dist/app.tar.d --iidfile dist/app.id .
+
+Without -o, a Dockerfile build writes no file (as docker build); `imgbuild
+export IMAGE -o FILE` writes one later. Outputs inside the context are left
+out of it. Exit status: 0 built, 1 a step failed, 2 usage or definition error.")]
 pub struct BuildArgs {
     /// A `*.toml` spec, or a directory holding a Dockerfile.
     #[arg(value_name = "SPEC|CONTEXT")]
@@ -551,6 +569,10 @@ pub struct LoadArgs {
     /// OCI archive, docker archive (`docker save`), or OCI layout directory.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Also name the loaded image NAME[:TAG] (the archive must hold one
+    /// image); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
 }
 
 /// `imgbuild images`.
@@ -562,6 +584,12 @@ pub struct ImagesArgs {
     /// Only print image IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// `json` (one object per line), or a Go template per image as docker
+    /// takes it: `{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}`; fields
+    /// Repository Tag ID CreatedAt CreatedSince Size Digest, functions json
+    /// and index.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `imgbuild inspect`.
@@ -570,6 +598,11 @@ pub struct InspectArgs {
     /// Tag, image ID, or unique ID prefix.
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
+    /// `json` (the default output), or a Go template per image as docker
+    /// takes it: `{{.Id}}`, `{{.Config.Env}}`, `{{index .Config.Labels "k"}}`,
+    /// `{{json .RootFS.Layers}}`.
+    #[arg(short = 'f', long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// `imgbuild history`.

@@ -6,6 +6,7 @@
 pub mod args;
 mod commands;
 mod exit;
+mod template;
 mod util;
 
 use std::process::ExitCode;

@@ -27,6 +27,8 @@ pub struct Linux {
     seccomp: Option<Vec<u8>>,
     /// Descriptors named by `/proc/self/fd` paths handed to mount(2).
     held: Vec<OwnedFd>,
+    /// The master side of the command's pseudo-terminal ([`Exec::tty`]).
+    pub pty: Option<OwnedFd>,
 }
 
 impl Linux {
@@ -475,8 +477,8 @@ impl Syscall for Linux {
         let Some((prog, args)) = e.argv.split_first() else {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         };
-        let child = std::process::Command::new(prog)
-            .args(args)
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args)
             .stdin(if e.stdin_null {
                 std::process::Stdio::null()
             } else {
@@ -484,12 +486,48 @@ impl Syscall for Linux {
             })
             .env_clear()
             .envs(e.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&e.cwd)
-            .spawn()?;
+            .current_dir(&e.cwd);
+        if e.tty {
+            let (master, slave) = open_pty()?;
+            cmd.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave);
+            super::sys::controlling_terminal(&mut cmd);
+            self.pty = Some(master);
+        }
+        let child = cmd.spawn()?;
         Ok(rustix::process::Pid::from_child(&child)
             .as_raw_nonzero()
             .get())
     }
+}
+
+/// A new pseudo-terminal of the devpts at `/dev/pts` (the sandbox's own
+/// instance): the master, and the slave opened without becoming anyone's
+/// controlling terminal. The slave starts with the window size of our
+/// stdin or stdout, whichever is a terminal.
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    if let Some(ws) = outer_winsize() {
+        let _ = rustix::termios::tcsetwinsize(&slave, ws);
+    }
+    Ok((master, slave))
+}
+
+/// The window size of our stdin or stdout, whichever is a terminal.
+pub(super) fn outer_winsize() -> Option<rustix::termios::Winsize> {
+    [rustix::stdio::stdin(), rustix::stdio::stdout()]
+        .into_iter()
+        .find_map(|fd| rustix::termios::tcgetwinsize(fd).ok())
 }
 
 /// Enters a new user namespace mapping container root to the invoking user

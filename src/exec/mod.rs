@@ -44,6 +44,7 @@ pub mod plan;
 pub mod seccomp;
 mod stage;
 mod sys;
+mod tty;
 pub mod user;
 
 use std::io::{BufRead, BufReader};
@@ -184,6 +185,12 @@ pub struct Spec {
     /// keeps created device nodes from being opened.
     #[serde(default)]
     pub nodev: bool,
+    /// Give the command a pseudo-terminal of the sandbox's own devpts as
+    /// its controlling terminal and stdio (`imgbuild run -t`); the sandbox's
+    /// init relays it to its own stdin and stdout and follows their window
+    /// size.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The network namespace of a sandbox.

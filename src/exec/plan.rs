@@ -86,6 +86,9 @@ pub struct Init {
     /// The command's stdin is /dev/null (stage 1's stdin is its control pipe).
     #[serde(default)]
     pub stdin_null: bool,
+    /// Run the command on a pseudo-terminal (see [`super::Spec::tty`]).
+    #[serde(default)]
+    pub tty: bool,
     /// The root, mounted by stage 1 (host path).
     pub merged: PathBuf,
     /// `/sys` is bound from the host instead of a fresh sysfs: a user
@@ -126,6 +129,8 @@ pub struct Exec {
     pub cwd: String,
     /// stdin from /dev/null.
     pub stdin_null: bool,
+    /// On a new pseudo-terminal, as its session leader.
+    pub tty: bool,
 }
 
 /// One step of a stage.
@@ -1024,6 +1029,7 @@ pub fn stage2(init: &Init) -> Vec<Op> {
         env: init.env.clone(),
         cwd: init.cwd.clone(),
         stdin_null: init.stdin_null,
+        tty: init.tty,
     }));
     ops
 }
@@ -1258,6 +1264,7 @@ mod tests {
             seccomp: None,
             nproc: None,
             nodev: false,
+            tty: false,
         }
     }
 
@@ -1274,6 +1281,7 @@ mod tests {
                 home: "/".into(),
             },
             stdin_null: true,
+            tty: false,
             merged: "/s/tmp/run/merged".into(),
             bind_sys: false,
             seccomp: Some("/s/tmp/seccomp".into()),

@@ -60,6 +60,27 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         .map_err(|e| SetupError::other(Phase::State, format!("{}: {e}", path.display())))
 }
 
+/// The message for a USER that rootless use without subordinate ids cannot
+/// give: which files grant them and the command that does.
+fn unmapped_user(user: &str, uid: u32, gid: u32, host_uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == host_uid.to_string()).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| host_uid.to_string());
+    let user = if user.is_empty() { "root" } else { user };
+    format!(
+        "USER {user} is uid {uid}, gid {gid}, but without subordinate ids only root exists \
+         in a rootless sandbox: grant {name} a range in /etc/subuid and /etc/subgid \
+         (as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`) \
+         and install newuidmap/newgidmap (Debian: `apt-get install uidmap`)"
+    )
+}
+
 fn stage1(dir: &Path) -> Result<i32> {
     let spec: Spec = read_json(&dir.join("spec.json"))?;
     // Absolute: the overlay options are read from inside the layers' directory.
@@ -76,6 +97,17 @@ fn stage1(dir: &Path) -> Result<i32> {
     let group = sys.read_in_root("etc/group");
     let identity = user::resolve(&spec.user, &passwd, &group)
         .map_err(|e| SetupError::other(Phase::User, e.to_string()))?;
+    // Rootless with only our own id mapped, no other uid or gid exists in
+    // the sandbox: say what would make it exist, instead of EINVAL later.
+    if let Some(m) = spec.rootless
+        && !ranged
+        && (identity.uid != 0 || identity.gid != 0)
+    {
+        return Err(SetupError::other(
+            Phase::User,
+            unmapped_user(&spec.user, identity.uid, identity.gid, m.uid),
+        ));
+    }
     // The working directory is created as docker does, and stays in the layer.
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     plan::apply(
@@ -93,6 +125,7 @@ fn stage1(dir: &Path) -> Result<i32> {
         hostname: spec.hostname.clone(),
         identity,
         stdin_null: spec.capture,
+        tty: spec.tty,
         merged: dir.join("merged"),
         // sysfs needs a network namespace owned by our user namespace.
         bind_sys: spec.rootless.is_some() && spec.network == NetworkMode::Host,
@@ -176,11 +209,20 @@ fn stage2(dir: &Path) -> Result<i32> {
     };
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| SetupError::other(Phase::Exec, "bad pid"))?;
+    let relay = sys
+        .pty
+        .take()
+        .map(|m| super::tty::relay(m, !init.stdin_null));
     // As PID 1, reap every orphan until the command itself exits; leaving
     // then kills whatever it left behind.
     loop {
         match rustix::process::wait(rustix::process::WaitOptions::empty()) {
-            Ok(Some((p, status))) if p == pid => return Ok(linux::exit_code(status)),
+            Ok(Some((p, status))) if p == pid => {
+                if let Some(r) = relay {
+                    r.finish();
+                }
+                return Ok(linux::exit_code(status));
+            }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(SetupError::os(Phase::Init, "waiting for the command", e)),
         }

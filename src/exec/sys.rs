@@ -222,3 +222,23 @@ pub(super) fn pass_fds(
         });
     }
 }
+
+/// Makes `cmd`'s child the leader of a new session whose controlling
+/// terminal is its stdin (a pseudo-terminal slave), as a login shell's is.
+pub(super) fn controlling_terminal(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only setsid(2) and ioctl(2), async-signal-safe system calls; it
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

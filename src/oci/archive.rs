@@ -113,27 +113,44 @@ pub fn write_archive<W: Write>(
         ArchiveFormat::Oci => MEDIA_OCI_MANIFEST,
         ArchiveFormat::Docker => MEDIA_DOCKER_MANIFEST,
     };
-    let mut descriptor = json!({
+    let descriptor = json!({
         "mediaType": manifest_media,
         "digest": manifest_digest.to_string(),
         "size": manifest_bytes.len(),
     });
-    // One descriptor only: with several, `oci-archive:FILE` would need a name to
-    // pick one. All tags go to manifest.json's RepoTags.
-    if let Some(first) = names.first() {
-        descriptor["annotations"] = json!({
-            ANNOTATION_REF_NAME: first.to_string(),
-            ANNOTATION_CONTAINERD_NAME: first.to_string(),
-        });
-    }
+    // One descriptor per name, all of the same manifest: `oci-archive:FILE:NAME`
+    // (skopeo, umoci) finds each name. Podman 4's `load` refuses an OCI index
+    // of several descriptors and then reads the docker `manifest.json`,
+    // whose RepoTags carry every name too; with one name (or none) it reads
+    // the OCI index. Either way every tag reaches every tool.
+    let mut seen = BTreeSet::new();
+    let names: Vec<&Reference> = names
+        .iter()
+        .filter(|n| seen.insert(n.to_string()))
+        .collect();
+    let manifests: Vec<serde_json::Value> = if names.is_empty() {
+        vec![descriptor]
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                let mut d = descriptor.clone();
+                d["annotations"] = json!({
+                    ANNOTATION_REF_NAME: n.to_string(),
+                    ANNOTATION_CONTAINERD_NAME: n.to_string(),
+                });
+                d
+            })
+            .collect()
+    };
     let index = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
-        "manifests": [descriptor],
+        "manifests": manifests,
     });
     let docker_manifest = json!([{
         "Config": format!("blobs/sha256/{}", m.config.hex()),
-        "RepoTags": names.iter().map(Reference::familiar).collect::<Vec<_>>(),
+        "RepoTags": names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
         "Layers": m.layers.iter().map(|(d, _, _)| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
     }]);
     let json_err = |source| Error::Json {

@@ -237,17 +237,47 @@ struct PlatformDoc {
     os: String,
 }
 
-fn names_of(annotations: &HashMap<String, String>) -> Vec<Reference> {
-    // containerd's full name first; a bare-tag ref.name names nothing by itself.
-    [ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME]
+fn names_of(annotations: &HashMap<String, String>, origin: &Path) -> Vec<Reference> {
+    // containerd's full name first, then a ref.name that is a name.
+    let named = [ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME]
         .iter()
         .filter_map(|k| annotations.get(*k))
         .find_map(|v| {
             let looks_named = v.contains('/') || v.contains(':');
             looks_named.then(|| Reference::parse(v).ok()).flatten()
+        });
+    // A ref.name that is only a tag (`latest`, as BuildKit writes it) names
+    // the image after the archive, as podman does: localhost/STEM:TAG.
+    let tag_only = || {
+        let tag = annotations.get(ANNOTATION_REF_NAME)?;
+        let stem = archive_stem(origin)?;
+        Reference::parse(&format!("localhost/{stem}:{tag}")).ok()
+    };
+    named.or_else(tag_only).into_iter().collect()
+}
+
+/// The archive's file name without its archive extensions (`app.oci.tar`:
+/// `app`), lowercased, as a repository name; `None` when nothing is left.
+fn archive_stem(origin: &Path) -> Option<String> {
+    let mut name = origin.file_name()?.to_str()?.to_ascii_lowercase();
+    while let Some((stem, ext)) = name.rsplit_once('.') {
+        if !matches!(ext, "tar" | "gz" | "tgz" | "zst" | "oci" | "docker") {
+            break;
+        }
+        name = stem.to_string();
+    }
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
         })
-        .into_iter()
-        .collect()
+        .collect();
+    let clean = clean.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    (!clean.is_empty()).then(|| clean.to_string())
 }
 
 fn matches_select(select: &str, annotations: &HashMap<String, String>) -> bool {
@@ -289,13 +319,28 @@ fn import_index(
             None => format!("{}: the index lists no images", origin.display()),
         }));
     }
-    let mut out = Vec::new();
-    for desc in chosen {
-        let names = names_of(&desc.annotations);
+    // An archive names one image once per tag (one descriptor each, as
+    // imgbuild and `podman save` write them): one image, every name.
+    let mut images: Vec<(Digest, &DescriptorDoc, Vec<Reference>)> = Vec::new();
+    for desc in &chosen {
         let digest: Digest = desc
             .digest
             .parse()
             .map_err(|_| Error::BadDigest(desc.digest.clone(), "index.json"))?;
+        let names = names_of(&desc.annotations, origin);
+        match images.iter_mut().find(|(d, _, _)| *d == digest) {
+            Some((_, _, known)) => {
+                for n in names {
+                    if !known.contains(&n) {
+                        known.push(n);
+                    }
+                }
+            }
+            None => images.push((digest, desc, names)),
+        }
+    }
+    let mut out = Vec::new();
+    for (digest, desc, names) in images {
         let manifest = resolve_platform(store, &desc.media_type, digest, fetch, origin)?;
         let mut found = check_manifest(store, &manifest, fetch)?;
         found.names = names;

@@ -18,7 +18,16 @@ pub struct Tty {
 struct TtyState {
     multi: MultiProgress,
     overall: Option<ProgressBar>,
-    running: HashMap<(String, usize), (ProgressBar, String, bool)>,
+    running: HashMap<(String, usize), Running>,
+}
+
+/// A step on screen.
+struct Running {
+    bar: ProgressBar,
+    text: String,
+    cached: bool,
+    /// Why it missed the cache, once known.
+    reason: Option<String>,
 }
 
 impl Tty {
@@ -71,11 +80,19 @@ impl Sink for Tty {
                 bar.set_prefix(format!("[{stage}] {index}/{total}"));
                 bar.set_message(text.clone());
                 bar.enable_steady_tick(Duration::from_millis(120));
-                st.running.insert((stage, index), (bar, text, false));
+                st.running.insert(
+                    (stage, index),
+                    Running {
+                        bar,
+                        text,
+                        cached: false,
+                        reason: None,
+                    },
+                );
             }
             Event::StepCached { stage, index } => {
                 if let Some(r) = st.running.get_mut(&(stage, index)) {
-                    r.2 = true;
+                    r.cached = true;
                 }
             }
             Event::StepBytes {
@@ -83,14 +100,15 @@ impl Sink for Tty {
                 index,
                 bytes,
             } => {
-                if let Some((bar, text, _)) = st.running.get(&(stage, index)) {
-                    bar.set_message(format!("{text}  {}", HumanBytes(bytes)));
+                if let Some(r) = st.running.get(&(stage, index)) {
+                    r.bar
+                        .set_message(format!("{}  {}", r.text, HumanBytes(bytes)));
                 }
             }
             Event::StepOutput { stage, index, line } => {
-                if let Some((bar, text, _)) = st.running.get(&(stage, index)) {
+                if let Some(r) = st.running.get(&(stage, index)) {
                     let line: String = line.chars().take(60).collect();
-                    bar.set_message(format!("{text}  │ {line}"));
+                    r.bar.set_message(format!("{}  │ {line}", r.text));
                 }
             }
             Event::StepDone {
@@ -99,28 +117,41 @@ impl Sink for Tty {
                 image,
                 seconds,
             } => {
-                if let Some((bar, text, cached)) = st.running.remove(&(stage.clone(), index)) {
-                    bar.finish_and_clear();
-                    st.multi.remove(&bar);
-                    let how = if cached {
+                if let Some(r) = st.running.remove(&(stage.clone(), index)) {
+                    r.bar.finish_and_clear();
+                    st.multi.remove(&r.bar);
+                    let how = if r.cached {
                         "cached".to_string()
                     } else {
                         format!("{seconds:.1}s")
                     };
-                    let _ = st.multi.println(format!(
-                        "✓ [{stage}] {index} {text}  {how}{}",
-                        if image.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  {image}")
-                        }
-                    ));
+                    let image = if image.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {image}")
+                    };
+                    // As plain output's " ---> Cache miss: REASON".
+                    let why = match (&r.reason, r.cached) {
+                        (Some(reason), false) => format!("\n    cache miss: {reason}"),
+                        _ => String::new(),
+                    };
+                    let _ = st
+                        .multi
+                        .println(format!("✓ [{stage}] {index} {}  {how}{image}{why}", r.text));
                 }
                 if let Some(o) = &st.overall {
                     o.inc(1);
                 }
             }
-            Event::StepMiss { .. } => {}
+            Event::StepMiss {
+                stage,
+                index,
+                reason,
+            } => {
+                if let Some(r) = st.running.get_mut(&(stage, index)) {
+                    r.reason = Some(reason);
+                }
+            }
             Event::Warning { message } => {
                 let _ = st.multi.println(format!("WARNING: {message}"));
             }

@@ -32,6 +32,9 @@ pub struct PruneReport {
     pub blobs: usize,
     /// Bytes of blobs removed.
     pub bytes: u64,
+    /// Bytes the store takes on disk less than before: blobs, extracted
+    /// layers, snapshots, step records and temporary files together.
+    pub freed: u64,
     /// Cache entries removed.
     pub cache_entries: usize,
 }
@@ -92,6 +95,7 @@ impl Store {
             }
         };
         let mut report = PruneReport::default();
+        let before = disk_usage(&self.root);
         let tagged: HashSet<Digest> = self.tags()?.into_iter().map(|(_, id)| id).collect();
         let drop_untagged = opts.all || opts.keep_storage.is_some();
         let mut untagged: Vec<(std::time::SystemTime, Digest)> = Vec::new();
@@ -157,6 +161,7 @@ impl Store {
         let tmp = self.root.join("tmp");
         super::scratch::reclaim(&tmp, true).map_err(io_err("cleaning", &tmp))?;
         report.add(self.sweep_blobs()?);
+        report.freed = before.saturating_sub(disk_usage(&self.root));
         Ok(report)
     }
 
@@ -180,11 +185,13 @@ impl Store {
             }
         }
         // What removed blobs decompressed to goes with them.
-        let records = self.root.join("diffids");
-        for name in list_names(&records)? {
-            if !dir.join(&name).exists() {
-                let p = records.join(&name);
-                std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
+        for records in ["diffids", "sizes"] {
+            let records = self.root.join(records);
+            for name in list_names(&records)? {
+                if !dir.join(&name).exists() {
+                    let p = records.join(&name);
+                    std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
+                }
             }
         }
         Ok(r)
@@ -426,6 +433,32 @@ impl PruneReport {
         self.bytes += o.bytes;
         self.cache_entries += o.cache_entries;
     }
+}
+
+/// The disk space the files under `root` take (allocated blocks, each
+/// hard-linked file once), as `du` counts it; unreadable parts count as
+/// nothing. Iterative, so a deep tree cannot overflow the stack.
+fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
 }
 
 fn clear_dir(dir: &Path) -> Result<()> {

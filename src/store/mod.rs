@@ -91,6 +91,9 @@ pub enum Error {
     /// An ID prefix matches several images.
     #[error("image ID prefix `{0}` is ambiguous")]
     Ambiguous(String),
+    /// A layer of a media type imgbuild cannot decompress.
+    #[error("unknown layer media type {0}")]
+    UnknownMediaType(String),
 }
 
 /// Result alias for this module.
@@ -202,6 +205,7 @@ const DIRS: &[&str] = &[
     "cache",
     "snapshots",
     "diffids",
+    "sizes",
     "memo",
     "outputs",
     "steps",
@@ -588,6 +592,33 @@ impl Store {
     }
 
     // ---- verified layer digests -------------------------------------------
+
+    /// The size of what the layer blob `blob` (of `media_type`)
+    /// decompresses to: the content size `docker history` and `docker
+    /// images` show. Counted by decompressing it the first time, then
+    /// remembered in `sizes/`.
+    ///
+    /// # Errors
+    /// A missing or unreadable blob, or an unknown media type.
+    pub fn content_size(&self, blob: &Digest, media_type: &str) -> Result<u64> {
+        let path = self.root.join("sizes").join(blob.hex());
+        if let Ok(Some(n)) = self.read_record::<u64>(&path) {
+            return Ok(n);
+        }
+        let compression = crate::layer::Compression::from_media_type(media_type)
+            .ok_or_else(|| Error::UnknownMediaType(media_type.to_string()))?;
+        let file = self.open_blob(blob)?;
+        let io = |source| Error::Io {
+            action: "decompressing",
+            path: self.blob_path(blob),
+            source,
+        };
+        let mut r = crate::layer::Decompressor::new(file, compression).map_err(io)?;
+        let n = std::io::copy(&mut r, &mut std::io::sink()).map_err(io)?;
+        // Only a cache: a failure to remember costs a recount.
+        let _ = self.write_record(&path, &n);
+        Ok(n)
+    }
 
     fn diff_id_path(&self, blob: &Digest) -> PathBuf {
         self.root.join("diffids").join(blob.hex())

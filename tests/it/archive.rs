@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::util::{TestEnv, assert_success, tool, tree, unpack};
 
-/// The host triple the glob in specs/app.toml matches.
-pub const TRIPLE_DIR: &str = "x86_64-unknown-linux-gnu";
+/// Where `make image` stages the static binary for specs/app.toml.
+pub const STAGED_BIN: &str = "dist/bin/imgbuild";
 
 /// A checkout of the project holding what specs/app.toml copies, with the test
-/// binary standing in for the static release binary.
+/// binary standing in for the static release binary `make image` stages.
 pub fn app_checkout(root: &Path) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(root.join("specs")).unwrap();
@@ -17,9 +17,9 @@ pub fn app_checkout(root: &Path) -> PathBuf {
         std::fs::copy(repo.join(f), root.join(f)).unwrap();
     }
     crate::util::copy_tree(&repo.join("docs"), &root.join("docs"));
-    let bin = root.join("target").join(TRIPLE_DIR).join("release");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), bin.join("imgbuild")).unwrap();
+    let bin = root.join(STAGED_BIN);
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), bin).unwrap();
     root.to_path_buf()
 }
 
@@ -31,14 +31,7 @@ fn expected_app_tree(checkout: &Path) -> Vec<String> {
         "usr/local/bin 755 0:0 dir".into(),
         format!(
             "usr/local/bin/imgbuild 755 0:0 {} bytes",
-            std::fs::metadata(
-                checkout
-                    .join("target")
-                    .join(TRIPLE_DIR)
-                    .join("release/imgbuild")
-            )
-            .unwrap()
-            .len()
+            std::fs::metadata(checkout.join(STAGED_BIN)).unwrap().len()
         ),
         "usr/share 755 0:0 dir".into(),
         "usr/share/doc 755 0:0 dir".into(),
@@ -61,7 +54,7 @@ fn expected_app_tree(checkout: &Path) -> Vec<String> {
     want
 }
 
-#[test]
+crate::it_test!(app_spec_archive_inspects_unpacks_and_loads);
 fn app_spec_archive_inspects_unpacks_and_loads() {
     let env = TestEnv::new();
     let checkout = app_checkout(&env.path().join("checkout"));
@@ -73,7 +66,7 @@ fn app_spec_archive_inspects_unpacks_and_loads() {
     // skopeo: two layers, the config the spec asked for.
     let inspect = tool(
         "skopeo",
-        &["inspect", &format!("oci-archive:{}", archive.display())],
+        &["inspect", &crate::util::oci_archive_ref(&archive)],
     );
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{inspect}");
@@ -84,7 +77,7 @@ fn app_spec_archive_inspects_unpacks_and_loads() {
         &[
             "inspect",
             "--config",
-            &format!("oci-archive:{}", archive.display()),
+            &crate::util::oci_archive_ref(&archive),
         ],
     );
     let c: serde_json::Value = serde_json::from_str(&config).unwrap();
@@ -134,12 +127,88 @@ fn app_spec_archive_inspects_unpacks_and_loads() {
         tool("podman", &refs)
     };
     let loaded = p(&["load", "-i", archive.to_str().unwrap()]);
-    assert!(loaded.contains("imgbuild:0.1.0"), "{loaded}");
-    let pid = p(&["image", "inspect", "--format", "{{.Id}}", "imgbuild:0.1.0"]);
-    assert_eq!(pid.trim(), id);
+    for tag in ["imgbuild:0.1.0", "imgbuild:latest"] {
+        assert!(
+            loaded.contains(&format!("Loaded image: localhost/{tag}\n")),
+            "{tag}: {loaded}"
+        );
+        let pid = p(&["image", "inspect", "--format", "{{.Id}}", tag]);
+        assert_eq!(pid.trim(), id, "{tag}");
+    }
 }
 
-#[test]
+crate::it_test!(every_tag_reaches_every_tool);
+/// Every tag of an archive reaches every tool: skopeo through both
+/// transports, umoci, and our own `load`.
+fn every_tag_reaches_every_tool() {
+    let env = TestEnv::new();
+    env.write("ctx/a.txt", "a\n");
+    env.write(
+        "ctx/spec.toml",
+        "[image.app]\nfrom = \"scratch\"\ntags = [\"app:1\", \"app:latest\", \"reg.example.com/team/app:2\"]\n\
+         output = \"app.tar\"\n[[image.app.step]]\ncopy = [{ src = \"a.txt\", dest = \"/\" }]\n",
+    );
+    let ctx = env.path().join("ctx");
+    let out = env.run_in(&ctx, &["spec.toml"]);
+    assert_success(&out, &["spec.toml"]);
+    let archive = ctx.join("app.tar");
+    let a = archive.display();
+    let layout = env.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    tool(
+        "tar",
+        &["-xf", &a.to_string(), "-C", layout.to_str().unwrap()],
+    );
+    let digests: Vec<String> = [
+        ("docker.io/library/app:1", "app:1"),
+        ("docker.io/library/app:latest", "app:latest"),
+        ("reg.example.com/team/app:2", "reg.example.com/team/app:2"),
+    ]
+    .iter()
+    .map(|(full, familiar)| {
+        let oci = tool(
+            "skopeo",
+            &["inspect", "--raw", &format!("oci-archive:{a}:{full}")],
+        );
+        let docker = tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--config",
+                &format!("docker-archive:{a}:{familiar}"),
+            ],
+        );
+        let docker: serde_json::Value = serde_json::from_str(&docker).unwrap();
+        assert_eq!(docker["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+        let bundle = env
+            .path()
+            .join(format!("bundle-{}", familiar.replace(['/', ':'], "-")));
+        tool(
+            "umoci",
+            &[
+                "unpack",
+                "--image",
+                &format!("{}:{full}", layout.display()),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(std::fs::read(bundle.join("rootfs/a.txt")).unwrap(), b"a\n");
+        let m: serde_json::Value = serde_json::from_str(&oci).unwrap();
+        m["config"]["digest"].as_str().unwrap().to_string()
+    })
+    .collect();
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+
+    // Our own load: one image, every name.
+    let other = TestEnv::new();
+    let loaded = other.ok(&["load", &a.to_string()]);
+    assert_eq!(
+        loaded,
+        "Loaded image: app:1\nLoaded image: app:latest\nLoaded image: reg.example.com/team/app:2\n"
+    );
+}
+
+crate::it_test!(owners_modes_stages_and_bases);
 fn owners_modes_stages_and_bases() {
     let env = TestEnv::new();
     let ctx = env.path().join("ctx");
@@ -205,7 +274,7 @@ copy = [
     assert_eq!(got, want);
 }
 
-#[test]
+crate::it_test!(docker_format_keeps_the_image_id);
 fn docker_format_keeps_the_image_id() {
     let env = TestEnv::new();
     env.write("ctx/foo.txt", "Hello World\n");
@@ -234,7 +303,7 @@ fn docker_format_keeps_the_image_id() {
             &[
                 "inspect",
                 "--raw",
-                &format!("oci-archive:{}", env.path().join(t).display()),
+                &crate::util::oci_archive_ref(&env.path().join(t)),
             ],
         );
         let m: serde_json::Value = serde_json::from_str(&raw).unwrap();

@@ -26,7 +26,7 @@ output = "out/two.tar"
 labels = { which = "two" }
 "#;
 
-#[test]
+crate::it_test!(a_spec_writes_every_image_it_defines);
 fn a_spec_writes_every_image_it_defines() {
     let env = TestEnv::new();
     env.write("ctx/a.txt", "A\n");
@@ -44,7 +44,7 @@ fn a_spec_writes_every_image_it_defines() {
             "skopeo",
             &[
                 "inspect",
-                &format!("oci-archive:{}", ctx.join(format!("out/{t}.tar")).display()),
+                &crate::util::oci_archive_ref(&ctx.join(format!("out/{t}.tar"))),
             ],
         );
         let v: serde_json::Value = serde_json::from_str(&v).unwrap();
@@ -73,7 +73,7 @@ fn a_spec_writes_every_image_it_defines() {
     assert!(stderr(&out).contains("--target"));
 }
 
-#[test]
+crate::it_test!(every_step_is_an_image);
 fn every_step_is_an_image() {
     let env = TestEnv::new();
     env.write("ctx/a.txt", "A\n");
@@ -96,14 +96,11 @@ fn every_step_is_an_image() {
         // Any step image can be exported and read back.
         let file = env.path().join(format!("{id}.tar"));
         env.ok(&["export", id, "-o", file.to_str().unwrap()]);
-        tool(
-            "skopeo",
-            &["inspect", &format!("oci-archive:{}", file.display())],
-        );
+        tool("skopeo", &["inspect", &crate::util::oci_archive_ref(&file)]);
     }
 }
 
-#[test]
+crate::it_test!(a_run_with_no_shell_fails_clearly);
 fn a_run_with_no_shell_fails_clearly() {
     let env = TestEnv::new();
     env.write(
@@ -122,7 +119,7 @@ fn a_run_with_no_shell_fails_clearly() {
     assert!(!env.path().join("ctx/x.tar").exists());
 }
 
-#[test]
+crate::it_test!(source_date_epoch_from_the_environment_wins);
 fn source_date_epoch_from_the_environment_wins() {
     let env = TestEnv::new();
     env.write("ctx/a.txt", "A\n");
@@ -140,7 +137,7 @@ fn source_date_epoch_from_the_environment_wins() {
         &[
             "inspect",
             "--config",
-            &format!("oci-archive:{}", ctx.join("x.tar").display()),
+            &crate::util::oci_archive_ref(&ctx.join("x.tar")),
         ],
     );
     let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
@@ -154,4 +151,63 @@ fn source_date_epoch_from_the_environment_wins() {
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("SOURCE_DATE_EPOCH"));
+}
+
+crate::it_test!(outputs_inside_the_context_are_not_read_back);
+/// What a build writes inside its context (the archive, --iidfile,
+/// --depfile, --metadata-file) is never read back by the next build: with
+/// `COPY . /app/`, the second build takes every step from the cache and
+/// writes the same archive, which holds only the context's own files.
+fn outputs_inside_the_context_are_not_read_back() {
+    let env = TestEnv::new();
+    env.write("ctx/a.txt", "a\n");
+    env.write("ctx/sub/b.txt", "b\n");
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY . /app/\n");
+    let ctx = env.path().join("ctx");
+    let args = [
+        "build",
+        "--progress=plain",
+        "-t",
+        "app:1",
+        "-o",
+        "sub/app.oci.tar",
+        "--iidfile",
+        "app.id",
+        "--depfile",
+        "sub/app.d",
+        "--metadata-file",
+        "meta.json",
+        ".",
+    ];
+    let build = || {
+        let mut c = env.cmd_in(&ctx, &args);
+        c.env("SOURCE_DATE_EPOCH", "0");
+        let out = c.output().unwrap();
+        assert_success(&out, &args);
+        stderr(&out)
+    };
+    build();
+    let first = std::fs::read(ctx.join("sub/app.oci.tar")).unwrap();
+    let log = build();
+    assert!(log.contains("Using cache"), "{log}");
+    assert!(
+        !log.contains("Cache miss"),
+        "the second build missed:\n{log}"
+    );
+    assert_eq!(std::fs::read(ctx.join("sub/app.oci.tar")).unwrap(), first);
+    let names: Vec<String> = crate::util::archive_layers(&ctx.join("sub/app.oci.tar"))
+        .iter()
+        .flat_map(|l| crate::util::layer_listing(l))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "app/",
+            "app/Dockerfile",
+            "app/a.txt",
+            "app/sub/",
+            "app/sub/b.txt"
+        ]
+    );
 }

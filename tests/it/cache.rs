@@ -51,7 +51,7 @@ fn build(env: &TestEnv, args: &[&str]) -> String {
     stderr(&out)
 }
 
-#[test]
+crate::it_test!(issue_4_the_seed_cache_story);
 fn issue_4_the_seed_cache_story() {
     let env = TestEnv::new();
     env.write("ctx/foo.txt", "Hello World\n");
@@ -59,7 +59,7 @@ fn issue_4_the_seed_cache_story() {
     env.write("ctx/Dockerfile", DOCKERFILE);
     let ctx = env.path().join("ctx");
 
-    let first = steps(&build(&env, &["--depfile", "demo.d"]));
+    let first = steps(&build(&env, &["-o", "demo.oci.tar", "--depfile", "demo.d"]));
     assert_eq!(first.len(), 3, "{first:?}");
     assert!(first.iter().all(|s| s.1 == "miss"));
 
@@ -157,13 +157,10 @@ fn issue_4_the_seed_cache_story() {
             "{f} not in:\n{dep}"
         );
     }
-    assert!(
-        dep.starts_with(&format!("{}:", ctx.join("demo.oci.tar").display())),
-        "{dep}"
-    );
+    assert!(dep.starts_with("demo.oci.tar:"), "{dep}");
 }
 
-#[test]
+crate::it_test!(no_cache_rebuilds_and_j1_equals_jn);
 fn no_cache_rebuilds_and_j1_equals_jn() {
     let env = TestEnv::new();
     for i in 0..3 {

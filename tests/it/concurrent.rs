@@ -2,7 +2,7 @@
 
 use crate::util::{TestEnv, assert_success};
 
-#[test]
+crate::it_test!(four_builds_at_once_on_one_store);
 fn four_builds_at_once_on_one_store() {
     let env = TestEnv::new();
     for i in 0..4 {
@@ -47,7 +47,7 @@ fn four_builds_at_once_on_one_store() {
     );
 }
 
-#[test]
+crate::it_test!(store_check_finds_a_corrupt_blob);
 fn store_check_finds_a_corrupt_blob() {
     let env = TestEnv::new();
     env.write("ctx/a.txt", "a\n");

@@ -21,7 +21,7 @@ fn rand_name(args: &[&str]) -> String {
     imgbuild::digest::Digest::of(args.join(" ").as_bytes()).short()
 }
 
-#[test]
+crate::it_test!(a_dockerfile_and_a_spec_that_say_the_same_make_the_same_image);
 fn a_dockerfile_and_a_spec_that_say_the_same_make_the_same_image() {
     let env = TestEnv::new();
     env.write("ctx/foo.txt", "Hello World\n");
@@ -51,7 +51,7 @@ copy = [{ src = "bin/tool", dest = "/usr/local/bin/", mode = "0755" }]
     assert_eq!(from_dockerfile, from_spec);
 }
 
-#[test]
+crate::it_test!(stages_target_and_build_args);
 fn stages_target_and_build_args() {
     let env = TestEnv::new();
     env.write("ctx/a.txt", "A\n");
@@ -76,16 +76,30 @@ fn stages_target_and_build_args() {
         !log.contains("COPY b.txt"),
         "the unused stage was built:\n{log}"
     );
+    // As `docker build`: stored and tagged, no file (least of all in the
+    // context), and one line on how to get one.
+    let written: Vec<_> = std::fs::read_dir(&ctx)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    assert!(written.is_empty(), "a build without -o wrote {written:?}");
     assert!(
-        ctx.join("staged.oci.tar").is_file(),
-        "default output is ./<repo>.oci.tar"
+        log.contains("No archive written (the image is in the store): add -o FILE, or run `imgbuild export staged:1 -o FILE`"),
+        "{log}"
     );
+    env.ok(&[
+        "export",
+        "staged:1",
+        "-o",
+        ctx.join("staged.oci.tar").to_str().unwrap(),
+    ]);
     let cfg = tool(
         "skopeo",
         &[
             "inspect",
             "--config",
-            &format!("oci-archive:{}", ctx.join("staged.oci.tar").display()),
+            &crate::util::oci_archive_ref(&ctx.join("staged.oci.tar")),
         ],
     );
     let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
@@ -111,7 +125,7 @@ fn stages_target_and_build_args() {
     assert!(stderr(&out).contains("no stage named `nope`"));
 }
 
-#[test]
+crate::it_test!(dockerignore_rules_apply);
 fn dockerignore_rules_apply() {
     let env = TestEnv::new();
     for f in [
@@ -174,7 +188,7 @@ fn dockerignore_rules_apply() {
     );
 }
 
-#[test]
+crate::it_test!(add_unpacks_local_archives);
 fn add_unpacks_local_archives() {
     let env = TestEnv::new();
     let ctx = env.path().join("ctx");
@@ -217,7 +231,7 @@ fn add_unpacks_local_archives() {
     assert_eq!(layer_listing(&layers[1]), ["plain.txt 644 0:0 2000 14"]);
 }
 
-#[test]
+crate::it_test!(onbuild_triggers_run_in_the_child);
 fn onbuild_triggers_run_in_the_child() {
     let env = TestEnv::new();
     env.write(
@@ -244,7 +258,7 @@ fn onbuild_triggers_run_in_the_child() {
             "inspect",
             "--raw",
             "--config",
-            &format!("oci-archive:{}", env.path().join("child/c.tar").display()),
+            &crate::util::oci_archive_ref(&env.path().join("child/c.tar")),
         ],
     );
     let cfg: serde_json::Value = serde_json::from_str(&raw).unwrap();
@@ -255,7 +269,7 @@ fn onbuild_triggers_run_in_the_child() {
     assert_eq!(cfg["config"]["Labels"]["child"], "1");
 }
 
-#[test]
+crate::it_test!(run_on_scratch_has_no_shell);
 fn run_on_scratch_has_no_shell() {
     let env = TestEnv::new();
     env.write("ctx/Dockerfile", "FROM scratch\nRUN echo hi\n");
@@ -270,7 +284,7 @@ fn run_on_scratch_has_no_shell() {
     );
 }
 
-#[test]
+crate::it_test!(check_warns_about_undeclared_args_and_unused_stages);
 fn check_warns_about_undeclared_args_and_unused_stages() {
     let env = TestEnv::new();
     env.write(
@@ -304,37 +318,37 @@ fn invalid(case: &str) {
     }
 }
 
-#[test]
+crate::it_test!(unknown_instruction_suggests_the_right_one);
 fn unknown_instruction_suggests_the_right_one() {
     invalid("unknown-instruction");
 }
 
-#[test]
+crate::it_test!(unknown_flag_suggests_the_right_one);
 fn unknown_flag_suggests_the_right_one() {
     invalid("unknown-flag");
 }
 
-#[test]
+crate::it_test!(json_arrays_must_hold_strings);
 fn json_arrays_must_hold_strings() {
     invalid("json-not-strings");
 }
 
-#[test]
+crate::it_test!(missing_source_points_at_its_word);
 fn missing_source_points_at_its_word() {
     invalid("missing-source");
 }
 
-#[test]
+crate::it_test!(env_needs_a_value);
 fn env_needs_a_value() {
     invalid("env-no-value");
 }
 
-#[test]
+crate::it_test!(unterminated_heredoc);
 fn unterminated_heredoc() {
     invalid("unterminated-heredoc");
 }
 
-#[test]
+crate::it_test!(misspelled_stage_gets_a_hint);
 fn misspelled_stage_gets_a_hint() {
     invalid("bad-target-stage");
 }

@@ -6,7 +6,7 @@ use crate::util::{
     TestEnv, archive_layers, assert_success, copy_tree, fixtures, golden, layer_listing,
 };
 
-#[test]
+crate::it_test!(basic);
 fn basic() {
     let env = TestEnv::new();
     let dir = fixtures().join("golden/basic");

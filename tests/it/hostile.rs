@@ -18,7 +18,7 @@ fn fixtures() -> Vec<PathBuf> {
     v
 }
 
-#[test]
+crate::it_test!(hostile_layers_stay_inside_the_root);
 fn hostile_layers_stay_inside_the_root() {
     let _ = std::fs::remove_dir_all(TARGET);
     let passwd = std::fs::read("/etc/passwd").unwrap();

@@ -17,7 +17,7 @@ fn demo(env: &TestEnv) -> (std::path::PathBuf, String) {
     (env.path().join("ctx/demo.tar"), id)
 }
 
-#[test]
+crate::it_test!(load_round_trips_oci_and_docker_archives);
 fn load_round_trips_oci_and_docker_archives() {
     let env = TestEnv::new();
     let (archive, id) = demo(&env);
@@ -44,7 +44,7 @@ fn load_round_trips_oci_and_docker_archives() {
         &[
             "copy",
             "-q",
-            &format!("oci-archive:{}", archive.display()),
+            &crate::util::oci_archive_ref(&archive),
             &format!("docker-archive:{}:demo:2", docker.display()),
         ],
     );
@@ -60,7 +60,7 @@ fn load_round_trips_oci_and_docker_archives() {
     );
 }
 
-#[test]
+crate::it_test!(bases_from_every_transport);
 fn bases_from_every_transport() {
     let env = TestEnv::new();
     let (archive, _) = demo(&env);
@@ -70,7 +70,7 @@ fn bases_from_every_transport() {
         &[
             "copy",
             "-q",
-            &format!("oci-archive:{}", archive.display()),
+            &crate::util::oci_archive_ref(&archive),
             &format!("docker-archive:{}:demo:1", ctx.join("d.tar").display()),
         ],
     );
@@ -79,7 +79,7 @@ fn bases_from_every_transport() {
         &[
             "copy",
             "-q",
-            &format!("oci-archive:{}", archive.display()),
+            &crate::util::oci_archive_ref(&archive),
             &format!("oci:{}:v1", ctx.join("layout").display()),
         ],
     );
@@ -146,7 +146,7 @@ fn bases_from_every_transport() {
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
 }
 
-#[test]
+crate::it_test!(a_missing_base_is_a_clear_error);
 fn a_missing_base_is_a_clear_error() {
     let env = TestEnv::new();
     env.write(
@@ -161,4 +161,97 @@ fn a_missing_base_is_a_clear_error() {
         "{err}"
     );
     assert!(!env.path().join("ctx/x.tar").exists());
+}
+
+crate::it_test!(tag_only_ref_names_and_load_t);
+/// An archive whose index names the image by a tag only (`ref.name =
+/// latest`, as BuildKit writes it) loads as localhost/<file stem>:<tag>, as
+/// podman names it; `-t` adds names, and load prints every name it applied.
+fn tag_only_ref_names_and_load_t() {
+    let env = TestEnv::new();
+    let (archive, id) = demo(&env);
+    // Rewrite the index: ref.name `latest`, no containerd name.
+    let layout = env.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            layout.to_str().unwrap(),
+        ],
+    );
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["annotations"] =
+        serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    std::fs::remove_file(layout.join("manifest.json")).unwrap();
+    let tagged = env.path().join("My_Base.oci.tar");
+    tool(
+        "tar",
+        &[
+            "-cf",
+            tagged.to_str().unwrap(),
+            "-C",
+            layout.to_str().unwrap(),
+            ".",
+        ],
+    );
+
+    let fresh = |name: &str| env.path().join(name);
+    let load = |store: &std::path::Path, args: &[&str]| {
+        let mut c = env.cmd_in(env.path(), args);
+        c.env("IMGBUILD_STORE", store);
+        c.output().unwrap()
+    };
+    let out = load(&fresh("s1"), &["load", tagged.to_str().unwrap()]);
+    assert_success(&out, &["load"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Loaded image: localhost/my_base:latest\n"
+    );
+    // The layout directory itself: named after the directory.
+    let out = load(&fresh("s2"), &["load", layout.to_str().unwrap()]);
+    assert_success(&out, &["load DIR"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Loaded image: localhost/layout:latest\n"
+    );
+    // -t: one more name, every name printed, the image findable by each.
+    let s3 = fresh("s3");
+    let out = load(
+        &s3,
+        &[
+            "load",
+            "-t",
+            "base:7",
+            "-t",
+            "reg.example.com/b:1",
+            tagged.to_str().unwrap(),
+        ],
+    );
+    assert_success(&out, &["load -t"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Loaded image: localhost/my_base:latest\nLoaded image: base:7\nLoaded image: reg.example.com/b:1\n"
+    );
+    for name in ["localhost/my_base:latest", "base:7", "reg.example.com/b:1"] {
+        let out = load(&s3, &["inspect", name]);
+        assert_success(&out, &["inspect", name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v[0]["Id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("sha256:{id}"))
+        );
+    }
+    // A bad name is a usage error, and nothing is loaded.
+    let s4 = fresh("s4");
+    let out = load(&s4, &["load", "-t", "Bad Name", tagged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = load(&s4, &["images", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }

@@ -1,12 +1,20 @@
 //! End-to-end tests: the real `imgbuild` binary on real files, validated with
-//! real tools (skopeo, umoci, podman). One binary, one module per area.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! real tools (skopeo, umoci, podman). One binary, one module per area, run
+//! by [`harness`]: libtest's interface, and skips that are reported.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
+mod harness;
 mod util;
 
 mod archive;
 mod build;
 mod cache;
+mod cli;
 mod concurrent;
 mod dockerfile;
 mod golden;
@@ -21,3 +29,7 @@ mod sandbox;
 mod security;
 mod semantics;
 mod spec;
+
+fn main() {
+    harness::main();
+}

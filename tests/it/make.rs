@@ -33,7 +33,7 @@ fn built(log: &str) -> Vec<String> {
     v
 }
 
-#[test]
+crate::it_test!(make_rebuilds_exactly_what_changed);
 fn make_rebuilds_exactly_what_changed() {
     let env = TestEnv::new();
     let dir = env.path().join("example");

@@ -22,7 +22,7 @@ fn cases(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[test]
+crate::it_test!(every_testfile_dumps_byte_for_byte);
 fn every_testfile_dumps_byte_for_byte() {
     let env = TestEnv::new();
     let all = cases(&conformance().join("testfiles"));
@@ -45,7 +45,7 @@ fn every_testfile_dumps_byte_for_byte() {
     }
 }
 
-#[test]
+crate::it_test!(every_negative_case_is_an_error);
 fn every_negative_case_is_an_error() {
     let env = TestEnv::new();
     let all = cases(&conformance().join("testfiles-negative"));
@@ -59,7 +59,7 @@ fn every_negative_case_is_an_error() {
     }
 }
 
-#[test]
+crate::it_test!(line_numbers_match_the_reference);
 fn line_numbers_match_the_reference() {
     let dir = conformance().join("testfile-line");
     let text = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
@@ -82,7 +82,7 @@ fn line_numbers_match_the_reference() {
     assert_eq!(got, want);
 }
 
-#[test]
+crate::it_test!(derived_heredoc_cases);
 fn derived_heredoc_cases() {
     for case in cases(&conformance().join("derived")) {
         let text = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
@@ -119,7 +119,7 @@ fn shell_env(name: &str) -> Option<String> {
     }
 }
 
-#[test]
+crate::it_test!(env_var_test_unix_lines);
 fn env_var_test_unix_lines() {
     let text = std::fs::read_to_string(conformance().join("shell/envVarTest")).unwrap();
     let lex = Lexer::new('\\');
@@ -143,7 +143,7 @@ fn env_var_test_unix_lines() {
     assert_eq!(checked, 228);
 }
 
-#[test]
+crate::it_test!(words_test);
 fn words_test() {
     let text = std::fs::read_to_string(conformance().join("shell/wordsTest")).unwrap();
     let lex = Lexer::new('\\');
@@ -176,7 +176,7 @@ fn words_test() {
     assert_eq!(checked, 24);
 }
 
-#[test]
+crate::it_test!(real_world_dockerfiles_parse_with_the_right_instruction_counts);
 fn real_world_dockerfiles_parse_with_the_right_instruction_counts() {
     let dir = fixtures().join("dockerfile-corpus");
     let mut checked = 0;
@@ -214,10 +214,10 @@ fn real_world_dockerfiles_parse_with_the_right_instruction_counts() {
 #[path = "../support/dockerfile_gen.rs"]
 mod dockerfile_gen;
 
+crate::it_test!(generated_inputs_never_panic);
 /// A short version of `cargo run --release --example parser_fuzz` (which runs
 /// a million inputs): generated Dockerfile-like text never panics the parser,
 /// the dump, or word expansion.
-#[test]
 fn generated_inputs_never_panic() {
     let mut rng = dockerfile_gen::Rng::new(42);
     for _ in 0..20_000 {

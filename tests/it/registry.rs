@@ -303,7 +303,7 @@ pub(crate) fn manifest_of(env: &TestEnv, store: &str, image: &str) -> serde_json
     v[0].clone()
 }
 
-#[test]
+crate::it_test!(push_then_pull_into_an_empty_store_gives_the_same_image);
 fn push_then_pull_into_an_empty_store_gives_the_same_image() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -387,7 +387,7 @@ fn push_then_pull_into_an_empty_store_gives_the_same_image() {
     assert_eq!(manifest_of(&env, "v2", &v2)["Id"], ours["Id"]);
 }
 
-#[test]
+crate::it_test!(a_second_image_on_the_same_base_fetches_only_its_own_layers);
 fn a_second_image_on_the_same_base_fetches_only_its_own_layers() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -422,7 +422,7 @@ fn a_second_image_on_the_same_base_fetches_only_its_own_layers() {
     assert_eq!(reg.blob_gets() - before, 2);
 }
 
-#[test]
+crate::it_test!(from_pulls_a_missing_base_and_then_uses_the_store);
 fn from_pulls_a_missing_base_and_then_uses_the_store() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -471,7 +471,7 @@ fn from_pulls_a_missing_base_and_then_uses_the_store() {
     assert_success(&out, &["pull the pushed build"]);
 }
 
-#[test]
+crate::it_test!(a_connection_cut_mid_blob_is_retried);
 fn a_connection_cut_mid_blob_is_retried() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -491,7 +491,7 @@ fn a_connection_cut_mid_blob_is_retried() {
     assert_success(&check, &["store check"]);
 }
 
-#[test]
+crate::it_test!(a_blob_that_does_not_match_its_digest_never_enters_the_store);
 fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -534,7 +534,7 @@ fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
     assert!(!sk.status.success(), "the damaged image was published");
 }
 
-#[test]
+crate::it_test!(a_registry_with_htpasswd_wants_credentials);
 fn a_registry_with_htpasswd_wants_credentials() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, true);
@@ -627,7 +627,7 @@ fn a_registry_with_htpasswd_wants_credentials() {
     assert_success(&out, &["push with a credential helper"]);
 }
 
-#[test]
+crate::it_test!(a_build_cache_in_the_registry_serves_an_empty_store);
 fn a_build_cache_in_the_registry_serves_an_empty_store() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -699,7 +699,7 @@ fn a_build_cache_in_the_registry_serves_an_empty_store() {
     assert!(stderr(&out).contains("WARNING: cache"), "{}", stderr(&out));
 }
 
-#[test]
+crate::it_test!(a_registry_with_bearer_tokens_is_used_anonymously);
 fn a_registry_with_bearer_tokens_is_used_anonymously() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -730,7 +730,7 @@ fn put_manifest(port: u16, path: &str, media_type: &str, body: &[u8]) -> String 
     answer.lines().next().unwrap_or("").to_string()
 }
 
-#[test]
+crate::it_test!(a_multi_platform_index_gives_each_platform_its_image);
 fn a_multi_platform_index_gives_each_platform_its_image() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);

@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::archive::app_checkout;
 use crate::util::{TestEnv, assert_success};
 
-#[test]
+crate::it_test!(two_checkouts_give_identical_archives);
 fn two_checkouts_give_identical_archives() {
     let env = TestEnv::new();
     let a = app_checkout(&env.path().join("first/checkout"));
@@ -53,7 +53,7 @@ fn two_checkouts_give_identical_archives() {
     );
 }
 
-#[test]
+crate::it_test!(rebuilding_gives_the_same_bytes_and_leaves_the_file_alone);
 fn rebuilding_gives_the_same_bytes_and_leaves_the_file_alone() {
     let env = TestEnv::new();
     let a = app_checkout(&env.path().join("checkout"));

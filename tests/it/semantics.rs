@@ -151,7 +151,7 @@ fn check(base: &Path, case: &Path) -> Result<(), String> {
     Err(format!("{d}{note}"))
 }
 
-#[test]
+crate::it_test!(imgbuild_gives_buildkits_filesystems);
 fn imgbuild_gives_buildkits_filesystems() {
     let env = TestEnv::new();
     let base = build_base(&env);
@@ -193,4 +193,37 @@ fn imgbuild_gives_buildkits_filesystems() {
         }
         panic!("{report}");
     }
+}
+
+// The listing tool's own pieces (tests/support/fslist.rs).
+crate::it_test!(escaping_round_trips);
+fn escaping_round_trips() {
+    let raw = b"a b\\c\xff\td\xc3\xa9\xe2\x80\xa8";
+    let e = fslist::escape(raw);
+    assert_eq!(e, "a\\x20b\\\\c\\xff\\x09d\u{e9}\\u{2028}");
+    assert_eq!(fslist::unescape(&e), raw);
+}
+
+crate::it_test!(overrides_replace_by_key);
+fn overrides_replace_by_key() {
+    let listing = "/a file 0644 0:0 1 x - -\n/b dir 0755 0:0 - - - -\nconfig.User \"\"\n";
+    let o = "# reason: test\n/a file 4755 0:0 1 x - -\nremove /b\ndeleted /c\n";
+    assert_eq!(
+        fslist::apply_override(listing, o).unwrap(),
+        "/a file 4755 0:0 1 x - -\ndeleted /c\nconfig.User \"\"\n"
+    );
+    assert_eq!(
+        fslist::apply_override(listing, "# reason: x\nerror\n").unwrap(),
+        "error\n"
+    );
+    assert!(fslist::apply_override(listing, "error\n").is_err());
+}
+
+crate::it_test!(diff_shows_changes_with_context);
+fn diff_shows_changes_with_context() {
+    let d = fslist::diff(
+        &["a", "b", "c", "d", "e", "f"],
+        &["a", "b", "C", "d", "e", "f"],
+    );
+    assert_eq!(d, " a\n b\n-c\n+C\n d\n e\n");
 }

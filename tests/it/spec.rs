@@ -26,37 +26,37 @@ fn case(name: &str) {
     assert!(!images.exists() || std::fs::read_dir(images).unwrap().next().is_none());
 }
 
-#[test]
+crate::it_test!(toml_syntax_error);
 fn toml_syntax_error() {
     case("toml-syntax");
 }
 
-#[test]
+crate::it_test!(unknown_key);
 fn unknown_key() {
     case("unknown-key");
 }
 
-#[test]
+crate::it_test!(wrong_type);
 fn wrong_type() {
     case("wrong-type");
 }
 
-#[test]
+crate::it_test!(missing_source_file);
 fn missing_source_file() {
     case("missing-source");
 }
 
-#[test]
+crate::it_test!(undefined_stage);
 fn undefined_stage() {
     case("undefined-stage");
 }
 
-#[test]
+crate::it_test!(cycle);
 fn cycle() {
     case("cycle");
 }
 
-#[test]
+crate::it_test!(every_problem_is_reported_at_once);
 fn every_problem_is_reported_at_once() {
     case("many-problems");
     let text =
@@ -74,7 +74,7 @@ fn every_problem_is_reported_at_once() {
     }
 }
 
-#[test]
+crate::it_test!(valid_spec_checks_clean);
 fn valid_spec_checks_clean() {
     let env = TestEnv::new();
     env.write("ctx/foo.txt", "hi");

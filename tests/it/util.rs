@@ -106,6 +106,29 @@ pub fn containers_conf() -> PathBuf {
 }
 
 /// Unpacks an OCI archive with skopeo + umoci and returns the rootfs path.
+/// `oci-archive:PATH`, with the first image name when the index lists
+/// several descriptors (one per tag): skopeo then needs a name to pick one.
+pub fn oci_archive_ref(archive: &Path) -> String {
+    use std::io::Read;
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().as_os_str() != "index.json" {
+            continue;
+        }
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        let index: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        let manifests = index["manifests"].as_array().unwrap();
+        let name = manifests[0]["annotations"]["org.opencontainers.image.ref.name"].as_str();
+        return match name {
+            Some(n) if manifests.len() > 1 => format!("oci-archive:{}:{n}", archive.display()),
+            _ => format!("oci-archive:{}", archive.display()),
+        };
+    }
+    panic!("{} has no index.json", archive.display())
+}
+
 pub fn unpack(archive: &Path, work: &Path) -> PathBuf {
     let layout = work.join("layout");
     let bundle = work.join("bundle");
@@ -116,7 +139,7 @@ pub fn unpack(archive: &Path, work: &Path) -> PathBuf {
         &[
             "copy",
             "-q",
-            &format!("oci-archive:{}", archive.display()),
+            &oci_archive_ref(archive),
             &format!("oci:{}:img", layout.display()),
         ],
     );

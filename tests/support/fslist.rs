@@ -683,7 +683,7 @@ fn rank(line: &str) -> (u8, Vec<u8>) {
 }
 
 /// Inverse of [`escape`] (for sorting override lines among the others).
-fn unescape(s: &str) -> Vec<u8> {
+pub fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
@@ -859,41 +859,4 @@ pub fn diff(expected: &[&str], actual: &[&str]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escaping_round_trips() {
-        let raw = b"a b\\c\xff\td\xc3\xa9\xe2\x80\xa8";
-        let e = escape(raw);
-        assert_eq!(e, "a\\x20b\\\\c\\xff\\x09d\u{e9}\\u{2028}");
-        assert_eq!(unescape(&e), raw);
-    }
-
-    #[test]
-    fn overrides_replace_by_key() {
-        let listing = "/a file 0644 0:0 1 x - -\n/b dir 0755 0:0 - - - -\nconfig.User \"\"\n";
-        let o = "# reason: test\n/a file 4755 0:0 1 x - -\nremove /b\ndeleted /c\n";
-        assert_eq!(
-            apply_override(listing, o).unwrap(),
-            "/a file 4755 0:0 1 x - -\ndeleted /c\nconfig.User \"\"\n"
-        );
-        assert_eq!(
-            apply_override(listing, "# reason: x\nerror\n").unwrap(),
-            "error\n"
-        );
-        assert!(apply_override(listing, "error\n").is_err());
-    }
-
-    #[test]
-    fn diff_shows_changes_with_context() {
-        let d = diff(
-            &["a", "b", "c", "d", "e", "f"],
-            &["a", "b", "C", "d", "e", "f"],
-        );
-        assert_eq!(d, " a\n b\n-c\n+C\n d\n e\n");
-    }
 }

@@ -44,19 +44,17 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| Failure::Usage(e.into())))
         .collect::<Result<Vec<_>, _>>()?;
-    let output = match (&a.output, def.dockerfile) {
-        (Some(o), _) => Some(absolute(o)?),
-        // A Dockerfile names no output: ./<repository>.oci.tar after the first
-        // tag, else ./image.oci.tar.
-        (None, true) => {
-            let name = tags
-                .first()
-                .and_then(|t| t.path().rsplit('/').next().map(str::to_string))
-                .unwrap_or_else(|| "image".to_string());
-            Some(absolute(std::path::Path::new(&format!("{name}.oci.tar")))?)
-        }
-        (None, false) => None,
-    };
+    let output = a.output.as_deref().map(absolute).transpose()?;
+    if a.depfile.is_some() && output.is_none() && def.dockerfile && a.iidfile.is_none() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)"
+        )));
+    }
+    let side_outputs = [&a.iidfile, &a.depfile, &a.metadata_file]
+        .into_iter()
+        .flatten()
+        .map(|p| absolute(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let sink = progress_sink(a);
     let registry_opts = a.bases.registry();
     let store = import_caches(store, &a.cache_from, &registry_opts)?;
@@ -83,7 +81,15 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             CompressionArg::Zstd => Compression::Zstd,
             CompressionArg::None => Compression::None,
         },
-        output_dir: absolute(std::path::Path::new("."))?,
+        // A Dockerfile names no archive: like `docker build`, the image is
+        // stored and tagged, and nothing is written (least of all into the
+        // context). A spec's image without `output` goes to ./NAME.oci.tar.
+        output_dir: if def.dockerfile {
+            None
+        } else {
+            Some(absolute(std::path::Path::new("."))?)
+        },
+        side_outputs,
         progress: sink,
         jobs: a
             .jobs
@@ -101,15 +107,19 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
     })?;
     if let Some(path) = &a.depfile {
         // The rule's target as make knows it: -o as written, when given.
-        let targets: Vec<std::path::PathBuf> = match &a.output {
-            Some(o) => vec![o.clone()],
-            None => result.outputs.clone(),
+        let targets: Vec<std::path::PathBuf> = match (&a.output, &a.iidfile) {
+            (Some(o), _) => vec![o.clone()],
+            (None, Some(iid)) if result.outputs.is_empty() => vec![iid.clone()],
+            (None, _) => result.outputs.clone(),
         };
         atomic_write(path, depfile(&targets, &result.inputs).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if a.dry_run {
         return dry_run_report(&result);
+    }
+    if !matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json) {
+        hint_no_archive(&result);
     }
     if a.push {
         push_tags(&opts.store, &result, &registry_opts)?;
@@ -139,6 +149,21 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// One line for each image left in the store only: how to get a file.
+fn hint_no_archive(result: &build::BuildResult) {
+    use std::io::Write;
+    for i in result.images.iter().filter(|i| i.archive.is_none()) {
+        let name = i
+            .tags
+            .first()
+            .map_or_else(|| i.id.short(), Reference::familiar);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "No archive written (the image is in the store): add -o FILE, or run `imgbuild export {name} -o FILE`"
+        );
+    }
 }
 
 /// `--push`: every tag of every built image, with push's lines on stderr
@@ -375,7 +400,7 @@ fn metadata(
             "image.id": i.id.to_string(),
             "manifest.digest": i.archive_manifest.to_string(),
             "tags": i.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
-            "archive": i.archive.display().to_string(),
+            "archive": i.archive.as_ref().map(|p| p.display().to_string()),
             "layers": m.layers.iter().zip(diff_ids).map(|((d, size, mt), diff)| serde_json::json!({
                 "digest": d.to_string(), "size": size, "mediaType": mt, "diffID": diff.to_string(),
             })).collect::<Vec<_>>(),

@@ -29,7 +29,13 @@ pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
     let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
     let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
     let history = cfg.oci.history().clone().unwrap_or_default();
-    let mut layer_sizes = m.layers.iter().map(|l| l.1);
+    // docker shows what a layer holds, not what it weighs compressed.
+    let mut layer_sizes = m
+        .layers
+        .iter()
+        .map(|(d, _, mt)| store.content_size(d, mt))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
     let now = now();
     let mut rows = Vec::new();
     for (i, h) in history.iter().enumerate() {

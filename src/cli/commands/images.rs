@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cli::args::{Cli, ImagesArgs};
 use crate::cli::exit::Failure;
+use crate::cli::template::Template;
 use crate::cli::util::{ago, human_size, now, open_store, out};
 use crate::digest::Digest;
 use crate::oci::{ImageConfig, Manifest, parse_rfc3339};
@@ -24,7 +25,20 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
     let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
     let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
     let created = cfg.oci.created().as_deref().and_then(parse_rfc3339);
-    Ok((created, m.layers.iter().map(|l| l.1).sum()))
+    // What the layers hold, as docker counts SIZE.
+    let size = m
+        .layers
+        .iter()
+        .map(|(d, _, mt)| store.content_size(d, mt))
+        .sum::<Result<u64, _>>()?;
+    Ok((created, size))
+}
+
+/// A time as Go prints a `time.Time` in UTC (docker's CreatedAt):
+/// `2023-11-14 22:13:20 +0000 UTC`.
+fn go_time(secs: i64) -> String {
+    let t = crate::oci::rfc3339(secs);
+    format!("{} {} +0000 UTC", &t[..10], &t[11..19])
 }
 
 /// Lists tagged images (and, with `-a`, untagged ones).
@@ -79,6 +93,29 @@ pub fn run(cli: &Cli, a: &ImagesArgs) -> Result<(), Failure> {
         return out(&text);
     }
     let now = now();
+    if let Some(f) = &a.format {
+        let t = (f != "json")
+            .then(|| Template::parse(f))
+            .transpose()
+            .map_err(|e| Failure::Usage(e.into()))?;
+        for r in rows {
+            let v = serde_json::json!({
+                "Repository": r.repo,
+                "Tag": r.tag,
+                "ID": r.id.short(),
+                "Digest": "<none>",
+                "CreatedAt": r.created.map_or_else(|| "N/A".to_string(), go_time),
+                "CreatedSince": r.created.map_or_else(|| "N/A".to_string(), |c| ago(c, now)),
+                "Size": human_size(r.size),
+            });
+            match &t {
+                Some(t) => text.push_str(&t.render(&v).map_err(|e| Failure::Failed(e.into()))?),
+                None => text.push_str(&v.to_string()),
+            }
+            text.push('\n');
+        }
+        return out(&text);
+    }
     let w_repo = rows.iter().map(|r| r.repo.len()).max().unwrap_or(0).max(10);
     let w_tag = rows.iter().map(|r| r.tag.len()).max().unwrap_or(0).max(3);
     text.push_str(&format!(

@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::cli::args::{Cli, InspectArgs};
 use crate::cli::exit::Failure;
+use crate::cli::template::Template;
 use crate::cli::util::{open_store, out};
 use crate::oci::{ImageConfig, Manifest};
 
@@ -36,13 +37,31 @@ pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
             "Architecture": raw.get("architecture"),
             "Os": raw.get("os"),
             "Config": raw.get("config"),
-            "RootFS": raw.get("rootfs"),
-            "Size": m.layers.iter().map(|l| l.1).sum::<u64>(),
+            // docker's names for the config's rootfs.
+            "RootFS": {
+                "Type": raw.pointer("/rootfs/type"),
+                "Layers": raw.pointer("/rootfs/diff_ids"),
+            },
+            // What the layers hold, as docker counts Size.
+            "Size": m
+                .layers
+                .iter()
+                .map(|(d, _, mt)| store.content_size(d, mt))
+                .sum::<Result<u64, _>>()?,
             "Manifest": {
                 "Digest": rec.manifest.to_string(),
                 "Layers": m.layers.iter().map(|(d, s, mt)| json!({"Digest": d.to_string(), "Size": s, "MediaType": mt})).collect::<Vec<_>>(),
             },
         }));
+    }
+    if let Some(f) = a.format.as_deref().filter(|f| *f != "json") {
+        let t = Template::parse(f).map_err(|e| Failure::Usage(e.into()))?;
+        let mut text = String::new();
+        for v in &all {
+            text.push_str(&t.render(v).map_err(|e| Failure::Failed(e.into()))?);
+            text.push('\n');
+        }
+        return out(&text);
     }
     let text = serde_json::to_string_pretty(&all).map_err(anyhow::Error::from)?;
     out(&format!("{text}\n"))

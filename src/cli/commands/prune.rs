@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, a: &PruneArgs) -> Result<(), Failure> {
         if r.cache_entries == 1 { "y" } else { "ies" },
         r.blobs,
         if r.blobs == 1 { "" } else { "s" },
-        human_size(r.bytes)
+        human_size(r.freed)
     ))
 }
 

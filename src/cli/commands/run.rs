@@ -9,6 +9,72 @@ use crate::cli::util::open_store;
 use crate::exec::{self, Rootfs};
 use crate::oci::{ImageConfig, LayerDescriptor, Manifest};
 
+/// `-v HOST:CTR[:ro|rw]`: a bind mount of an existing host path.
+fn volume(v: &str) -> Result<exec::Mount, Failure> {
+    let usage = |why: &str| Failure::Usage(anyhow::anyhow!("-v {v}: {why}"));
+    let mut parts = v.split(':');
+    let (Some(host), Some(target)) = (parts.next(), parts.next()) else {
+        return Err(usage("expected HOST:CONTAINER[:ro]"));
+    };
+    let readonly = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(o) => return Err(usage(&format!("unknown option `{o}` (ro or rw)"))),
+    };
+    if parts.next().is_some() {
+        return Err(usage("expected HOST:CONTAINER[:ro]"));
+    }
+    let host = std::path::Path::new(host);
+    if !host.is_absolute() {
+        return Err(usage(
+            "the host path must be absolute (named volumes do not exist here)",
+        ));
+    }
+    if !target.starts_with('/') {
+        return Err(usage("the container path must be absolute"));
+    }
+    let source =
+        std::fs::canonicalize(host).map_err(|e| usage(&format!("{}: {e}", host.display())))?;
+    Ok(exec::Mount {
+        target: target.to_string(),
+        kind: exec::MountKind::Bind { source, readonly },
+    })
+}
+
+/// Our terminal in raw mode until dropped.
+struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    /// Puts stdin's terminal in raw mode; docker's error when stdin is not
+    /// a terminal.
+    fn enter() -> Result<Self, Failure> {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let stdin = rustix::stdio::stdin();
+        let saved = tcgetattr(stdin).map_err(|_| {
+            Failure::Usage(anyhow::anyhow!(
+                "the input device is not a TTY (-t with -i needs a terminal on stdin; drop -t)"
+            ))
+        })?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(stdin, OptionalActions::Now, &raw)
+            .map_err(|e| anyhow::anyhow!("setting the terminal to raw mode: {e}"))?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            rustix::stdio::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
 /// Docker's status for "the container could not be started".
 const CANNOT_START: u8 = 125;
 
@@ -84,6 +150,15 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         env.retain(|(ek, _)| *ek != k);
         env.push((k, v));
     }
+    // docker's default for a terminal.
+    if a.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    let mounts = a
+        .volumes
+        .iter()
+        .map(|v| volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut spec = exec::Spec {
         // The writable layer in memory goes with the sandbox, however it ends.
         upper: SandboxMode::from_env().upper(),
@@ -108,7 +183,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         // Set by the isolation below.
         network: exec::NetworkMode::Host,
         hostname: HOSTNAME.into(),
-        mounts: Vec::new(),
+        mounts,
         hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         rootless: exec::rootless_mapping(),
@@ -116,6 +191,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         seccomp: None,
         nproc: None,
         nodev: false,
+        tty: a.tty,
     };
     // The same isolation as a RUN step: seccomp, cgroups, the network.
     let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits());
@@ -128,13 +204,20 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     };
     let dir = store.tmp_path("container");
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
+    // -it: our terminal in raw mode while the command runs (its own
+    // terminal in the sandbox does the line editing and the signals),
+    // restored however the run ends.
+    let raw = (a.tty && a.interactive)
+        .then(RawTerminal::enter)
+        .transpose()?;
     let result = exec::run(
         &dir,
         &spec,
         exec::Output::Inherit {
-            stdin: a.interactive || a.tty,
+            stdin: a.interactive,
         },
     );
+    drop(raw);
     // The writable layer goes with the container.
     remove_tree(&dir);
     drop(cgroup);

@@ -30,12 +30,12 @@ fn host_secret(env: &TestEnv, content: &[u8]) -> PathBuf {
     dir
 }
 
+crate::it_test!(add_archive_members_never_read_the_host);
 /// An ADDed local archive whose `e` is a symlink to a host directory and
 /// whose `e/secret` then names a file through it (the shape that put the
 /// host's `/etc/shadow` into a layer), plus `..`, absolute and hard-link
 /// members aimed outside. The layer holds the archive's bytes, and only
 /// those, under the destination.
-#[test]
 fn add_archive_members_never_read_the_host() {
     for who in As::ALL {
         add_archive_case(who);
@@ -114,11 +114,11 @@ fn add_archive_case(who: As) {
     assert!(contains(&bytes, b"x/escape-dotdot"));
 }
 
+crate::it_test!(extraction_never_touches_host_metadata_through_a_late_symlink);
 /// A base layer that makes `a/x` a directory with an old mtime, then turns
 /// `a` into a symlink to a host directory: restoring directory times after
 /// extraction must not follow it (it used to set the host's `x` to the
 /// layer's mtime).
-#[test]
 fn extraction_never_touches_host_metadata_through_a_late_symlink() {
     let env = TestEnv::new();
     let victim = env.path().join("victim");
@@ -149,11 +149,11 @@ fn extraction_never_touches_host_metadata_through_a_late_symlink() {
     assert_ne!(after, 7);
 }
 
+crate::it_test!(run_cannot_redirect_mount_point_cleanup_to_the_host);
 /// A RUN that moves a directory the sandbox made for a mount point and puts
 /// a symlink to a host directory in its place: cleaning up mount points
 /// afterwards must not follow it (it used to delete the host's empty files
 /// and directories of the same names).
-#[test]
 fn run_cannot_redirect_mount_point_cleanup_to_the_host() {
     for who in As::ALL {
         mount_point_cleanup_case(who);
@@ -199,12 +199,12 @@ fn mount_point_cleanup_case(who: As) {
     }
 }
 
+crate::it_test!(context_files_swapped_for_symlinks_never_leak_the_host);
 /// A context whose files turn into symlinks to a host secret while the
 /// build runs (another process swapping them): the builder reads each file
 /// through the context, so it gets the file, a clear error, or nothing —
 /// never the secret. Named directly, walked inside a directory, and bound
 /// into a RUN.
-#[test]
 fn context_files_swapped_for_symlinks_never_leak_the_host() {
     let env = TestEnv::new();
     let base = busybox_base(&env);
@@ -310,12 +310,12 @@ fn context_files_swapped_for_symlinks_never_leak_the_host() {
     assert_eq!(s, "HOST-SECRET-CTX\n");
 }
 
+crate::it_test!(layout_blobs_that_link_to_host_files_are_not_read);
 /// An OCI layout directory (a `load` source, an `oci:` base) whose blobs
 /// are absolute symlinks to host files: the files hold exactly the right
 /// bytes, so only confinement keeps the builder from reading them. Inside
 /// the layout's root the links lead nowhere, the load is refused, and the
 /// store holds nothing; the same layout with its real blobs loads.
-#[test]
 fn layout_blobs_that_link_to_host_files_are_not_read() {
     let env = TestEnv::new();
     let mut layer = RawTar::new().file("hello", b"from-the-layout\n").finish();

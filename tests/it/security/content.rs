@@ -321,7 +321,7 @@ fn both_orders(load: impl Fn(&TestEnv, &Image) -> std::process::Output, docker: 
     env.ok(&["store", "check"]);
 }
 
-#[test]
+crate::it_test!(issue_10_diff_id_liars_in_oci_archives_are_refused_in_both_orders);
 fn issue_10_diff_id_liars_in_oci_archives_are_refused_in_both_orders() {
     both_orders(
         |env, img| {
@@ -336,7 +336,7 @@ fn issue_10_diff_id_liars_in_oci_archives_are_refused_in_both_orders() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_diff_id_liars_in_docker_archives_are_refused_in_both_orders);
 fn issue_10_diff_id_liars_in_docker_archives_are_refused_in_both_orders() {
     both_orders(
         |env, img| {
@@ -351,7 +351,7 @@ fn issue_10_diff_id_liars_in_docker_archives_are_refused_in_both_orders() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_diff_id_liars_as_build_bases_are_refused);
 fn issue_10_diff_id_liars_as_build_bases_are_refused() {
     // The same through a Dockerfile's FROM: the base is imported by the
     // build, and refused there.
@@ -493,7 +493,7 @@ impl Drop for Registry {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_diff_id_liars_from_a_registry_are_refused_in_both_orders);
 fn issue_10_diff_id_liars_from_a_registry_are_refused_in_both_orders() {
     let env = TestEnv::new();
     let reg = Registry::start(&env);
@@ -557,7 +557,7 @@ fn first_dir(p: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("nothing in {}", p.display()))
 }
 
-#[test]
+crate::it_test!(issue_10_store_check_finds_and_repairs_corrupt_blobs_snapshots_and_liars);
 fn issue_10_store_check_finds_and_repairs_corrupt_blobs_snapshots_and_liars() {
     let env = TestEnv::new();
     let (honest, liar) = pair();

@@ -54,11 +54,11 @@ fn build(env: &TestEnv, dockerfile: &str, out: &Path) {
     assert_success(&o, &["build", dockerfile]);
 }
 
+crate::it_test!(names_that_are_not_utf8_survive_byte_for_byte);
 /// Context files and directories named in Latin-1, a base layer holding
 /// such names, a RUN that makes one and deletes another: every layer
 /// carries the exact bytes, the whiteout names the exact victim, and a
 /// stage copied from shows the result.
-#[test]
 fn names_that_are_not_utf8_survive_byte_for_byte() {
     let env = TestEnv::new();
     let base = RawTar::new()
@@ -119,9 +119,9 @@ fn names_that_are_not_utf8_survive_byte_for_byte() {
     assert!(run.contains(&&b".wh.old-\xe9"[..]), "{run:?}");
 }
 
+crate::it_test!(more_than_forty_missing_parents_are_created);
 /// A layer file 60 directories deep with none of them listed: extraction
 /// creates them all (40 was the old limit).
-#[test]
 fn more_than_forty_missing_parents_are_created() {
     let env = TestEnv::new();
     let deep: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
@@ -168,10 +168,10 @@ fn sparse_file(dir: &Path) -> (PathBuf, Vec<u8>) {
     (p, want)
 }
 
+crate::it_test!(gnu_and_pax_sparse_files_are_extracted_correctly);
 /// GNU tar's four sparse encodings (the old GNU header, and PAX 0.0, 0.1
 /// and 1.0), as base layers and as ADDed archives: the file comes out with
 /// its bytes, under its own name, and with its holes.
-#[test]
 fn gnu_and_pax_sparse_files_are_extracted_correctly() {
     let env = TestEnv::new();
     let src = env.path().join("src");
@@ -263,9 +263,9 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+crate::it_test!(device_and_fifo_modes_ignore_the_umask);
 /// FIFOs, device nodes and directories get the image's modes even when
 /// imgbuild runs under a strict umask (mknod's mode passes through it).
-#[test]
 fn device_and_fifo_modes_ignore_the_umask() {
     let env = TestEnv::new();
     let layer = RawTar::new()
@@ -326,11 +326,11 @@ fn device_and_fifo_modes_ignore_the_umask() {
     }
 }
 
+crate::it_test!(trusted_xattrs_from_images_are_dropped_user_and_capabilities_kept);
 /// An image layer that forges overlayfs's own `trusted.overlay.opaque` on a
 /// directory would hide what lower layers put there (the OCI layer says
 /// nothing of the kind); `trusted.*` is dropped, `user.*` and
 /// `security.capability` are kept.
-#[test]
 fn trusted_xattrs_from_images_are_dropped_user_and_capabilities_kept() {
     let env = TestEnv::new();
     let lower = RawTar::new()
@@ -390,12 +390,12 @@ fn trusted_xattrs_from_images_are_dropped_user_and_capabilities_kept() {
     }
 }
 
+crate::it_test!(trees_deeper_than_path_max_are_extracted_and_copied);
 /// A base layer whose directory tree is deeper than `PATH_MAX` allows to
 /// name in one go (3,000 levels, names past 6,000 bytes): it is extracted
 /// under a RUN and into the snapshot a stage copies from, walked, and
 /// copied, with no level lost. Every walk is iterative and descends one
 /// open directory at a time.
-#[test]
 fn trees_deeper_than_path_max_are_extracted_and_copied() {
     let env = TestEnv::new();
     let mut tar = RawTar::new().busybox(&["sh", "true", "test"]);

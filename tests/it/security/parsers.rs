@@ -65,7 +65,7 @@ fn assert_located(out: &Output, at: &str, what: &str) {
     assert!(first.contains(what), "want `{what}` in: {first}");
 }
 
-#[test]
+crate::it_test!(issue_10_deep_substitution_nesting_is_a_located_error);
 fn issue_10_deep_substitution_nesting_is_a_located_error() {
     // `${A:-` 100,000 deep, spread over continuation lines (each under the
     // 65,535-byte line limit): the old lexer recursed once per level.
@@ -96,7 +96,7 @@ fn issue_10_deep_substitution_nesting_is_a_located_error() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_copy_from_cycle_of_20000_stages_is_reported);
 fn issue_10_copy_from_cycle_of_20000_stages_is_reported() {
     let env = TestEnv::new();
     let n = 20_000;
@@ -129,7 +129,7 @@ fn issue_10_copy_from_cycle_of_20000_stages_is_reported() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_toml_from_cycle_of_20000_stages_is_reported);
 fn issue_10_toml_from_cycle_of_20000_stages_is_reported() {
     let env = TestEnv::new();
     let n = 20_000;
@@ -147,7 +147,7 @@ fn issue_10_toml_from_cycle_of_20000_stages_is_reported() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_caret_past_column_65535_is_rendered);
 fn issue_10_caret_past_column_65535_is_rendered() {
     let env = TestEnv::new();
     env.write(
@@ -174,7 +174,7 @@ fn issue_10_caret_past_column_65535_is_rendered() {
     );
 }
 
-#[test]
+crate::it_test!(issue_10_caret_after_tabs_and_control_bytes_in_a_dockerfile);
 fn issue_10_caret_after_tabs_and_control_bytes_in_a_dockerfile() {
     // 20,000 tabs (80,000 columns once expanded) before an unknown flag, NUL
     // and ESC bytes and invalid UTF-8 on the same line.
@@ -238,7 +238,7 @@ fn peak_rss_kib(env: &TestEnv, args: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("time said {text:?}"))
 }
 
-#[test]
+crate::it_test!(issue_10_200000_line_env_dockerfiles_parse_and_check_in_under_100_mib);
 fn issue_10_200000_line_env_dockerfiles_parse_and_check_in_under_100_mib() {
     let env = TestEnv::new();
     // 200,000 ENV instructions, and one ENV continued over 200,000 lines.
@@ -308,22 +308,22 @@ fn short_run(target: &str, count: u64) {
     );
 }
 
-#[test]
+crate::it_test!(fuzz_short_run_dockerfile);
 fn fuzz_short_run_dockerfile() {
     short_run("dockerfile", 400);
 }
 
-#[test]
+crate::it_test!(fuzz_short_run_expand);
 fn fuzz_short_run_expand() {
     short_run("expand", 3_000);
 }
 
-#[test]
+crate::it_test!(fuzz_short_run_spec);
 fn fuzz_short_run_spec() {
     short_run("spec", 600);
 }
 
-#[test]
+crate::it_test!(fuzz_short_run_tar);
 fn fuzz_short_run_tar() {
     short_run("tar", 400);
 }
@@ -351,22 +351,22 @@ fn replay(target: &str) {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-#[test]
+crate::it_test!(fuzz_corpus_dockerfile);
 fn fuzz_corpus_dockerfile() {
     replay("dockerfile");
 }
 
-#[test]
+crate::it_test!(fuzz_corpus_expand);
 fn fuzz_corpus_expand() {
     replay("expand");
 }
 
-#[test]
+crate::it_test!(fuzz_corpus_spec);
 fn fuzz_corpus_spec() {
     replay("spec");
 }
 
-#[test]
+crate::it_test!(fuzz_corpus_tar);
 fn fuzz_corpus_tar() {
     replay("tar");
 }

@@ -419,7 +419,7 @@ fn session(target: &str) -> &str {
     target.split('?').next().unwrap_or(target)
 }
 
-#[test]
+crate::it_test!(a_pull_through_a_flaky_registry_retries_every_request_and_gets_the_image);
 fn a_pull_through_a_flaky_registry_retries_every_request_and_gets_the_image() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -506,7 +506,7 @@ fn a_pull_through_a_flaky_registry_retries_every_request_and_gets_the_image() {
     }
 }
 
-#[test]
+crate::it_test!(a_push_through_a_flaky_registry_restarts_what_broke_and_publishes_the_image);
 fn a_push_through_a_flaky_registry_restarts_what_broke_and_publishes_the_image() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -611,7 +611,7 @@ fn a_push_through_a_flaky_registry_restarts_what_broke_and_publishes_the_image()
     );
 }
 
-#[test]
+crate::it_test!(a_build_pulls_its_base_through_a_flaky_registry);
 fn a_build_pulls_its_base_through_a_flaky_registry() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -653,7 +653,7 @@ fn a_build_pulls_its_base_through_a_flaky_registry() {
     assert_store_clean(&env, "b");
 }
 
-#[test]
+crate::it_test!(a_registry_that_keeps_failing_fails_in_bounded_time_with_a_clear_error);
 fn a_registry_that_keeps_failing_fails_in_bounded_time_with_a_clear_error() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);
@@ -741,7 +741,7 @@ fn a_registry_that_keeps_failing_fails_in_bounded_time_with_a_clear_error() {
     assert!(!log.iter().any(|e| e.kind == Kind::ManifestPut), "{log:#?}");
 }
 
-#[test]
+crate::it_test!(auth_and_not_found_answers_are_not_retried);
 fn auth_and_not_found_answers_are_not_retried() {
     let env = TestEnv::new();
     let reg = Registry::start(&env, false);

@@ -148,7 +148,7 @@ fn results(log: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
+crate::it_test!(issue_10_descriptors_inherited_from_the_shell_do_not_reach_run);
 fn issue_10_descriptors_inherited_from_the_shell_do_not_reach_run() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -205,7 +205,7 @@ impl Drop for Sysctl {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_run_cannot_rewrite_host_sysctls);
 fn issue_10_run_cannot_rewrite_host_sysctls() {
     let core = Sysctl::new("/proc/sys/kernel/core_pattern");
     let ratio = Sysctl::new("/proc/sys/vm/overcommit_ratio");
@@ -234,7 +234,7 @@ fn issue_10_run_cannot_rewrite_host_sysctls() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_run_cannot_see_or_add_to_the_host_keyring);
 fn issue_10_run_cannot_see_or_add_to_the_host_keyring() {
     let probe = |s: &Sandbox, args: &[&str]| -> String {
         let out = Command::new(s.path().join("ctx/probe"))
@@ -276,7 +276,7 @@ fn issue_10_run_cannot_see_or_add_to_the_host_keyring() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_device_nodes_can_be_made_but_not_opened);
 fn issue_10_device_nodes_can_be_made_but_not_opened() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -303,7 +303,7 @@ fn host_interfaces() -> Vec<String> {
         .collect()
 }
 
-#[test]
+crate::it_test!(issue_10_a_raw_socket_sees_only_the_sandboxs_interfaces);
 fn issue_10_a_raw_socket_sees_only_the_sandboxs_interfaces() {
     let host = host_interfaces();
     assert!(host.iter().any(|i| i != "lo"), "{host:?}");
@@ -341,7 +341,7 @@ fn processes_with(marker: &str) -> usize {
         .count()
 }
 
-#[test]
+crate::it_test!(issue_10_a_fork_bomb_is_bounded_by_the_pids_limit);
 fn issue_10_a_fork_bomb_is_bounded_by_the_pids_limit() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -384,7 +384,7 @@ fn issue_10_a_fork_bomb_is_bounded_by_the_pids_limit() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_without_a_cgroup_the_pids_limit_is_an_rlimit_with_one_warning);
 fn issue_10_without_a_cgroup_the_pids_limit_is_an_rlimit_with_one_warning() {
     let s = Sandbox::new(As::User);
     let out = s.build(
@@ -414,7 +414,7 @@ fn issue_10_without_a_cgroup_the_pids_limit_is_an_rlimit_with_one_warning() {
     assert!(log.contains("can't fork"), "{log}");
 }
 
-#[test]
+crate::it_test!(issue_10_dockers_seccomp_profile_is_in_force);
 fn issue_10_dockers_seccomp_profile_is_in_force() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -440,7 +440,7 @@ fn issue_10_dockers_seccomp_profile_is_in_force() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_capabilities_are_dockers_for_root_and_none_for_a_user);
 fn issue_10_capabilities_are_dockers_for_root_and_none_for_a_user() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -488,7 +488,7 @@ fn issue_10_capabilities_are_dockers_for_root_and_none_for_a_user() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_proc_and_sys_are_masked_as_docker_masks_them);
 fn issue_10_proc_and_sys_are_masked_as_docker_masks_them() {
     for who in BOTH {
         let s = Sandbox::new(who);
@@ -614,7 +614,7 @@ impl Drop for NetNs {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_run_reaches_out_through_slirp4netns_but_not_the_hosts_loopback);
 fn issue_10_run_reaches_out_through_slirp4netns_but_not_the_hosts_loopback() {
     for who in BOTH {
         let mut ns = NetNs::new();
@@ -668,7 +668,7 @@ fn issue_10_run_reaches_out_through_slirp4netns_but_not_the_hosts_loopback() {
     }
 }
 
-#[test]
+crate::it_test!(issue_10_one_network_per_build_shared_by_its_steps);
 fn issue_10_one_network_per_build_shared_by_its_steps() {
     // Two RUN steps share one namespace (one slirp4netns for the build),
     // and nothing is left in it after the build.

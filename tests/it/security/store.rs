@@ -109,7 +109,7 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-#[test]
+crate::it_test!(issue_10_setuid_files_and_devices_in_the_store_are_out_of_other_users_reach);
 fn issue_10_setuid_files_and_devices_in_the_store_are_out_of_other_users_reach() {
     let env = TestEnv::new();
     // The way to the store is open (as a home directory often is), so only
@@ -187,7 +187,7 @@ fn issue_10_setuid_files_and_devices_in_the_store_are_out_of_other_users_reach()
     check_out_of_reach();
 }
 
-#[test]
+crate::it_test!(issue_10_a_rootless_users_store_is_private_too);
 fn issue_10_a_rootless_users_store_is_private_too() {
     let env = TestEnv::new();
     std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -245,7 +245,7 @@ fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     out
 }
 
-#[test]
+crate::it_test!(issue_10_prune_waits_for_a_running_container);
 fn issue_10_prune_waits_for_a_running_container() {
     let env = TestEnv::new();
     let base = busybox_base(&env);
@@ -312,7 +312,7 @@ fn tmp_files(store: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
+crate::it_test!(issue_10_a_killed_builds_temporary_files_are_reclaimed_by_the_next_process);
 fn issue_10_a_killed_builds_temporary_files_are_reclaimed_by_the_next_process() {
     let env = TestEnv::new();
     let base = busybox_base(&env);
@@ -357,7 +357,7 @@ fn issue_10_a_killed_builds_temporary_files_are_reclaimed_by_the_next_process() 
     );
 }
 
-#[test]
+crate::it_test!(issue_10_a_killed_builds_output_sibling_is_reclaimed_by_the_next_build);
 fn issue_10_a_killed_builds_output_sibling_is_reclaimed_by_the_next_build() {
     let env = TestEnv::new();
     let ctx = slow_context(&env);
