@@ -334,3 +334,100 @@ fn docker_format_keeps_the_image_id() {
         assert_eq!(v["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
     }
 }
+
+/// A private dockerd (Docker 20.10, Debian's docker.io) on a socket of the
+/// test's own, with its own data root; stopped when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("sock").display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--containerd-namespace", "imgbuild-it"])
+            .args(["--containerd-plugins-namespace", "imgbuild-it-plugins"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .expect("dockerd (docker.io: see the README's packages)");
+        let d = Dockerd {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !d.docker_ok(&["version"]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not start:\n{}",
+                std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> bool {
+        self.docker_cmd(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn docker_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("docker");
+        c.arg("-H")
+            .arg(format!("unix://{}", self.dir.join("sock").display()))
+            .args(args);
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_cmd(args).output().expect("docker");
+        assert_success(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SIGTERM: dockerd stops its containerd and unmounts.
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+crate::it_test!(every_tag_reaches_docker_load);
+fn every_tag_reaches_docker_load() {
+    let env = TestEnv::new();
+    let checkout = app_checkout(&env.path().join("checkout"));
+    let out = env.run_in(&checkout, &["specs/app.toml"]);
+    assert_success(&out, &["specs/app.toml"]);
+    let archive = checkout.join("dist/imgbuild.oci.tar");
+    let id = env.ok(&["inspect", "-f", "{{.Id}}", "imgbuild:0.1.0"]);
+    let d = Dockerd::start(&env.path().join("docker"));
+    let loaded = d.docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        loaded,
+        "Loaded image: imgbuild:0.1.0\nLoaded image: imgbuild:latest\n"
+    );
+    for tag in ["imgbuild:0.1.0", "imgbuild:latest"] {
+        let got = d.docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
+        assert_eq!(got.trim(), id.trim(), "{tag}");
+    }
+    // (Running it needs the static binary `make image` puts in; the test
+    // binary stands in here: scripts/check-image.sh runs the real one.)
+}
