@@ -495,7 +495,12 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
                     .and_then(|s| s.manifest)
                     .is_some_and(|m| match &o.path {
                         Some(p) => b.archive_up_to_date(&m, &o.tags, o.format, p),
-                        None => true,
+                        // Only the store's tags would change.
+                        None => b.result(o.stage).and_then(|s| s.id).is_some_and(|id| {
+                            o.tags
+                                .iter()
+                                .all(|t| opts.store.tag(t).ok().flatten() == Some(id))
+                        }),
                     });
             result.up_to_date &= current;
         } else {

@@ -147,7 +147,15 @@ struct OutputInputs {
     names: Vec<String>,
     format: String,
     mtime: u64,
+    /// How the archive is laid out ([`ARCHIVE_LAYOUT`]); records without it
+    /// are of an older layout, so their archives are written again.
+    #[serde(default)]
+    layout: u32,
 }
+
+/// The archive layout version: 2 since the index holds one descriptor per
+/// tag.
+const ARCHIVE_LAYOUT: u32 = 2;
 
 impl OutputInputs {
     fn new(manifest: &Digest, tags: &[Reference], format: ArchiveFormat, mtime: u64) -> Self {
@@ -156,6 +164,7 @@ impl OutputInputs {
             names: tags.iter().map(ToString::to_string).collect(),
             format: format!("{format:?}"),
             mtime,
+            layout: ARCHIVE_LAYOUT,
         }
     }
 }

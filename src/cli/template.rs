@@ -54,6 +54,15 @@ pub struct Template {
 }
 
 impl Template {
+    /// Parses a `--format` as the docker CLI takes it: `\t` and `\n`
+    /// written out stand for a tab and a newline.
+    ///
+    /// # Errors
+    /// As [`Template::parse`].
+    pub fn parse_docker(text: &str) -> Result<Self, TemplateError> {
+        Template::parse(&text.replace("\\t", "\t").replace("\\n", "\n"))
+    }
+
     /// Parses `text`.
     ///
     /// # Errors
@@ -262,7 +271,14 @@ fn eval(c: &Command, data: &Value, piped: Option<Value>) -> Result<Option<Value>
                     let mut v = first.clone();
                     for k in keys {
                         v = match (v, k) {
-                            (Some(Value::Object(m)), Some(Value::String(k))) => m.get(k).cloned(),
+                            // Go's index of a missing key (or of a nil map)
+                            // is the zero value: an empty string.
+                            (Some(Value::Object(m)), Some(Value::String(k))) => {
+                                Some(m.get(k).cloned().unwrap_or(Value::String(String::new())))
+                            }
+                            (None | Some(Value::Null), Some(Value::String(_))) => {
+                                Some(Value::String(String::new()))
+                            }
                             (Some(Value::Array(a)), Some(Value::Number(n))) => {
                                 let i = n.as_u64().and_then(|i| usize::try_from(i).ok());
                                 match i.and_then(|i| a.get(i)) {
@@ -364,6 +380,10 @@ mod tests {
         );
         assert_eq!(r("a {{- .Size -}} b", &v).unwrap(), "a15300b");
         assert_eq!(r("{{json .}}", &json!({"a": 1})).unwrap(), r#"{"a":1}"#);
+        assert_eq!(r("[{{index .Config.Labels \"nope\"}}]", &v).unwrap(), "[]");
+        assert_eq!(r("[{{index .Config.Missing \"k\"}}]", &v).unwrap(), "[]");
+        let t = Template::parse_docker(r"{{.Id}}\t{{.Size}}\n").unwrap();
+        assert_eq!(t.render(&v).unwrap(), "sha256:ab\t15300\n");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! follows the outer window size: it looks at it whenever it wakes, at
 //! least every 100 ms, which needs no signal handler in a PID 1.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
 
@@ -18,14 +20,28 @@ use rustix::event::{PollFd, PollFlags, poll};
 pub(super) struct Relay {
     /// Says when the master's output has been copied out to the end.
     done: mpsc::Receiver<()>,
+    /// When output last moved (milliseconds since `start`).
+    moved: Arc<AtomicU64>,
+    start: Instant,
 }
 
 impl Relay {
-    /// After the command exited: waits (briefly: an orphan may still hold
-    /// the terminal open) for its last output to be copied out.
+    /// After the command exited: copies out what it still wrote, until the
+    /// terminal is closed or nothing has moved for half a second (a
+    /// background process may hold the terminal open for ever, as after
+    /// `docker run -t`'s command exits).
     pub(super) fn finish(self) {
-        let _ = self.done.recv_timeout(Duration::from_millis(500));
-        let _ = std::io::stdout().flush();
+        loop {
+            match self.done.recv_timeout(Duration::from_millis(100)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    if now.saturating_sub(self.moved.load(Ordering::Relaxed)) > 500 {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
     }
 }
 
@@ -33,23 +49,43 @@ impl Relay {
 /// false (no `-i`), only the output and the window size.
 pub(super) fn relay(master: OwnedFd, input: bool) -> Relay {
     let (tx, done) = mpsc::channel();
+    let start = Instant::now();
+    let moved = Arc::new(AtomicU64::new(0));
+    let relay = Relay {
+        done,
+        moved: Arc::clone(&moved),
+        start,
+    };
     let Ok(reader) = master.try_clone() else {
-        return Relay { done };
+        return relay;
     };
     std::thread::spawn(move || {
-        let mut from = std::fs::File::from(reader);
-        let mut out = std::io::stdout().lock();
         let mut buf = [0u8; 8192];
-        // EIO once every holder of the slave has closed it.
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+        // EIO once every holder of the slave has closed it. Written to fd 1
+        // directly: no lock of std's stdout is held while the read waits.
+        while let Ok(n) = rustix::io::read(&reader, &mut buf) {
+            if n == 0 || write_all(rustix::stdio::stdout(), &buf[..n]).is_err() {
                 break;
             }
+            let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            moved.store(now, Ordering::Relaxed);
         }
         let _ = tx.send(());
     });
     std::thread::spawn(move || input_loop(master, input));
-    Relay { done }
+    relay
+}
+
+fn write_all(fd: impl AsFd, mut buf: &[u8]) -> rustix::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(&fd, buf) {
+            Ok(0) => return Err(rustix::io::Errno::PIPE),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn input_loop(master: OwnedFd, mut input: bool) {

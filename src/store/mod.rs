@@ -593,6 +593,17 @@ impl Store {
 
     // ---- verified layer digests -------------------------------------------
 
+    /// The size to show for a layer: its content size ([`Store::content_size`])
+    /// when the blob is here, else (a layer left remote by `--cache-from`, a
+    /// blob that cannot be read) `compressed`, its size as stored: listing
+    /// images never fetches or fails over one layer.
+    pub fn shown_size(&self, blob: &Digest, compressed: u64, media_type: &str) -> u64 {
+        if !self.blob_path(blob).is_file() {
+            return compressed;
+        }
+        self.content_size(blob, media_type).unwrap_or(compressed)
+    }
+
     /// The size of what the layer blob `blob` (of `media_type`)
     /// decompresses to: the content size `docker history` and `docker
     /// images` show. Counted by decompressing it the first time, then

@@ -124,6 +124,30 @@ fn images_and_inspect_take_docker_formats() {
     let v: serde_json::Value =
         serde_json::from_str(&stdout(&env, &["inspect", "--format", "json", "big:1"])).unwrap();
     assert_eq!(v[0]["RootFS"]["Type"], "layers");
+
+    // What an image leaves out is docker's zero value, not `<no value>`;
+    // `\t` is a tab; `table` puts a header first.
+    env.write("plain/Dockerfile", "FROM scratch\nCOPY Dockerfile /\n");
+    let out = env.run_in(
+        &env.path().join("plain"),
+        &["build", "-q", "-t", "plain:1", "."],
+    );
+    assert_success(&out, &["build plain"]);
+    let got = stdout(
+        &env,
+        &[
+            "inspect",
+            "-f",
+            r#"[{{.Config.User}}][{{.Config.Env}}][{{index .Config.Labels "k"}}]"#,
+            "plain:1",
+        ],
+    );
+    assert_eq!(got, "[][[]][]\n");
+    let table = stdout(
+        &env,
+        &["images", "--format", r"table {{.Repository}}\t{{.Tag}}"],
+    );
+    assert_eq!(table, "REPOSITORY\tTAG\nplain\t1\nbig\t1\n");
 }
 
 crate::it_test!(the_terminal_view_says_why_a_step_missed);

@@ -330,6 +330,27 @@ fn run_it_gives_a_terminal_that_follows_the_window() {
         "Ctrl-C did not stop sleep 30"
     );
 
+    // A background process that keeps the terminal open does not keep
+    // `run -t` from returning once the command exits, nor loses output.
+    let inner = format!(
+        "IMGBUILD_STORE={} {} run -t {base} sh -c 'sleep 100 & seq 1 20000'",
+        env.store().display(),
+        env!("CARGO_BIN_EXE_imgbuild"),
+    );
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "run -t waited for the background sleep"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\n20000"), "the end of the output is missing");
+
     // -v: a host directory, read-only or not.
     let vol = env.path().join("vol");
     std::fs::create_dir(&vol).unwrap();

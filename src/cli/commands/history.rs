@@ -33,8 +33,8 @@ pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
     let mut layer_sizes = m
         .layers
         .iter()
-        .map(|(d, _, mt)| store.content_size(d, mt))
-        .collect::<Result<Vec<_>, _>>()?
+        .map(|(d, size, mt)| store.shown_size(d, *size, mt))
+        .collect::<Vec<_>>()
         .into_iter();
     let now = now();
     let mut rows = Vec::new();

@@ -29,8 +29,8 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
     let size = m
         .layers
         .iter()
-        .map(|(d, _, mt)| store.content_size(d, mt))
-        .sum::<Result<u64, _>>()?;
+        .map(|(d, size, mt)| store.shown_size(d, *size, mt))
+        .sum();
     Ok((created, size))
 }
 
@@ -94,10 +94,32 @@ pub fn run(cli: &Cli, a: &ImagesArgs) -> Result<(), Failure> {
     }
     let now = now();
     if let Some(f) = &a.format {
+        // docker's `table FORMAT`: a header row (the fields' column names)
+        // before the rows.
+        let (table, f) = match f.strip_prefix("table") {
+            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+                (true, rest.trim_start())
+            }
+            _ => (false, f.as_str()),
+        };
+        let f = if table && f.is_empty() {
+            "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        } else {
+            f
+        };
         let t = (f != "json")
-            .then(|| Template::parse(f))
+            .then(|| Template::parse_docker(f))
             .transpose()
             .map_err(|e| Failure::Usage(e.into()))?;
+        if let (true, Some(t)) = (table, &t) {
+            let header = serde_json::json!({
+                "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
+                "Digest": "DIGEST", "CreatedAt": "CREATED AT",
+                "CreatedSince": "CREATED", "Size": "SIZE",
+            });
+            text.push_str(&t.render(&header).map_err(|e| Failure::Failed(e.into()))?);
+            text.push('\n');
+        }
         for r in rows {
             let v = serde_json::json!({
                 "Repository": r.repo,

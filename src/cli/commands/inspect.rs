@@ -8,6 +8,30 @@ use crate::cli::template::Template;
 use crate::cli::util::{open_store, out};
 use crate::oci::{ImageConfig, Manifest};
 
+/// The config as docker's typed one shows it: every field users script
+/// against is there, with its zero value when the image leaves it out
+/// (so `{{.Config.User}}` is empty, not `<no value>`).
+fn docker_config(c: Option<&Value>) -> Value {
+    let mut c = c.cloned().unwrap_or_else(|| json!({}));
+    if let Some(m) = c.as_object_mut() {
+        for (k, zero) in [
+            ("User", json!("")),
+            ("WorkingDir", json!("")),
+            ("Env", json!([])),
+            ("Cmd", json!([])),
+            ("Entrypoint", json!([])),
+            ("Labels", json!({})),
+            ("ExposedPorts", json!({})),
+            ("Volumes", json!({})),
+        ] {
+            if m.get(k).is_none_or(Value::is_null) {
+                m.insert(k.to_string(), zero);
+            }
+        }
+    }
+    c
+}
+
 /// Prints a JSON array with one object per image.
 pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
     let store = open_store(cli)?;
@@ -36,7 +60,7 @@ pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
             "Author": cfg.oci.author(),
             "Architecture": raw.get("architecture"),
             "Os": raw.get("os"),
-            "Config": raw.get("config"),
+            "Config": docker_config(raw.get("config")),
             // docker's names for the config's rootfs.
             "RootFS": {
                 "Type": raw.pointer("/rootfs/type"),
@@ -55,7 +79,7 @@ pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
         }));
     }
     if let Some(f) = a.format.as_deref().filter(|f| *f != "json") {
-        let t = Template::parse(f).map_err(|e| Failure::Usage(e.into()))?;
+        let t = Template::parse_docker(f).map_err(|e| Failure::Usage(e.into()))?;
         let mut text = String::new();
         for v in &all {
             text.push_str(&t.render(v).map_err(|e| Failure::Failed(e.into()))?);

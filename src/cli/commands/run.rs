@@ -33,6 +33,9 @@ fn volume(v: &str) -> Result<exec::Mount, Failure> {
     if !target.starts_with('/') {
         return Err(usage("the container path must be absolute"));
     }
+    if target.trim_matches('/').is_empty() {
+        return Err(usage("the container path cannot be `/`"));
+    }
     let source =
         std::fs::canonicalize(host).map_err(|e| usage(&format!("{}: {e}", host.display())))?;
     Ok(exec::Mount {
@@ -52,8 +55,9 @@ impl RawTerminal {
     fn enter() -> Result<Self, Failure> {
         use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
         let stdin = rustix::stdio::stdin();
+        // docker's words and status (1).
         let saved = tcgetattr(stdin).map_err(|_| {
-            Failure::Usage(anyhow::anyhow!(
+            Failure::Failed(anyhow::anyhow!(
                 "the input device is not a TTY (-t with -i needs a terminal on stdin; drop -t)"
             ))
         })?;
@@ -193,6 +197,12 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         nodev: false,
         tty: a.tty,
     };
+    // -it: our terminal in raw mode while the command runs (its own
+    // terminal in the sandbox does the line editing and the signals),
+    // restored however the run ends.
+    let raw = (a.tty && a.interactive)
+        .then(RawTerminal::enter)
+        .transpose()?;
     // The same isolation as a RUN step: seccomp, cgroups, the network.
     let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits());
     let cgroup = match isolation.apply(&mut spec, crate::graph::Network::Host, &warn) {
@@ -204,12 +214,6 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     };
     let dir = store.tmp_path("container");
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
-    // -it: our terminal in raw mode while the command runs (its own
-    // terminal in the sandbox does the line editing and the signals),
-    // restored however the run ends.
-    let raw = (a.tty && a.interactive)
-        .then(RawTerminal::enter)
-        .transpose()?;
     let result = exec::run(
         &dir,
         &spec,
