@@ -10,7 +10,7 @@
 //! `reference` import nothing else from the crate.
 #![warn(missing_docs)]
 
-pub mod build;
+pub mod builder;
 pub mod cli;
 pub mod confine;
 pub mod diag;

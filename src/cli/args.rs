@@ -470,10 +470,10 @@ impl BaseArgs {
     /// `say` docker's pull lines.
     pub fn puller(
         &self,
-        say: Option<crate::build::base::Say>,
-    ) -> Option<crate::build::base::Puller> {
+        say: Option<crate::builder::base::Say>,
+    ) -> Option<crate::builder::base::Puller> {
         (self.pull != PullPolicy::Never).then(|| {
-            crate::build::base::Puller::new(self.registry(), self.pull == PullPolicy::Always, say)
+            crate::builder::base::Puller::new(self.registry(), self.pull == PullPolicy::Always, say)
         })
     }
 }
@@ -504,11 +504,11 @@ pub enum NetworkArg {
 
 impl NetworkArg {
     /// As the build takes it.
-    pub fn run_network(self) -> crate::build::RunNetwork {
+    pub fn run_network(self) -> crate::builder::RunNetwork {
         match self {
-            NetworkArg::Default => crate::build::RunNetwork::Sandbox,
-            NetworkArg::Host => crate::build::RunNetwork::Host,
-            NetworkArg::None => crate::build::RunNetwork::None,
+            NetworkArg::Default => crate::builder::RunNetwork::Sandbox,
+            NetworkArg::Host => crate::builder::RunNetwork::Host,
+            NetworkArg::None => crate::builder::RunNetwork::None,
         }
     }
 }

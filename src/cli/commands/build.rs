@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::definition::{self, Request};
-use crate::build::{self, BuildOptions};
+use crate::builder::{self, BuildOptions};
 use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
 use crate::cli::exit::Failure;
 use crate::cli::util::{absolute, env_epoch, now, open_store, out};
@@ -26,7 +26,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         Box::new(|line: &str| {
             use std::io::Write;
             let _ = writeln!(std::io::stderr().lock(), "{line}");
-        }) as build::base::Say
+        }) as builder::base::Say
     });
     let puller = a.bases.puller(say).map(Arc::new);
     let def = definition::load(&Request {
@@ -98,11 +98,11 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         network: a.network.run_network(),
         limits: a.limits.limits(),
         secrets: secrets(&a.secrets)?,
-        sandbox: build::SandboxMode::from_env(),
+        sandbox: builder::SandboxMode::from_env(),
         puller,
     };
-    let result = build::build(&graph, &opts).map_err(|e| match e {
-        build::Error::Invalid(d) => Failure::Diagnostics(d),
+    let result = builder::build(&graph, &opts).map_err(|e| match e {
+        builder::Error::Invalid(d) => Failure::Diagnostics(d),
         other => Failure::Failed(other.into()),
     })?;
     if let Some(path) = &a.depfile {
@@ -152,7 +152,7 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
 }
 
 /// One line for each image left in the store only: how to get a file.
-fn hint_no_archive(result: &build::BuildResult) {
+fn hint_no_archive(result: &builder::BuildResult) {
     use std::io::Write;
     for i in result.images.iter().filter(|i| i.archive.is_none()) {
         let name = i
@@ -170,7 +170,7 @@ fn hint_no_archive(result: &build::BuildResult) {
 /// (stdout stays the build's).
 fn push_tags(
     store: &crate::store::Store,
-    result: &build::BuildResult,
+    result: &builder::BuildResult,
     opts: &crate::registry::Options,
 ) -> Result<(), Failure> {
     use std::io::Write;
@@ -244,7 +244,7 @@ fn import_caches(
                     std::io::stderr().lock(),
                     "WARNING: cache {} not imported: {}",
                     r.familiar(),
-                    crate::build::error_chain(&e)
+                    crate::builder::error_chain(&e)
                 );
             }
         }
@@ -326,7 +326,7 @@ fn progress_sink(a: &BuildArgs) -> Arc<dyn Sink> {
 }
 
 /// `--dry-run`: what would rebuild, and the exit status make -q uses.
-fn dry_run_report(result: &build::BuildResult) -> Result<(), Failure> {
+fn dry_run_report(result: &builder::BuildResult) -> Result<(), Failure> {
     let mut text = String::new();
     for s in result.steps.iter().filter(|s| !s.cached) {
         text.push_str(&format!(
@@ -385,7 +385,7 @@ fn depfile(targets: &[std::path::PathBuf], inputs: &[std::path::PathBuf]) -> Str
 /// `--metadata-file`: buildx's keys for one image, and everything per image and step.
 fn metadata(
     store: &crate::store::Store,
-    result: &build::BuildResult,
+    result: &builder::BuildResult,
 ) -> Result<serde_json::Value, Failure> {
     let mut images = Vec::new();
     for i in &result.images {

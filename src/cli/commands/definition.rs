@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 
-use crate::build::base::StoreResolver;
+use crate::builder::base::StoreResolver;
 use crate::cli::exit::Failure;
 use crate::cli::util::absolute;
 use crate::diag::{Diagnostic, SourceFile};
@@ -29,7 +29,7 @@ pub struct Request<'a> {
     /// The store, for base images a Dockerfile needs to know about.
     pub store: &'a Store,
     /// Pulls base images the store lacks.
-    pub puller: Option<&'a crate::build::base::Puller>,
+    pub puller: Option<&'a crate::builder::base::Puller>,
 }
 
 /// What was read.
@@ -62,7 +62,7 @@ pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
     {
         // `check` promises every problem at once, missing files included; a
         // build runs these checks itself before any work.
-        diags.extend(crate::build::check(
+        diags.extend(crate::builder::check(
             g,
             if is_spec { req.target } else { None },
         ));

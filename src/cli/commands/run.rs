@@ -1,8 +1,8 @@
 //! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
 //! image's layers and a writable layer that is thrown away on exit.
 
-use crate::build::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
-use crate::build::{Isolation, SandboxMode};
+use crate::builder::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
+use crate::builder::{Isolation, SandboxMode};
 use crate::cli::args::{Cli, RunArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
@@ -208,7 +208,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     let cgroup = match isolation.apply(&mut spec, crate::graph::Network::Host, &warn) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}: {}", a.image, crate::build::error_chain(&e));
+            eprintln!("error: {}: {}", a.image, crate::builder::error_chain(&e));
             return Err(Failure::Quiet(CANNOT_START));
         }
     };

@@ -62,6 +62,6 @@ pub fn run(cli: &Cli, a: &StoreArgs) -> Result<(), Failure> {
 fn check(store: &Store) -> Result<Checked, Failure> {
     let mut checked = store.check()?;
     crate::oci::verify::check_store(store, &mut checked)?;
-    crate::build::snapshot::check_store(store, &mut checked)?;
+    crate::builder::snapshot::check_store(store, &mut checked)?;
     Ok(checked)
 }
