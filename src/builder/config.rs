@@ -37,6 +37,14 @@ pub fn argv(cfg: &ImageConfig, c: &Command) -> Vec<String> {
     }
 }
 
+/// What a change does to the stage's flags alone: for a change taken from
+/// the cache, whose config is already applied.
+pub fn track(change: &ConfigChange, flags: &mut StageFlags) {
+    if let ConfigChange::Cmd(_) = change {
+        flags.cmd_set = true;
+    }
+}
+
 /// Applies one change in place.
 pub fn apply(cfg: &mut ImageConfig, change: &ConfigChange, flags: &mut StageFlags) {
     match change {

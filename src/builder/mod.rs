@@ -10,6 +10,7 @@ mod add;
 pub mod base;
 pub mod config;
 pub mod copy;
+mod cx;
 mod error;
 mod inputs;
 mod output;
@@ -17,6 +18,7 @@ pub mod run;
 mod scheduler;
 pub mod snapshot;
 pub mod sources;
+mod step;
 mod why;
 
 use std::collections::HashMap;
@@ -143,7 +145,11 @@ pub struct BuildResult {
 struct ImageState {
     config: ImageConfig,
     layers: Vec<LayerDescriptor>,
+    /// The definition key of the last step (or of the base).
     key: CacheKey,
+    /// Its content key, when a step up the chain had one
+    /// ([`graph::key::content_key`](crate::graph::key::content_key)).
+    content_key: Option<CacheKey>,
     id: Option<Digest>,
     manifest: Option<Digest>,
 }
@@ -472,16 +478,11 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     );
     let targets: Vec<StageId> = outputs.iter().map(|o| o.stage).collect();
     let order = graph.build_order(&targets);
-    let b = scheduler::Builder::new(
-        graph,
-        opts,
-        pool,
-        selections,
-        memo,
-        (context, excludes),
-        &order,
-    );
+    let cx = cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes));
+    let b = scheduler::Scheduler::new(cx, &order);
     b.run(&order)?;
+    let reports = b.take_reports()?;
+    let b = b.cx;
     b.save_memo();
     let mut result = BuildResult {
         up_to_date: true,
@@ -490,32 +491,25 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     for o in &outputs {
         result.outputs.extend(o.path.clone());
         if opts.dry_run {
-            let current =
-                b.result(o.stage)
-                    .and_then(|s| s.manifest)
-                    .is_some_and(|m| match &o.path {
-                        Some(p) => b.archive_up_to_date(&m, &o.tags, o.format, p),
-                        // Only the store's tags would change.
-                        None => b.result(o.stage).and_then(|s| s.id).is_some_and(|id| {
-                            o.tags
-                                .iter()
-                                .all(|t| opts.store.tag(t).ok().flatten() == Some(id))
-                        }),
-                    });
+            let built = b.result(o.stage)?;
+            let current = built.is_some_and(|s| match (s.manifest, s.id, &o.path) {
+                (Some(m), _, Some(p)) => b.archive_up_to_date(&m, &o.tags, o.format, p),
+                // Only the store's tags would change.
+                (Some(_), Some(id), None) => o
+                    .tags
+                    .iter()
+                    .all(|t| opts.store.tag(t).ok().flatten() == Some(id)),
+                _ => false,
+            });
             result.up_to_date &= current;
         } else {
             result.images.push(b.write_output(o)?);
         }
     }
-    if let Ok(mut r) = b.reports.lock() {
-        r.sort_by_key(|s| s.index);
-        result.up_to_date &= r.iter().all(|s| s.cached);
-        result.steps = std::mem::take(&mut *r);
-    }
+    result.up_to_date &= reports.iter().all(|s| s.cached);
+    result.steps = reports;
     let mut inputs: Vec<PathBuf> = graph.settings.inputs.clone();
-    if let Ok(mut read) = b.read.lock() {
-        inputs.append(&mut read);
-    }
+    inputs.append(&mut b.take_read()?);
     for s in &order {
         if let Base::Image(
             ImageSource::OciArchive { path, .. } | ImageSource::DockerArchive { path, .. },

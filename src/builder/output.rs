@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::scheduler::Builder;
+use super::cx::Cx;
 use super::{BuiltImage, Error, Planned, Result};
 use crate::digest::Digest;
 use crate::oci::archive::{ArchiveFormat, write_archive};
@@ -13,9 +13,9 @@ use crate::reference::Reference;
 use crate::store::AtomicFile;
 use crate::store::memo::FileStat;
 
-impl Builder<'_> {
+impl Cx<'_> {
     pub(super) fn write_output(&self, o: &Planned) -> Result<BuiltImage> {
-        let state = self.result(o.stage).ok_or_else(|| Error::Internal {
+        let state = self.result(o.stage)?.ok_or_else(|| Error::Internal {
             what: "output stage was not built".into(),
         })?;
         let (Some(id), Some(manifest)) = (state.id, state.manifest) else {

@@ -52,9 +52,36 @@ pub fn step_key(
     inputs: &[(String, Digest)],
     epoch: Option<i64>,
 ) -> Result<CacheKey, serde_json::Error> {
+    keyed(b"step", parent, step, inputs, epoch)
+}
+
+/// The content key of a step (BuildKit's `ComputeDigestFunc`): like
+/// [`step_key`], but its `inputs` digest what the step's dependencies
+/// *produced* (a stage's filesystem) rather than how they were defined, so
+/// a dependency rebuilt to the same result still hits. Hashed in its own
+/// domain: no content key equals a definition key.
+///
+/// # Errors
+/// Serialization of the step (not expected for lowered steps).
+pub fn content_key(
+    parent: &CacheKey,
+    step: &StepKind,
+    inputs: &[(String, Digest)],
+    epoch: Option<i64>,
+) -> Result<CacheKey, serde_json::Error> {
+    keyed(b"content", parent, step, inputs, epoch)
+}
+
+fn keyed(
+    domain: &[u8],
+    parent: &CacheKey,
+    step: &StepKind,
+    inputs: &[(String, Digest)],
+    epoch: Option<i64>,
+) -> Result<CacheKey, serde_json::Error> {
     let mut h = Hasher::new();
     h.field(KEY_SCHEMA.as_bytes());
-    h.field(b"step");
+    h.field(domain);
     h.field(parent.0.as_bytes());
     h.field(&canonical_json(step)?);
     for (label, d) in inputs {

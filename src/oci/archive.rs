@@ -69,7 +69,8 @@ pub fn manifest_for_format(
             let layers = m
                 .layers
                 .iter()
-                .map(|(d, size, mt)| {
+                .map(|l| {
+                    let (d, size, mt) = (&l.digest, l.size, &l.media_type);
                     let docker_mt = crate::layer::Compression::from_media_type(mt)
                         .and_then(|c| c.docker_media_type())
                         .ok_or_else(|| {
@@ -151,7 +152,7 @@ pub fn write_archive<W: Write>(
     let docker_manifest = json!([{
         "Config": format!("blobs/sha256/{}", m.config.hex()),
         "RepoTags": names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
-        "Layers": m.layers.iter().map(|(d, _, _)| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
+        "Layers": m.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
     }]);
     let json_err = |source| Error::Json {
         what: "archive index".into(),
@@ -179,7 +180,7 @@ pub fn write_archive<W: Write>(
         .map_err(io_err)?;
     // Blobs in digest order; the manifest is written from memory because the
     // docker flavour is not in the store.
-    let mut blobs: BTreeSet<Digest> = m.layers.iter().map(|(d, _, _)| *d).collect();
+    let mut blobs: BTreeSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
     blobs.insert(m.config);
     blobs.insert(manifest_digest);
     for d in blobs {

@@ -416,14 +416,16 @@ fn check_manifest(
         )));
     }
     let mut layers = Vec::new();
-    for ((digest, size, mt), diff_id) in m.layers.iter().zip(diff_ids) {
-        fetch(digest)?;
-        let media_type = Compression::from_media_type(mt)
-            .map_or_else(|| mt.clone(), |c| c.oci_media_type().to_string());
+    for (blob, diff_id) in m.layers.iter().zip(diff_ids) {
+        fetch(&blob.digest)?;
+        let media_type = Compression::from_media_type(&blob.media_type).map_or_else(
+            || blob.media_type.clone(),
+            |c| c.oci_media_type().to_string(),
+        );
         layers.push(LayerDescriptor {
             diff_id,
-            digest: *digest,
-            size: *size,
+            digest: blob.digest,
+            size: blob.size,
             media_type,
         });
     }

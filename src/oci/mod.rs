@@ -6,8 +6,11 @@
 //! ports and volumes in `HashMap`s whose order changes from run to run.
 
 pub mod archive;
+mod image;
 pub mod import;
 pub mod verify;
+
+pub use image::Image;
 
 use std::collections::BTreeMap;
 
@@ -308,8 +311,19 @@ pub struct Manifest {
     pub config: Digest,
     /// Config blob size.
     pub config_size: u64,
-    /// Layer blobs: digest, size, media type.
-    pub layers: Vec<(Digest, u64, String)>,
+    /// Layer blobs, bottom first.
+    pub layers: Vec<BlobDescriptor>,
+}
+
+/// A blob as a manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDescriptor {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, as the manifest spells it.
+    pub media_type: String,
 }
 
 impl Manifest {
@@ -334,7 +348,13 @@ impl Manifest {
             layers: m
                 .layers()
                 .iter()
-                .map(|l| Ok((dg(l)?, l.size(), l.media_type().to_string())))
+                .map(|l| {
+                    Ok(BlobDescriptor {
+                        digest: dg(l)?,
+                        size: l.size(),
+                        media_type: l.media_type().to_string(),
+                    })
+                })
                 .collect::<Result<_>>()?,
         })
     }

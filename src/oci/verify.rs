@@ -452,26 +452,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// # Errors
 /// Missing or malformed manifest or config, or a count mismatch.
 pub fn image_layers(store: &Store, manifest: &Digest) -> Result<Vec<LayerDescriptor>> {
-    let m = super::Manifest::from_bytes(&store.read_blob(manifest)?)?;
-    let cfg = super::ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-    let diff_ids = cfg.diff_ids()?;
-    if diff_ids.len() != m.layers.len() {
-        return Err(Error::Malformed(format!(
-            "manifest {manifest} has {} layers but its config lists {} diff_ids",
-            m.layers.len(),
-            diff_ids.len()
-        )));
-    }
-    Ok(m.layers
-        .into_iter()
-        .zip(diff_ids)
-        .map(|((digest, size, media_type), diff_id)| LayerDescriptor {
-            diff_id,
-            digest,
-            size,
-            media_type,
-        })
-        .collect())
+    Ok(super::Image::from_manifest(store, manifest)?.layers)
 }
 
 #[cfg(test)]

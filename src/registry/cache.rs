@@ -88,8 +88,8 @@ pub fn export(
         let m = Manifest::from_bytes(&bytes)?;
         blobs.insert(rec.manifest, (bytes.len() as u64, MANIFEST_TYPE.into()));
         blobs.insert(*id, (m.config_size, CONFIG_TYPE.into()));
-        for (d, size, mt) in m.layers {
-            blobs.insert(d, (size, mt));
+        for l in m.layers {
+            blobs.insert(l.digest, (l.size, l.media_type));
         }
     }
     let index = canonical_json(&Index {
@@ -212,13 +212,13 @@ pub fn import(
     let index: Index = serde_json::from_slice(&store.read_blob(&m.config)?)
         .map_err(|e| Error::Manifest(format!("{reference}: cache index: {e}")))?;
     let mut layers = HashMap::new();
-    for (d, size, mt) in &m.layers {
-        if mt == MANIFEST_TYPE || mt == CONFIG_TYPE {
-            if !store.has_blob(d) {
-                client.fetch_blob(store, &repo, d, *size, &|_| {})?;
+    for l in &m.layers {
+        if l.media_type == MANIFEST_TYPE || l.media_type == CONFIG_TYPE {
+            if !store.has_blob(&l.digest) {
+                client.fetch_blob(store, &repo, &l.digest, l.size, &|_| {})?;
             }
-        } else if !store.has_blob(d) {
-            layers.insert(*d, *size);
+        } else if !store.has_blob(&l.digest) {
+            layers.insert(l.digest, l.size);
         }
     }
     // What each cached image claims of its layers, to check them when they
@@ -231,12 +231,13 @@ pub fn import(
         };
         let m = Manifest::from_bytes(&mbytes)?;
         let diff_ids = ImageConfig::from_bytes(&cbytes)?.diff_ids()?;
-        for ((digest, size, media_type), diff_id) in m.layers.into_iter().zip(diff_ids) {
+        for (blob, diff_id) in m.layers.into_iter().zip(diff_ids) {
+            let digest = blob.digest;
             let l = LayerDescriptor {
                 diff_id,
                 digest,
-                size,
-                media_type,
+                size: blob.size,
+                media_type: blob.media_type,
             };
             let v = claims.entry(digest).or_default();
             if !v.contains(&l) {

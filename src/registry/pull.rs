@@ -144,11 +144,11 @@ pub fn pull(
         )));
     }
     let mut missing = Vec::new();
-    for (digest, size, _) in &m.layers {
-        if store.has_blob(digest) {
-            on(Event::Exists(digest));
-        } else if !missing.iter().any(|(d, _)| d == digest) {
-            missing.push((*digest, *size));
+    for l in &m.layers {
+        if store.has_blob(&l.digest) {
+            on(Event::Exists(&l.digest));
+        } else if !missing.iter().any(|(d, _)| *d == l.digest) {
+            missing.push((l.digest, l.size));
         }
     }
     fetch_all(&view, client, repo, &missing, on)?;
@@ -156,12 +156,14 @@ pub fn pull(
         .layers
         .iter()
         .zip(diff_ids)
-        .map(|((digest, size, mt), diff_id)| LayerDescriptor {
+        .map(|(blob, diff_id)| LayerDescriptor {
             diff_id,
-            digest: *digest,
-            size: *size,
-            media_type: Compression::from_media_type(mt)
-                .map_or_else(|| mt.clone(), |c| c.oci_media_type().to_string()),
+            digest: blob.digest,
+            size: blob.size,
+            media_type: Compression::from_media_type(&blob.media_type).map_or_else(
+                || blob.media_type.clone(),
+                |c| c.oci_media_type().to_string(),
+            ),
         })
         .collect();
     crate::oci::verify::check_layers(&view, &layers)?;

@@ -65,7 +65,7 @@ pub fn mount_sources(store: &Store, dest: &Reference) -> HashMap<Digest, String>
         else {
             continue;
         };
-        for d in m.layers.iter().map(|l| l.0).chain([m.config]) {
+        for d in m.layers.iter().map(|l| l.digest).chain([m.config]) {
             out.entry(d).or_insert_with(|| r.path().to_string());
         }
     }
@@ -92,7 +92,7 @@ pub fn push(
         .ok_or_else(|| Error::NotFound(format!("image {id}")))?;
     let bytes = store.read_blob(&rec.manifest)?;
     let m = Manifest::from_bytes(&bytes)?;
-    let mut blobs: Vec<(Digest, u64)> = m.layers.iter().map(|(d, s, _)| (*d, *s)).collect();
+    let mut blobs: Vec<(Digest, u64)> = m.layers.iter().map(|l| (l.digest, l.size)).collect();
     blobs.push((m.config, m.config_size));
     blobs.dedup();
     // Docker lists layers, not the config.

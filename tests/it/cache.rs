@@ -191,3 +191,48 @@ fn no_cache_rebuilds_and_j1_equals_jn() {
         std::fs::read(ctx.join("four.tar")).unwrap()
     );
 }
+
+crate::it_test!(issue_13_copy_from_a_stage_rebuilt_to_the_same_files_hits_by_content);
+/// `COPY --from` has a content key (BuildKit's `ComputeDigestFunc`): a
+/// stage rebuilt to the same filesystem (here only its config changed)
+/// leaves the copy, and every step after it, in the cache; a change of the
+/// files it copies does not.
+fn issue_13_copy_from_a_stage_rebuilt_to_the_same_files_hits_by_content() {
+    let env = TestEnv::new();
+    env.write("ctx/f.txt", "from a stage\n");
+    env.write("ctx/h.txt", "here\n");
+    let dockerfile = |label: &str| {
+        format!(
+            "FROM scratch AS a\nCOPY f.txt /f.txt\nLABEL v={label}\n\
+             FROM scratch\nCOPY --from=a /f.txt /g.txt\nCOPY h.txt /h.txt\n"
+        )
+    };
+    env.write("ctx/Dockerfile", &dockerfile("1"));
+    let first = steps(&build(&env, &[]));
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert!(first.iter().all(|s| s.1 == "miss"), "{first:?}");
+
+    env.write("ctx/Dockerfile", &dockerfile("2"));
+    let second = steps(&build(&env, &[]));
+    let how: Vec<(usize, &str)> = second.iter().map(|s| (s.0, s.1.as_str())).collect();
+    assert_eq!(
+        how,
+        [(2, "cache"), (3, "miss"), (5, "cache"), (6, "cache")],
+        "{second:?}"
+    );
+    assert_eq!(second[3].2, first[3].2, "the same final image");
+
+    // Now found by its definition key too: all cached.
+    let third = steps(&build(&env, &[]));
+    assert!(third.iter().all(|s| s.1 == "cache"), "{third:?}");
+
+    // Other files in the stage: the copy runs again.
+    env.write("ctx/f.txt", "changed\n");
+    let fourth = steps(&build(&env, &[]));
+    let how: Vec<(usize, &str)> = fourth.iter().map(|s| (s.0, s.1.as_str())).collect();
+    assert_eq!(
+        how,
+        [(2, "miss"), (3, "miss"), (5, "miss"), (6, "miss")],
+        "{fourth:?}"
+    );
+}

@@ -392,17 +392,15 @@ fn metadata(
         let rec = store
             .image(&i.id)?
             .ok_or_else(|| crate::store::Error::NoSuchImage(i.id.to_string()))?;
-        let m = crate::oci::Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
-        let cfg = crate::oci::ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-        let diff_ids = cfg.diff_ids()?;
+        let image = crate::oci::Image::from_manifest(store, &rec.manifest)?;
         images.push(serde_json::json!({
             "name": i.name,
             "image.id": i.id.to_string(),
             "manifest.digest": i.archive_manifest.to_string(),
             "tags": i.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
             "archive": i.archive.as_ref().map(|p| p.display().to_string()),
-            "layers": m.layers.iter().zip(diff_ids).map(|((d, size, mt), diff)| serde_json::json!({
-                "digest": d.to_string(), "size": size, "mediaType": mt, "diffID": diff.to_string(),
+            "layers": image.layers.iter().map(|l| serde_json::json!({
+                "digest": l.digest.to_string(), "size": l.size, "mediaType": l.media_type, "diffID": l.diff_id.to_string(),
             })).collect::<Vec<_>>(),
         }));
     }

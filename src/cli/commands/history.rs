@@ -33,7 +33,7 @@ pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
     let mut layer_sizes = m
         .layers
         .iter()
-        .map(|(d, size, mt)| store.shown_size(d, *size, mt))
+        .map(|l| store.shown_size(&l.digest, l.size, &l.media_type))
         .collect::<Vec<_>>()
         .into_iter();
     let now = now();

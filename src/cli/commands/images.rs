@@ -29,7 +29,7 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
     let size = m
         .layers
         .iter()
-        .map(|(d, size, mt)| store.shown_size(d, *size, mt))
+        .map(|l| store.shown_size(&l.digest, l.size, &l.media_type))
         .sum();
     Ok((created, size))
 }

@@ -70,11 +70,11 @@ pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
             "Size": m
                 .layers
                 .iter()
-                .map(|(d, _, mt)| store.content_size(d, mt))
+                .map(|l| store.content_size(&l.digest, &l.media_type))
                 .sum::<Result<u64, _>>()?,
             "Manifest": {
                 "Digest": rec.manifest.to_string(),
-                "Layers": m.layers.iter().map(|(d, s, mt)| json!({"Digest": d.to_string(), "Size": s, "MediaType": mt})).collect::<Vec<_>>(),
+                "Layers": m.layers.iter().map(|l| json!({"Digest": l.digest.to_string(), "Size": l.size, "MediaType": l.media_type})).collect::<Vec<_>>(),
             },
         }));
     }

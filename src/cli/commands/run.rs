@@ -7,7 +7,6 @@ use crate::cli::args::{Cli, RunArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
 use crate::exec::{self, Rootfs};
-use crate::oci::{ImageConfig, LayerDescriptor, Manifest};
 
 /// `-v HOST:CTR[:ro|rw]`: a bind mount of an existing host path.
 fn volume(v: &str) -> Result<exec::Mount, Failure> {
@@ -93,21 +92,12 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
     let rec = store
         .image(&id)?
         .ok_or_else(|| crate::store::Error::NoSuchImage(a.image.clone()))?;
-    let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
-    let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-    let diff_ids = cfg.diff_ids()?;
+    let crate::oci::Image {
+        config: cfg,
+        layers,
+        ..
+    } = crate::oci::Image::from_manifest(&store, &rec.manifest)?;
     let xattr = exec::opaque_xattr();
-    let layers: Vec<LayerDescriptor> = m
-        .layers
-        .iter()
-        .zip(diff_ids)
-        .map(|((digest, size, media_type), diff_id)| LayerDescriptor {
-            diff_id,
-            digest: *digest,
-            size: *size,
-            media_type: media_type.clone(),
-        })
-        .collect();
     let warn = |m: String| eprintln!("warning: {m}");
     let lowers = overlay_lowers(&store, &layers, xattr, &warn).map_err(anyhow::Error::from)?;
 
