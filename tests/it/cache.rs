@@ -207,12 +207,12 @@ fn issue_13_copy_from_a_stage_rebuilt_to_the_same_files_hits_by_content() {
              FROM scratch\nCOPY --from=a /f.txt /g.txt\nCOPY h.txt /h.txt\n"
         )
     };
-    env.write("ctx/Dockerfile", &dockerfile("1"));
+    env.write("ctx/Dockerfile", dockerfile("1"));
     let first = steps(&build(&env, &[]));
     assert_eq!(first.len(), 4, "{first:?}");
     assert!(first.iter().all(|s| s.1 == "miss"), "{first:?}");
 
-    env.write("ctx/Dockerfile", &dockerfile("2"));
+    env.write("ctx/Dockerfile", dockerfile("2"));
     let second = steps(&build(&env, &[]));
     let how: Vec<(usize, &str)> = second.iter().map(|s| (s.0, s.1.as_str())).collect();
     assert_eq!(
