@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use super::error::error_chain;
 use crate::graph::{BaseInfo, BaseResolver, ImageSource};
+use crate::oci::ImageConfig;
 use crate::oci::import::{self, Imported, Source};
-use crate::oci::{ImageConfig, Manifest};
 use crate::store::Store;
 
 /// Why an image could not be resolved.
@@ -204,8 +204,7 @@ fn local(store: &Store, what: &str) -> Result<Imported, BaseError> {
 /// # Errors
 /// Missing or corrupt blobs.
 pub fn config(store: &Store, imported: &Imported) -> Result<ImageConfig, crate::oci::Error> {
-    let m = Manifest::from_bytes(&store.read_blob(&imported.manifest)?)?;
-    ImageConfig::from_bytes(&store.read_blob(&m.config)?)
+    Ok(crate::oci::Image::from_manifest(store, &imported.manifest)?.config)
 }
 
 /// [`BaseResolver`] over a store, remembering what it resolved.

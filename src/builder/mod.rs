@@ -185,7 +185,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
     let mut diags = Vec::new();
     let mut selections = HashMap::new();
     if let Some(t) = target
-        && let Err(d) = target_stage(graph, t)
+        && let Err(d) = graph.target(t)
     {
         diags.push(d);
     }
@@ -363,18 +363,6 @@ fn check_image_source(src: &ImageSource, at: &SourceRef, diags: &mut Vec<Diagnos
     }
 }
 
-fn target_stage(graph: &BuildGraph, t: &str) -> Result<StageId, Diagnostic> {
-    graph.stage_by_name(t).ok_or_else(|| {
-        let names: Vec<&str> = graph.stages.iter().map(|s| s.name.as_str()).collect();
-        let mut d = plain_diag(format!("--target: no stage or image named `{t}`"));
-        d.help = Some(match crate::diag::did_you_mean(t, names.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("the build defines: {}", names.join(", ")),
-        });
-        d
-    })
-}
-
 fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>, Diagnostic> {
     let mut outputs: Vec<(StageId, Vec<Reference>, Option<PathBuf>)> = graph
         .outputs
@@ -382,7 +370,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
         .map(|o| (o.stage, o.tags.clone(), o.path.clone()))
         .collect();
     if let Some(t) = &opts.target {
-        let id = target_stage(graph, t)?;
+        let id = graph.target(t)?;
         outputs.retain(|(s, _, _)| *s == id);
         if outputs.is_empty() {
             outputs.push((id, Vec::new(), None));

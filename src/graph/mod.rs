@@ -81,6 +81,100 @@ impl std::fmt::Display for ImageSource {
     }
 }
 
+/// Why an image reference could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageSourceError {
+    /// `oci-archive:` and the like without a path.
+    #[error("`{0}` names no path")]
+    NoPath(String),
+    /// Not a valid image name.
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+}
+
+impl ImageSource {
+    /// Reads an image reference as both frontends write it: a transport
+    /// (`oci-archive:PATH[:NAME]`, `oci:DIR[:NAME]`,
+    /// `docker-archive:PATH[:NAME]`; the path ends at the first `:`, as in
+    /// containers/image, and a relative one is taken from `base`, the
+    /// context), an image ID or unique ID prefix (12 to 64 lowercase hex
+    /// digits, `sha256:` optional, as docker's image lookup takes them),
+    /// else an image name.
+    ///
+    /// # Errors
+    /// A transport without a path, or an invalid name.
+    pub fn parse(text: &str, base: &std::path::Path) -> Result<ImageSource, ImageSourceError> {
+        if let Some((transport, rest)) = text.split_once(':')
+            && matches!(transport, "oci-archive" | "oci" | "docker-archive")
+        {
+            let (path, name) = match rest.split_once(':') {
+                Some((p, n)) => (p, Some(n.to_string())),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(ImageSourceError::NoPath(text.to_string()));
+            }
+            let joined = if path.starts_with('/') {
+                PathBuf::from(path)
+            } else {
+                base.join(path)
+            };
+            let path = PathBuf::from(crate::pattern::clean_path(&joined.to_string_lossy()));
+            return Ok(match transport {
+                "oci-archive" => ImageSource::OciArchive { path, name },
+                "oci" => ImageSource::OciDir { path, name },
+                _ => ImageSource::DockerArchive { path, name },
+            });
+        }
+        if Self::is_id(text) {
+            return Ok(ImageSource::Id(text.to_string()));
+        }
+        Ok(ImageSource::Named(Reference::parse(text)?))
+    }
+
+    /// Whether `text` is an image ID or ID prefix (see [`ImageSource::parse`]).
+    pub fn is_id(text: &str) -> bool {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        (12..=64).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+/// `--target NAME`: the index of the stage among `names` (in definition
+/// order) that NAME names: the same name, else the same in lowercase
+/// (Dockerfile stage names are case-insensitive and kept lowercased). The
+/// one rule for both frontends and the builder.
+///
+/// # Errors
+/// No such stage: a diagnostic with a did-you-mean, else the stages there
+/// are.
+pub fn select_target(names: &[&str], target: &str) -> Result<usize, crate::diag::Diagnostic> {
+    let lower = target.to_ascii_lowercase();
+    if let Some(i) = names
+        .iter()
+        .position(|n| *n == target)
+        .or_else(|| names.iter().position(|n| *n == lower))
+    {
+        return Ok(i);
+    }
+    let mut d = crate::diag::Diagnostic {
+        severity: crate::diag::Severity::Error,
+        at: None,
+        message: format!("--target: no stage named `{target}`"),
+        label: None,
+        help: None,
+    };
+    d.help = Some(
+        match crate::diag::did_you_mean(target, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("the stages: {}", names.join(", ")),
+        },
+    );
+    Err(d)
+}
+
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
@@ -503,6 +597,15 @@ impl BuildGraph {
     /// Finds a stage by name.
     pub fn stage_by_name(&self, name: &str) -> Option<StageId> {
         self.stages.iter().position(|s| s.name == name).map(StageId)
+    }
+
+    /// The stage `--target NAME` picks (see [`select_target`]).
+    ///
+    /// # Errors
+    /// No such stage: a diagnostic naming the ones there are.
+    pub fn target(&self, name: &str) -> Result<StageId, crate::diag::Diagnostic> {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        select_target(&names, name).map(StageId)
     }
 
     /// Stages another stage needs first: its base stage and every stage it

@@ -4,7 +4,7 @@
 use crate::cli::args::{Cli, HistoryArgs};
 use crate::cli::exit::Failure;
 use crate::cli::util::{ago, human_size, now, open_store, out};
-use crate::oci::{ImageConfig, Manifest, parse_rfc3339};
+use crate::oci::{Image, parse_rfc3339};
 
 /// Prints the history of an image.
 pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
@@ -17,20 +17,15 @@ pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
     let mut cur = Some(id);
     while let Some(c) = cur {
         let Some(rec) = store.image(&c)? else { break };
-        let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
-        let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-        let n = cfg.oci.history().as_ref().map_or(0, Vec::len);
+        let image = Image::from_manifest(&store, &rec.manifest)?;
+        let n = image.config.oci.history().as_ref().map_or(0, Vec::len);
         chain.push((c, n));
         cur = rec.parent;
     }
-    let rec = store
-        .image(&id)?
-        .ok_or_else(|| crate::store::Error::NoSuchImage(a.image.clone()))?;
-    let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
-    let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-    let history = cfg.oci.history().clone().unwrap_or_default();
+    let image = Image::load(&store, &id)?;
+    let history = image.config.oci.history().clone().unwrap_or_default();
     // docker shows what a layer holds, not what it weighs compressed.
-    let mut layer_sizes = m
+    let mut layer_sizes = image
         .layers
         .iter()
         .map(|l| store.shown_size(&l.digest, l.size, &l.media_type))

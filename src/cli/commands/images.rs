@@ -7,7 +7,7 @@ use crate::cli::exit::Failure;
 use crate::cli::template::Template;
 use crate::cli::util::{ago, human_size, now, open_store, out};
 use crate::digest::Digest;
-use crate::oci::{ImageConfig, Manifest, parse_rfc3339};
+use crate::oci::{Image, parse_rfc3339};
 use crate::store::Store;
 
 struct Row {
@@ -22,11 +22,15 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
     let Some(rec) = store.image(id)? else {
         return Ok((None, 0));
     };
-    let m = Manifest::from_bytes(&store.read_blob(&rec.manifest)?)?;
-    let cfg = ImageConfig::from_bytes(&store.read_blob(&m.config)?)?;
-    let created = cfg.oci.created().as_deref().and_then(parse_rfc3339);
+    let image = Image::from_manifest(store, &rec.manifest)?;
+    let created = image
+        .config
+        .oci
+        .created()
+        .as_deref()
+        .and_then(parse_rfc3339);
     // What the layers hold, as docker counts SIZE.
-    let size = m
+    let size = image
         .layers
         .iter()
         .map(|l| store.shown_size(&l.digest, l.size, &l.media_type))

@@ -14,7 +14,7 @@ use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
     BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder, ImageSource,
-    Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
+    ImageSourceError, Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
 };
 use crate::pattern::{PatternSet, clean_path};
 use crate::reference::Reference;
@@ -205,50 +205,32 @@ impl Lowerer<'_> {
     /// `oci-archive:`, `oci:`, `docker-archive:` references; paths relative to
     /// the context.
     fn transport(&mut self, f: &S<String>) -> Option<ImageSource> {
-        let (transport, rest) = f.value.split_once(':')?;
-        let make = |path: PathBuf, name: Option<String>| match transport {
-            "oci-archive" => Some(ImageSource::OciArchive { path, name }),
-            "oci" => Some(ImageSource::OciDir { path, name }),
-            "docker-archive" => Some(ImageSource::DockerArchive { path, name }),
-            _ => None,
-        };
+        let (transport, _) = f.value.split_once(':')?;
         if !matches!(transport, "oci-archive" | "oci" | "docker-archive") {
             return None;
         }
-        // As containers/image: the path ends at the first ':'.
-        let (path, name) = match rest.split_once(':') {
-            Some((p, n)) => (p, Some(n.to_string())),
-            None => (rest, None),
-        };
-        if path.is_empty() {
-            self.error(
-                f.span,
-                format!("`{}` names no path", f.value),
-                Some("write e.g. \"oci-archive:vendor/base.tar\""),
-            );
-            return None;
+        match ImageSource::parse(&f.value, &self.context) {
+            Ok(src) => Some(src),
+            Err(e) => {
+                let help = matches!(e, ImageSourceError::NoPath(_))
+                    .then_some("write e.g. \"oci-archive:vendor/base.tar\"");
+                self.error(f.span, e.to_string(), help);
+                None
+            }
         }
-        make(join_clean(&self.context, path), name)
     }
 
     fn pending_ref(&mut self, f: &S<String>) -> PendingRef {
         let v = f.value.as_str();
-        let is_id = v
-            .strip_prefix("sha256:")
-            .unwrap_or(v)
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && v.trim_start_matches("sha256:").len() >= 12;
         // A bare name (no tag, digest or registry) always means a stage: images
         // are pinned with a tag (`alpine:3.20`), so a typo in a stage name is an
         // error here rather than a pull of `docker.io/library/<typo>:latest`.
-        let bare = !v.contains([':', '/', '@']);
-        let image = if is_id {
-            Some(ImageSource::Id(v.to_string()))
-        } else if bare {
+        // An image ID (prefix) is never a stage's name.
+        let bare = !v.contains([':', '/', '@']) && !ImageSource::is_id(v);
+        let image = if bare {
             None
         } else {
-            Reference::parse(v).ok().map(ImageSource::Named)
+            ImageSource::parse(v, &self.context).ok()
         };
         PendingRef {
             name: v.to_string(),

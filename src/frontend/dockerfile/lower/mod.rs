@@ -26,7 +26,6 @@ use crate::graph::{
 };
 use crate::pattern::clean_path;
 use crate::platform::Platform;
-use crate::reference::Reference;
 
 /// What lowering needs besides the file.
 pub struct Options<'a> {
@@ -360,22 +359,10 @@ fn lower_instructions(
     // The output: --target, or the last stage.
     let target = match &opts.target {
         Some(t) => {
-            let lower = t.to_ascii_lowercase();
-            match l.stages.iter().position(|s| s.name == lower) {
-                Some(i) => Some(StageId(i)),
-                None => {
-                    let names: Vec<&str> = l.stages.iter().map(|s| s.name.as_str()).collect();
-                    let mut d = Diagnostic {
-                        severity: crate::diag::Severity::Error,
-                        at: None,
-                        message: format!("--target: no stage named `{t}`"),
-                        label: None,
-                        help: None,
-                    };
-                    d.help = Some(match did_you_mean(t, names.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("the Dockerfile's stages: {}", names.join(", ")),
-                    });
+            let names: Vec<&str> = l.stages.iter().map(|s| s.name.as_str()).collect();
+            match crate::graph::select_target(&names, t) {
+                Ok(i) => Some(StageId(i)),
+                Err(d) => {
                     l.diags.push(d);
                     None
                 }
@@ -690,35 +677,8 @@ impl Lowerer<'_> {
     /// An image reference: a transport (`oci-archive:` etc., paths relative to
     /// the context), an ID, or a name.
     pub(super) fn image_source(&mut self, text: &str, span: Span) -> Option<ImageSource> {
-        if let Some((transport, rest)) = text.split_once(':')
-            && matches!(transport, "oci-archive" | "oci" | "docker-archive")
-        {
-            let (path, name) = match rest.split_once(':') {
-                Some((p, n)) => (p, Some(n.to_string())),
-                None => (rest, None),
-            };
-            let path = if path.starts_with('/') {
-                PathBuf::from(clean_path(path))
-            } else {
-                PathBuf::from(clean_path(&self.opts.context.join(path).to_string_lossy()))
-            };
-            return Some(match transport {
-                "oci-archive" => ImageSource::OciArchive { path, name },
-                "oci" => ImageSource::OciDir { path, name },
-                _ => ImageSource::DockerArchive { path, name },
-            });
-        }
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        if hex.len() >= 12
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && (text.starts_with("sha256:") || hex.len() == 64)
-        {
-            return Some(ImageSource::Id(text.to_string()));
-        }
-        match Reference::parse(text) {
-            Ok(r) => Some(ImageSource::Named(r)),
+        match ImageSource::parse(text, &self.opts.context) {
+            Ok(src) => Some(src),
             Err(e) => {
                 self.error(span, e.to_string());
                 None
