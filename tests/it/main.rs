@@ -21,6 +21,7 @@ mod golden;
 mod hostile;
 mod kill;
 mod load;
+mod lowered;
 mod make;
 mod parse;
 mod registry;
