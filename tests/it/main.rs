@@ -15,6 +15,7 @@ mod archive;
 mod build;
 mod cache;
 mod cli;
+mod cli_output;
 mod concurrent;
 mod dockerfile;
 mod golden;
