@@ -2,8 +2,8 @@
 //! --target, ARG scoping, .dockerignore, ADD archives, ONBUILD, diagnostics.
 
 use crate::util::{
-    TestEnv, archive_layers, assert_success, copy_tree, fixtures, golden, layer_listing, stderr,
-    tool,
+    TestEnv, archive_layers, assert_success, copy_tree, every_case, fixtures, golden,
+    layer_listing, stderr, tool,
 };
 
 fn iid(env: &TestEnv, dir: &std::path::Path, args: &[&str]) -> String {
@@ -304,51 +304,34 @@ fn check_warns_about_undeclared_args_and_unused_stages() {
     );
 }
 
-fn invalid(case: &str) {
+/// One folder of tests/fixtures/dockerfile-invalid/: `Dockerfile`, the
+/// golden `stderr` of both `check` and `build` (exit 2), and optionally
+/// `stderr.contains` (lines stderr must hold: the hint a case is about).
+fn invalid(case: &str, dir: &std::path::Path) {
     let env = TestEnv::new();
-    let dir = fixtures().join("dockerfile-invalid").join(case);
     let work = env.path().join("case");
-    copy_tree(&dir, &work);
-    std::fs::remove_file(work.join("stderr")).ok();
+    copy_tree(dir, &work);
+    for extra in ["stderr", "stderr.contains"] {
+        std::fs::remove_file(work.join(extra)).ok();
+    }
     for cmd in ["check", "build"] {
         let arg = if cmd == "check" { "Dockerfile" } else { "." };
         let out = env.run_in(&work, &[cmd, arg]);
         assert_eq!(out.status.code(), Some(2), "{cmd} {case}: {}", stderr(&out));
         golden(&dir.join("stderr"), &stderr(&out));
+        crate::util::contains_every_line(&dir.join("stderr.contains"), &stderr(&out));
     }
 }
 
-crate::it_test!(unknown_instruction_suggests_the_right_one);
-fn unknown_instruction_suggests_the_right_one() {
-    invalid("unknown-instruction");
-}
-
-crate::it_test!(unknown_flag_suggests_the_right_one);
-fn unknown_flag_suggests_the_right_one() {
-    invalid("unknown-flag");
-}
-
-crate::it_test!(json_arrays_must_hold_strings);
-fn json_arrays_must_hold_strings() {
-    invalid("json-not-strings");
-}
-
-crate::it_test!(missing_source_points_at_its_word);
-fn missing_source_points_at_its_word() {
-    invalid("missing-source");
-}
-
-crate::it_test!(env_needs_a_value);
-fn env_needs_a_value() {
-    invalid("env-no-value");
-}
-
-crate::it_test!(unterminated_heredoc);
-fn unterminated_heredoc() {
-    invalid("unterminated-heredoc");
-}
-
-crate::it_test!(misspelled_stage_gets_a_hint);
-fn misspelled_stage_gets_a_hint() {
-    invalid("bad-target-stage");
+// Every folder is a case: an unknown instruction or flag suggests the right
+// one, JSON arrays must hold strings, a missing source points at its word,
+// ENV needs a value, an unterminated heredoc, a misspelled stage gets a hint...
+crate::it_test!(every_invalid_dockerfile_folder);
+fn every_invalid_dockerfile_folder() {
+    every_case(
+        &fixtures().join("dockerfile-invalid"),
+        &["Dockerfile"],
+        &["stderr"],
+        invalid,
+    );
 }

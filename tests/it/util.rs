@@ -464,3 +464,75 @@ pub fn manifest_layers(path: &Path) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// Every folder directly under `dir`, sorted by name.
+pub fn case_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether goldens are being rewritten (`IMGBUILD_BLESS=1`).
+pub fn blessing() -> bool {
+    std::env::var_os("IMGBUILD_BLESS").is_some()
+}
+
+/// Runs `check` on every case folder under `dir` (sorted), each to the end
+/// whatever the others do, then fails once, naming every failing case and
+/// why. A folder that lacks one of `inputs`, or one of `goldens` (unless
+/// blessing, which writes them), is a failure itself: a new folder can never
+/// pass by being skipped. No folder at all is a failure too.
+pub fn every_case(dir: &Path, inputs: &[&str], goldens: &[&str], check: impl Fn(&str, &Path)) {
+    let cases = case_dirs(dir);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let missing: Vec<&str> = inputs
+            .iter()
+            .chain(if blessing() { &[][..] } else { goldens })
+            .copied()
+            .filter(|f| !case.join(f).exists())
+            .collect();
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{name}: no {} (every folder is a case; run with IMGBUILD_BLESS=1 to write goldens)",
+                missing.join(", ")
+            ));
+            continue;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&name, case)));
+        if let Err(payload) = result {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into());
+            failures.push(format!("{name}: {msg}"));
+        }
+    }
+    assert!(!cases.is_empty(), "no case folder under {}", dir.display());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases under {} failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        dir.display(),
+        failures.join("\n\n")
+    );
+}
+
+/// Every line of `needles` (when the file exists) is in `text`.
+pub fn contains_every_line(needles: &Path, text: &str) {
+    let Ok(list) = std::fs::read_to_string(needles) else {
+        return;
+    };
+    let lines: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "{} is empty", needles.display());
+    for needle in lines {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
