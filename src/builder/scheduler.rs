@@ -145,7 +145,12 @@ impl<'a> Builder<'a> {
             read: Mutex::new(Vec::new()),
             total: n,
             sandbox: Mutex::new(opts.sandbox),
-            isolation: run::Isolation::new(&opts.store, opts.network, opts.limits),
+            isolation: run::Isolation::new(
+                &opts.store,
+                opts.network,
+                opts.limits,
+                opts.host.clone(),
+            ),
         }
     }
 

@@ -8,8 +8,9 @@ use anyhow::Context;
 use super::definition::{self, Request};
 use crate::builder::{self, BuildOptions};
 use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
-use crate::cli::util::{absolute, env_epoch, now, open_store, out};
+use crate::cli::util::{absolute, now, open_store, out};
 use crate::layer::Compression;
 use crate::oci::archive::ArchiveFormat;
 use crate::progress::{self, Sink};
@@ -17,8 +18,8 @@ use crate::reference::Reference;
 use crate::store::atomic_write;
 
 /// Runs a build.
-pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
@@ -28,12 +29,14 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             let _ = writeln!(std::io::stderr().lock(), "{line}");
         }) as builder::base::Say
     });
-    let puller = a.bases.puller(say).map(Arc::new);
+    let registry_opts = a.bases.registry(env.docker_config());
+    let puller = a.bases.puller(registry_opts.clone(), say).map(Arc::new);
     let def = definition::load(&Request {
         input: &a.input,
         dockerfile: a.file.as_deref(),
         target: a.target.as_deref(),
         build_args: &a.build_args,
+        env,
         run_checks: false,
         store: &store,
         puller: puller.as_deref(),
@@ -56,12 +59,11 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         .map(|p| absolute(p))
         .collect::<Result<Vec<_>, _>>()?;
     let sink = progress_sink(a);
-    let registry_opts = a.bases.registry();
     let store = import_caches(store, &a.cache_from, &registry_opts)?;
     let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
     let opts = BuildOptions {
         store,
-        epoch: env_epoch()?.or(graph.settings.source_date_epoch),
+        epoch: env_epoch(env)?.or(graph.settings.source_date_epoch),
         now: now(),
         no_cache: a.no_cache,
         // A Dockerfile's --target was applied when lowering.
@@ -98,7 +100,8 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
         network: a.network.run_network(),
         limits: a.limits.limits(),
         secrets: secrets(&a.secrets)?,
-        sandbox: builder::SandboxMode::from_env(),
+        sandbox: env.sandbox(),
+        host: env.sandbox_host(),
         puller,
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
@@ -423,4 +426,23 @@ fn metadata(
         );
     }
     Ok(v)
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, if set.
+fn env_epoch(env: &Env) -> Result<Option<i64>, Failure> {
+    match env.source_date_epoch() {
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|e| *e >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!(
+                    "SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not `{s}`"
+                ))
+            }),
+        None => Ok(None),
+    }
 }

@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub target: Option<&'a str>,
     /// `--build-arg` as given.
     pub build_args: &'a [String],
+    /// The environment `--build-arg NAME` takes its value from.
+    pub env: &'a crate::cli::env::Env,
     /// Run the pre-build checks (missing files…) here, as `check` does.
     pub run_checks: bool,
     /// The store, for base images a Dockerfile needs to know about.
@@ -154,7 +156,7 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         .filter_map(|a| match a.split_once('=') {
             Some((k, v)) => Some((k.to_string(), v.to_string())),
             // `--build-arg NAME` takes the value from the environment, as docker.
-            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+            None => req.env.var(a).map(|v| (a.clone(), v.to_string())),
         })
         .collect();
     let resolver = StoreResolver::new(req.store, req.puller);

@@ -1,9 +1,10 @@
 //! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
 //! image's layers and a writable layer that is thrown away on exit.
 
+use crate::builder::Isolation;
 use crate::builder::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
-use crate::builder::{Isolation, SandboxMode};
 use crate::cli::args::{Cli, RunArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
 use crate::exec::{self, Rootfs};
@@ -84,8 +85,8 @@ const CANNOT_START: u8 = 125;
 
 /// Runs the command and exits with its status.
 #[allow(clippy::print_stderr)]
-pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, caller: &Env, a: &RunArgs) -> Result<(), Failure> {
+    let store = open_store(cli, caller)?;
     // Held until the container exits: a prune waits rather than delete
     // the layers it runs on.
     let _lock = store.lock_shared()?;
@@ -146,9 +147,9 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         let (k, v) = match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
             // `-e K`: the value from here, or nothing when unset (docker).
-            None => match std::env::var(e) {
-                Ok(v) => (e.clone(), v),
-                Err(_) => continue,
+            None => match caller.var(e) {
+                Some(v) => (e.clone(), v.to_string()),
+                None => continue,
             },
         };
         env.retain(|(ek, _)| *ek != k);
@@ -163,9 +164,10 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         .iter()
         .map(|v| volume(v))
         .collect::<Result<Vec<_>, _>>()?;
+    let host = caller.sandbox_host();
     let mut spec = exec::Spec {
         // The writable layer in memory goes with the sandbox, however it ends.
-        upper: SandboxMode::from_env().upper(),
+        upper: caller.sandbox().upper(&host),
         capture: false,
         layer: None,
         rootfs: Rootfs::Overlay {
@@ -190,7 +192,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         mounts,
         hosts: hosts_file(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        rootless: exec::rootless_mapping(),
+        rootless: exec::rootless_mapping(&host),
         cgroups: Vec::new(),
         seccomp: None,
         nproc: None,
@@ -204,7 +206,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
         .then(RawTerminal::enter)
         .transpose()?;
     // The same isolation as a RUN step: seccomp, cgroups, the network.
-    let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits());
+    let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits(), host);
     let cgroup = match isolation.apply(&mut spec, crate::graph::Network::Host, &warn) {
         Ok(c) => c,
         Err(e) => {
