@@ -2,7 +2,8 @@
 //!
 //! [`Env::read`] takes one snapshot of the environment variables (and the
 //! working directory and CPU count) when imgbuild starts; every command gets
-//! it and hands plain values down in options structs. Nothing outside `cli`
+//! it, [`super::options`] turns it into plain values, and those go down in
+//! options structs. Nothing outside `cli`
 //! reads the environment: the library's `SandboxMode`, `exec::HostOptions`
 //! and `registry::Options` carry what used to be looked up on the spot.
 
@@ -16,17 +17,28 @@ use crate::builder::SandboxMode;
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<OsString, OsString>,
+    /// The working directory (`None` when it cannot be known: deleted).
+    pub cwd: Option<PathBuf>,
+    /// What `std::thread::available_parallelism` says (the default `-j`).
+    pub cpus: usize,
+    /// Whether stderr is a terminal (`--progress=auto` picks the live view).
+    pub stderr_is_terminal: bool,
 }
 
 impl Env {
     /// The environment of this process.
     pub fn read() -> Env {
+        use std::io::IsTerminal;
         Env {
             vars: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().ok(),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            stderr_is_terminal: std::io::stderr().is_terminal(),
         }
     }
 
-    /// An environment of exactly these variables (tests).
+    /// An environment of exactly these variables (tests), in `/` with one
+    /// CPU and no terminal.
     #[cfg(test)]
     pub fn from_vars<K: Into<OsString>, V: Into<OsString>>(
         vars: impl IntoIterator<Item = (K, V)>,
@@ -36,7 +48,16 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            cwd: Some(PathBuf::from("/")),
+            cpus: 1,
+            stderr_is_terminal: false,
         }
+    }
+
+    /// The variables, to change (tests).
+    #[cfg(test)]
+    pub fn vars_mut(&mut self) -> &mut HashMap<OsString, OsString> {
+        &mut self.vars
     }
 
     /// A variable's raw value.

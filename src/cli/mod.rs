@@ -1,12 +1,15 @@
 //! The command line: argument parsing, dispatch, printing and exit codes.
 //!
-//! The only module that reads the environment or the clock, prints, or uses
-//! `anyhow`. Each subcommand lives in [`commands`]; this file only routes.
+//! The only module that reads the environment (once: [`env`]) or the clock,
+//! prints, or uses `anyhow`. Flags become options in one pure step
+//! ([`options`]); each subcommand lives in [`commands`] and only
+//! orchestrates; this file only routes.
 
 pub mod args;
 mod commands;
 mod env;
 mod exit;
+mod options;
 mod template;
 mod util;
 

@@ -38,13 +38,11 @@ pub struct Request<'a> {
 pub struct Definition {
     /// The lowered graph.
     pub graph: BuildGraph,
-    /// True for a Dockerfile build (outputs are named by the CLI then).
-    pub dockerfile: bool,
 }
 
 /// Reads and lowers the definition.
 pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
-    let is_spec = req.dockerfile.is_none() && req.input.extension().is_some_and(|e| e == "toml");
+    let is_spec = crate::cli::options::is_spec(req.input, req.dockerfile);
     let (graph, mut diags) = if is_spec {
         if !req.build_args.is_empty() {
             return Err(Failure::Usage(anyhow!(
@@ -79,10 +77,7 @@ pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
                 // Warnings only: show them, then carry on.
                 let _ = crate::cli::exit::report(Err(Failure::Diagnostics(diags)));
             }
-            Ok(Definition {
-                graph: g,
-                dockerfile: !is_spec,
-            })
+            Ok(Definition { graph: g })
         }
         _ => Err(Failure::Diagnostics(diags)),
     }
