@@ -3,7 +3,7 @@
 //! clap's structs ([`super::args`]) are the low-level arguments; here they
 //! become the options a command works with, parsed and validated: `-t`
 //! references, `--secret`, `--cache-from`/`--cache-to`, depfile rules,
-//! `SOURCE_DATE_EPOCH`. Nothing here opens the store,
+//! `SOURCE_DATE_EPOCH`, `-v` volumes, `-e K`. Nothing here opens the store,
 //! prints, or touches the filesystem: the environment comes in as an
 //! [`Env`] snapshot, and the one filesystem question (is a secret a file?)
 //! is asked of a function the caller passes in. New flags (outputs,
@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::args::{BuildArgs, CompressionArg, FormatArg, ProgressMode, PullPolicy};
+use super::args::{BuildArgs, CompressionArg, FormatArg, ProgressMode, PullPolicy, RunArgs};
 use super::env::Env;
 use super::exit::Failure;
 use crate::builder::{RunNetwork, SandboxMode};
@@ -68,6 +68,14 @@ pub enum ArgError {
         spec: String,
         /// Its source, absolute.
         path: PathBuf,
+    },
+    /// A `-v` that cannot be mounted.
+    #[error("-v {spec}: {why}")]
+    Volume {
+        /// The flag's value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
     },
 }
 
@@ -394,6 +402,132 @@ fn progress(a: &BuildArgs, stderr_is_terminal: bool) -> Progress {
         ProgressMode::Tty => Progress::Tty,
         ProgressMode::Auto if stderr_is_terminal => Progress::Tty,
         ProgressMode::Auto | ProgressMode::Plain => Progress::Plain,
+    }
+}
+
+/// A `-v` checked for syntax; the host path is resolved (and must exist)
+/// when the command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeArg {
+    /// The flag's value, for messages.
+    pub spec: String,
+    /// The host path, absolute.
+    pub host: PathBuf,
+    /// The container path, absolute and not `/`.
+    pub target: String,
+    /// `:ro`.
+    pub readonly: bool,
+}
+
+impl VolumeArg {
+    /// Parses `-v HOST:CTR[:ro|rw]`.
+    ///
+    /// # Errors
+    /// [`ArgError::Volume`], saying what is wrong.
+    pub fn parse(v: &str) -> Result<VolumeArg, ArgError> {
+        let usage = |why: &str| ArgError::Volume {
+            spec: v.to_string(),
+            why: why.to_string(),
+        };
+        let mut parts = v.split(':');
+        let (Some(host), Some(target)) = (parts.next(), parts.next()) else {
+            return Err(usage("expected HOST:CONTAINER[:ro]"));
+        };
+        let readonly = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(o) => return Err(usage(&format!("unknown option `{o}` (ro or rw)"))),
+        };
+        if parts.next().is_some() {
+            return Err(usage("expected HOST:CONTAINER[:ro]"));
+        }
+        let host = Path::new(host);
+        if !host.is_absolute() {
+            return Err(usage(
+                "the host path must be absolute (named volumes do not exist here)",
+            ));
+        }
+        if !target.starts_with('/') {
+            return Err(usage("the container path must be absolute"));
+        }
+        if target.trim_matches('/').is_empty() {
+            return Err(usage("the container path cannot be `/`"));
+        }
+        Ok(VolumeArg {
+            spec: v.to_string(),
+            host: host.to_path_buf(),
+            target: target.to_string(),
+            readonly,
+        })
+    }
+}
+
+/// `imgbuild run`'s options.
+#[derive(Debug, Clone)]
+pub struct HiRun {
+    /// The image as typed.
+    pub image: String,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `-e`, in order: `K=V`, and `K` with this environment's value (left
+    /// out when unset, as docker does).
+    pub env: Vec<(String, String)>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--network`.
+    pub network: RunNetwork,
+    /// `--pids-limit`, `--memory`, `--cpu-*`.
+    pub limits: Limits,
+    /// `--entrypoint`.
+    pub entrypoint: Option<String>,
+    /// `-v`.
+    pub volumes: Vec<VolumeArg>,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// `IMGBUILD_SANDBOX` (where the writable layer lives).
+    pub sandbox: SandboxMode,
+    /// `PATH`, `IMGBUILD_NO_SUBIDS`, `IMGBUILD_RUN_MEMORY`.
+    pub host: HostOptions,
+}
+
+impl HiRun {
+    /// Converts and validates `a` in environment `env`.
+    ///
+    /// # Errors
+    /// The first `-v` that does not parse.
+    pub fn from_low_args(a: &RunArgs, env: &Env) -> Result<HiRun, ArgError> {
+        let vars = a
+            .env
+            .iter()
+            .filter_map(|e| match e.split_once('=') {
+                Some((k, v)) => Some((k.to_string(), v.to_string())),
+                None => env.var(e).map(|v| (e.clone(), v.to_string())),
+            })
+            .collect();
+        let volumes = a
+            .volumes
+            .iter()
+            .map(|v| VolumeArg::parse(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HiRun {
+            image: a.image.clone(),
+            interactive: a.interactive,
+            tty: a.tty,
+            env: vars,
+            workdir: a.workdir.clone(),
+            user: a.user.clone(),
+            network: a.network.run_network(),
+            limits: a.limits.limits(),
+            entrypoint: a.entrypoint.clone(),
+            volumes,
+            command: a.command.clone(),
+            sandbox: env.sandbox(),
+            host: env.sandbox_host(),
+        })
     }
 }
 
@@ -729,5 +863,79 @@ mod tests {
         let h = build_in(&e, &["."]).unwrap();
         assert_eq!(h.sandbox, SandboxMode::Copy);
         assert_eq!(h.host.memory_upper, "1m");
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let argv = ["imgbuild", "run"].iter().chain(argv);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(a)) => a,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_env_and_command() {
+        let mut e = env();
+        e.vars_mut().insert("FROM_HERE".into(), "yes".into());
+        let h = HiRun::from_low_args(
+            &run_args(&[
+                "-e",
+                "A=1",
+                "-e",
+                "FROM_HERE",
+                "-e",
+                "UNSET",
+                "-e",
+                "B=x=y",
+                "img",
+                "sh",
+                "-c",
+                "true",
+            ]),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(
+            h.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("FROM_HERE".into(), "yes".into()),
+                ("B".into(), "x=y".into())
+            ]
+        );
+        assert_eq!(h.image, "img");
+        assert_eq!(h.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(
+            VolumeArg::parse("/h:/c:ro").unwrap(),
+            VolumeArg {
+                spec: "/h:/c:ro".into(),
+                host: "/h".into(),
+                target: "/c".into(),
+                readonly: true
+            }
+        );
+        assert!(!VolumeArg::parse("/h:/c").unwrap().readonly);
+        assert!(!VolumeArg::parse("/h:/c:rw").unwrap().readonly);
+        for (bad, why) in [
+            ("/h", "expected HOST:CONTAINER[:ro]"),
+            ("/h:/c:ro:x", "expected HOST:CONTAINER[:ro]"),
+            ("/h:/c:z", "unknown option `z` (ro or rw)"),
+            (
+                "h:/c",
+                "the host path must be absolute (named volumes do not exist here)",
+            ),
+            ("/h:c", "the container path must be absolute"),
+            ("/h:/", "the container path cannot be `/`"),
+            ("/h://", "the container path cannot be `/`"),
+        ] {
+            let err = VolumeArg::parse(bad).unwrap_err();
+            assert_eq!(err.to_string(), format!("-v {bad}: {why}"));
+        }
+        let err = HiRun::from_low_args(&run_args(&["-v", "rel:/c", "img"]), &env()).unwrap_err();
+        assert!(matches!(err.into_failure(), Failure::Usage(_)));
     }
 }
