@@ -85,7 +85,12 @@ impl<'a> Cx<'a> {
             imported: Mutex::new(HashMap::new()),
             read: Mutex::new(Vec::new()),
             sandbox: Mutex::new(opts.sandbox),
-            isolation: run::Isolation::new(&opts.store, opts.network, opts.limits),
+            isolation: run::Isolation::new(
+                &opts.store,
+                opts.network,
+                opts.limits,
+                opts.host.clone(),
+            ),
         }
     }
 

@@ -85,6 +85,10 @@ pub struct BuildOptions {
     pub secrets: HashMap<String, PathBuf>,
     /// How RUN gets its root filesystem.
     pub sandbox: SandboxMode,
+    /// What RUN sandboxes take from the host (helpers in `PATH`,
+    /// subordinate ids, the memory upper's size): the CLI reads it from the
+    /// environment.
+    pub host: crate::exec::HostOptions,
     /// Pulls named base images missing from the store (None: never).
     pub puller: Option<Arc<base::Puller>>,
 }

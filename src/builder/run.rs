@@ -36,27 +36,14 @@ impl SandboxMode {
         }
     }
 
-    /// Where this mode keeps the overlay upper. The memory limit comes from
-    /// `IMGBUILD_RUN_MEMORY` (tmpfs syntax: `2g`, `25%`; default `50%`).
-    pub fn upper(self) -> exec::Upper {
+    /// Where this mode keeps the overlay upper: a memory upper of `host`'s
+    /// size ([`exec::HostOptions::memory_upper`]), else on disk.
+    pub fn upper(self, host: &exec::HostOptions) -> exec::Upper {
         match self {
             SandboxMode::Memory => exec::Upper::Memory {
-                size: std::env::var("IMGBUILD_RUN_MEMORY")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "50%".into()),
+                size: host.memory_upper.clone(),
             },
             SandboxMode::Disk | SandboxMode::Copy => exec::Upper::Disk,
-        }
-    }
-
-    /// From `IMGBUILD_SANDBOX` (`memory`, `disk`, `copy`): for users on
-    /// small-memory machines, and for testing the fallbacks.
-    pub fn from_env() -> SandboxMode {
-        match std::env::var("IMGBUILD_SANDBOX").as_deref() {
-            Ok("disk") => SandboxMode::Disk,
-            Ok("copy") => SandboxMode::Copy,
-            _ => SandboxMode::Memory,
         }
     }
 }
@@ -83,6 +70,7 @@ pub struct Isolation {
     store: PathBuf,
     network: RunNetwork,
     limits: exec::cgroup::Limits,
+    host: exec::HostOptions,
     filter: std::sync::Mutex<Option<PathBuf>>,
     holders: std::sync::Mutex<Vec<(bool, exec::network::Holder)>>,
     cgroups: std::sync::OnceLock<exec::cgroup::Cgroups>,
@@ -90,17 +78,29 @@ pub struct Isolation {
 }
 
 impl Isolation {
-    /// For the sandboxes of one build in `store`.
-    pub fn new(store: &Store, network: RunNetwork, limits: exec::cgroup::Limits) -> Isolation {
+    /// For the sandboxes of one build in `store`, on a host described by
+    /// `host` (helpers, subordinate ids, the memory upper's size).
+    pub fn new(
+        store: &Store,
+        network: RunNetwork,
+        limits: exec::cgroup::Limits,
+        host: exec::HostOptions,
+    ) -> Isolation {
         Isolation {
             store: store.root().to_path_buf(),
             network,
             limits,
+            host,
             filter: std::sync::Mutex::new(None),
             holders: std::sync::Mutex::new(Vec::new()),
             cgroups: std::sync::OnceLock::new(),
             warned: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// What the sandboxes take from the host.
+    pub fn host(&self) -> &exec::HostOptions {
+        &self.host
     }
 
     fn warn_once(
@@ -155,7 +155,7 @@ impl Isolation {
         spec.network = match (step, self.network) {
             (Network::None, _) | (_, RunNetwork::None) => exec::NetworkMode::None,
             (_, RunNetwork::Host) => exec::NetworkMode::Host,
-            (_, RunNetwork::Sandbox) => match exec::network::slirp4netns() {
+            (_, RunNetwork::Sandbox) => match exec::network::slirp4netns(&self.host) {
                 None => {
                     self.warn_once("slirp", warn, || {
                         format!(
@@ -452,7 +452,7 @@ pub(super) fn run_step(
         }
     }
     let mut spec = exec::Spec {
-        upper: inp.mode.upper(),
+        upper: inp.mode.upper(inp.isolation.host()),
         capture: true,
         rootfs: if overlay {
             Rootfs::Overlay {
@@ -474,7 +474,7 @@ pub(super) fn run_step(
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         // Subordinate ids only where the sandbox can write the layer itself:
         // other users' files are unreadable to us.
-        rootless: exec::rootless_mapping().map(|m| exec::IdMapping {
+        rootless: exec::rootless_mapping(inp.isolation.host()).map(|m| exec::IdMapping {
             sub: m.sub.filter(|_| overlay),
             ..m
         }),

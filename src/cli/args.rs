@@ -458,22 +458,25 @@ pub struct BaseArgs {
 }
 
 impl BaseArgs {
-    /// The registry connection settings.
-    pub fn registry(&self) -> crate::registry::Options {
+    /// The registry connection settings, with credentials from the docker
+    /// config file `docker_config` (the environment's).
+    pub fn registry(&self, docker_config: Option<std::path::PathBuf>) -> crate::registry::Options {
         crate::registry::Options {
             insecure: self.insecure_registry.clone(),
             retry: self.retry.policy(),
+            docker_config,
         }
     }
 
-    /// The puller these flags ask for (`None` for `--pull=never`), telling
-    /// `say` docker's pull lines.
+    /// The puller these flags ask for (`None` for `--pull=never`) over
+    /// `registry`, telling `say` docker's pull lines.
     pub fn puller(
         &self,
+        registry: crate::registry::Options,
         say: Option<crate::builder::base::Say>,
     ) -> Option<crate::builder::base::Puller> {
         (self.pull != PullPolicy::Never).then(|| {
-            crate::builder::base::Puller::new(self.registry(), self.pull == PullPolicy::Always, say)
+            crate::builder::base::Puller::new(registry, self.pull == PullPolicy::Always, say)
         })
     }
 }

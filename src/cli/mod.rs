@@ -1,11 +1,15 @@
 //! The command line: argument parsing, dispatch, printing and exit codes.
 //!
-//! The only module that reads the environment or the clock, prints, or uses
-//! `anyhow`. Each subcommand lives in [`commands`]; this file only routes.
+//! The only module that reads the environment (once: [`env`]) or the clock,
+//! prints, or uses `anyhow`. Flags become options in one pure step
+//! ([`options`]); each subcommand lives in [`commands`] and only
+//! orchestrates; this file only routes.
 
 pub mod args;
 mod commands;
+mod env;
 mod exit;
+mod options;
 mod template;
 mod util;
 
@@ -32,6 +36,8 @@ pub fn main() -> ExitCode {
         let mapping = raw.get(2).and_then(|m| m.to_str());
         return exit_status(crate::exec::network::holder_main(mapping));
     }
+    // The one read of the environment: commands get this snapshot.
+    let env = env::Env::read();
     let argv = args::with_default_subcommand(raw);
     let cli = match args::Cli::try_parse_from(argv) {
         Ok(c) => c,
@@ -46,23 +52,23 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        args::Command::Build(a) => commands::build::run(&cli, a),
-        args::Command::Check(a) => commands::check::run(&cli, a),
-        args::Command::Load(a) => commands::load::run(&cli, a),
-        args::Command::Images(a) => commands::images::run(&cli, a),
-        args::Command::Inspect(a) => commands::inspect::run(&cli, a),
-        args::Command::History(a) => commands::history::run(&cli, a),
-        args::Command::Tag(a) => commands::tag::run(&cli, a),
-        args::Command::Export(a) => commands::export::run(&cli, a),
+        args::Command::Build(a) => commands::build::run(&cli, &env, a),
+        args::Command::Check(a) => commands::check::run(&cli, &env, a),
+        args::Command::Load(a) => commands::load::run(&cli, &env, a),
+        args::Command::Images(a) => commands::images::run(&cli, &env, a),
+        args::Command::Inspect(a) => commands::inspect::run(&cli, &env, a),
+        args::Command::History(a) => commands::history::run(&cli, &env, a),
+        args::Command::Tag(a) => commands::tag::run(&cli, &env, a),
+        args::Command::Export(a) => commands::export::run(&cli, &env, a),
         args::Command::Parse(a) => commands::parse::run(a),
-        args::Command::Rmi(a) => commands::rmi::run(&cli, a),
-        args::Command::Prune(a) => commands::prune::run(&cli, a),
-        args::Command::Run(a) => commands::run::run(&cli, a),
-        args::Command::Pull(a) => commands::registry::pull(&cli, a),
-        args::Command::Push(a) => commands::registry::push(&cli, a),
-        args::Command::Login(a) => commands::registry::login(a),
-        args::Command::Logout(a) => commands::registry::logout(a),
-        args::Command::Store(a) => commands::store::run(&cli, a),
+        args::Command::Rmi(a) => commands::rmi::run(&cli, &env, a),
+        args::Command::Prune(a) => commands::prune::run(&cli, &env, a),
+        args::Command::Run(a) => commands::run::run(&cli, &env, a),
+        args::Command::Pull(a) => commands::registry::pull(&cli, &env, a),
+        args::Command::Push(a) => commands::registry::push(&cli, &env, a),
+        args::Command::Login(a) => commands::registry::login(&env, a),
+        args::Command::Logout(a) => commands::registry::logout(&env, a),
+        args::Command::Store(a) => commands::store::run(&cli, &env, a),
     };
     exit::report(result)
 }

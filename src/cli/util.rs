@@ -1,4 +1,4 @@
-//! Helpers shared by subcommands: the store location, the epoch, output.
+//! Helpers shared by subcommands: the store location, the clock, output.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -6,50 +6,24 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 
 use super::args::Cli;
+use super::env::Env;
 use super::exit::Failure;
 use crate::store::Store;
 
 /// Opens the store named by `--store`/`IMGBUILD_STORE`, else the default under
 /// `$XDG_CACHE_HOME` or `~/.cache`.
-pub fn open_store(cli: &Cli) -> Result<Store, Failure> {
+pub fn open_store(cli: &Cli, env: &Env) -> Result<Store, Failure> {
     let root = match &cli.store {
         Some(p) => p.clone(),
-        None => default_store()?,
+        None => env.default_store().ok_or_else(|| {
+            Failure::Usage(anyhow!(
+                "no store location: set --store, IMGBUILD_STORE, XDG_CACHE_HOME or HOME"
+            ))
+        })?,
     };
     Store::open(&root)
         .with_context(|| format!("opening the store at {}", root.display()))
         .map_err(Failure::Failed)
-}
-
-fn default_store() -> Result<PathBuf, Failure> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("imgbuild"));
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".cache/imgbuild")),
-        None => Err(Failure::Usage(anyhow!(
-            "no store location: set --store, IMGBUILD_STORE, XDG_CACHE_HOME or HOME"
-        ))),
-    }
-}
-
-/// `SOURCE_DATE_EPOCH` from the environment, if set.
-pub fn env_epoch() -> Result<Option<i64>, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(s) if s.trim().is_empty() => Ok(None),
-        Ok(s) => s
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|e| *e >= 0)
-            .map(Some)
-            .ok_or_else(|| {
-                Failure::Usage(anyhow!(
-                    "SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not `{s}`"
-                ))
-            }),
-        Err(_) => Ok(None),
-    }
 }
 
 /// The wall clock, in unix seconds.

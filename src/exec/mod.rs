@@ -493,8 +493,44 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// What the sandbox takes from the invoking environment. The CLI reads it
+/// (`PATH`, `IMGBUILD_NO_SUBIDS`, `IMGBUILD_RUN_MEMORY`) and hands it down:
+/// nothing in the library reads environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostOptions {
+    /// Where helpers (`newuidmap`, `newgidmap`, `slirp4netns`) are looked
+    /// up, in `PATH` syntax.
+    pub path: std::ffi::OsString,
+    /// Use the invoking user's subordinate ids when they are granted
+    /// (`false`: only its own id is mapped).
+    pub subids: bool,
+    /// The size of a memory upper ([`Upper::Memory`]), tmpfs syntax: `2g`,
+    /// `25%`.
+    pub memory_upper: String,
+}
+
+impl Default for HostOptions {
+    /// `PATH=/usr/bin:/bin`, subordinate ids when granted, half the memory.
+    fn default() -> Self {
+        HostOptions {
+            path: "/usr/bin:/bin".into(),
+            subids: true,
+            memory_upper: "50%".into(),
+        }
+    }
+}
+
+impl HostOptions {
+    /// The path of an executable named `name` in [`HostOptions::path`].
+    pub fn find_in_path(&self, name: &str) -> Option<PathBuf> {
+        std::env::split_paths(&self.path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    }
+}
+
 /// The mapping for a rootless sandbox, or `None` when running as root.
-pub fn rootless_mapping() -> Option<IdMapping> {
+pub fn rootless_mapping(host: &HostOptions) -> Option<IdMapping> {
     if is_root() {
         return None;
     }
@@ -503,18 +539,18 @@ pub fn rootless_mapping() -> Option<IdMapping> {
     Some(IdMapping {
         uid,
         gid,
-        sub: sub_ids(uid),
+        sub: sub_ids(host, uid),
     })
 }
 
 /// The invoking user's subordinate ids, when `/etc/subuid` and `/etc/subgid`
 /// grant both and the setuid helpers that apply them are installed.
-fn sub_ids(uid: u32) -> Option<SubIds> {
-    if std::env::var_os("IMGBUILD_NO_SUBIDS").is_some() {
+fn sub_ids(host: &HostOptions, uid: u32) -> Option<SubIds> {
+    if !host.subids {
         return None;
     }
     let helpers = ["newuidmap", "newgidmap"];
-    if !helpers.iter().all(|h| find_in_path(h).is_some()) {
+    if !helpers.iter().all(|h| host.find_in_path(h).is_some()) {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -555,14 +591,6 @@ fn sub_range(text: &str, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
         let count: u32 = f.next()?.parse().ok()?;
         (count > 0).then_some((start, count))
     })
-}
-
-/// The path of an executable named `name` in `PATH`.
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// The opaque-directory xattr overlay uses for this process: `trusted.*`

@@ -68,9 +68,9 @@ pub struct Holder {
     pub ranged: bool,
 }
 
-/// The slirp4netns binary, when installed.
-pub fn slirp4netns() -> Option<PathBuf> {
-    super::find_in_path("slirp4netns")
+/// The slirp4netns binary, when installed (in `host`'s `PATH`).
+pub fn slirp4netns(host: &super::HostOptions) -> Option<PathBuf> {
+    host.find_in_path("slirp4netns")
 }
 
 /// The holder: namespaces, then wait for the end of stdin. Prints `ready

@@ -3,7 +3,7 @@
 //! credential helpers), which `imgbuild login` writes too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -85,15 +85,6 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
     }
 }
 
-/// The docker CLI's config file: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
-pub fn config_path() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
-        return Some(PathBuf::from(d).join("config.json"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
-}
-
 /// The keys docker uses for a registry in `auths`: the host, and for Docker
 /// Hub its historical URL.
 fn keys(registry: &str) -> Vec<String> {
@@ -113,11 +104,13 @@ fn keys(registry: &str) -> Vec<String> {
     }
 }
 
-/// Credentials for `registry` from the docker config: a credential helper
-/// (`credHelpers`, `credsStore`) when one is configured, else `auths`.
-/// `None` when there are none (anonymous access).
-pub fn lookup(registry: &str) -> Option<Credentials> {
-    let text = std::fs::read_to_string(config_path()?).ok()?;
+/// Credentials for `registry` from the docker config file `config` (the
+/// CLI finds it: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`): a credential helper (`credHelpers`,
+/// `credsStore`) when one is configured, else `auths`. `None` when there
+/// are none (anonymous access).
+pub fn lookup(config: &Path, registry: &str) -> Option<Credentials> {
+    let text = std::fs::read_to_string(config).ok()?;
     let config: serde_json::Value = serde_json::from_str(&text).ok()?;
     let keys = keys(registry);
     let helper = keys
@@ -170,13 +163,14 @@ fn from_helper(helper: &str, server: &str) -> Option<Credentials> {
     })
 }
 
-/// Stores credentials for `registry` in the docker config (`auths`, base64
-/// as docker writes them), keeping everything else in the file.
+/// Stores credentials for `registry` in the docker config file `config`
+/// (`auths`, base64 as docker writes them), keeping everything else in the
+/// file. Returns the file's path.
 ///
 /// # Errors
 /// An unreadable or unwritable config file.
-pub fn store(registry: &str, c: &Credentials) -> std::io::Result<PathBuf> {
-    edit(|auths| {
+pub fn store(config: &Path, registry: &str, c: &Credentials) -> std::io::Result<PathBuf> {
+    edit(config, |auths| {
         auths.insert(
             keys(registry).swap_remove(0),
             serde_json::json!({ "auth": B64.encode(format!("{}:{}", c.username, c.password)) }),
@@ -184,14 +178,14 @@ pub fn store(registry: &str, c: &Credentials) -> std::io::Result<PathBuf> {
     })
 }
 
-/// Removes the credentials for `registry` from the docker config. Returns
-/// whether there were any.
+/// Removes the credentials for `registry` from the docker config file
+/// `config`. Returns whether there were any.
 ///
 /// # Errors
 /// An unreadable or unwritable config file.
-pub fn remove(registry: &str) -> std::io::Result<bool> {
+pub fn remove(config: &Path, registry: &str) -> std::io::Result<bool> {
     let mut found = false;
-    edit(|auths| {
+    edit(config, |auths| {
         for k in keys(registry) {
             found |= auths.remove(&k).is_some();
         }
@@ -200,9 +194,10 @@ pub fn remove(registry: &str) -> std::io::Result<bool> {
 }
 
 fn edit(
+    path: &Path,
     f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> std::io::Result<PathBuf> {
-    let path = config_path().ok_or_else(|| std::io::Error::other("HOME is not set"))?;
+    let path = path.to_path_buf();
     let mut config: serde_json::Value = match std::fs::read_to_string(&path) {
         Ok(t) => serde_json::from_str(&t).map_err(std::io::Error::other)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),

@@ -28,6 +28,9 @@ pub struct Options {
     pub insecure: Vec<String>,
     /// How failed requests are retried (`--retry`, `--retry-delay`).
     pub retry: Retry,
+    /// The docker CLI's config file, where credentials are looked up
+    /// (`None`: anonymous). The CLI finds it from `DOCKER_CONFIG` or `HOME`.
+    pub docker_config: Option<std::path::PathBuf>,
 }
 
 /// Hears each retry.
@@ -92,7 +95,8 @@ fn with_auth<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::Request
 
 impl Client {
     /// A client for `registry` (a reference's domain: `docker.io`,
-    /// `127.0.0.1:5000`), with credentials from the docker config.
+    /// `127.0.0.1:5000`), with credentials from the docker config file
+    /// [`Options::docker_config`] names.
     pub fn new(registry: &str, opts: &Options) -> Client {
         let plain = is_loopback(registry) || opts.insecure.iter().any(|h| h == registry);
         let config = ureq::Agent::config_builder()
@@ -109,7 +113,10 @@ impl Client {
                 if plain { "http" } else { "https" },
                 api_host(registry)
             ),
-            creds: auth::lookup(registry),
+            creds: opts
+                .docker_config
+                .as_deref()
+                .and_then(|c| auth::lookup(c, registry)),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             retry: opts.retry,

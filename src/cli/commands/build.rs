@@ -1,131 +1,99 @@
-//! `imgbuild build`.
+//! `imgbuild build`: converts the flags ([`HiBuild`]), then orchestrates:
+//! open the store, load the definition, import caches, build, write the
+//! side outputs, push, export the cache, print.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::definition::{self, Request};
 use crate::builder::{self, BuildOptions};
-use crate::cli::args::{BuildArgs, Cli, CompressionArg, FormatArg, ProgressMode};
+use crate::cli::args::{BuildArgs, Cli, PullPolicy};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
-use crate::cli::util::{absolute, env_epoch, now, open_store, out};
-use crate::layer::Compression;
-use crate::oci::archive::ArchiveFormat;
+use crate::cli::options::{HiBuild, Progress};
+use crate::cli::util::{now, open_store, out};
 use crate::progress::{self, Sink};
 use crate::reference::Reference;
 use crate::store::atomic_write;
 
 /// Runs a build.
-pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
+    let hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
+    let store = open_store(cli, env)?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
-    let say = (!matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json)).then(|| {
+    let say = hi.chatty.then(|| {
         Box::new(|line: &str| {
             use std::io::Write;
             let _ = writeln!(std::io::stderr().lock(), "{line}");
         }) as builder::base::Say
     });
-    let puller = a.bases.puller(say).map(Arc::new);
+    let puller = (hi.pull != PullPolicy::Never).then(|| {
+        Arc::new(builder::base::Puller::new(
+            hi.registry.clone(),
+            hi.pull == PullPolicy::Always,
+            say,
+        ))
+    });
     let def = definition::load(&Request {
-        input: &a.input,
-        dockerfile: a.file.as_deref(),
-        target: a.target.as_deref(),
-        build_args: &a.build_args,
+        input: &hi.input,
+        dockerfile: hi.file.as_deref(),
+        target: hi.target.as_deref(),
+        build_args: &hi.build_args,
+        env,
         run_checks: false,
         store: &store,
         puller: puller.as_deref(),
     })?;
     let graph = def.graph;
-    let tags = a
-        .tags
-        .iter()
-        .map(|t| Reference::parse(t).map_err(|e| Failure::Usage(e.into())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let output = a.output.as_deref().map(absolute).transpose()?;
-    if a.depfile.is_some() && output.is_none() && def.dockerfile && a.iidfile.is_none() {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)"
-        )));
-    }
-    let side_outputs = [&a.iidfile, &a.depfile, &a.metadata_file]
-        .into_iter()
-        .flatten()
-        .map(|p| absolute(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sink = progress_sink(a);
-    let registry_opts = a.bases.registry();
-    let store = import_caches(store, &a.cache_from, &registry_opts)?;
-    let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
+    let store = import_caches(store, &hi.cache_from, &hi.registry);
     let opts = BuildOptions {
         store,
-        epoch: env_epoch()?.or(graph.settings.source_date_epoch),
+        epoch: hi.epoch.or(graph.settings.source_date_epoch),
         now: now(),
-        no_cache: a.no_cache,
-        // A Dockerfile's --target was applied when lowering.
-        target: if def.dockerfile {
-            None
-        } else {
-            a.target.clone()
-        },
-        tags,
-        output,
-        format: a.format.map(|f| match f {
-            FormatArg::Oci => ArchiveFormat::Oci,
-            FormatArg::Docker => ArchiveFormat::Docker,
-        }),
-        compression: match a.compression {
-            CompressionArg::Gzip => Compression::Gzip,
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::None => Compression::None,
-        },
+        no_cache: hi.no_cache,
+        target: hi.builder_target(),
+        tags: hi.tags.clone(),
+        output: hi.output.clone(),
+        format: hi.format,
+        compression: hi.compression,
         // A Dockerfile names no archive: like `docker build`, the image is
         // stored and tagged, and nothing is written (least of all into the
         // context). A spec's image without `output` goes to ./NAME.oci.tar.
-        output_dir: if def.dockerfile {
-            None
-        } else {
-            Some(absolute(std::path::Path::new("."))?)
-        },
-        side_outputs,
-        progress: sink,
-        jobs: a
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
-        dry_run: a.dry_run,
-        network: a.network.run_network(),
-        limits: a.limits.limits(),
-        secrets: secrets(&a.secrets)?,
-        sandbox: builder::SandboxMode::from_env(),
+        output_dir: hi.output_dir.clone(),
+        side_outputs: hi.side_outputs.clone(),
+        progress: progress_sink(hi.progress),
+        jobs: hi.jobs,
+        dry_run: hi.dry_run,
+        network: hi.network,
+        limits: hi.limits,
+        secrets: hi.secrets.clone(),
+        sandbox: hi.sandbox,
+        host: hi.host.clone(),
         puller,
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
         other => Failure::Failed(other.into()),
     })?;
-    if let Some(path) = &a.depfile {
-        // The rule's target as make knows it: -o as written, when given.
-        let targets: Vec<std::path::PathBuf> = match (&a.output, &a.iidfile) {
-            (Some(o), _) => vec![o.clone()],
-            (None, Some(iid)) if result.outputs.is_empty() => vec![iid.clone()],
-            (None, _) => result.outputs.clone(),
-        };
+    if let Some(path) = &hi.depfile {
+        let targets = hi.depfile_targets(&result.outputs);
         atomic_write(path, depfile(&targets, &result.inputs).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if a.dry_run {
+    if hi.dry_run {
         return dry_run_report(&result);
     }
-    if !matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json) {
+    if hi.chatty {
         hint_no_archive(&result);
     }
-    if a.push {
-        push_tags(&opts.store, &result, &registry_opts)?;
+    if hi.push {
+        push_tags(&opts.store, &result, &hi.registry)?;
     }
-    if let Some(r) = &cache_to {
-        let client = crate::registry::Client::new(r.domain(), &registry_opts)
+    if let Some(r) = &hi.cache_to {
+        let client = crate::registry::Client::new(r.domain(), &hi.registry)
             .with_notices(super::registry::notice_to_stderr);
         let ids: Vec<_> = result.images.iter().map(|i| i.id).collect();
         let n = crate::registry::cache::export(&opts.store, &client, r, &ids)
@@ -137,12 +105,12 @@ pub fn run(cli: &Cli, a: &BuildArgs) -> Result<(), Failure> {
             r.familiar()
         );
     }
-    if let Some(path) = &a.iidfile {
+    if let Some(path) = &hi.iidfile {
         let ids: Vec<String> = result.images.iter().map(|i| i.id.to_string()).collect();
         atomic_write(path, ids.join("\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &a.metadata_file {
+    if let Some(path) = &hi.metadata_file {
         let text = serde_json::to_string_pretty(&metadata(&opts.store, &result)?)
             .map_err(anyhow::Error::from)?;
         atomic_write(path, text.as_bytes())
@@ -194,43 +162,19 @@ fn push_tags(
     Ok(())
 }
 
-/// `registry:REF`, or buildx's `type=registry,ref=REF`.
-fn cache_ref(spec: &str) -> Result<Reference, Failure> {
-    let r = spec.strip_prefix("registry:").or_else(|| {
-        let mut fields = spec.split(',');
-        let mut is_registry = false;
-        let mut r = None;
-        for f in fields.by_ref() {
-            match f.split_once('=') {
-                Some(("type", "registry")) => is_registry = true,
-                Some(("ref", v)) => r = Some(v),
-                _ => {}
-            }
-        }
-        r.filter(|_| is_registry)
-    });
-    let r = r.ok_or_else(|| {
-        Failure::Usage(anyhow::anyhow!(
-            "cache `{spec}`: expected registry:REF (or type=registry,ref=REF)"
-        ))
-    })?;
-    Reference::parse(r).map_err(|e| Failure::Usage(e.into()))
-}
-
 /// Imports every `--cache-from`; a cache that cannot be read is a warning
 /// (the build goes on without it), as with docker.
 fn import_caches(
     store: crate::store::Store,
-    specs: &[String],
+    refs: &[Reference],
     opts: &crate::registry::Options,
-) -> Result<crate::store::Store, Failure> {
+) -> crate::store::Store {
     use std::io::Write;
     let mut sources = Vec::new();
-    for spec in specs {
-        let r = cache_ref(spec)?;
+    for r in refs {
         let client = crate::registry::Client::new(r.domain(), opts)
             .with_notices(super::registry::notice_to_stderr);
-        match crate::registry::cache::import(&store, client, &r) {
+        match crate::registry::cache::import(&store, client, r) {
             Ok((n, layers)) => {
                 let _ = writeln!(
                     std::io::stderr().lock(),
@@ -249,79 +193,21 @@ fn import_caches(
             }
         }
     }
-    Ok(if sources.is_empty() {
+    if sources.is_empty() {
         store
     } else {
         store.with_source(Arc::new(crate::registry::cache::Sources(sources)))
-    })
+    }
 }
 
-/// `--secret id=ID,src=FILE` (also `source=`; the id defaults to the file name).
-fn secrets(
-    specs: &[String],
-) -> Result<std::collections::HashMap<String, std::path::PathBuf>, Failure> {
-    let mut out = std::collections::HashMap::new();
-    for spec in specs {
-        let mut id = None;
-        let mut src = None;
-        for part in spec.split(',') {
-            match part.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_string()),
-                Some(("src" | "source", v)) => src = Some(absolute(std::path::Path::new(v))?),
-                Some(("type", "file")) => {}
-                _ => {
-                    return Err(Failure::Usage(anyhow::anyhow!(
-                        "--secret {spec}: expected id=ID,src=FILE"
-                    )));
-                }
-            }
-        }
-        let id = id.or_else(|| {
-            src.as_ref()
-                .and_then(|s| s.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-        });
-        match (id, src) {
-            (Some(id), Some(src)) => {
-                if !src.is_file() {
-                    return Err(Failure::Usage(anyhow::anyhow!(
-                        "--secret {spec}: {} is not a file",
-                        src.display()
-                    )));
-                }
-                out.insert(id, src);
-            }
-            _ => {
-                return Err(Failure::Usage(anyhow::anyhow!(
-                    "--secret {spec}: expected id=ID,src=FILE"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The renderer `--progress` (and `-q`, `--dry-run`) asks for: `auto` is the
-/// live view on a terminal and Docker-classic lines elsewhere.
-fn progress_sink(a: &BuildArgs) -> Arc<dyn Sink> {
-    if a.dry_run {
-        // A dry run prints only its summary.
-        return Arc::new(progress::Null);
-    }
-    let mode = if a.quiet {
-        ProgressMode::Quiet
-    } else {
-        a.progress
-    };
-    let tty = std::io::stderr().is_terminal();
-    match mode {
-        ProgressMode::Quiet => Arc::new(progress::Quiet::new(Box::new(std::io::stdout()))),
-        ProgressMode::Json => Arc::new(progress::Json::new(Box::new(std::io::stderr()))),
-        ProgressMode::Tty => Arc::new(progress::Tty::new()),
-        ProgressMode::Auto if tty => Arc::new(progress::Tty::new()),
-        ProgressMode::Auto | ProgressMode::Plain => {
-            Arc::new(progress::Plain::new(Box::new(std::io::stderr()), true))
-        }
+/// The renderer the options ask for.
+fn progress_sink(p: Progress) -> Arc<dyn Sink> {
+    match p {
+        Progress::Null => Arc::new(progress::Null),
+        Progress::Quiet => Arc::new(progress::Quiet::new(Box::new(std::io::stdout()))),
+        Progress::Json => Arc::new(progress::Json::new(Box::new(std::io::stderr()))),
+        Progress::Tty => Arc::new(progress::Tty::new()),
+        Progress::Plain => Arc::new(progress::Plain::new(Box::new(std::io::stderr()), true)),
     }
 }
 

@@ -2,12 +2,13 @@
 
 use super::definition::{self, Request};
 use crate::cli::args::{CheckArgs, Cli};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 
 /// Validates a build definition.
-pub fn run(cli: &Cli, a: &CheckArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
@@ -16,11 +17,15 @@ pub fn run(cli: &Cli, a: &CheckArgs) -> Result<(), Failure> {
         dockerfile: a.file.as_deref(),
         target: a.target.as_deref(),
         build_args: &a.build_args,
+        env,
         run_checks: true,
         store: &store,
         // Lowering needs a base's environment: a missing base is pulled,
         // as build would.
-        puller: a.bases.puller(None).as_ref(),
+        puller: a
+            .bases
+            .puller(a.bases.registry(env.docker_config()), None)
+            .as_ref(),
     })?
     .graph;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());

@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub target: Option<&'a str>,
     /// `--build-arg` as given.
     pub build_args: &'a [String],
+    /// The environment `--build-arg NAME` takes its value from.
+    pub env: &'a crate::cli::env::Env,
     /// Run the pre-build checks (missing files…) here, as `check` does.
     pub run_checks: bool,
     /// The store, for base images a Dockerfile needs to know about.
@@ -36,13 +38,11 @@ pub struct Request<'a> {
 pub struct Definition {
     /// The lowered graph.
     pub graph: BuildGraph,
-    /// True for a Dockerfile build (outputs are named by the CLI then).
-    pub dockerfile: bool,
 }
 
 /// Reads and lowers the definition.
 pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
-    let is_spec = req.dockerfile.is_none() && req.input.extension().is_some_and(|e| e == "toml");
+    let is_spec = crate::cli::options::is_spec(req.input, req.dockerfile);
     let (graph, mut diags) = if is_spec {
         if !req.build_args.is_empty() {
             return Err(Failure::Usage(anyhow!(
@@ -77,10 +77,7 @@ pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
                 // Warnings only: show them, then carry on.
                 let _ = crate::cli::exit::report(Err(Failure::Diagnostics(diags)));
             }
-            Ok(Definition {
-                graph: g,
-                dockerfile: !is_spec,
-            })
+            Ok(Definition { graph: g })
         }
         _ => Err(Failure::Diagnostics(diags)),
     }
@@ -154,7 +151,7 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         .filter_map(|a| match a.split_once('=') {
             Some((k, v)) => Some((k.to_string(), v.to_string())),
             // `--build-arg NAME` takes the value from the environment, as docker.
-            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+            None => req.env.var(a).map(|v| (a.clone(), v.to_string())),
         })
         .collect();
     let resolver = StoreResolver::new(req.store, req.puller);

@@ -3,14 +3,15 @@
 use anyhow::Context;
 
 use crate::cli::args::{Cli, ExportArgs, FormatArg};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::open_store;
 use crate::oci::archive::{ArchiveFormat, write_archive};
 use crate::store::AtomicFile;
 
 /// Writes an image (any tag, ID or step ID) to an archive.
-pub fn run(cli: &Cli, a: &ExportArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &ExportArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     // A reader: a prune waits until the archive is written.
     let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;

@@ -2,13 +2,14 @@
 //! first, as `docker history` prints it.
 
 use crate::cli::args::{Cli, HistoryArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{ago, human_size, now, open_store, out};
 use crate::oci::{Image, parse_rfc3339};
 
 /// Prints the history of an image.
-pub fn run(cli: &Cli, a: &HistoryArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &HistoryArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     // Walk the parent chain: entry i of the history belongs to the image whose

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cli::args::{Cli, ImagesArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::template::Template;
 use crate::cli::util::{ago, human_size, now, open_store, out};
@@ -46,8 +47,8 @@ fn go_time(secs: i64) -> String {
 }
 
 /// Lists tagged images (and, with `-a`, untagged ones).
-pub fn run(cli: &Cli, a: &ImagesArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let mut rows = Vec::new();
     let mut tagged: BTreeSet<Digest> = BTreeSet::new();

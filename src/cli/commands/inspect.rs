@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::cli::args::{Cli, InspectArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::template::Template;
 use crate::cli::util::{open_store, out};
@@ -33,8 +34,8 @@ fn docker_config(c: Option<&Value>) -> Value {
 }
 
 /// Prints a JSON array with one object per image.
-pub fn run(cli: &Cli, a: &InspectArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &InspectArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let tags = store.tags()?;
     let mut all = Vec::new();

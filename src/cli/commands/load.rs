@@ -4,14 +4,15 @@
 use anyhow::Context;
 
 use crate::cli::args::{Cli, LoadArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 use crate::oci::import::{Source, import};
 use crate::reference::Reference;
 
 /// Imports every image of the archive and tags it with the names it carries.
-pub fn run(cli: &Cli, a: &LoadArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &LoadArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let source = if a.file.is_dir() {
         Source::OciDir(a.file.clone())

@@ -3,6 +3,7 @@
 use anyhow::anyhow;
 
 use crate::cli::args::{Cli, PruneArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{human_size, open_store, out};
 use crate::store::gc::PruneOptions;
@@ -33,7 +34,7 @@ fn parse_size(s: &str) -> Option<u64> {
 /// Removes what no image needs; waits (and says so) while other imgbuild
 /// processes use the store.
 #[allow(clippy::print_stderr)]
-pub fn run(cli: &Cli, a: &PruneArgs) -> Result<(), Failure> {
+pub fn run(cli: &Cli, env: &Env, a: &PruneArgs) -> Result<(), Failure> {
     let keep_storage = match &a.keep_storage {
         Some(s) => Some(parse_size(s).ok_or_else(|| {
             Failure::Usage(anyhow!(
@@ -42,7 +43,7 @@ pub fn run(cli: &Cli, a: &PruneArgs) -> Result<(), Failure> {
         })?),
         None => None,
     };
-    let store = open_store(cli)?;
+    let store = open_store(cli, env)?;
     let waiting = || {
         eprintln!(
             "waiting for the other imgbuild processes using {} to finish…",

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 
 use crate::cli::args::{Cli, LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 use crate::digest::Digest;
@@ -37,13 +38,14 @@ pub fn notice_to_stderr(r: &registry::Retrying<'_>) {
 }
 
 /// Pulls an image and tags it, printing docker's lines.
-pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
+pub fn pull(cli: &Cli, env: &Env, a: &PullArgs) -> Result<(), Failure> {
     let reference = parse_ref(&a.reference)?;
-    let store = open_store(cli)?;
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let opts = Options {
         insecure: a.insecure_registry.clone(),
         retry: a.retry.policy(),
+        docker_config: env.docker_config(),
     };
     let before = store.tag(&reference)?;
     let printing = Mutex::new(());
@@ -120,14 +122,15 @@ pub fn pull(cli: &Cli, a: &PullArgs) -> Result<(), Failure> {
 }
 
 /// Pushes an image, printing docker's lines.
-pub fn push(cli: &Cli, a: &PushArgs) -> Result<(), Failure> {
+pub fn push(cli: &Cli, env: &Env, a: &PushArgs) -> Result<(), Failure> {
     let dest = parse_ref(a.destination.as_deref().unwrap_or(&a.image))?;
-    let store = open_store(cli)?;
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let id = super::resolve_image(&store, &a.image)?;
     let opts = Options {
         insecure: a.insecure_registry.clone(),
         retry: a.retry.policy(),
+        docker_config: env.docker_config(),
     };
     let printing = Mutex::new(());
     let say = |line: String| say(&printing, line);
@@ -182,7 +185,7 @@ pub fn push_image(
 }
 
 /// Checks credentials against the registry and stores them.
-pub fn login(a: &LoginArgs) -> Result<(), Failure> {
+pub fn login(env: &Env, a: &LoginArgs) -> Result<(), Failure> {
     let password = match (&a.password, a.password_stdin) {
         (Some(p), _) => p.clone(),
         (None, true) => {
@@ -206,6 +209,7 @@ pub fn login(a: &LoginArgs) -> Result<(), Failure> {
         &a.server,
         &Options {
             insecure: a.insecure_registry.clone(),
+            docker_config: env.docker_config(),
             ..Options::default()
         },
     )
@@ -213,7 +217,8 @@ pub fn login(a: &LoginArgs) -> Result<(), Failure> {
     client
         .check_login()
         .with_context(|| format!("logging in to {}", a.server))?;
-    let path = auth::store(&a.server, &creds)
+    let path = docker_config(env)
+        .and_then(|config| auth::store(&config, &a.server, &creds))
         .with_context(|| format!("saving the credentials for {}", a.server))?;
     out(&format!(
         "Login Succeeded (credentials saved in {})\n",
@@ -222,12 +227,19 @@ pub fn login(a: &LoginArgs) -> Result<(), Failure> {
 }
 
 /// Removes stored credentials.
-pub fn logout(a: &LogoutArgs) -> Result<(), Failure> {
-    let found = auth::remove(&a.server)
+pub fn logout(env: &Env, a: &LogoutArgs) -> Result<(), Failure> {
+    let found = docker_config(env)
+        .and_then(|config| auth::remove(&config, &a.server))
         .with_context(|| format!("removing the credentials for {}", a.server))?;
     if found {
         out(&format!("Removing login credentials for {}\n", a.server))
     } else {
         out(&format!("Not logged in to {}\n", a.server))
     }
+}
+
+/// The docker config file `login` and `logout` edit.
+fn docker_config(env: &Env) -> std::io::Result<std::path::PathBuf> {
+    env.docker_config()
+        .ok_or_else(|| std::io::Error::other("HOME is not set"))
 }

@@ -4,13 +4,14 @@
 use anyhow::anyhow;
 
 use crate::cli::args::{Cli, RmiArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 use crate::reference::Reference;
 
 /// Removes images or tags, docker-style.
-pub fn run(cli: &Cli, a: &RmiArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &RmiArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let mut text = String::new();
     for what in &a.images {

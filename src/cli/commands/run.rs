@@ -1,45 +1,27 @@
-//! `imgbuild run IMAGE [CMD…]`: a command in the RUN sandbox, over the
-//! image's layers and a writable layer that is thrown away on exit.
+//! `imgbuild run IMAGE [CMD…]`: flags to [`runner::Options`], the caller's
+//! terminal in raw mode around the command, its status as ours. The
+//! container itself is [`crate::runner`]'s.
 
-use crate::builder::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
-use crate::builder::{Isolation, SandboxMode};
 use crate::cli::args::{Cli, RunArgs};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
+use crate::cli::options::{ArgError, HiRun, VolumeArg};
 use crate::cli::util::open_store;
-use crate::exec::{self, Rootfs};
+use crate::runner;
 
-/// `-v HOST:CTR[:ro|rw]`: a bind mount of an existing host path.
-fn volume(v: &str) -> Result<exec::Mount, Failure> {
-    let usage = |why: &str| Failure::Usage(anyhow::anyhow!("-v {v}: {why}"));
-    let mut parts = v.split(':');
-    let (Some(host), Some(target)) = (parts.next(), parts.next()) else {
-        return Err(usage("expected HOST:CONTAINER[:ro]"));
-    };
-    let readonly = match parts.next() {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(o) => return Err(usage(&format!("unknown option `{o}` (ro or rw)"))),
-    };
-    if parts.next().is_some() {
-        return Err(usage("expected HOST:CONTAINER[:ro]"));
-    }
-    let host = std::path::Path::new(host);
-    if !host.is_absolute() {
-        return Err(usage(
-            "the host path must be absolute (named volumes do not exist here)",
-        ));
-    }
-    if !target.starts_with('/') {
-        return Err(usage("the container path must be absolute"));
-    }
-    if target.trim_matches('/').is_empty() {
-        return Err(usage("the container path cannot be `/`"));
-    }
-    let source =
-        std::fs::canonicalize(host).map_err(|e| usage(&format!("{}: {e}", host.display())))?;
-    Ok(exec::Mount {
-        target: target.to_string(),
-        kind: exec::MountKind::Bind { source, readonly },
+/// A `-v` host path resolved (it must exist): what the sandbox binds.
+fn volume(v: &VolumeArg) -> Result<runner::Volume, Failure> {
+    let source = std::fs::canonicalize(&v.host).map_err(|e| {
+        ArgError::Volume {
+            spec: v.spec.clone(),
+            why: format!("{}: {e}", v.host.display()),
+        }
+        .into_failure()
+    })?;
+    Ok(runner::Volume {
+        source,
+        target: v.target.clone(),
+        readonly: v.readonly,
     })
 }
 
@@ -81,147 +63,59 @@ impl Drop for RawTerminal {
 /// Docker's status for "the container could not be started".
 const CANNOT_START: u8 = 125;
 
+/// How a runner error is reported: usage (2), failure (1), or the line
+/// docker prints when the container cannot start (125).
+#[allow(clippy::print_stderr)]
+fn failure(e: runner::Error) -> Failure {
+    use crate::store::Error as StoreError;
+    match e {
+        runner::Error::Resolve(e @ (StoreError::NoSuchImage(_) | StoreError::Ambiguous(_))) => {
+            Failure::Usage(e.into())
+        }
+        e @ runner::Error::NoCommand { .. } => Failure::Usage(e.into()),
+        runner::Error::Isolation { image, source } => {
+            eprintln!("error: {image}: {}", crate::builder::error_chain(&source));
+            Failure::Quiet(CANNOT_START)
+        }
+        runner::Error::Sandbox { image, source } => {
+            eprintln!("error: {image}: {source}");
+            Failure::Quiet(CANNOT_START)
+        }
+        other => Failure::Failed(other.into()),
+    }
+}
+
 /// Runs the command and exits with its status.
 #[allow(clippy::print_stderr)]
-pub fn run(cli: &Cli, a: &RunArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
-    // Held until the container exits: a prune waits rather than delete
-    // the layers it runs on.
-    let _lock = store.lock_shared()?;
-    let id = super::resolve_image(&store, &a.image)?;
-    let rec = store
-        .image(&id)?
-        .ok_or_else(|| crate::store::Error::NoSuchImage(a.image.clone()))?;
-    let crate::oci::Image {
-        config: cfg,
-        layers,
-        ..
-    } = crate::oci::Image::from_manifest(&store, &rec.manifest)?;
-    let xattr = exec::opaque_xattr();
+pub fn run(cli: &Cli, env: &Env, a: &RunArgs) -> Result<(), Failure> {
+    let hi = HiRun::from_low_args(a, env).map_err(ArgError::into_failure)?;
+    let volumes = hi.volumes.iter().map(volume).collect::<Result<_, _>>()?;
+    let store = open_store(cli, env)?;
     let warn = |m: String| eprintln!("warning: {m}");
-    let lowers = overlay_lowers(&store, &layers, xattr, &warn).map_err(anyhow::Error::from)?;
-
-    let c = cfg.config();
-    let entrypoint: Vec<String> = match &a.entrypoint {
-        Some(e) if e.is_empty() => Vec::new(),
-        Some(e) => vec![e.clone()],
-        None => c.entrypoint().clone().unwrap_or_default(),
+    let opts = runner::Options {
+        image: hi.image,
+        entrypoint: hi.entrypoint,
+        command: hi.command,
+        env: hi.env,
+        workdir: hi.workdir,
+        user: hi.user,
+        tty: hi.tty,
+        stdin: hi.interactive,
+        volumes,
+        network: hi.network,
+        limits: hi.limits,
+        sandbox: hi.sandbox,
+        host: hi.host,
     };
-    // docker: arguments replace CMD; a new entrypoint drops the image's CMD.
-    let cmd: Vec<String> = if !a.command.is_empty() {
-        a.command.clone()
-    } else if a.entrypoint.is_some() {
-        Vec::new()
-    } else {
-        c.cmd().clone().unwrap_or_default()
-    };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "{}: no command given and the image has no CMD or ENTRYPOINT",
-            a.image
-        )));
-    }
-    let mut env: Vec<(String, String)> = c
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (kv.clone(), String::new()),
-        })
-        .collect();
-    for e in &a.env {
-        let (k, v) = match e.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            // `-e K`: the value from here, or nothing when unset (docker).
-            None => match std::env::var(e) {
-                Ok(v) => (e.clone(), v),
-                Err(_) => continue,
-            },
-        };
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
-    // docker's default for a terminal.
-    if a.tty && !env.iter().any(|(k, _)| k == "TERM") {
-        env.push(("TERM".into(), "xterm".into()));
-    }
-    let mounts = a
-        .volumes
-        .iter()
-        .map(|v| volume(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut spec = exec::Spec {
-        // The writable layer in memory goes with the sandbox, however it ends.
-        upper: SandboxMode::from_env().upper(),
-        capture: false,
-        layer: None,
-        rootfs: Rootfs::Overlay {
-            lowers,
-            opaque_xattr: xattr.to_string(),
-        },
-        argv,
-        env,
-        cwd: a
-            .workdir
-            .clone()
-            .or_else(|| c.working_dir().clone())
-            .unwrap_or_else(|| "/".into()),
-        user: a
-            .user
-            .clone()
-            .or_else(|| c.user().clone())
-            .unwrap_or_default(),
-        // Set by the isolation below.
-        network: exec::NetworkMode::Host,
-        hostname: HOSTNAME.into(),
-        mounts,
-        hosts: hosts_file(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        rootless: exec::rootless_mapping(),
-        cgroups: Vec::new(),
-        seccomp: None,
-        nproc: None,
-        nodev: false,
-        tty: a.tty,
-    };
+    let container = runner::prepare(&store, opts, &warn).map_err(failure)?;
     // -it: our terminal in raw mode while the command runs (its own
     // terminal in the sandbox does the line editing and the signals),
     // restored however the run ends.
-    let raw = (a.tty && a.interactive)
+    let raw = (hi.tty && hi.interactive)
         .then(RawTerminal::enter)
         .transpose()?;
-    // The same isolation as a RUN step: seccomp, cgroups, the network.
-    let isolation = Isolation::new(&store, a.network.run_network(), a.limits.limits());
-    let cgroup = match isolation.apply(&mut spec, crate::graph::Network::Host, &warn) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {}: {}", a.image, crate::builder::error_chain(&e));
-            return Err(Failure::Quiet(CANNOT_START));
-        }
-    };
-    let dir = store.tmp_path("container");
-    std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
-    let result = exec::run(
-        &dir,
-        &spec,
-        exec::Output::Inherit {
-            stdin: a.interactive,
-        },
-    );
-    drop(raw);
-    // The writable layer goes with the container.
-    remove_tree(&dir);
-    drop(cgroup);
-    drop(isolation);
-    match result {
-        Ok(o) if o.code == 0 => Ok(()),
-        Ok(o) => Err(Failure::Quiet(u8::try_from(o.code).unwrap_or(255))),
-        Err(e) => {
-            eprintln!("error: {}: {e}", a.image);
-            Err(Failure::Quiet(CANNOT_START))
-        }
+    match container.run(raw, &warn).map_err(failure)? {
+        0 => Ok(()),
+        code => Err(Failure::Quiet(u8::try_from(code).unwrap_or(255))),
     }
 }

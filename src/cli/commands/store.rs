@@ -3,14 +3,15 @@
 use anyhow::anyhow;
 
 use crate::cli::args::{Cli, StoreArgs, StoreCommand};
+use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 use crate::store::Store;
 use crate::store::gc::Checked;
 
 /// Store maintenance subcommands.
-pub fn run(cli: &Cli, a: &StoreArgs) -> Result<(), Failure> {
-    let store = open_store(cli)?;
+pub fn run(cli: &Cli, env: &Env, a: &StoreArgs) -> Result<(), Failure> {
+    let store = open_store(cli, env)?;
     match a.command {
         StoreCommand::Check { repair: false } => {
             let _lock = store.lock_shared()?;

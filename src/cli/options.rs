@@ -1,0 +1,941 @@
+//! Flags to options, in one pure step (as ripgrep's `HiArgs::from_low_args`).
+//!
+//! clap's structs ([`super::args`]) are the low-level arguments; here they
+//! become the options a command works with, parsed and validated: `-t`
+//! references, `--secret`, `--cache-from`/`--cache-to`, depfile rules,
+//! `SOURCE_DATE_EPOCH`, `-v` volumes, `-e K`. Nothing here opens the store,
+//! prints, or touches the filesystem: the environment comes in as an
+//! [`Env`] snapshot, and the one filesystem question (is a secret a file?)
+//! is asked of a function the caller passes in. New flags (outputs,
+//! platforms) are converted and tested here; the commands only orchestrate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::args::{BuildArgs, CompressionArg, FormatArg, ProgressMode, PullPolicy, RunArgs};
+use super::env::Env;
+use super::exit::Failure;
+use crate::builder::{RunNetwork, SandboxMode};
+use crate::exec::HostOptions;
+use crate::exec::cgroup::Limits;
+use crate::layer::Compression;
+use crate::oci::archive::ArchiveFormat;
+use crate::reference::{Reference, ReferenceError};
+
+/// A flag that does not say something imgbuild can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    /// A `-t` that is no image reference.
+    #[error(transparent)]
+    Tag(ReferenceError),
+    /// A path that cannot be made absolute (no working directory).
+    #[error("resolving {}", path.display())]
+    Resolve {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--depfile` on a Dockerfile build with nothing for its rule to make.
+    #[error("--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)")]
+    DepfileWithoutTarget,
+    /// A `--cache-from`/`--cache-to` of neither accepted form.
+    #[error("cache `{spec}`: expected registry:REF (or type=registry,ref=REF)")]
+    CacheSyntax {
+        /// The flag's value.
+        spec: String,
+    },
+    /// A cache whose `REF` is no image reference.
+    #[error(transparent)]
+    CacheRef(ReferenceError),
+    /// `SOURCE_DATE_EPOCH` that is no non-negative integer.
+    #[error("SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not `{value}`")]
+    Epoch {
+        /// The variable's value.
+        value: String,
+    },
+    /// A `--secret` without an id and a source.
+    #[error("--secret {spec}: expected id=ID,src=FILE")]
+    SecretSyntax {
+        /// The flag's value.
+        spec: String,
+    },
+    /// A `--secret` whose source is not a file.
+    #[error("--secret {spec}: {} is not a file", path.display())]
+    SecretNotFile {
+        /// The flag's value.
+        spec: String,
+        /// Its source, absolute.
+        path: PathBuf,
+    },
+    /// A `-v` that cannot be mounted.
+    #[error("-v {spec}: {why}")]
+    Volume {
+        /// The flag's value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl ArgError {
+    /// As the CLI reports it: a usage error (exit 2), except a path that
+    /// cannot be resolved (exit 1, as before the conversion was pure).
+    pub fn into_failure(self) -> Failure {
+        match self {
+            ArgError::Resolve { .. } => Failure::Failed(self.into()),
+            _ => Failure::Usage(self.into()),
+        }
+    }
+}
+
+/// How a build shows progress, `--progress`, `-q` and `--dry-run` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing (a dry run prints only its summary).
+    Null,
+    /// Only the image ID, on stdout.
+    Quiet,
+    /// One JSON event per line on stderr.
+    Json,
+    /// The live view.
+    Tty,
+    /// Docker-classic lines on stderr.
+    Plain,
+}
+
+/// `imgbuild build`'s options.
+#[derive(Debug, Clone)]
+pub struct HiBuild {
+    /// The spec, or the context directory (or Dockerfile).
+    pub input: PathBuf,
+    /// `-f`.
+    pub file: Option<PathBuf>,
+    /// A Dockerfile build (not a `*.toml` spec: [`is_spec`]).
+    pub dockerfile: bool,
+    /// `--target`, for lowering.
+    pub target: Option<String>,
+    /// `--build-arg` as given (`K` alone is looked up while lowering).
+    pub build_args: Vec<String>,
+    /// `-t`.
+    pub tags: Vec<Reference>,
+    /// `-o`, absolute.
+    pub output: Option<PathBuf>,
+    /// `-o` as written: the depfile rule's target.
+    pub output_as_given: Option<PathBuf>,
+    /// `--format`.
+    pub format: Option<ArchiveFormat>,
+    /// `--compression`.
+    pub compression: Compression,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `-j`, else the CPU count.
+    pub jobs: usize,
+    /// The renderer.
+    pub progress: Progress,
+    /// Pull lines and hints go to stderr (not with `--progress=quiet|json`).
+    pub chatty: bool,
+    /// `--iidfile`, as given.
+    pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`, as given.
+    pub metadata_file: Option<PathBuf>,
+    /// `--depfile`, as given.
+    pub depfile: Option<PathBuf>,
+    /// The three above, absolute: left out of the context.
+    pub side_outputs: Vec<PathBuf>,
+    /// Where a spec's images without `output` go (the working directory);
+    /// `None` for a Dockerfile (stored and tagged only).
+    pub output_dir: Option<PathBuf>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--network`.
+    pub network: RunNetwork,
+    /// `--pids-limit`, `--memory`, `--cpu-*`.
+    pub limits: Limits,
+    /// `--secret`: id → absolute path of a file.
+    pub secrets: HashMap<String, PathBuf>,
+    /// `IMGBUILD_SANDBOX`.
+    pub sandbox: SandboxMode,
+    /// `PATH`, `IMGBUILD_NO_SUBIDS`, `IMGBUILD_RUN_MEMORY`.
+    pub host: HostOptions,
+    /// `--insecure-registry`, `--retry*`, the docker config.
+    pub registry: crate::registry::Options,
+    /// `--pull`.
+    pub pull: PullPolicy,
+    /// `--push`.
+    pub push: bool,
+    /// `--cache-to`.
+    pub cache_to: Option<Reference>,
+    /// `--cache-from`, in order.
+    pub cache_from: Vec<Reference>,
+    /// `SOURCE_DATE_EPOCH` from the environment (a spec may set its own).
+    pub epoch: Option<i64>,
+}
+
+impl HiBuild {
+    /// Converts and validates `a` in environment `env`; `is_file` says
+    /// whether a secret's source is a regular file.
+    ///
+    /// # Errors
+    /// The first flag (in the order they are listed on [`HiBuild`]) that
+    /// does not convert.
+    pub fn from_low_args(
+        a: &BuildArgs,
+        env: &Env,
+        is_file: &dyn Fn(&Path) -> bool,
+    ) -> Result<HiBuild, ArgError> {
+        let cwd = env.cwd.as_deref();
+        let dockerfile = !is_spec(&a.input, a.file.as_deref());
+        let tags = a
+            .tags
+            .iter()
+            .map(|t| Reference::parse(t).map_err(ArgError::Tag))
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = a.output.as_deref().map(|o| absolute(cwd, o)).transpose()?;
+        if a.depfile.is_some() && output.is_none() && dockerfile && a.iidfile.is_none() {
+            return Err(ArgError::DepfileWithoutTarget);
+        }
+        let side_outputs = [&a.iidfile, &a.depfile, &a.metadata_file]
+            .into_iter()
+            .flatten()
+            .map(|p| absolute(cwd, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_from = a
+            .cache_from
+            .iter()
+            .map(|c| cache_ref(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
+        let epoch = epoch(env.source_date_epoch())?;
+        let secrets = secrets(&a.secrets, cwd, is_file)?;
+        let output_dir = if dockerfile {
+            None
+        } else {
+            Some(absolute(cwd, Path::new("."))?)
+        };
+        Ok(HiBuild {
+            input: a.input.clone(),
+            file: a.file.clone(),
+            dockerfile,
+            target: a.target.clone(),
+            build_args: a.build_args.clone(),
+            tags,
+            output,
+            output_as_given: a.output.clone(),
+            format: a.format.map(|f| match f {
+                FormatArg::Oci => ArchiveFormat::Oci,
+                FormatArg::Docker => ArchiveFormat::Docker,
+            }),
+            compression: match a.compression {
+                CompressionArg::Gzip => Compression::Gzip,
+                CompressionArg::Zstd => Compression::Zstd,
+                CompressionArg::None => Compression::None,
+            },
+            no_cache: a.no_cache,
+            jobs: a.jobs.unwrap_or(env.cpus),
+            progress: progress(a, env.stderr_is_terminal),
+            chatty: !matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json),
+            iidfile: a.iidfile.clone(),
+            metadata_file: a.metadata_file.clone(),
+            depfile: a.depfile.clone(),
+            side_outputs,
+            output_dir,
+            dry_run: a.dry_run,
+            network: a.network.run_network(),
+            limits: a.limits.limits(),
+            secrets,
+            sandbox: env.sandbox(),
+            host: env.sandbox_host(),
+            registry: a.bases.registry(env.docker_config()),
+            pull: a.bases.pull,
+            push: a.push,
+            cache_to,
+            cache_from,
+            epoch,
+        })
+    }
+
+    /// `--target` as the builder takes it: a Dockerfile's was applied when
+    /// lowering.
+    pub fn builder_target(&self) -> Option<String> {
+        if self.dockerfile {
+            None
+        } else {
+            self.target.clone()
+        }
+    }
+
+    /// The depfile rule's targets once the build wrote `outputs`: `-o` as
+    /// written when given, else the iidfile when no archive was written,
+    /// else the archives.
+    pub fn depfile_targets(&self, outputs: &[PathBuf]) -> Vec<PathBuf> {
+        match (&self.output_as_given, &self.iidfile) {
+            (Some(o), _) => vec![o.clone()],
+            (None, Some(iid)) if outputs.is_empty() => vec![iid.clone()],
+            (None, _) => outputs.to_vec(),
+        }
+    }
+}
+
+/// Whether `input` (with `-f file`) names a TOML spec rather than a
+/// Dockerfile build: a `*.toml` without `-f`. From the names alone, so that
+/// flags that depend on it are checked before anything is read.
+pub fn is_spec(input: &Path, file: Option<&Path>) -> bool {
+    file.is_none() && input.extension().is_some_and(|e| e == "toml")
+}
+
+/// An absolute form of `p` against the working directory `cwd`, touching
+/// nothing (what `std::path::absolute` gives in `cwd`).
+fn absolute(cwd: Option<&Path>, p: &Path) -> Result<PathBuf, ArgError> {
+    let joined = if p.is_absolute() || p.as_os_str().is_empty() {
+        // Absolute (or empty, which it refuses): std does not look at the
+        // working directory.
+        p.to_path_buf()
+    } else {
+        match cwd {
+            Some(c) => c.join(p),
+            None => {
+                return Err(ArgError::Resolve {
+                    path: p.to_path_buf(),
+                    source: std::io::Error::other("the working directory is unknown"),
+                });
+            }
+        }
+    };
+    std::path::absolute(&joined).map_err(|source| ArgError::Resolve {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// `registry:REF`, or buildx's `type=registry,ref=REF`.
+fn cache_ref(spec: &str) -> Result<Reference, ArgError> {
+    let r = spec.strip_prefix("registry:").or_else(|| {
+        let mut is_registry = false;
+        let mut r = None;
+        for f in spec.split(',') {
+            match f.split_once('=') {
+                Some(("type", "registry")) => is_registry = true,
+                Some(("ref", v)) => r = Some(v),
+                _ => {}
+            }
+        }
+        r.filter(|_| is_registry)
+    });
+    let r = r.ok_or_else(|| ArgError::CacheSyntax {
+        spec: spec.to_string(),
+    })?;
+    Reference::parse(r).map_err(ArgError::CacheRef)
+}
+
+/// `SOURCE_DATE_EPOCH`: unset or blank is none.
+fn epoch(value: Option<&str>) -> Result<Option<i64>, ArgError> {
+    match value {
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|e| *e >= 0)
+            .map(Some)
+            .ok_or_else(|| ArgError::Epoch {
+                value: s.to_string(),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// `--secret id=ID,src=FILE` (also `source=`, and `type=file`; the id
+/// defaults to the file name). A later secret of the same id wins.
+fn secrets(
+    specs: &[String],
+    cwd: Option<&Path>,
+    is_file: &dyn Fn(&Path) -> bool,
+) -> Result<HashMap<String, PathBuf>, ArgError> {
+    let mut out = HashMap::new();
+    for spec in specs {
+        let syntax = || ArgError::SecretSyntax { spec: spec.clone() };
+        let mut id = None;
+        let mut src = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(absolute(cwd, Path::new(v))?),
+                Some(("type", "file")) => {}
+                _ => return Err(syntax()),
+            }
+        }
+        let id = id.or_else(|| {
+            src.as_ref()
+                .and_then(|s| s.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        });
+        let (Some(id), Some(src)) = (id, src) else {
+            return Err(syntax());
+        };
+        if !is_file(&src) {
+            return Err(ArgError::SecretNotFile {
+                spec: spec.clone(),
+                path: src,
+            });
+        }
+        out.insert(id, src);
+    }
+    Ok(out)
+}
+
+/// The renderer `--progress` (and `-q`, `--dry-run`) asks for: `auto` is the
+/// live view on a terminal and Docker-classic lines elsewhere.
+fn progress(a: &BuildArgs, stderr_is_terminal: bool) -> Progress {
+    if a.dry_run {
+        return Progress::Null;
+    }
+    let mode = if a.quiet {
+        ProgressMode::Quiet
+    } else {
+        a.progress
+    };
+    match mode {
+        ProgressMode::Quiet => Progress::Quiet,
+        ProgressMode::Json => Progress::Json,
+        ProgressMode::Tty => Progress::Tty,
+        ProgressMode::Auto if stderr_is_terminal => Progress::Tty,
+        ProgressMode::Auto | ProgressMode::Plain => Progress::Plain,
+    }
+}
+
+/// A `-v` checked for syntax; the host path is resolved (and must exist)
+/// when the command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeArg {
+    /// The flag's value, for messages.
+    pub spec: String,
+    /// The host path, absolute.
+    pub host: PathBuf,
+    /// The container path, absolute and not `/`.
+    pub target: String,
+    /// `:ro`.
+    pub readonly: bool,
+}
+
+impl VolumeArg {
+    /// Parses `-v HOST:CTR[:ro|rw]`.
+    ///
+    /// # Errors
+    /// [`ArgError::Volume`], saying what is wrong.
+    pub fn parse(v: &str) -> Result<VolumeArg, ArgError> {
+        let usage = |why: &str| ArgError::Volume {
+            spec: v.to_string(),
+            why: why.to_string(),
+        };
+        let mut parts = v.split(':');
+        let (Some(host), Some(target)) = (parts.next(), parts.next()) else {
+            return Err(usage("expected HOST:CONTAINER[:ro]"));
+        };
+        let readonly = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(o) => return Err(usage(&format!("unknown option `{o}` (ro or rw)"))),
+        };
+        if parts.next().is_some() {
+            return Err(usage("expected HOST:CONTAINER[:ro]"));
+        }
+        let host = Path::new(host);
+        if !host.is_absolute() {
+            return Err(usage(
+                "the host path must be absolute (named volumes do not exist here)",
+            ));
+        }
+        if !target.starts_with('/') {
+            return Err(usage("the container path must be absolute"));
+        }
+        if target.trim_matches('/').is_empty() {
+            return Err(usage("the container path cannot be `/`"));
+        }
+        Ok(VolumeArg {
+            spec: v.to_string(),
+            host: host.to_path_buf(),
+            target: target.to_string(),
+            readonly,
+        })
+    }
+}
+
+/// `imgbuild run`'s options.
+#[derive(Debug, Clone)]
+pub struct HiRun {
+    /// The image as typed.
+    pub image: String,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `-e`, in order: `K=V`, and `K` with this environment's value (left
+    /// out when unset, as docker does).
+    pub env: Vec<(String, String)>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--network`.
+    pub network: RunNetwork,
+    /// `--pids-limit`, `--memory`, `--cpu-*`.
+    pub limits: Limits,
+    /// `--entrypoint`.
+    pub entrypoint: Option<String>,
+    /// `-v`.
+    pub volumes: Vec<VolumeArg>,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// `IMGBUILD_SANDBOX` (where the writable layer lives).
+    pub sandbox: SandboxMode,
+    /// `PATH`, `IMGBUILD_NO_SUBIDS`, `IMGBUILD_RUN_MEMORY`.
+    pub host: HostOptions,
+}
+
+impl HiRun {
+    /// Converts and validates `a` in environment `env`.
+    ///
+    /// # Errors
+    /// The first `-v` that does not parse.
+    pub fn from_low_args(a: &RunArgs, env: &Env) -> Result<HiRun, ArgError> {
+        let vars = a
+            .env
+            .iter()
+            .filter_map(|e| match e.split_once('=') {
+                Some((k, v)) => Some((k.to_string(), v.to_string())),
+                None => env.var(e).map(|v| (e.clone(), v.to_string())),
+            })
+            .collect();
+        let volumes = a
+            .volumes
+            .iter()
+            .map(|v| VolumeArg::parse(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HiRun {
+            image: a.image.clone(),
+            interactive: a.interactive,
+            tty: a.tty,
+            env: vars,
+            workdir: a.workdir.clone(),
+            user: a.user.clone(),
+            network: a.network.run_network(),
+            limits: a.limits.limits(),
+            entrypoint: a.entrypoint.clone(),
+            volumes,
+            command: a.command.clone(),
+            sandbox: env.sandbox(),
+            host: env.sandbox_host(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn env() -> Env {
+        let mut e = Env::from_vars([("HOME", "/home/u"), ("PATH", "/bin")]);
+        e.cwd = Some(PathBuf::from("/work"));
+        e.cpus = 3;
+        e
+    }
+
+    fn args(argv: &[&str]) -> BuildArgs {
+        let argv = ["imgbuild", "build"].iter().chain(argv);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Build(a)) => a,
+            other => panic!("not a build: {other:?}"),
+        }
+    }
+
+    fn build_in(env: &Env, argv: &[&str]) -> Result<HiBuild, ArgError> {
+        HiBuild::from_low_args(&args(argv), env, &|p| p.starts_with("/work/files"))
+    }
+
+    fn build(argv: &[&str]) -> Result<HiBuild, ArgError> {
+        build_in(&env(), argv)
+    }
+
+    #[test]
+    fn defaults() {
+        let h = build(&["."]).unwrap();
+        assert!(h.dockerfile);
+        assert_eq!(h.jobs, 3);
+        assert_eq!(h.progress, Progress::Plain);
+        assert!(h.chatty);
+        assert_eq!(h.output, None);
+        assert_eq!(h.output_dir, None, "a Dockerfile build writes no archive");
+        assert_eq!(h.compression, Compression::Gzip);
+        assert_eq!(h.format, None);
+        assert_eq!(h.network, RunNetwork::Sandbox);
+        assert_eq!(h.sandbox, SandboxMode::Memory);
+        assert_eq!(h.host.path, "/bin");
+        assert_eq!(h.epoch, None);
+        assert!(h.secrets.is_empty() && h.cache_from.is_empty() && h.cache_to.is_none());
+        assert_eq!(
+            h.registry.docker_config,
+            Some(PathBuf::from("/home/u/.docker/config.json"))
+        );
+    }
+
+    #[test]
+    fn spec_or_dockerfile_by_name() {
+        let h = build(&["--target", "web", "specs/app.toml"]).unwrap();
+        assert!(!h.dockerfile);
+        assert_eq!(h.output_dir, Some(PathBuf::from("/work")));
+        assert_eq!(h.builder_target(), Some("web".into()));
+        let h = build(&["-f", "app.toml", "--target", "web", "."]).unwrap();
+        assert!(h.dockerfile, "-f names a Dockerfile, whatever its name");
+        assert_eq!(h.builder_target(), None, "applied when lowering");
+    }
+
+    #[test]
+    fn tags_and_paths() {
+        let h = build(&["-t", "app:1", "-t", "reg.io/x/y:2", "-o", "out/a.tar", "."]).unwrap();
+        assert_eq!(
+            h.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+            ["app:1", "reg.io/x/y:2"]
+        );
+        assert_eq!(h.output, Some(PathBuf::from("/work/out/a.tar")));
+        assert_eq!(h.output_as_given, Some(PathBuf::from("out/a.tar")));
+        let h = build(&["-o", "/abs/./a.tar", "."]).unwrap();
+        assert_eq!(h.output, Some(PathBuf::from("/abs/a.tar")));
+        assert!(matches!(
+            build(&["-t", "Bad:Tag!", "."]),
+            Err(ArgError::Tag(_))
+        ));
+    }
+
+    #[test]
+    fn relative_paths_need_a_working_directory() {
+        let mut e = env();
+        e.cwd = None;
+        let err = build_in(&e, &["-o", "a.tar", "."]).unwrap_err();
+        assert!(matches!(err, ArgError::Resolve { .. }));
+        assert!(matches!(err.into_failure(), Failure::Failed(_)));
+        assert!(build_in(&e, &["-o", "/a.tar", "."]).is_ok());
+    }
+
+    #[test]
+    fn side_outputs_are_absolute() {
+        let h = build(&[
+            "--iidfile",
+            "id",
+            "--depfile",
+            "/d/dep",
+            "--metadata-file",
+            "m.json",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.side_outputs,
+            [
+                PathBuf::from("/work/id"),
+                PathBuf::from("/d/dep"),
+                PathBuf::from("/work/m.json")
+            ]
+        );
+        assert_eq!(h.iidfile, Some(PathBuf::from("id")), "written as given");
+    }
+
+    #[test]
+    fn depfile_needs_a_target() {
+        let err = build(&["--depfile", "d", "."]).unwrap_err();
+        assert!(matches!(err, ArgError::DepfileWithoutTarget));
+        assert_eq!(
+            err.to_string(),
+            "--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)"
+        );
+        assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        // A spec names its archives; -o or --iidfile give the rule a target.
+        assert!(build(&["--depfile", "d", "a.toml"]).is_ok());
+        assert!(build(&["--depfile", "d", "-o", "a.tar", "."]).is_ok());
+        assert!(build(&["--depfile", "d", "--iidfile", "id", "."]).is_ok());
+    }
+
+    #[test]
+    fn depfile_targets() {
+        let archives = [PathBuf::from("/work/a.oci.tar")];
+        let h = build(&["--depfile", "d", "-o", "x/a.tar", "."]).unwrap();
+        assert_eq!(h.depfile_targets(&archives), [PathBuf::from("x/a.tar")]);
+        let h = build(&["--depfile", "d", "--iidfile", "id", "."]).unwrap();
+        assert_eq!(h.depfile_targets(&[]), [PathBuf::from("id")]);
+        assert_eq!(h.depfile_targets(&archives), archives);
+        let h = build(&["--depfile", "d", "a.toml"]).unwrap();
+        assert_eq!(h.depfile_targets(&archives), archives);
+    }
+
+    #[test]
+    fn secrets() {
+        let h = build(&[
+            "--secret",
+            "id=token,src=files/t",
+            "--secret",
+            "id=key,source=/work/files/k,type=file",
+            "--secret",
+            "src=files/named",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(h.secrets.len(), 3);
+        assert_eq!(h.secrets["token"], PathBuf::from("/work/files/t"));
+        assert_eq!(h.secrets["key"], PathBuf::from("/work/files/k"));
+        assert_eq!(
+            h.secrets["named"],
+            PathBuf::from("/work/files/named"),
+            "the id defaults to the file name"
+        );
+        let h = build(&[
+            "--secret",
+            "id=a,src=files/1",
+            "--secret",
+            "id=a,src=files/2",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.secrets["a"],
+            PathBuf::from("/work/files/2"),
+            "the last wins"
+        );
+    }
+
+    #[test]
+    fn bad_secrets() {
+        for bad in [
+            "id=x",
+            "",
+            "id=x,src=files/y,mode=0400",
+            "type=env,id=x,src=files/y",
+            "files/y",
+        ] {
+            let err = build(&["--secret", bad, "."]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--secret {bad}: expected id=ID,src=FILE"),
+                "{bad}"
+            );
+            assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        }
+        let err = build(&["--secret", "id=x,src=elsewhere/y", "."]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--secret id=x,src=elsewhere/y: /work/elsewhere/y is not a file"
+        );
+        assert!(matches!(err.into_failure(), Failure::Usage(_)));
+    }
+
+    #[test]
+    fn cache_references() {
+        let h = build(&[
+            "--cache-from",
+            "registry:127.0.0.1:5000/cache:a",
+            "--cache-from",
+            "type=registry,ref=reg.io/c:b",
+            "--cache-to",
+            "ref=reg.io/c:t,type=registry",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.cache_from
+                .iter()
+                .map(|r| r.familiar())
+                .collect::<Vec<_>>(),
+            ["127.0.0.1:5000/cache:a", "reg.io/c:b"]
+        );
+        assert_eq!(h.cache_to.map(|r| r.familiar()), Some("reg.io/c:t".into()));
+        for bad in [
+            "reg.io/c:t",
+            "type=local,ref=reg.io/c",
+            "type=registry",
+            "registry",
+        ] {
+            for flag in ["--cache-from", "--cache-to"] {
+                let err = build(&[flag, bad, "."]).unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    format!("cache `{bad}`: expected registry:REF (or type=registry,ref=REF)")
+                );
+            }
+        }
+        assert!(matches!(
+            build(&["--cache-from", "registry:Bad!", "."]),
+            Err(ArgError::CacheRef(_))
+        ));
+    }
+
+    #[test]
+    fn source_date_epoch() {
+        let with = |v: &str| {
+            let mut e = env();
+            e.vars_mut().insert("SOURCE_DATE_EPOCH".into(), v.into());
+            build_in(&e, &["."]).map(|h| h.epoch)
+        };
+        assert_eq!(with("1700000000").unwrap(), Some(1_700_000_000));
+        assert_eq!(with(" 0 ").unwrap(), Some(0));
+        assert_eq!(with("").unwrap(), None);
+        assert_eq!(with("  ").unwrap(), None);
+        for bad in ["-1", "soon", "1.5"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not `{bad}`"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn progress_modes() {
+        let p = |argv: &[&str], tty: bool| {
+            let mut e = env();
+            e.stderr_is_terminal = tty;
+            build_in(&e, argv).unwrap()
+        };
+        assert_eq!(p(&["."], true).progress, Progress::Tty);
+        assert_eq!(p(&["."], false).progress, Progress::Plain);
+        assert_eq!(
+            p(&["--progress", "plain", "."], true).progress,
+            Progress::Plain
+        );
+        assert_eq!(
+            p(&["--progress", "tty", "."], false).progress,
+            Progress::Tty
+        );
+        let h = p(&["--progress", "json", "."], false);
+        assert_eq!(h.progress, Progress::Json);
+        assert!(!h.chatty);
+        let h = p(&["-q", "."], false);
+        assert_eq!(h.progress, Progress::Quiet);
+        assert!(h.chatty, "-q alone keeps pull lines on stderr");
+        assert_eq!(p(&["--dry-run", "-q", "."], false).progress, Progress::Null);
+    }
+
+    #[test]
+    fn other_flags() {
+        let h = build(&[
+            "--format",
+            "docker",
+            "--compression",
+            "zstd",
+            "--no-cache",
+            "-j",
+            "8",
+            "--network",
+            "none",
+            "--pids-limit",
+            "-1",
+            "--memory",
+            "512m",
+            "--pull=never",
+            "--push",
+            "--insecure-registry",
+            "reg:5000",
+            "--dry-run",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(h.format, Some(ArchiveFormat::Docker));
+        assert_eq!(h.compression, Compression::Zstd);
+        assert!(h.no_cache && h.push && h.dry_run);
+        assert_eq!(h.jobs, 8);
+        assert_eq!(h.network, RunNetwork::None);
+        assert_eq!(h.limits.pids, None);
+        assert_eq!(h.limits.memory, Some(512 << 20));
+        assert_eq!(h.pull, PullPolicy::Never);
+        assert_eq!(h.registry.insecure, ["reg:5000"]);
+    }
+
+    #[test]
+    fn sandbox_from_the_environment() {
+        let mut e = env();
+        e.vars_mut()
+            .insert("IMGBUILD_SANDBOX".into(), "copy".into());
+        e.vars_mut()
+            .insert("IMGBUILD_RUN_MEMORY".into(), "1m".into());
+        let h = build_in(&e, &["."]).unwrap();
+        assert_eq!(h.sandbox, SandboxMode::Copy);
+        assert_eq!(h.host.memory_upper, "1m");
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let argv = ["imgbuild", "run"].iter().chain(argv);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(a)) => a,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_env_and_command() {
+        let mut e = env();
+        e.vars_mut().insert("FROM_HERE".into(), "yes".into());
+        let h = HiRun::from_low_args(
+            &run_args(&[
+                "-e",
+                "A=1",
+                "-e",
+                "FROM_HERE",
+                "-e",
+                "UNSET",
+                "-e",
+                "B=x=y",
+                "img",
+                "sh",
+                "-c",
+                "true",
+            ]),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(
+            h.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("FROM_HERE".into(), "yes".into()),
+                ("B".into(), "x=y".into())
+            ]
+        );
+        assert_eq!(h.image, "img");
+        assert_eq!(h.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(
+            VolumeArg::parse("/h:/c:ro").unwrap(),
+            VolumeArg {
+                spec: "/h:/c:ro".into(),
+                host: "/h".into(),
+                target: "/c".into(),
+                readonly: true
+            }
+        );
+        assert!(!VolumeArg::parse("/h:/c").unwrap().readonly);
+        assert!(!VolumeArg::parse("/h:/c:rw").unwrap().readonly);
+        for (bad, why) in [
+            ("/h", "expected HOST:CONTAINER[:ro]"),
+            ("/h:/c:ro:x", "expected HOST:CONTAINER[:ro]"),
+            ("/h:/c:z", "unknown option `z` (ro or rw)"),
+            (
+                "h:/c",
+                "the host path must be absolute (named volumes do not exist here)",
+            ),
+            ("/h:c", "the container path must be absolute"),
+            ("/h:/", "the container path cannot be `/`"),
+            ("/h://", "the container path cannot be `/`"),
+        ] {
+            let err = VolumeArg::parse(bad).unwrap_err();
+            assert_eq!(err.to_string(), format!("-v {bad}: {why}"));
+        }
+        let err = HiRun::from_low_args(&run_args(&["-v", "rel:/c", "img"]), &env()).unwrap_err();
+        assert!(matches!(err.into_failure(), Failure::Usage(_)));
+    }
+}
