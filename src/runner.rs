@@ -9,6 +9,7 @@
 //! the environment: warnings go to a callback, and the host's settings come
 //! in [`Options`].
 
+use crate::progress::Sink;
 use std::path::PathBuf;
 
 use crate::builder::run::{HOSTNAME, hosts_file, overlay_lowers, remove_tree};
@@ -138,13 +139,13 @@ fn layers(
 pub fn prepare<'s>(
     store: &'s Store,
     opts: Options,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<Container<'s>, Error> {
     let lock = store.lock_shared()?;
     let id = store.resolve(&opts.image).map_err(Error::Resolve)?;
     let (cfg, layers) = layers(store, &id, &opts.image)?;
     let xattr = exec::opaque_xattr();
-    let lowers = overlay_lowers(store, &layers, xattr, warn).map_err(Error::Layers)?;
+    let lowers = overlay_lowers(store, &layers, xattr, events).map_err(Error::Layers)?;
 
     let c = cfg.config();
     let entrypoint: Vec<String> = match &opts.entrypoint {
@@ -245,7 +246,7 @@ impl Container<'_> {
     /// # Errors
     /// The isolation, the container's directory, or a sandbox that could
     /// not start the command.
-    pub fn run<G>(mut self, during: G, warn: &dyn Fn(String)) -> Result<i32, Error> {
+    pub fn run<G>(mut self, during: G, events: &dyn Sink) -> Result<i32, Error> {
         // The same isolation as a RUN step: seccomp, cgroups, the network.
         let isolation = Isolation::new(
             self.store,
@@ -254,7 +255,7 @@ impl Container<'_> {
             self.opts.host.clone(),
         );
         let cgroup = isolation
-            .apply(&mut self.spec, crate::graph::Network::Host, warn)
+            .apply(&mut self.spec, crate::graph::Network::Host, events)
             .map_err(|source| Error::Isolation {
                 image: self.opts.image.clone(),
                 source,

@@ -6,6 +6,7 @@
 //! [`Root`] — never by a host path, which a member's symlink could point
 //! anywhere.
 
+use crate::progress::{self, Sink};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -112,7 +113,7 @@ pub fn unpack_archives(
     store: &Store,
     sel: Selection,
     temps: &mut TempDirs,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<Selection, CopyError> {
     let mut out = Vec::new();
     let mut unpacked = false;
@@ -142,7 +143,7 @@ pub fn unpack_archives(
         let stream = open(&archive, packing).map_err(read_err(&shown))?;
         let report = extract_layer(&dir, stream).map_err(crate::layer::Error::from)?;
         for skipped in report.skipped {
-            warn(format!("{}: {skipped}", shown.display()));
+            progress::warn(events, format!("{}: {skipped}", shown.display()));
         }
         let root = Arc::new(Root::open(&dir).map_err(|e| CopyError::Read {
             path: dir.clone(),

@@ -3,6 +3,9 @@
 //! Also the [`BaseResolver`](crate::graph::BaseResolver) frontends use to learn
 //! a base image's environment before lowering.
 
+use std::sync::Arc;
+
+use crate::progress::{Event as ProgressEvent, Sink};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -51,19 +54,14 @@ pub enum BaseError {
     Store(#[from] crate::store::Error),
 }
 
-/// Where a [`Puller`] reports docker's pull lines.
-pub type Say = Box<dyn Fn(&str) + Send + Sync>;
-
-/// A [`Say`] the pull's client shares, for its retry notices.
-type SharedSay = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
-
 /// When and how named images come from their registries.
 pub struct Puller {
     /// Connection settings.
     pub options: crate::registry::Options,
     /// Pull even when the store has the name (`--pull`): once per run.
     pub always: bool,
-    say: Option<SharedSay>,
+    /// Where docker's pull lines go, as [`ProgressEvent::Pull`].
+    events: Arc<dyn Sink>,
     /// References pulled in this run.
     pulled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -79,12 +77,12 @@ impl std::fmt::Debug for Puller {
 
 impl Puller {
     /// Pulls missing images (and with `always`, every named image once),
-    /// telling `say` docker's pull lines.
-    pub fn new(options: crate::registry::Options, always: bool, say: Option<Say>) -> Self {
+    /// reporting docker's pull lines to `events`.
+    pub fn new(options: crate::registry::Options, always: bool, events: Arc<dyn Sink>) -> Self {
         Puller {
             options,
             always,
-            say: say.map(std::sync::Arc::from),
+            events,
             pulled: Default::default(),
         }
     }
@@ -92,16 +90,14 @@ impl Puller {
     fn pull(&self, store: &Store, r: &crate::reference::Reference) -> Result<(), BaseError> {
         use crate::registry::pull::Event;
         let mut client = crate::registry::Client::new(r.domain(), &self.options);
-        if let Some(s) = &self.say {
-            // Retries on the same stream as the pull's lines.
-            let s = std::sync::Arc::clone(s);
-            client = client.with_notices(move |r| s(&r.to_string()));
-        }
-        let say = |line: String| {
-            if let Some(s) = &self.say {
-                s(&line);
-            }
-        };
+        // Retries on the same stream as the pull's lines.
+        let events = Arc::clone(&self.events);
+        client = client.with_notices(move |r| {
+            events.event(ProgressEvent::Pull {
+                line: r.to_string(),
+            });
+        });
+        let say = |line: String| self.events.event(ProgressEvent::Pull { line });
         let on = |e: Event<'_>| {
             if let Some(line) = e.line() {
                 say(line);

@@ -1,6 +1,7 @@
 //! RUN steps: the command's argv, environment, user and mounts with docker's
 //! semantics, the layer snapshots under it, and its changes as a layer.
 
+use crate::progress::{self, Sink};
 use std::path::{Path, PathBuf};
 
 use super::config;
@@ -103,15 +104,10 @@ impl Isolation {
         &self.host
     }
 
-    fn warn_once(
-        &self,
-        key: &'static str,
-        warn: &dyn Fn(String),
-        message: impl FnOnce() -> String,
-    ) {
+    fn warn_once(&self, key: &'static str, events: &dyn Sink, message: impl FnOnce() -> String) {
         let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if w.insert(key) {
-            warn(message());
+            progress::warn(events, message());
         }
     }
 
@@ -125,7 +121,7 @@ impl Isolation {
         &self,
         spec: &mut exec::Spec,
         step: Network,
-        warn: &dyn Fn(String),
+        events: &dyn Sink,
     ) -> Result<exec::cgroup::Step, RunError> {
         spec.seccomp = Some(self.filter()?);
 
@@ -135,7 +131,7 @@ impl Isolation {
             .create(&self.limits)
             .map_err(RunError::Cgroup)?;
         if let Some(why) = &setup.fallback {
-            self.warn_once("cgroup", warn, || {
+            self.warn_once("cgroup", events, || {
                 format!(
                     "RUN steps get no cgroup here ({why}): {}",
                     match (setup.nproc, setup.nodev) {
@@ -157,7 +153,7 @@ impl Isolation {
             (_, RunNetwork::Host) => exec::NetworkMode::Host,
             (_, RunNetwork::Sandbox) => match exec::network::slirp4netns(&self.host) {
                 None => {
-                    self.warn_once("slirp", warn, || {
+                    self.warn_once("slirp", events, || {
                         format!(
                             "slirp4netns is not installed (package `{}`): RUN steps use the host's network",
                             exec::network::SLIRP_PACKAGE
@@ -260,7 +256,7 @@ pub(super) struct RunInputs<'a> {
     pub compression: crate::layer::Compression,
     /// Hears of layer entries skipped on extraction, and of isolation
     /// fallbacks.
-    pub warn: &'a dyn Fn(String),
+    pub events: &'a dyn Sink,
     /// The build's shared sandbox setup.
     pub isolation: &'a Isolation,
 }
@@ -282,13 +278,13 @@ pub fn overlay_lowers(
     store: &Store,
     layers: &[LayerDescriptor],
     xattr: &'static str,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<Vec<PathBuf>, RunError> {
     let mut seen = std::collections::HashSet::new();
     let mut lowers = Vec::new();
     for l in layers.iter().rev() {
         if seen.insert(l.diff_id) {
-            lowers.push(layer_dir(store, l, xattr, warn)?);
+            lowers.push(layer_dir(store, l, xattr, events)?);
         }
     }
     Ok(lowers)
@@ -304,9 +300,9 @@ fn layer_dir(
     store: &Store,
     layer: &LayerDescriptor,
     xattr: &'static str,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<PathBuf, RunError> {
-    super::snapshot::layer_dir(store, layer, xattr, warn).map_err(|e| RunError::Snapshot {
+    super::snapshot::layer_dir(store, layer, xattr, events).map_err(|e| RunError::Snapshot {
         what: error_chain(&e),
     })
 }
@@ -438,7 +434,7 @@ pub(super) fn run_step(
     let copy_root = dir.join("root");
     let mut before = None;
     if overlay {
-        lowers = overlay_lowers(inp.store, inp.layers, xattr, inp.warn)?;
+        lowers = overlay_lowers(inp.store, inp.layers, xattr, inp.events)?;
     } else {
         std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
         for l in inp.layers {
@@ -447,7 +443,7 @@ pub(super) fn run_step(
                     what: error_chain(&e),
                 })?;
             for skipped in report.skipped {
-                (inp.warn)(format!("layer {}: {skipped}", l.digest.short()));
+                progress::warn(inp.events, format!("layer {}: {skipped}", l.digest.short()));
             }
         }
     }
@@ -489,7 +485,7 @@ pub(super) fn run_step(
             epoch: inp.epoch,
         }),
     };
-    let cgroup = inp.isolation.apply(&mut spec, r.network, inp.warn)?;
+    let cgroup = inp.isolation.apply(&mut spec, r.network, inp.events)?;
     let mut created = Vec::new();
     if !overlay {
         // Mount points exist before the "before" picture, so they are no change.

@@ -14,6 +14,7 @@
 //! extracted again into a private directory for this process. `store check` re-extracts from the record and
 //! compares ([`check_store`]); a crash leaves at most a directory in `tmp/`.
 
+use crate::progress::{self, Sink};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -182,11 +183,11 @@ pub fn chain_id(layers: &[LayerDescriptor]) -> Option<Digest> {
 pub fn rootfs(
     store: &Store,
     layers: &[LayerDescriptor],
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<PathBuf, CopyError> {
     let name = chain_id(layers).map_or_else(|| "empty".to_string(), |d| d.hex());
     let dir = store.root().join("snapshots").join(&name);
-    Ok(materialize(store, &dir, layers, None, warn)?)
+    Ok(materialize(store, &dir, layers, None, events)?)
 }
 
 /// The per-layer directory of `layer` in overlay format (`xattr` marks
@@ -200,7 +201,7 @@ pub fn layer_dir(
     store: &Store,
     layer: &LayerDescriptor,
     xattr: &'static str,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<PathBuf, SnapshotError> {
     let flavour = if xattr.starts_with("user.") {
         "user"
@@ -217,7 +218,13 @@ pub fn layer_dir(
     }
     // Short names keep the overlay mount options under a page.
     let dir = base.join(flavour).join(&layer.diff_id.hex()[..32]);
-    materialize(store, &dir, std::slice::from_ref(layer), Some(xattr), warn)
+    materialize(
+        store,
+        &dir,
+        std::slice::from_ref(layer),
+        Some(xattr),
+        events,
+    )
 }
 
 /// Extracts one layer on top of `root`, verifying it against its diff_id
@@ -258,7 +265,7 @@ fn extract_fresh(
     store: &Store,
     layers: &[LayerDescriptor],
     overlay: Option<&'static str>,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<PathBuf, SnapshotError> {
     let tmp = store.tmp_path(if overlay.is_some() {
         "layer"
@@ -274,7 +281,7 @@ fn extract_fresh(
         match extract_verified(store, l, &tmp, overlay) {
             Ok(report) => {
                 for skipped in report.skipped {
-                    warn(format!("layer {}: {skipped}", l.digest.short()));
+                    progress::warn(events, format!("layer {}: {skipped}", l.digest.short()));
                 }
             }
             Err(e) => {
@@ -291,7 +298,7 @@ fn materialize(
     dir: &Path,
     layers: &[LayerDescriptor],
     overlay: Option<&'static str>,
-    warn: &dyn Fn(String),
+    events: &dyn Sink,
 ) -> Result<PathBuf, SnapshotError> {
     let verified =
         |dir: &Path| dir.is_dir() && read_record(dir).is_some_and(|m| m.covers(layers, overlay));
@@ -299,18 +306,21 @@ fn materialize(
         return Ok(dir.to_path_buf());
     }
     let stale = dir.exists();
-    let tmp = extract_fresh(store, layers, overlay, warn)?;
+    let tmp = extract_fresh(store, layers, overlay, events)?;
     if stale {
         // Not vouched for by a record: made by an older imgbuild, tampered
         // with, or just renamed by another build that has not written its
         // record yet. Never trusted, never removed (someone may be using
         // it; `store check --repair` and `prune` remove it): this process
         // uses its own verified copy.
-        warn(format!(
-            "{} has no record of verified layers; using a private copy \
+        progress::warn(
+            events,
+            format!(
+                "{} has no record of verified layers; using a private copy \
              (`imgbuild store check` tells whether it is sound)",
-            dir.display()
-        ));
+                dir.display()
+            ),
+        );
         return Ok(tmp);
     }
     // The directory first, its record last, and only by the build whose
@@ -435,7 +445,7 @@ fn check_dir(
     let saved = made
         .umask
         .map(|u| rustix::process::umask(rustix::fs::Mode::from_raw_mode(u & 0o777)));
-    let fresh = extract_fresh(store, &layers, overlay, &|_| {});
+    let fresh = extract_fresh(store, &layers, overlay, &progress::Null);
     if let Some(old) = saved {
         rustix::process::umask(old);
     }

@@ -469,14 +469,14 @@ impl BaseArgs {
     }
 
     /// The puller these flags ask for (`None` for `--pull=never`) over
-    /// `registry`, telling `say` docker's pull lines.
+    /// `registry`, reporting docker's pull lines to `events`.
     pub fn puller(
         &self,
         registry: crate::registry::Options,
-        say: Option<crate::builder::base::Say>,
+        events: std::sync::Arc<dyn crate::progress::Sink>,
     ) -> Option<crate::builder::base::Puller> {
         (self.pull != PullPolicy::Never).then(|| {
-            crate::builder::base::Puller::new(registry, self.pull == PullPolicy::Always, say)
+            crate::builder::base::Puller::new(registry, self.pull == PullPolicy::Always, events)
         })
     }
 }

@@ -97,6 +97,12 @@ pub enum Event {
         /// What.
         message: String,
     },
+    /// A registry's progress line: docker's pull lines and retry notices.
+    /// The build's own views leave them out; [`PullLines`] prints them.
+    Pull {
+        /// The line, without its newline.
+        line: String,
+    },
     /// An image was built (short ID).
     Built {
         /// Short image ID.
@@ -273,6 +279,7 @@ impl Sink for Plain {
             Event::Warning { message } => {
                 let _ = writeln!(st.out, "WARNING: {message}");
             }
+            Event::Pull { .. } => {}
             Event::Built { image } => {
                 let _ = writeln!(st.out, "Successfully built {image}");
             }
@@ -328,12 +335,49 @@ impl Json {
 
 impl Sink for Json {
     fn event(&self, e: Event) {
+        if matches!(e, Event::Pull { .. }) {
+            return;
+        }
         if let Ok(line) = serde_json::to_string(&e)
             && let Ok(mut out) = self.out.lock()
         {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
         }
+    }
+}
+
+/// Reports a warning on `sink`.
+pub fn warn(sink: &dyn Sink, message: String) {
+    sink.event(Event::Warning { message });
+}
+
+/// Prints [`Event::Pull`] lines to `out` as they come, and hands every
+/// event on to `inner` (the build's view, which leaves them out).
+pub struct PullLines {
+    inner: std::sync::Arc<dyn Sink>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl PullLines {
+    /// Pull lines to `out`, everything to `inner`.
+    pub fn new(inner: std::sync::Arc<dyn Sink>, out: Box<dyn Write + Send>) -> Self {
+        PullLines {
+            inner,
+            out: Mutex::new(out),
+        }
+    }
+}
+
+impl Sink for PullLines {
+    fn event(&self, e: Event) {
+        if let Event::Pull { line } = &e
+            && let Ok(mut out) = self.out.lock()
+        {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        self.inner.event(e);
     }
 }
 

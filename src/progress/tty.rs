@@ -164,6 +164,7 @@ impl Sink for Tty {
             Event::Tagged { name } => {
                 let _ = st.multi.println(format!("Successfully tagged {name}"));
             }
+            Event::Pull { .. } => {}
             Event::Wrote { path, unchanged } => {
                 let verb = if unchanged { "Unchanged" } else { "Wrote" };
                 let _ = st.multi.println(format!("{verb} {path}"));

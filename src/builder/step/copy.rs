@@ -146,7 +146,7 @@ impl Copy<'_> {
                 (None, _) => select_from_image(cx, item, workdir)?,
             };
             if self.c.add {
-                sel = add::unpack_archives(cx.store, sel, temps, &|m| cx.warn(m))?;
+                sel = add::unpack_archives(cx.store, sel, temps, &*cx.opts.progress)?;
             }
             let (uid, gid) = match &item.owner {
                 Some(o) => resolve_owner(cx, o, state)?,
@@ -230,7 +230,7 @@ fn select_from_image(cx: &Cx<'_>, item: &CopyItem, workdir: &str) -> Result<Sele
         CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
     };
     let listing = cx.listing(&layers)?;
-    let rootfs = snapshot::rootfs(cx.store, &layers, &|m| cx.warn(m))?;
+    let rootfs = snapshot::rootfs(cx.store, &layers, &*cx.opts.progress)?;
     let rootfs = Arc::new(Root::open(&rootfs).map_err(|e| CopyError::Snapshot {
         what: e.to_string(),
     })?);

@@ -111,8 +111,10 @@ fn run_layer(
             }
         };
         Some(
-            snapshot::rootfs(cx.store, &layers, &|m| cx.warn(m)).map_err(|e| RunError::Snapshot {
-                what: format!("stage `{name}`: {e}"),
+            snapshot::rootfs(cx.store, &layers, &*cx.opts.progress).map_err(|e| {
+                RunError::Snapshot {
+                    what: format!("stage `{name}`: {e}"),
+                }
             }),
         )
     };
@@ -136,7 +138,7 @@ fn run_layer(
             stage_roots: &stage_roots,
             mode,
             compression: cx.opts.compression,
-            warn: &|m| cx.warn(m),
+            events: &*cx.opts.progress,
             isolation: &cx.isolation,
         };
         let dir = cx.store.tmp_path("run");

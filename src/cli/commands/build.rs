@@ -24,17 +24,17 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
-    let say = hi.chatty.then(|| {
-        Box::new(|line: &str| {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
-        }) as builder::base::Say
-    });
+    // One event channel: the build's view, with pull lines on stderr
+    // unless the view is machine-read or silent.
+    let mut sink = progress_sink(hi.progress);
+    if hi.chatty {
+        sink = Arc::new(progress::PullLines::new(sink, Box::new(std::io::stderr())));
+    }
     let puller = (hi.pull != PullPolicy::Never).then(|| {
         Arc::new(builder::base::Puller::new(
             hi.registry.clone(),
             hi.pull == PullPolicy::Always,
-            say,
+            Arc::clone(&sink),
         ))
     });
     let def = definition::load(&Request {
@@ -64,7 +64,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         // context). A spec's image without `output` goes to ./NAME.oci.tar.
         output_dir: hi.output_dir.clone(),
         side_outputs: hi.side_outputs.clone(),
-        progress: progress_sink(hi.progress),
+        progress: sink,
         jobs: hi.jobs,
         dry_run: hi.dry_run,
         network: hi.network,

@@ -24,7 +24,10 @@ pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
         // as build would.
         puller: a
             .bases
-            .puller(a.bases.registry(env.docker_config()), None)
+            .puller(
+                a.bases.registry(env.docker_config()),
+                std::sync::Arc::new(crate::progress::Null),
+            )
             .as_ref(),
     })?
     .graph;

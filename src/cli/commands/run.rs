@@ -60,6 +60,18 @@ impl Drop for RawTerminal {
     }
 }
 
+/// What `run` shows of the runner's events: its warnings, on stderr.
+struct Warnings;
+
+impl crate::progress::Sink for Warnings {
+    #[allow(clippy::print_stderr)]
+    fn event(&self, e: crate::progress::Event) {
+        if let crate::progress::Event::Warning { message } = e {
+            eprintln!("warning: {message}");
+        }
+    }
+}
+
 /// Docker's status for "the container could not be started".
 const CANNOT_START: u8 = 125;
 
@@ -91,7 +103,7 @@ pub fn run(cli: &Cli, env: &Env, a: &RunArgs) -> Result<(), Failure> {
     let hi = HiRun::from_low_args(a, env).map_err(ArgError::into_failure)?;
     let volumes = hi.volumes.iter().map(volume).collect::<Result<_, _>>()?;
     let store = open_store(cli, env)?;
-    let warn = |m: String| eprintln!("warning: {m}");
+    let warn = Warnings;
     let opts = runner::Options {
         image: hi.image,
         entrypoint: hi.entrypoint,
