@@ -5,7 +5,8 @@
 //! 2-core build machine.
 //!
 //!     cargo bench --bench parse
-
+// Not the library: std::fs is fine here (clippy.toml holds src/ to fs_err).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fmt::Write as _;

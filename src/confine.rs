@@ -641,12 +641,12 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Root) {
         let t = tempfile::tempdir().unwrap();
         let r = t.path().join("root");
-        std::fs::create_dir_all(r.join("etc")).unwrap();
-        std::fs::write(r.join("etc/passwd"), "inside").unwrap();
-        std::fs::write(t.path().join("secret"), "outside").unwrap();
-        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../../../secret", r.join("up")).unwrap();
-        std::os::unix::fs::symlink("/proc/self/root/etc/passwd", r.join("magic")).unwrap();
+        fs_err::create_dir_all(r.join("etc")).unwrap();
+        fs_err::write(r.join("etc/passwd"), "inside").unwrap();
+        fs_err::write(t.path().join("secret"), "outside").unwrap();
+        fs_err::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        fs_err::os::unix::fs::symlink("../../../secret", r.join("up")).unwrap();
+        fs_err::os::unix::fs::symlink("/proc/self/root/etc/passwd", r.join("magic")).unwrap();
         let root = Root::open(&r).unwrap();
         (t, root)
     }
@@ -727,18 +727,18 @@ mod tests {
         let top = t.path().join("top");
         // Deeper than a recursive removal's stack could go on a small
         // thread, built with relative steps (a path this long is refused).
-        std::fs::create_dir(&top).unwrap();
-        let mut cur = std::fs::File::open(&top).unwrap();
+        fs_err::create_dir(&top).unwrap();
+        let mut cur = fs_err::File::open(&top).unwrap().into_file();
         for _ in 0..1000 {
             rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
             let fd = rustix::fs::openat(&cur, "d", OFlags::DIRECTORY, Mode::empty()).unwrap();
             cur = File::from(fd);
         }
-        std::fs::create_dir_all(top.join("locked/inner")).unwrap();
-        std::fs::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0o000))
+        fs_err::create_dir_all(top.join("locked/inner")).unwrap();
+        fs_err::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0o000))
             .unwrap();
-        std::os::unix::fs::symlink(t.path(), top.join("link")).unwrap();
-        std::fs::write(t.path().join("keep"), "k").unwrap();
+        fs_err::os::unix::fs::symlink(t.path(), top.join("link")).unwrap();
+        fs_err::write(t.path().join("keep"), "k").unwrap();
         let h = std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || remove_all(&top))

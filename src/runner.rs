@@ -222,7 +222,7 @@ pub fn prepare<'s>(
         hostname: HOSTNAME.into(),
         mounts,
         hosts: hosts_file(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        resolv_conf: fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         rootless: exec::rootless_mapping(&opts.host),
         cgroups: Vec::new(),
         seccomp: None,
@@ -261,7 +261,7 @@ impl Container<'_> {
                 source,
             })?;
         let dir = self.store.tmp_path("container");
-        std::fs::create_dir_all(&dir).map_err(Error::Dir)?;
+        fs_err::create_dir_all(&dir).map_err(Error::Dir)?;
         let result = exec::run(
             &dir,
             &self.spec,

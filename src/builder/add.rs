@@ -98,7 +98,7 @@ pub struct TempDirs(pub Vec<PathBuf>);
 impl Drop for TempDirs {
     fn drop(&mut self) {
         for d in &self.0 {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = fs_err::remove_dir_all(d);
         }
     }
 }
@@ -138,6 +138,7 @@ pub fn unpack_archives(
         let shown = archive.describe();
         let target = sel.dest_dir.clone().unwrap_or_else(|| s.dest.clone());
         let dir = store.tmp_path("add");
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         std::fs::create_dir_all(&dir).map_err(read_err(&dir))?;
         temps.0.push(dir.clone());
         let stream = open(&archive, packing).map_err(read_err(&shown))?;

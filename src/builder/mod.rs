@@ -412,13 +412,13 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
 /// see them. Both sides are resolved through symlinks, so a context or an
 /// output reached through a link is still recognised.
 fn inside_context<'a>(context: &Path, paths: impl Iterator<Item = &'a Path>) -> Vec<String> {
-    let Ok(ctx) = std::fs::canonicalize(context) else {
+    let Ok(ctx) = fs_err::canonicalize(context) else {
         return Vec::new();
     };
     paths
         .filter_map(|p| {
             let (dir, name) = (p.parent()?, p.file_name()?);
-            let dir = std::fs::canonicalize(dir).ok()?;
+            let dir = fs_err::canonicalize(dir).ok()?;
             let rel = dir.join(name);
             let rel = rel.strip_prefix(&ctx).ok()?;
             let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
@@ -465,7 +465,7 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         })?;
     let memo = StatMemo::load(
         &opts.store,
-        &std::fs::canonicalize(&graph.settings.context)
+        &fs_err::canonicalize(&graph.settings.context)
             .unwrap_or_else(|_| graph.settings.context.clone()),
     );
     let targets: Vec<StageId> = outputs.iter().map(|o| o.stage).collect();

@@ -67,7 +67,7 @@ impl Cx<'_> {
         let inputs = OutputInputs::new(manifest, tags, format, self.archive_mtime());
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let record: Option<OutputRecord> = self.store.output_record(&abs).ok().flatten();
-        let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
+        let on_disk = fs_err::metadata(path).ok().map(|m| FileStat::of(&m));
         untouched(&record, &on_disk, &inputs).is_some()
     }
 
@@ -87,6 +87,7 @@ impl Cx<'_> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::create_dir_all(dir).map_err(out_err)?;
         }
         // What a killed build of this output left beside it (a writer that
@@ -96,7 +97,7 @@ impl Cx<'_> {
         let inputs = OutputInputs::new(manifest, tags, format, mtime);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let record: Option<OutputRecord> = self.store.output_record(&abs)?;
-        let on_disk = std::fs::metadata(path).ok().map(|m| FileStat::of(&m));
+        let on_disk = fs_err::metadata(path).ok().map(|m| FileStat::of(&m));
         // The file is what we wrote last time, untouched, for the same inputs:
         // nothing to read, nothing to write.
         if let Some(rec) = untouched(&record, &on_disk, &inputs) {
@@ -126,7 +127,7 @@ impl Cx<'_> {
         } else {
             file.commit().map_err(out_err)?;
         }
-        if let Ok(m) = std::fs::metadata(path) {
+        if let Ok(m) = fs_err::metadata(path) {
             let rec = OutputRecord {
                 inputs,
                 digest: new_digest,

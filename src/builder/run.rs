@@ -204,16 +204,18 @@ impl Isolation {
         let profile = exec::seccomp::DOCKER_DEFAULT;
         let dir = self.store.join("seccomp");
         let path = dir.join(&exec::seccomp::cache_key(profile, &host)[..32]);
-        if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        if !fs_err::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
             // Written beside its name and renamed: a reader never sees half.
             let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
+            let _ = fs_err::remove_file(&tmp);
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             let made = exec::seccomp::compile(profile, &host, &tmp)
                 .map_err(RunError::Seccomp)
                 .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| io(&path, e)));
             if let Err(e) = made {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = fs_err::remove_file(&tmp);
                 return Err(e);
             }
         }
@@ -436,6 +438,7 @@ pub(super) fn run_step(
     if overlay {
         lowers = overlay_lowers(inp.store, inp.layers, xattr, inp.events)?;
     } else {
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         std::fs::create_dir_all(&copy_root).map_err(|e| io(&copy_root, e))?;
         for l in inp.layers {
             let report = super::snapshot::extract_verified(inp.store, l, &copy_root, None)
@@ -467,7 +470,7 @@ pub(super) fn run_step(
         hostname: HOSTNAME.into(),
         mounts,
         hosts: hosts_file(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        resolv_conf: fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         // Subordinate ids only where the sandbox can write the layer itself:
         // other users' files are unreadable to us.
         rootless: exec::rootless_mapping(inp.isolation.host()).map(|m| exec::IdMapping {
@@ -540,6 +543,7 @@ fn io(p: &Path, e: std::io::Error) -> RunError {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the error names the path already
 fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), RunError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(p) = path.parent() {
@@ -568,6 +572,7 @@ fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::M
                 .root()
                 .join("cache-mounts")
                 .join(crate::digest::Digest::of(id.as_bytes()).hex());
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
             exec::Mount {
                 target: abs(target),

@@ -97,7 +97,7 @@ struct Made {
 /// This process's umask, from `/proc/self/status` (reading it with
 /// `umask(2)` would change it for a moment, under other threads).
 fn current_umask() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let status = fs_err::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()
 }
@@ -157,7 +157,7 @@ fn record_path(dir: &Path) -> PathBuf {
 }
 
 fn read_record(dir: &Path) -> Option<Made> {
-    let bytes = std::fs::read(record_path(dir)).ok()?;
+    let bytes = fs_err::read(record_path(dir)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -272,6 +272,7 @@ fn extract_fresh(
     } else {
         "snapshot"
     });
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     std::fs::create_dir_all(&tmp).map_err(|source| SnapshotError::Io {
         action: "creating",
         path: tmp.clone(),
@@ -341,7 +342,7 @@ fn materialize(
     serde_json::to_writer(&mut rec, &made)
         .map_err(io::Error::other)
         .map_err(io_err("writing", &record))?;
-    if std::fs::rename(&tmp, dir).is_ok() {
+    if fs_err::rename(&tmp, dir).is_ok() {
         rec.commit().map_err(io_err("writing", &record))?;
         return Ok(dir.to_path_buf());
     }
@@ -377,7 +378,7 @@ pub fn check_store(store: &Store, checked: &mut Checked) -> crate::store::Result
         dirs.push((store.root().join("layers").join(flavour), Some(*x)));
     }
     for (parent, overlay) in dirs {
-        let Ok(rd) = std::fs::read_dir(&parent) else {
+        let Ok(rd) = fs_err::read_dir(&parent) else {
             continue;
         };
         let mut names: Vec<String> = rd
@@ -589,14 +590,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (a, b) = (d.path().join("a"), d.path().join("b"));
         for r in [&a, &b] {
-            std::fs::create_dir_all(r.join("etc")).unwrap();
-            std::fs::write(r.join("etc/motd"), "hello\n").unwrap();
-            std::os::unix::fs::symlink("/etc/motd", r.join("link")).unwrap();
+            fs_err::create_dir_all(r.join("etc")).unwrap();
+            fs_err::write(r.join("etc/motd"), "hello\n").unwrap();
+            fs_err::os::unix::fs::symlink("/etc/motd", r.join("link")).unwrap();
         }
         // Same times, so only what we change below differs.
         let t = std::fs::FileTimes::new().set_modified(std::time::UNIX_EPOCH);
         for r in [&a, &b] {
-            let f = std::fs::File::options()
+            let f = fs_err::File::options()
                 .write(true)
                 .open(r.join("etc/motd"))
                 .unwrap();
@@ -618,8 +619,8 @@ mod tests {
             .unwrap();
         }
         assert_eq!(compare_trees(&a, &b).unwrap(), None);
-        std::fs::write(b.join("etc/motd"), "HELLO\n").unwrap();
-        let f = std::fs::File::options()
+        fs_err::write(b.join("etc/motd"), "HELLO\n").unwrap();
+        let f = fs_err::File::options()
             .write(true)
             .open(b.join("etc/motd"))
             .unwrap();
@@ -629,13 +630,13 @@ mod tests {
             diff.contains("etc/motd") && diff.contains("content"),
             "{diff}"
         );
-        std::fs::write(b.join("etc/motd"), "hello\n").unwrap();
-        let f = std::fs::File::options()
+        fs_err::write(b.join("etc/motd"), "hello\n").unwrap();
+        let f = fs_err::File::options()
             .write(true)
             .open(b.join("etc/motd"))
             .unwrap();
         f.set_times(t).unwrap();
-        std::fs::write(a.join("extra"), "").unwrap();
+        fs_err::write(a.join("extra"), "").unwrap();
         let diff = compare_trees(&a, &b).unwrap().unwrap();
         assert!(
             diff.contains("extra") && diff.contains("not in its layers"),

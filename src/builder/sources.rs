@@ -561,12 +561,12 @@ mod tests {
     fn ctx() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        std::fs::create_dir_all(p.join("src/sub")).unwrap();
-        std::fs::write(p.join("src/a.rs"), "a").unwrap();
-        std::fs::write(p.join("src/sub/b.rs"), "b").unwrap();
-        std::fs::write(p.join("src/notes.md"), "n").unwrap();
-        std::fs::write(p.join("foo.txt"), "foo").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", p.join("evil")).unwrap();
+        fs_err::create_dir_all(p.join("src/sub")).unwrap();
+        fs_err::write(p.join("src/a.rs"), "a").unwrap();
+        fs_err::write(p.join("src/sub/b.rs"), "b").unwrap();
+        fs_err::write(p.join("src/notes.md"), "n").unwrap();
+        fs_err::write(p.join("foo.txt"), "foo").unwrap();
+        fs_err::os::unix::fs::symlink("/etc/passwd", p.join("evil")).unwrap();
         d
     }
 

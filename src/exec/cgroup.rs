@@ -121,6 +121,7 @@ pub struct Step {
 }
 
 impl Drop for Step {
+    #[allow(clippy::disallowed_methods)] // matched on the errno, which fs_err's wrapper hides
     fn drop(&mut self) {
         for d in &self.dirs {
             // The step's processes are gone by now; a task still being
@@ -245,12 +246,13 @@ fn unescape(s: &str) -> String {
 
 /// `/proc/PID/stat`'s start time (field 22), naming a process uniquely.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: count after the last `)`.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+#[allow(clippy::disallowed_methods)] // the error names the path already
 fn write(path: &Path, value: &str) -> Result<(), Error> {
     std::fs::write(path, value).map_err(|source| Error::Write {
         path: path.to_path_buf(),
@@ -261,10 +263,10 @@ fn write(path: &Path, value: &str) -> Result<(), Error> {
 impl Cgroups {
     /// This process's hierarchies; removes what killed builds left.
     pub fn probe() -> Cgroups {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mountinfo = fs_err::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let own = fs_err::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let hierarchies = hierarchies(&mountinfo, &own, &|mp| {
-            std::fs::read_to_string(mp.join("cgroup.controllers")).unwrap_or_default()
+            fs_err::read_to_string(mp.join("cgroup.controllers")).unwrap_or_default()
         });
         let pid = std::process::id();
         let c = Cgroups {
@@ -284,7 +286,7 @@ impl Cgroups {
     /// Removes the empty cgroups of builders that are gone.
     fn reclaim(&self) {
         for h in &self.hierarchies {
-            let Ok(rd) = std::fs::read_dir(h.own.join("imgbuild")) else {
+            let Ok(rd) = fs_err::read_dir(h.own.join("imgbuild")) else {
                 continue;
             };
             for e in rd.flatten() {
@@ -297,7 +299,7 @@ impl Cgroups {
                     continue;
                 };
                 if start_time(pid) != Some(start) {
-                    let _ = std::fs::remove_dir(e.path());
+                    let _ = fs_err::remove_dir(e.path());
                 }
             }
         }
@@ -365,6 +367,7 @@ impl Cgroups {
     /// Creates and configures one cgroup; removes it again on failure.
     fn make(&self, h: &Hierarchy, name: &str, limits: &Limits) -> Result<PathBuf, Error> {
         let parent = h.own.join("imgbuild");
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         let mk = |p: &Path| match std::fs::create_dir(p) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::Write {
                 path: p.to_path_buf(),
@@ -388,7 +391,7 @@ impl Cgroups {
         mk(&dir)?;
         let r = configure(h, &dir, limits);
         if r.is_err() {
-            let _ = std::fs::remove_dir(&dir);
+            let _ = fs_err::remove_dir(&dir);
         }
         r.map(|()| dir)
     }

@@ -3,6 +3,10 @@
 //! resolve through `confine` (openat2 `RESOLVE_IN_ROOT`), and mounts target
 //! the resolved descriptor, so no symlink in an image redirects a mount.
 
+// std::fs, not fs_err: a failure here becomes a `SetupError` (the phase, the
+// path, the errno), and fs_err's wrapper hides the errno.
+#![allow(clippy::disallowed_methods)]
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

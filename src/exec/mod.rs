@@ -370,6 +370,7 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
         source,
     };
     let json = serde_json::to_vec(spec).map_err(|e| dir_err(std::io::Error::other(e)))?;
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     std::fs::write(dir.join("spec.json"), json).map_err(dir_err)?;
     let exe = std::env::current_exe().map_err(|source| Error::Spawn {
         exe: PathBuf::from("/proc/self/exe"),
@@ -475,14 +476,14 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
 
 /// The setup failure stage 1 wrote, if any.
 fn read_error(dir: &Path) -> Option<SetupError> {
-    let bytes = std::fs::read(dir.join("error")).ok()?;
+    let bytes = fs_err::read(dir.join("error")).ok()?;
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         SetupError::other(Phase::State, String::from_utf8_lossy(&bytes).trim_end())
     }))
 }
 
 fn read_report(dir: &Path) -> Report {
-    std::fs::read(dir.join("report.json"))
+    fs_err::read(dir.join("report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -553,19 +554,19 @@ fn sub_ids(host: &HostOptions, uid: u32) -> Option<SubIds> {
     if !helpers.iter().all(|h| host.find_in_path(h).is_some()) {
         return None;
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let passwd = fs_err::read_to_string("/etc/passwd").unwrap_or_default();
     let name = passwd.lines().find_map(|l| {
         let mut f = l.split(':');
         let name = f.next()?;
         (f.nth(1)? == uid.to_string()).then(|| name.to_string())
     });
     let (uid_start, uid_count) = sub_range(
-        &std::fs::read_to_string("/etc/subuid").ok()?,
+        &fs_err::read_to_string("/etc/subuid").ok()?,
         name.as_deref(),
         uid,
     )?;
     let (gid_start, gid_count) = sub_range(
-        &std::fs::read_to_string("/etc/subgid").ok()?,
+        &fs_err::read_to_string("/etc/subgid").ok()?,
         name.as_deref(),
         uid,
     )?;

@@ -404,6 +404,7 @@ pub fn compile(profile: &str, host: &Host<'_>, out: &Path) -> Result<(), Error> 
             }
         }
     }
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -503,7 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("bpf");
         compile(DOCKER_DEFAULT, &Host::this(), &out).unwrap();
-        let len = std::fs::metadata(&out).unwrap().len();
+        let len = fs_err::metadata(&out).unwrap().len();
         assert!(len > 800 && len % 8 == 0, "{len}");
         // Never over an existing file.
         assert!(compile(DOCKER_DEFAULT, &Host::this(), &out).is_err());

@@ -21,7 +21,7 @@ use super::{NetworkMode, Report, Rootfs, SETUP_FAILED, Spec, sys, user};
 
 fn write_error(dir: &Path, e: &SetupError) {
     if let Ok(json) = serde_json::to_vec(e) {
-        let _ = std::fs::write(dir.join("error"), json);
+        let _ = fs_err::write(dir.join("error"), json);
     }
 }
 
@@ -55,6 +55,7 @@ fn stage2_main(dir: &Path, report: OwnedFd) -> i32 {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let bytes = std::fs::read(path).map_err(at(Phase::State, path.display().to_string()))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| SetupError::other(Phase::State, format!("{}: {e}", path.display())))
@@ -63,7 +64,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 /// The message for a USER that rootless use without subordinate ids cannot
 /// give: which files grant them and the command that does.
 fn unmapped_user(user: &str, uid: u32, gid: u32, host_uid: u32) -> String {
-    let name = std::fs::read_to_string("/etc/passwd")
+    let name = fs_err::read_to_string("/etc/passwd")
         .unwrap_or_default()
         .lines()
         .find_map(|l| {
@@ -195,7 +196,7 @@ fn stage1(dir: &Path) -> Result<i32> {
     if ranged && uppers == dir {
         // Files of subordinate ids on disk: only we can remove them.
         for d in ["upper", "work", "scratch"] {
-            let _ = std::fs::remove_dir_all(dir.join(d));
+            let _ = fs_err::remove_dir_all(dir.join(d));
         }
     }
     Ok(code)
@@ -252,6 +253,7 @@ fn write_layer(
             format!("unknown compression `{}`", req.compression),
         )
     })?;
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -290,6 +292,7 @@ pub fn prepare_mountpoints(
     })
 }
 
+#[allow(clippy::disallowed_methods)] // the error names the path already
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let bytes =
         serde_json::to_vec(v).map_err(|e| SetupError::other(Phase::State, e.to_string()))?;

@@ -749,8 +749,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
         let outside = t.path().join("outside");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::create_dir(&outside).unwrap();
+        fs_err::create_dir(&root).unwrap();
+        fs_err::create_dir(&outside).unwrap();
         (t, root, outside)
     }
 
@@ -784,7 +784,7 @@ mod tests {
     #[test]
     fn hardlink_outside_is_refused_or_confined() {
         let (t, root, _) = sandbox();
-        std::fs::write(t.path().join("secret"), "s").unwrap();
+        fs_err::write(t.path().join("secret"), "s").unwrap();
         let tar = TarBuilder::new()
             .link("h", "../secret", ::tar::EntryType::Link)
             .bytes();
@@ -865,7 +865,7 @@ mod tests {
         extract_layer(&root, &lower[..]).unwrap();
         assert!(root.join(OsStr::from_bytes(b"caf\xe9")).is_file());
         // A whiteout of that very name removes it (not a lossy twin).
-        std::fs::write(root.join("caf\u{fffd}"), "twin").unwrap();
+        fs_err::write(root.join("caf\u{fffd}"), "twin").unwrap();
         let upper = pax_file(&[], b".wh.caf\xe9", b"");
         extract_layer(&root, &upper[..]).unwrap();
         assert!(!root.join(OsStr::from_bytes(b"caf\xe9")).exists());
@@ -879,7 +879,7 @@ mod tests {
         let name = format!("{}/leaf", deep.join("/"));
         let tar = pax_file(&[("path", name.as_bytes())], b"placeholder", b"deep");
         extract_layer(&root, &tar[..]).unwrap();
-        assert_eq!(std::fs::read(root.join(&name)).unwrap(), b"deep");
+        assert_eq!(fs_err::read(root.join(&name)).unwrap(), b"deep");
     }
 
     #[test]
@@ -931,7 +931,7 @@ mod tests {
         );
         extract_layer(&root, &tar[..]).unwrap();
         assert!(!root.join("GNUSparseFile.0").exists());
-        let got = std::fs::read(root.join("sparse")).unwrap();
+        let got = fs_err::read(root.join("sparse")).unwrap();
         let mut want = vec![0u8; 10000];
         want[..3].copy_from_slice(b"abc");
         want[8192..8194].copy_from_slice(b"de");

@@ -404,7 +404,7 @@ mod tests {
             path: path.into(),
             kind: EntryKind::File {
                 source: FileSource::in_root(&root, name.into(), false),
-                size: std::fs::metadata(src).unwrap().len(),
+                size: fs_err::metadata(src).unwrap().len(),
             },
             mode: 0o644,
             uid: 0,
@@ -434,7 +434,7 @@ mod tests {
     fn later_duplicate_wins_and_links_become_hardlinks() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        std::fs::write(&p, "x").unwrap();
+        fs_err::write(&p, "x").unwrap();
         let mut a = file("x", &p);
         a.link_key = Some((1, 2));
         let mut b = file("y", &p);
@@ -452,7 +452,7 @@ mod tests {
     fn digests_match_the_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        std::fs::write(&p, "hello").unwrap();
+        fs_err::write(&p, "hello").unwrap();
         let entries = normalize(vec![Entry::dir("d", 0o755, 0, 0, 0), file("d/f", &p)]).unwrap();
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let (blob, d) = write(&entries, c, Vec::new(), None, &mut |_| {}).unwrap();
@@ -477,9 +477,9 @@ mod tests {
     fn a_file_that_changed_size_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        std::fs::write(&p, "hello").unwrap();
+        fs_err::write(&p, "hello").unwrap();
         let e = file("f", &p);
-        std::fs::write(&p, "hello world").unwrap();
+        fs_err::write(&p, "hello world").unwrap();
         let err = write(&[e], Compression::None, Vec::new(), None, &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::SourceChanged { .. }));
     }

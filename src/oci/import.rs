@@ -126,6 +126,7 @@ fn import_tar(
     select: Option<&str>,
     prefer_docker: bool,
 ) -> Result<Vec<Found>> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let file = std::fs::File::open(path).map_err(io_err("opening", path))?;
     let mut buffered = BufReader::with_capacity(1 << 20, file);
     // `docker save | gzip` is common; accept compressed archives.

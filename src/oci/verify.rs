@@ -506,11 +506,11 @@ mod tests {
         // Dropping the view removes what was not published.
         drop(view);
         assert_eq!(
-            std::fs::read_dir(d.path().join("tmp"))
+            fs_err::read_dir(d.path().join("tmp"))
                 .unwrap()
                 .flatten()
                 .filter(|e| e.path().is_dir())
-                .flat_map(|e| std::fs::read_dir(e.path()).unwrap())
+                .flat_map(|e| fs_err::read_dir(e.path()).unwrap())
                 .count(),
             0
         );

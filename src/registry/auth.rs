@@ -110,7 +110,7 @@ fn keys(registry: &str) -> Vec<String> {
 /// `credsStore`) when one is configured, else `auths`. `None` when there
 /// are none (anonymous access).
 pub fn lookup(config: &Path, registry: &str) -> Option<Credentials> {
-    let text = std::fs::read_to_string(config).ok()?;
+    let text = fs_err::read_to_string(config).ok()?;
     let config: serde_json::Value = serde_json::from_str(&text).ok()?;
     let keys = keys(registry);
     let helper = keys
@@ -198,7 +198,7 @@ fn edit(
     f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> std::io::Result<PathBuf> {
     let path = path.to_path_buf();
-    let mut config: serde_json::Value = match std::fs::read_to_string(&path) {
+    let mut config: serde_json::Value = match fs_err::read_to_string(&path) {
         Ok(t) => serde_json::from_str(&t).map_err(std::io::Error::other)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(e),
@@ -214,15 +214,15 @@ fn edit(
         f(a);
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        fs_err::create_dir_all(dir)?;
     }
     let bytes = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
     // Credentials: readable by the user only, replaced atomically.
     let tmp = path.with_extension("json.tmp");
     {
+        use fs_err::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = fs_err::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
@@ -231,7 +231,7 @@ fn edit(
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, &path)?;
+    fs_err::rename(&tmp, &path)?;
     Ok(path)
 }
 

@@ -619,6 +619,7 @@ impl Client {
             path: path.to_path_buf(),
             source,
         };
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         let mut file = std::fs::File::open(path).map_err(io_err)?;
         // The file's own length: a damaged store blob is then refused by the
         // registry's digest check rather than cut short here.

@@ -10,12 +10,14 @@
 //! taken belongs to a killed writer: [`reclaim`] removes those, and only
 //! those, before the next write of `NAME`.
 
+use fs_err::OpenOptions;
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -67,12 +69,13 @@ pub(crate) fn create_locked(path: &Path, mode: u32) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(&staging)?;
+        .open(&staging)?
+        .into_file();
     let res = rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive)
         .map_err(io::Error::from)
-        .and_then(|()| std::fs::rename(&staging, path));
+        .and_then(|()| fs_err::rename(&staging, path));
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&staging);
+        let _ = fs_err::remove_file(&staging);
         return Err(e);
     }
     Ok(file)
@@ -90,7 +93,7 @@ pub(crate) fn remove_if_abandoned(path: &Path) -> io::Result<bool> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
-        Ok(f) => f,
+        Ok(f) => f.into_file(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         // A symlink (ELOOP), a fifo, something not ours: leave it.
         Err(_) => return Ok(false),
@@ -103,11 +106,11 @@ pub(crate) fn remove_if_abandoned(path: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     // Still the same file under that name (not replaced since we opened it)?
-    match std::fs::symlink_metadata(path) {
+    match fs_err::symlink_metadata(path) {
         Ok(m) if m.ino() == meta.ino() && m.dev() == meta.dev() => {}
         _ => return Ok(false),
     }
-    match std::fs::remove_file(path) {
+    match fs_err::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -123,7 +126,7 @@ pub(crate) fn remove_if_abandoned(path: &Path) -> io::Result<bool> {
 pub fn reclaim(dest: &Path) -> io::Result<usize> {
     let dir = parent_dir(dest);
     let prefix = tmp_prefix(dest);
-    let rd = match std::fs::read_dir(dir) {
+    let rd = match fs_err::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
@@ -191,11 +194,11 @@ impl AtomicFile {
                 f.sync_all()?;
             }
             // Renamed while still locked: the name never shows unlocked.
-            std::fs::rename(&self.tmp, &self.dest)?;
+            fs_err::rename(&self.tmp, &self.dest)?;
             sync_dir(parent_dir(&self.dest))
         })();
         if res.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = fs_err::remove_file(&self.tmp);
         }
         drop(file);
         // Disarm Drop: the temporary name is gone either way.
@@ -216,7 +219,7 @@ impl Write for AtomicFile {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = fs_err::remove_file(&self.tmp);
         }
     }
 }
@@ -232,6 +235,7 @@ fn parent_dir(p: &Path) -> &Path {
 ///
 /// # Errors
 /// When the directory cannot be opened or synced.
+#[allow(clippy::disallowed_methods)] // its callers name the path already
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -258,7 +262,7 @@ mod tests {
             let mut f = AtomicFile::create(&dest).unwrap();
             f.write_all(b"partial").unwrap();
         }
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -267,8 +271,8 @@ mod tests {
         let dest = d.path().join("out");
         atomic_write(&dest, b"one").unwrap();
         atomic_write(&dest, b"two").unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        assert_eq!(fs_err::read(&dest).unwrap(), b"two");
+        assert_eq!(fs_err::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]
@@ -280,15 +284,15 @@ mod tests {
         live.write_all(b"in progress").unwrap();
         // A dead writer's leftover: same name pattern, nobody holds its lock.
         let dead = d.path().join(".out.tar.tmp-1-2-3");
-        std::fs::write(&dead, b"left behind").unwrap();
+        fs_err::write(&dead, b"left behind").unwrap();
         // Someone else's file with a similar name is not ours to remove.
         let other = d.path().join(".out.tarball.tmp-1");
-        std::fs::write(&other, b"x").unwrap();
+        fs_err::write(&other, b"x").unwrap();
         assert_eq!(reclaim(&dest).unwrap(), 1);
         assert!(!dead.exists());
         assert!(live.tmp_path().exists());
         assert!(other.exists());
         live.commit().unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), b"in progress");
+        assert_eq!(fs_err::read(&dest).unwrap(), b"in progress");
     }
 }

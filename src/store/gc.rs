@@ -73,7 +73,7 @@ impl Store {
         let dir = self.root.join("blobs/sha256");
         let mut total = 0;
         for name in list_names(&dir)? {
-            total += std::fs::metadata(dir.join(name))
+            total += fs_err::metadata(dir.join(name))
                 .map(|m| m.len())
                 .unwrap_or(0);
         }
@@ -102,7 +102,7 @@ impl Store {
         for id in self.image_ids()? {
             if !tagged.contains(&id) {
                 let p = self.root.join("images").join(id.hex());
-                let t = std::fs::metadata(&p)
+                let t = fs_err::metadata(&p)
                     .and_then(|m| m.modified())
                     .unwrap_or(std::time::UNIX_EPOCH);
                 untagged.push((t, id));
@@ -118,6 +118,7 @@ impl Store {
                     break;
                 }
                 let p = self.root.join("images").join(id.hex());
+                #[allow(clippy::disallowed_methods)] // the error names the path already
                 std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
                 removed_images.insert(*id);
                 report.images += 1;
@@ -140,6 +141,7 @@ impl Store {
                 Err(_) => true,
             };
             if stale {
+                #[allow(clippy::disallowed_methods)] // the error names the path already
                 std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
                 report.cache_entries += 1;
             }
@@ -179,7 +181,8 @@ impl Store {
             let keep_it = Digest::from_hex(&name).is_ok_and(|d| keep.contains(&d));
             if !keep_it {
                 let p = dir.join(&name);
-                r.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                r.bytes += fs_err::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                #[allow(clippy::disallowed_methods)] // the error names the path already
                 std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
                 r.blobs += 1;
             }
@@ -190,6 +193,7 @@ impl Store {
             for name in list_names(&records)? {
                 if !dir.join(&name).exists() {
                     let p = records.join(&name);
+                    #[allow(clippy::disallowed_methods)] // the error names the path already
                     std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
                 }
             }
@@ -216,6 +220,7 @@ impl Store {
                 });
                 continue;
             };
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             let mut r = HashingReader::new(std::fs::File::open(&p).map_err(io_err("opening", &p))?);
             std::io::copy(&mut r, &mut std::io::sink()).map_err(io_err("reading", &p))?;
             let (actual, _) = r.finish();
@@ -415,7 +420,7 @@ pub enum Fix {
 }
 
 fn remove_path(p: &Path) -> Result<bool> {
-    match std::fs::remove_file(p) {
+    match fs_err::remove_file(p) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::Io {
@@ -444,7 +449,7 @@ fn disk_usage(root: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
             continue;
         };
         for e in entries.flatten() {
@@ -468,6 +473,7 @@ fn clear_dir(dir: &Path) -> Result<()> {
     }
     for name in list_names(dir)? {
         let p = dir.join(name);
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         let r = if p.is_dir() {
             std::fs::remove_dir_all(&p)
         } else {
@@ -476,11 +482,11 @@ fn clear_dir(dir: &Path) -> Result<()> {
         r.map_err(io_err("removing", &p))?;
     }
     // Hidden temporaries too (atomic writes in progress are under a lock).
-    if let Ok(rd) = std::fs::read_dir(dir) {
+    if let Ok(rd) = fs_err::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
             if e.file_name().to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_file(&p);
+                let _ = fs_err::remove_file(&p);
             }
         }
     }
@@ -519,7 +525,7 @@ mod tests {
         assert!(!s.has_blob(&orphan));
         assert!(s.has_blob(&layer) && s.has_blob(&config) && s.has_blob(&manifest));
         assert!(s.check().unwrap().problems.is_empty());
-        std::fs::write(s.blob_path(&layer), b"tampered").unwrap();
+        fs_err::write(s.blob_path(&layer), b"tampered").unwrap();
         let problems = s.check().unwrap().problems;
         assert!(
             problems.iter().any(|p| p.what.contains("corrupt")),

@@ -87,10 +87,10 @@ impl StatMemo {
             entries: HashMap::new(),
             dirty: false,
         };
-        let Ok(meta) = std::fs::metadata(&memo.path) else {
+        let Ok(meta) = fs_err::metadata(&memo.path) else {
             return memo;
         };
-        let Ok(text) = std::fs::read_to_string(&memo.path) else {
+        let Ok(text) = fs_err::read_to_string(&memo.path) else {
             return memo;
         };
         let mut lines = text.lines();
@@ -137,7 +137,7 @@ impl StatMemo {
             return Ok(());
         }
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            fs_err::create_dir_all(dir)?;
         }
         let mut out = String::with_capacity(self.entries.len() * 120 + 32);
         out.push_str(HEADER);

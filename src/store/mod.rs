@@ -227,6 +227,7 @@ pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Makes `dir` 0700 if group or others have any access to it.
+#[allow(clippy::disallowed_methods)] // its callers name the path already
 fn tighten(dir: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(dir)?;
     if !meta.is_dir() {
@@ -340,9 +341,11 @@ impl Store {
                 continue;
             };
             let dest = self.blob_path_in_store(d);
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             File::open(&staged.path)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err("syncing", &staged.path))?;
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::rename(&staged.path, &dest).map_err(io_err("renaming", &dest))?;
             moved = true;
             if let Some(st) = &self.staging
@@ -370,6 +373,7 @@ impl Store {
         &self.root
     }
 
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     fn lock_file(&self) -> Result<File> {
         let path = self.root.join("lock");
         std::fs::OpenOptions::new()
@@ -453,6 +457,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::MissingBlob`] when absent.
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
         if let Some(src) = &self.source
@@ -502,6 +507,7 @@ impl Store {
     /// When the temporary file cannot be created.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let tmp = self.tmp_path("blob");
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -549,17 +555,19 @@ impl Store {
                     actual,
                 });
             }
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err("syncing", path))?;
             let dest = self.blob_path_in_store(expected);
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::rename(path, &dest).map_err(io_err("renaming", &dest))?;
             let dir = self.root.join("blobs/sha256");
             atomic::sync_dir(&dir).map_err(io_err("syncing", &dir))?;
             Ok(actual)
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(path);
+            let _ = fs_err::remove_file(path);
         }
         result
     }
@@ -666,7 +674,7 @@ impl Store {
     /// When the record cannot be removed.
     pub fn remove_diff_ids(&self, blob: &Digest) -> Result<()> {
         let p = self.diff_id_path(blob);
-        match std::fs::remove_file(&p) {
+        match fs_err::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::Io {
@@ -767,6 +775,7 @@ impl Store {
     ///
     /// # Errors
     /// An unreadable or corrupt tag file.
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     pub fn tag(&self, r: &Reference) -> Result<Option<Digest>> {
         let p = self.tag_path(r);
         match std::fs::read_to_string(&p) {
@@ -790,7 +799,7 @@ impl Store {
     /// When the record cannot be removed.
     pub fn remove_image(&self, id: &Digest) -> Result<bool> {
         let p = self.root.join("images").join(id.hex());
-        match std::fs::remove_file(&p) {
+        match fs_err::remove_file(&p) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io {
@@ -807,7 +816,7 @@ impl Store {
     /// When the tag file cannot be removed.
     pub fn remove_tag(&self, r: &Reference) -> Result<bool> {
         let p = self.tag_path(r);
-        match std::fs::remove_file(&p) {
+        match fs_err::remove_file(&p) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io {
@@ -962,7 +971,7 @@ impl Store {
     }
 
     fn read_record<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
-        match std::fs::read(path) {
+        match fs_err::read(path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
@@ -987,6 +996,7 @@ struct CacheRecord {
 }
 
 fn list_names(dir: &Path) -> Result<Vec<String>> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let rd = std::fs::read_dir(dir).map_err(io_err("listing", dir))?;
     let mut names = Vec::new();
     for e in rd {
@@ -1046,6 +1056,7 @@ impl BlobWriter {
             // fails never needed the bytes on disk).
             drop(file);
             let dest = staging.dir.join(digest.hex());
+            #[allow(clippy::disallowed_methods)] // the error names the path already
             std::fs::rename(&self.tmp, &dest).map_err(io_err("renaming", &dest))?;
             self.tmp = PathBuf::new();
             if let Ok(mut m) = staging.blobs.lock() {
@@ -1062,6 +1073,7 @@ impl BlobWriter {
         file.sync_all().map_err(io_err("syncing", &self.tmp))?;
         drop(file);
         let dest = self.store.blob_path_in_store(&digest);
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         std::fs::rename(&self.tmp, &dest).map_err(io_err("renaming", &dest))?;
         self.tmp = PathBuf::new();
         let dir = self.store.root.join("blobs/sha256");
@@ -1094,7 +1106,7 @@ impl Write for BlobWriter {
 impl Drop for BlobWriter {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = fs_err::remove_file(&self.tmp);
         }
     }
 }
@@ -1117,13 +1129,11 @@ mod tests {
         // Nothing left in the process's temporary directory.
         let scratch = s.tmp_path("x");
         assert_eq!(
-            std::fs::read_dir(scratch.parent().unwrap())
-                .unwrap()
-                .count(),
+            fs_err::read_dir(scratch.parent().unwrap()).unwrap().count(),
             0
         );
         // Corruption on disk is caught on read.
-        std::fs::write(s.blob_path(&dg), b"jello").unwrap();
+        fs_err::write(s.blob_path(&dg), b"jello").unwrap();
         assert!(matches!(
             s.read_blob(&dg),
             Err(Error::DigestMismatch { .. })
@@ -1135,7 +1145,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("s");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
         Store::open(&root).unwrap();
         assert_eq!(mode(&root), 0o700);
         for dir in DIRS {
@@ -1147,10 +1157,10 @@ mod tests {
             root.join("blobs/sha256"),
             root.join("snapshots"),
         ] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        std::fs::create_dir_all(root.join("layers/trusted")).unwrap();
-        std::fs::set_permissions(root.join("layers"), std::fs::Permissions::from_mode(0o755))
+        fs_err::create_dir_all(root.join("layers/trusted")).unwrap();
+        fs_err::set_permissions(root.join("layers"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         Store::open(&root).unwrap();
         for p in ["", "blobs/sha256", "snapshots", "layers"] {

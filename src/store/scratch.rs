@@ -54,7 +54,7 @@ impl Held {
         let lock = super::atomic::create_locked(&lock_path, 0o600)?;
         let dir = tmp.join(&id);
         if let Err(e) = super::private_dir(&dir) {
-            let _ = std::fs::remove_file(&lock_path);
+            let _ = fs_err::remove_file(&lock_path);
             return Err(e);
         }
         Ok(Held {
@@ -70,7 +70,7 @@ impl Drop for Held {
         // The directory first, then the lock: a directory never outlives its
         // lock file unless we die in between (reclaim handles that too).
         remove_tree(&self.dir);
-        let _ = std::fs::remove_file(&self.lock_path);
+        let _ = fs_err::remove_file(&self.lock_path);
     }
 }
 
@@ -84,7 +84,7 @@ impl Drop for Held {
 /// When `tmp` cannot be listed.
 pub(crate) fn reclaim(tmp: &Path, everything: bool) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    let rd = match std::fs::read_dir(tmp) {
+    let rd = match fs_err::read_dir(tmp) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
         Err(e) => return Err(e),
@@ -100,8 +100,9 @@ pub(crate) fn reclaim(tmp: &Path, everything: bool) -> io::Result<Vec<PathBuf>> 
         {
             // Take the lock: if we get it, its process is gone.
             let dir = tmp.join(id);
-            match std::fs::OpenOptions::new().read(true).open(&path) {
+            match fs_err::OpenOptions::new().read(true).open(&path) {
                 Ok(f) => {
+                    let f = f.into_file();
                     use std::os::fd::AsFd;
                     let free = rustix::fs::flock(
                         f.as_fd(),
@@ -113,7 +114,7 @@ pub(crate) fn reclaim(tmp: &Path, everything: bool) -> io::Result<Vec<PathBuf>> 
                             remove_tree(&dir);
                             removed.push(dir);
                         }
-                        let _ = std::fs::remove_file(&path);
+                        let _ = fs_err::remove_file(&path);
                         removed.push(path);
                     }
                 }
@@ -147,23 +148,23 @@ fn is_process_dir(name: &str) -> bool {
 /// Removes a file or a directory tree, including directories a sandbox left
 /// without write or search permission (overlay's `work/` is mode 000).
 pub(crate) fn remove_tree(p: &Path) {
-    let Ok(meta) = std::fs::symlink_metadata(p) else {
+    let Ok(meta) = fs_err::symlink_metadata(p) else {
         return;
     };
     if !meta.is_dir() {
-        let _ = std::fs::remove_file(p);
+        let _ = fs_err::remove_file(p);
         return;
     }
-    if std::fs::remove_dir_all(p).is_ok() {
+    if fs_err::remove_dir_all(p).is_ok() {
         return;
     }
     fn open_up(p: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::symlink_metadata(p)
+        if let Ok(m) = fs_err::symlink_metadata(p)
             && m.is_dir()
         {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = std::fs::read_dir(p) {
+            let _ = fs_err::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs_err::read_dir(p) {
                 for e in rd.flatten() {
                     open_up(&e.path());
                 }
@@ -171,7 +172,7 @@ pub(crate) fn remove_tree(p: &Path) {
         }
     }
     open_up(p);
-    let _ = std::fs::remove_dir_all(p);
+    let _ = fs_err::remove_dir_all(p);
 }
 
 #[cfg(test)]
@@ -182,18 +183,18 @@ mod tests {
     fn live_directories_stay_dead_ones_go() {
         let d = tempfile::tempdir().unwrap();
         let tmp = d.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
+        fs_err::create_dir(&tmp).unwrap();
         let live = Scratch::new(tmp.clone());
         let live_dir = live.dir().unwrap().to_path_buf();
-        std::fs::write(live_dir.join("blob-1"), b"x").unwrap();
+        fs_err::write(live_dir.join("blob-1"), b"x").unwrap();
         // A dead process: its lock file exists, nobody holds it.
-        std::fs::create_dir(tmp.join("1-2-0000abcd")).unwrap();
-        std::fs::write(tmp.join("1-2-0000abcd/blob-9"), b"y").unwrap();
-        std::fs::write(tmp.join("1-2-0000abcd.lock"), b"").unwrap();
+        fs_err::create_dir(tmp.join("1-2-0000abcd")).unwrap();
+        fs_err::write(tmp.join("1-2-0000abcd/blob-9"), b"y").unwrap();
+        fs_err::write(tmp.join("1-2-0000abcd.lock"), b"").unwrap();
         // A directory that lost its lock file.
-        std::fs::create_dir(tmp.join("3-4-0000abcd")).unwrap();
+        fs_err::create_dir(tmp.join("3-4-0000abcd")).unwrap();
         // An older version's file: only with `everything`.
-        std::fs::write(tmp.join("blob-77-1-2"), b"z").unwrap();
+        fs_err::write(tmp.join("blob-77-1-2"), b"z").unwrap();
         let removed = reclaim(&tmp, false).unwrap();
         assert_eq!(removed.len(), 3, "{removed:?}");
         assert!(live_dir.join("blob-1").exists());

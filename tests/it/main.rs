@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `imgbuild` binary on real files, validated with
 //! real tools (skopeo, umoci, podman). One binary, one module per area, run
 //! by [`harness`]: libtest's interface, and skips that are reported.
+// disallowed_methods: std::fs is fine in tests (clippy.toml holds src/ to fs_err).
 #![allow(
+    clippy::disallowed_methods,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,

@@ -142,6 +142,7 @@ fn run_layer(
             isolation: &cx.isolation,
         };
         let dir = cx.store.tmp_path("run");
+        #[allow(clippy::disallowed_methods)] // the error names the path already
         std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
             path: dir.clone(),
             source,

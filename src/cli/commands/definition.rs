@@ -84,6 +84,7 @@ pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
 }
 
 fn read(path: &Path) -> Result<std::sync::Arc<SourceFile>, Failure> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let bytes = std::fs::read(path)
         .with_context(|| format!("reading {}", path.display()))
         .map_err(Failure::Usage)?;

@@ -36,6 +36,7 @@ pub fn run(a: &ParseArgs) -> Result<(), Failure> {
 /// Reads a file as text; bytes that are not UTF-8 become U+FFFD rather than
 /// failing the whole parse.
 fn read_lossy(path: &std::path::Path) -> Result<String, Failure> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let bytes = std::fs::read(path)
         .with_context(|| format!("reading {}", path.display()))
         .map_err(Failure::Usage)?;

@@ -11,6 +11,7 @@ use crate::runner;
 
 /// A `-v` host path resolved (it must exist): what the sandbox binds.
 fn volume(v: &VolumeArg) -> Result<runner::Volume, Failure> {
+    #[allow(clippy::disallowed_methods)] // the error names the path already
     let source = std::fs::canonicalize(&v.host).map_err(|e| {
         ArgError::Volume {
             spec: v.spec.clone(),
