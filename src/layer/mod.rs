@@ -272,7 +272,64 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
             }
         }
     }
+    links_to_first(&mut out);
     Ok(out)
+}
+
+/// Makes every hard link of the layer point at the first path of its group
+/// in layer order, that path carrying the file: a tar reader creates a hard
+/// link from a path it has already written, so a link before its target
+/// (`ADD x.tar` whose `lib-hard` links to `lib`, sorted before it) cannot be
+/// extracted. The first path in order holds the content, as BuildKit's
+/// differ writes it. A link whose target is not in the layer is left alone.
+fn links_to_first(entries: &mut [Entry]) {
+    let index_of =
+        |entries: &[Entry], p: &LayerPath| entries.binary_search_by(|e| e.path.cmp(p)).ok();
+    // Group by the file each link finally reaches (a chain of links is
+    // followed at most `len` steps, so a cycle ends).
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..entries.len() {
+        let EntryKind::Hardlink(t) = &entries[i].kind else {
+            continue;
+        };
+        let mut at = index_of(entries, t);
+        for _ in 0..entries.len() {
+            match at.map(|j| &entries[j].kind) {
+                Some(EntryKind::Hardlink(next)) => at = index_of(entries, next),
+                _ => break,
+            }
+        }
+        if let Some(j) = at.filter(|&j| matches!(entries[j].kind, EntryKind::File { .. })) {
+            groups.entry(j).or_default().push(i);
+        }
+    }
+    for (file, links) in groups {
+        let first = links.iter().copied().fold(file, usize::min);
+        let target = entries[first].path.clone();
+        // Hard links share one inode: every path of the group gets the
+        // file's metadata, as a differ of a real filesystem would see it,
+        // and the content moves to the first path in layer order.
+        let (mode, uid, gid, mtime, xattrs) = {
+            let f = &entries[file];
+            (f.mode, f.uid, f.gid, f.mtime, f.xattrs.clone())
+        };
+        if first != file {
+            let kind =
+                std::mem::replace(&mut entries[file].kind, EntryKind::Hardlink(target.clone()));
+            entries[first].kind = kind;
+        }
+        for &i in links.iter().chain([&file]) {
+            let e = &mut entries[i];
+            e.mode = mode;
+            e.uid = uid;
+            e.gid = gid;
+            e.mtime = mtime;
+            e.xattrs.clone_from(&xattrs);
+        }
+        for i in links.into_iter().chain([file]).filter(|&i| i != first) {
+            entries[i].kind = EntryKind::Hardlink(target.clone());
+        }
+    }
 }
 
 /// Writes `entries` (already [`normalize`]d) as a layer into `sink`, compressed
@@ -446,6 +503,39 @@ mod tests {
         assert!(matches!(got[0].kind, EntryKind::File { .. }));
         assert_eq!(got[1].kind, EntryKind::Hardlink("x".into()));
         assert_eq!(got[2].mode, 0o700);
+    }
+
+    #[test]
+    fn a_link_sorted_before_its_target_takes_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs_err::write(&p, "x").unwrap();
+        let mut lib = file("v/lib.txt", &p);
+        lib.uid = 1000;
+        let link = |name: &str, to: &str| Entry {
+            kind: EntryKind::Hardlink(to.into()),
+            mode: 0o644,
+            ..Entry::dir(name, 0o644, 0, 0, 0)
+        };
+        let got = normalize(vec![
+            lib,
+            link("v/lib-hard.txt", "v/lib.txt"),
+            // A chain: a link to a link.
+            link("v/a-chain", "v/lib-hard.txt"),
+            link("v/zz", "v/lib.txt"),
+            // Outside the layer: left alone.
+            link("v/lower", "usr/lib/x"),
+        ])
+        .unwrap();
+        let by = |n: &str| got.iter().find(|e| e.path == n).unwrap();
+        assert!(matches!(by("v/a-chain").kind, EntryKind::File { .. }));
+        assert_eq!(by("v/a-chain").uid, 1000);
+        for n in ["v/lib-hard.txt", "v/lib.txt", "v/zz"] {
+            assert_eq!(by(n).kind, EntryKind::Hardlink("v/a-chain".into()), "{n}");
+            // One inode, one owner: the links carry the file's metadata.
+            assert_eq!((by(n).uid, by(n).mode), (1000, by("v/a-chain").mode), "{n}");
+        }
+        assert_eq!(by("v/lower").kind, EntryKind::Hardlink("usr/lib/x".into()));
     }
 
     #[test]
