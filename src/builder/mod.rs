@@ -395,7 +395,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
             let name = &graph.stage(stage).name;
             let path = opts.output.clone().or(path).or_else(|| {
                 let dir = opts.output_dir.as_ref()?;
-                Some(dir.join(format!("{name}.oci.tar")))
+                Some(crate::graph::default_archive_path(dir, name))
             });
             Planned {
                 stage,

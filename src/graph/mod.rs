@@ -175,6 +175,13 @@ pub fn select_target(names: &[&str], target: &str) -> Result<usize, crate::diag:
     Err(d)
 }
 
+/// The archive an output writes when nothing names a path: `NAME.oci.tar`
+/// in `dir` (the spec's directory for a spec's image without `output`).
+/// The one rule for every frontend and the builder.
+pub fn default_archive_path(dir: &std::path::Path, stage_name: &str) -> std::path::PathBuf {
+    dir.join(format!("{stage_name}.oci.tar"))
+}
+
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
