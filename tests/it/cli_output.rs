@@ -11,9 +11,10 @@
 //! Review a change with `cargo insta review`, or rewrite with
 //! `INSTA_UPDATE=always cargo test --test it -- cli_output::`.
 //!
-//! The terminal view (`--progress=tty`) is left out: indicatif redraws on a
-//! timer, so its byte stream differs run to run;
-//! `cli::the_terminal_view_says_why_a_step_missed` checks what it must say.
+//! The terminal view (`--progress=tty`) redraws on a timer, so its byte
+//! stream differs run to run; what a user sees does not. Its snapshot is
+//! the screen a terminal (the `vt100` emulator) shows once the build has
+//! ended, the build run under a pseudo-terminal by `script(1)`.
 
 use std::path::Path;
 
@@ -229,6 +230,56 @@ fn progress_plain() {
     assert!(text.contains(" ---> Using cache"), "{text}");
     assert!(text.contains("Cache miss: /b.txt changed"), "{text}");
     insta::assert_snapshot!("progress_plain", text);
+}
+
+crate::it_test!(progress_tty);
+/// The terminal view's final screen: a cold build (every step and why it
+/// missed), a warm one (cache hits), and one after a file changed.
+fn progress_tty() {
+    let env = TestEnv::new();
+    let ctx = scratch_ctx(&env);
+    let mut norm = Norm::new(&env);
+    let mut screens = Vec::new();
+    let mut run = |label: &str| {
+        // A fixed terminal size: the view fits its lines to the width.
+        let inner = format!(
+            "stty cols 160 rows 60; cd {} && IMGBUILD_STORE={} SOURCE_DATE_EPOCH={EPOCH} {} build -j 1 -t demo:1 .",
+            ctx.display(),
+            env.store().display(),
+            env!("CARGO_BIN_EXE_imgbuild"),
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux)");
+        assert!(out.status.success(), "{out:?}");
+        let cols = std::num::NonZero::new(160).unwrap();
+        let rows = std::num::NonZero::new(60).unwrap();
+        let mut term = vt100::Parser::new(rows, cols, 0);
+        term.process(&out.stdout);
+        // Row by row, as the terminal shows them (a line that fills the
+        // width continues on the next row).
+        let rows: Vec<String> = term
+            .screen()
+            .rows(0, cols.get())
+            .map(|r| r.trim_end().to_string())
+            .collect();
+        let text = rows.join("\n").trim_end().to_string();
+        screens.push(format!(
+            "$ imgbuild build -j 1 -t demo:1 .   # {label}\n{}\n",
+            norm.apply(&text)
+        ));
+    };
+    run("cold");
+    run("warm");
+    std::fs::write(ctx.join("b.txt"), "changed\n").unwrap();
+    run("b.txt changed");
+    // Step timings are the one thing that still varies.
+    let timing = Regex::new(r"\b\d+(?:\.\d+)?(?:ms|s)\b").unwrap();
+    let text = timing.replace_all(&screens.join("\n"), "[T]").into_owned();
+    assert!(text.contains("cache miss: /b.txt changed"), "{text}");
+    insta::assert_snapshot!("progress_tty", text);
 }
 
 crate::it_test!(progress_json);
