@@ -145,12 +145,11 @@ pub fn resolve(
                 ImageSource::DockerArchive { .. } => Source::DockerArchive(path.clone()),
                 _ => Source::OciDir(path.clone()),
             };
-            let mut all = import::import(store, &source, name.as_deref()).map_err(|source| {
-                BaseError::Import {
+            let mut all = import::import(store, &source, name.as_deref(), &crate::platform::host())
+                .map_err(|source| BaseError::Import {
                     image: key.clone(),
                     source,
-                }
-            })?;
+                })?;
             if all.len() > 1 {
                 return Err(BaseError::Ambiguous {
                     image: key,

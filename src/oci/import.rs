@@ -20,10 +20,11 @@ use serde_json::Value;
 use super::archive::read_small;
 use super::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Error, ImageConfig, LayerDescriptor,
-    MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX, Manifest, Result, host_arch, manifest_bytes,
+    MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX, Manifest, Result, manifest_bytes,
 };
 use crate::digest::Digest;
 use crate::layer::{Compression, detect_compression};
+use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::{ImageRecord, Store};
 
@@ -67,13 +68,18 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// Unreadable or malformed archives, missing blobs, no or several matches, and
 /// layers that are not what their configs claim ([`Error::DiffIdMismatch`]);
 /// the store is then as it was.
-pub fn import(store: &Store, source: &Source, select: Option<&str>) -> Result<Vec<Imported>> {
+pub fn import(
+    store: &Store,
+    source: &Source,
+    select: Option<&str>,
+    platform: &Platform,
+) -> Result<Vec<Imported>> {
     let view = super::verify::staging(store)?;
     let found = match source {
-        Source::OciDir(dir) => import_dir(&view, dir, select)?,
+        Source::OciDir(dir) => import_dir(&view, dir, select, platform)?,
         Source::OciArchive(p) | Source::DockerArchive(p) => {
             let prefer_docker = matches!(source, Source::DockerArchive(_));
-            import_tar(&view, p, select, prefer_docker)?
+            import_tar(&view, p, select, platform, prefer_docker)?
         }
     };
     // Every image checked out: now, and only now, into the store.
@@ -124,6 +130,7 @@ fn import_tar(
     store: &Store,
     path: &Path,
     select: Option<&str>,
+    platform: &Platform,
     prefer_docker: bool,
 ) -> Result<Vec<Found>> {
     #[allow(clippy::disallowed_methods)] // the error names the path already
@@ -180,7 +187,7 @@ fn import_tar(
                 )))
             }
         };
-        import_index(store, &index, select, &mut fetch, path)
+        import_index(store, &index, select, platform, &mut fetch, path)
     } else {
         Err(Error::Malformed(format!(
             "{} is neither an OCI archive (no index.json) nor a docker archive (no manifest.json)",
@@ -192,7 +199,12 @@ fn import_tar(
 /// An OCI layout directory is someone else's files: `index.json` and the
 /// blobs are opened inside it (a symlinked `blobs/sha256/…` cannot name a
 /// host file), and each blob is stored only if its bytes match its digest.
-fn import_dir(store: &Store, dir: &Path, select: Option<&str>) -> Result<Vec<Found>> {
+fn import_dir(
+    store: &Store,
+    dir: &Path,
+    select: Option<&str>,
+    platform: &Platform,
+) -> Result<Vec<Found>> {
     let root = crate::confine::Root::open(dir)?;
     let index_path = dir.join("index.json");
     let f = root
@@ -210,7 +222,7 @@ fn import_dir(store: &Store, dir: &Path, select: Option<&str>) -> Result<Vec<Fou
         store.put_stream(f, Some(d))?;
         Ok(())
     };
-    import_index(store, &index, select, &mut fetch, dir)
+    import_index(store, &index, select, platform, &mut fetch, dir)
 }
 
 #[derive(Deserialize)]
@@ -226,17 +238,8 @@ struct DescriptorDoc {
     digest: String,
     #[serde(default)]
     annotations: HashMap<String, String>,
-    #[serde(default)]
-    platform: Option<PlatformDoc>,
 }
 
-#[derive(Deserialize, Clone)]
-struct PlatformDoc {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-}
 
 fn names_of(annotations: &HashMap<String, String>, origin: &Path) -> Vec<Reference> {
     // containerd's full name first, then a ref.name that is a name.
@@ -298,6 +301,7 @@ fn import_index(
     store: &Store,
     index: &[u8],
     select: Option<&str>,
+    platform: &Platform,
     fetch: &mut dyn FnMut(&Digest) -> Result<()>,
     origin: &Path,
 ) -> Result<Vec<Found>> {
@@ -342,7 +346,7 @@ fn import_index(
     }
     let mut out = Vec::new();
     for (digest, desc, names) in images {
-        let manifest = resolve_platform(store, &desc.media_type, digest, fetch, origin)?;
+        let manifest = resolve_platform(store, &desc.media_type, digest, platform, fetch, origin)?;
         let mut found = check_manifest(store, &manifest, fetch)?;
         found.names = names;
         out.push(found);
@@ -355,6 +359,7 @@ fn resolve_platform(
     store: &Store,
     media_type: &str,
     digest: Digest,
+    platform: &Platform,
     fetch: &mut dyn FnMut(&Digest) -> Result<()>,
     origin: &Path,
 ) -> Result<Digest> {
@@ -372,30 +377,14 @@ fn resolve_platform(
     if !is_index {
         return Ok(digest);
     }
-    let doc: IndexDoc = serde_json::from_value(v).map_err(|source| Error::Json {
-        what: format!("index {digest}"),
-        source,
+    let (d, media_type) = super::index::select(&v, platform).map_err(|has| {
+        Error::Malformed(format!(
+            "{}: no image for {platform} in index {digest} (it has: {})",
+            origin.display(),
+            super::index::list(&has)
+        ))
     })?;
-    let arch = host_arch().to_string();
-    let pick = doc
-        .manifests
-        .iter()
-        .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-        })
-        .ok_or_else(|| {
-            Error::Malformed(format!(
-                "{}: no image for linux/{arch} in index {digest}",
-                origin.display()
-            ))
-        })?;
-    let d: Digest = pick
-        .digest
-        .parse()
-        .map_err(|_| Error::BadDigest(pick.digest.clone(), "index"))?;
-    resolve_platform(store, &pick.media_type, d, fetch, origin)
+    resolve_platform(store, &media_type, d, platform, fetch, origin)
 }
 
 /// Makes sure config and layers are present and the layers are what the

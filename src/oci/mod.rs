@@ -8,6 +8,7 @@
 pub mod archive;
 mod image;
 pub mod import;
+pub mod index;
 pub mod verify;
 
 pub use image::Image;
@@ -249,7 +250,7 @@ impl ImageConfig {
 
 /// The platform architecture of this host in GOARCH terms.
 pub fn host_arch() -> Arch {
-    Arch::from(crate::platform::host().arch)
+    Arch::from(crate::platform::host().arch.as_str())
 }
 
 /// One layer of an image: what the manifest and config say about it.

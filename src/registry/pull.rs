@@ -65,21 +65,7 @@ pub struct Pulled {
     pub fetched: usize,
 }
 
-/// A platform string (`linux/amd64`, `linux/arm64/v8`) as os, arch, variant.
-///
-/// # Errors
-/// Fewer than two parts.
-pub fn parse_platform(s: &str) -> std::result::Result<(String, String, String), String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] => Ok((os.to_string(), arch.to_string(), String::new())),
-        [os, arch, variant] => Ok((os.to_string(), arch.to_string(), variant.to_string())),
-        _ => Err(format!("platform `{s}`: expected os/arch[/variant]")),
-    }
-}
-
-/// Pulls `reference` for `platform` (`os/arch[/variant]`; default: the
-/// host's) into the store and tags it (tag references only).
+/// Pulls `reference` for `platform` (default: the host's) into the store and tags it (tag references only).
 ///
 /// # Errors
 /// Registry, digest or store failures; no manifest for the platform.
@@ -87,7 +73,7 @@ pub fn pull(
     store: &Store,
     client: &Client,
     reference: &Reference,
-    platform: Option<&str>,
+    platform: Option<&Platform>,
     on: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Pulled> {
     let repo = reference.path();
@@ -105,24 +91,11 @@ pub fn pull(
         .map_err(|e| Error::Manifest(format!("{}: manifest is not JSON: {e}", reference)))?;
     let is_index = media_type.contains("index") || media_type.contains("manifest.list");
     let bytes = if is_index || (value.get("manifests").is_some() && value.get("layers").is_none()) {
-        let want = match platform {
-            Some(p) => parse_platform(p).map_err(Error::Manifest)?,
-            None => {
-                let h: Platform = crate::platform::host();
-                (h.os.to_string(), h.arch.to_string(), h.variant.to_string())
-            }
-        };
-        let digest = select_platform(&value, &want).map_err(|available| {
+        let want = platform.cloned().unwrap_or_else(crate::platform::host);
+        let (digest, _) = crate::oci::index::select(&value, &want).map_err(|available| {
             Error::Manifest(format!(
-                "{reference} has no image for {}{}{} (it has: {})",
-                want.0,
-                format_args!("/{}", want.1),
-                if want.2.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{}", want.2)
-                },
-                available.join(", ")
+                "{reference} has no image for {want} (it has: {})",
+                crate::oci::index::list(&available)
             ))
         })?;
         client.manifest(repo, &digest.to_string())?.0
@@ -181,40 +154,6 @@ pub fn pull(
     })
 }
 
-/// The manifest of an index for `(os, arch, variant)`; an empty variant
-/// matches any, and an entry without one matches any asked. Err: the
-/// platforms the index has.
-fn select_platform(
-    index: &serde_json::Value,
-    (os, arch, variant): &(String, String, String),
-) -> std::result::Result<Digest, Vec<String>> {
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    let mut available = Vec::new();
-    for e in &entries {
-        let p = &e["platform"];
-        let (eos, earch, evar) = (
-            p["os"].as_str().unwrap_or(""),
-            p["architecture"].as_str().unwrap_or(""),
-            p["variant"].as_str().unwrap_or(""),
-        );
-        if eos == os
-            && earch == arch
-            && (variant.is_empty() || evar.is_empty() || evar == variant)
-            && let Some(d) = e["digest"].as_str().and_then(|d| d.parse().ok())
-        {
-            return Ok(d);
-        }
-        if !eos.is_empty() {
-            available.push(if evar.is_empty() {
-                format!("{eos}/{earch}")
-            } else {
-                format!("{eos}/{earch}/{evar}")
-            });
-        }
-    }
-    Err(available)
-}
-
 /// Fetches `blobs` on up to [`PARALLEL`] threads; the first failure wins.
 fn fetch_all(
     store: &Store,
@@ -229,44 +168,4 @@ fn fetch_all(
         on(Event::Complete(digest));
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms_are_chosen_as_docker_chooses() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let index = serde_json::json!({"manifests": [
-            {"digest": d('a'), "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-            {"digest": d('b'), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-            {"digest": d('c'), "platform": {"os": "linux", "architecture": "amd64"}},
-            {"digest": d('d'), "platform": {"os": "unknown", "architecture": "unknown"}},
-        ]});
-        let want = |s: &str| parse_platform(s).unwrap();
-        assert_eq!(
-            select_platform(&index, &want("linux/amd64"))
-                .unwrap()
-                .to_string(),
-            d('c')
-        );
-        assert_eq!(
-            select_platform(&index, &want("linux/arm64"))
-                .unwrap()
-                .to_string(),
-            d('b')
-        );
-        let err = select_platform(&index, &want("linux/s390x")).unwrap_err();
-        assert_eq!(
-            err,
-            [
-                "linux/arm/v7",
-                "linux/arm64/v8",
-                "linux/amd64",
-                "unknown/unknown"
-            ]
-        );
-        assert!(parse_platform("linux").is_err());
-    }
 }

@@ -112,11 +112,7 @@ fn lowered(dockerfile: &Path) -> String {
         build_args: Vec::new(),
         target: None,
         // Fixed, not the host's: the goldens must not depend on the machine.
-        platform: Platform {
-            os: "linux",
-            arch: "amd64",
-            variant: "",
-        },
+        platform: Platform::new("linux", "amd64", ""),
         resolver: &SyntheticBases,
     };
     let diagnostics = |diags: &[imgbuild::diag::Diagnostic]| -> String {

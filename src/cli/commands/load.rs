@@ -24,8 +24,8 @@ pub fn run(cli: &Cli, env: &Env, a: &LoadArgs) -> Result<(), Failure> {
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| Failure::Usage(e.into())))
         .collect::<Result<Vec<_>, _>>()?;
-    let images =
-        import(&store, &source, None).with_context(|| format!("loading {}", a.file.display()))?;
+    let images = import(&store, &source, None, &crate::platform::host())
+        .with_context(|| format!("loading {}", a.file.display()))?;
     if !extra.is_empty() && images.len() != 1 {
         return Err(Failure::Usage(anyhow::anyhow!(
             "-t names one image, but {} holds {}",

@@ -40,6 +40,12 @@ pub fn notice_to_stderr(r: &registry::Retrying<'_>) {
 /// Pulls an image and tags it, printing docker's lines.
 pub fn pull(cli: &Cli, env: &Env, a: &PullArgs) -> Result<(), Failure> {
     let reference = parse_ref(&a.reference)?;
+    let platform = a
+        .platform
+        .as_deref()
+        .map(crate::platform::Platform::parse)
+        .transpose()
+        .map_err(|e| Failure::Usage(e.into()))?;
     let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let opts = Options {
@@ -104,7 +110,7 @@ pub fn pull(cli: &Cli, env: &Env, a: &PullArgs) -> Result<(), Failure> {
             }
         }
     };
-    let pulled = registry::pull::pull(&store, &client, &reference, a.platform.as_deref(), &on)
+    let pulled = registry::pull::pull(&store, &client, &reference, platform.as_ref(), &on)
         .with_context(|| format!("pulling {}", reference.familiar()))?;
     if quiet {
         return out(&format!("{reference}\n"));

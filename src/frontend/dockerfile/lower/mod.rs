@@ -414,13 +414,13 @@ impl Lowerer<'_> {
         let mut s = Scope::default();
         for (k, v) in [
             ("BUILDPLATFORM", full.as_str()),
-            ("BUILDOS", p.os),
-            ("BUILDARCH", p.arch),
-            ("BUILDVARIANT", p.variant),
+            ("BUILDOS", p.os.as_str()),
+            ("BUILDARCH", p.arch.as_str()),
+            ("BUILDVARIANT", p.variant.as_str()),
             ("TARGETPLATFORM", full.as_str()),
-            ("TARGETOS", p.os),
-            ("TARGETARCH", p.arch),
-            ("TARGETVARIANT", p.variant),
+            ("TARGETOS", p.os.as_str()),
+            ("TARGETARCH", p.arch.as_str()),
+            ("TARGETVARIANT", p.variant.as_str()),
         ] {
             s.declare_arg(k, Some(v.to_string()));
         }
