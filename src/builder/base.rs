@@ -13,6 +13,7 @@ use super::error::error_chain;
 use crate::graph::{BaseInfo, BaseResolver, ImageSource};
 use crate::oci::ImageConfig;
 use crate::oci::import::{self, Imported, Source};
+use crate::platform::Platform;
 use crate::store::Store;
 
 /// Why an image could not be resolved.
@@ -43,6 +44,28 @@ pub enum BaseError {
     /// The archive or layout could not be read.
     #[error("cannot read image {image}")]
     Import {
+        /// The source.
+        image: String,
+        /// Why.
+        #[source]
+        source: crate::oci::Error,
+    },
+    /// The image has no variant for the platform asked for.
+    #[error(
+        "{image} has no image for {want} (it has: {})",
+        crate::platform::index::list(has)
+    )]
+    Platform {
+        /// The source.
+        image: String,
+        /// The platform asked for.
+        want: Box<Platform>,
+        /// The platforms it has.
+        has: Vec<Platform>,
+    },
+    /// The image's config could not be read.
+    #[error("reading the config of {image}")]
+    Config {
         /// The source.
         image: String,
         /// Why.
@@ -87,7 +110,12 @@ impl Puller {
         }
     }
 
-    fn pull(&self, store: &Store, r: &crate::reference::Reference) -> Result<(), BaseError> {
+    fn pull(
+        &self,
+        store: &Store,
+        r: &crate::reference::Reference,
+        platform: &Platform,
+    ) -> Result<(), BaseError> {
         use crate::registry::pull::Event;
         let mut client = crate::registry::Client::new(r.domain(), &self.options);
         // Retries on the same stream as the pull's lines.
@@ -103,40 +131,53 @@ impl Puller {
                 say(line);
             }
         };
-        let pulled =
-            crate::registry::pull::pull(store, &client, r, None, &on).map_err(|source| {
-                BaseError::Pull {
-                    image: r.familiar(),
-                    source: Box::new(source),
-                }
-            })?;
+        let pulled = crate::registry::pull::pull(store, &client, r, Some(platform), &on).map_err(
+            |source| BaseError::Pull {
+                image: r.familiar(),
+                source: Box::new(source),
+            },
+        )?;
         say(format!("Digest: {}", pulled.digest));
         if let Ok(mut p) = self.pulled.lock() {
-            p.insert(r.to_string());
+            p.insert(format!("{r} {platform}"));
         }
         Ok(())
     }
 
-    fn pulled(&self, r: &crate::reference::Reference) -> bool {
+    fn pulled(&self, r: &crate::reference::Reference, platform: &Platform) -> bool {
         self.pulled
             .lock()
-            .map(|p| p.contains(&r.to_string()))
+            .map(|p| p.contains(&format!("{r} {platform}")))
             .unwrap_or(false)
     }
 }
 
-/// Brings `src` into the store (if it is an archive or layout, or a named
-/// image `puller` may fetch) and returns it.
+/// A base resolved: the image, and the platform its config names.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The image in the store.
+    pub image: Imported,
+    /// Its platform, from its config.
+    pub platform: Platform,
+}
+
+/// Brings `src` into the store for `platform` (importing an archive or
+/// layout, choosing from a multi-platform tag or archive, or pulling a
+/// named image `puller` may fetch) and returns it with the platform its
+/// config names. A single-platform image is returned whatever its
+/// platform: the caller decides whether a mismatch is an error.
 ///
 /// # Errors
-/// See [`BaseError`].
+/// See [`BaseError`]; [`BaseError::Platform`] when a multi-platform
+/// source has no image for `platform`.
 pub fn resolve(
     store: &Store,
     src: &ImageSource,
+    platform: &Platform,
     puller: Option<&Puller>,
-) -> Result<Imported, BaseError> {
+) -> Result<Resolved, BaseError> {
     let key = src.to_string();
-    match src {
+    let image = match src {
         ImageSource::OciArchive { path, name }
         | ImageSource::DockerArchive { path, name }
         | ImageSource::OciDir { path, name } => {
@@ -145,10 +186,12 @@ pub fn resolve(
                 ImageSource::DockerArchive { .. } => Source::DockerArchive(path.clone()),
                 _ => Source::OciDir(path.clone()),
             };
-            let mut all = import::import(store, &source, name.as_deref(), &crate::platform::host())
-                .map_err(|source| BaseError::Import {
-                    image: key.clone(),
-                    source,
+            let mut all =
+                import::import(store, &source, name.as_deref(), platform).map_err(|source| {
+                    BaseError::Import {
+                        image: key.clone(),
+                        source,
+                    }
                 })?;
             if all.len() > 1 {
                 return Err(BaseError::Ambiguous {
@@ -156,25 +199,63 @@ pub fn resolve(
                     count: all.len(),
                 });
             }
-            all.pop().ok_or(BaseError::NotFound(key))
+            all.pop().ok_or(BaseError::NotFound(key.clone()))?
         }
-        ImageSource::Id(id) => local(store, id),
+        ImageSource::Id(id) => local(store, id)?,
         ImageSource::Named(r) => {
-            let Some(p) = puller else {
-                return local(store, &r.to_string());
-            };
-            if p.always && !p.pulled(r) {
-                p.pull(store, r)?;
-            }
-            match local(store, &r.to_string()) {
-                Err(BaseError::NotFound(_)) if !p.pulled(r) => {
-                    p.pull(store, r)?;
-                    local(store, &r.to_string())
+            let lookup = || -> Result<Option<Imported>, BaseError> {
+                match store.tag_for(r, platform)? {
+                    Some(id) => local(store, &id.to_string()).map(Some),
+                    None => match local(store, &r.to_string()) {
+                        // A multi-platform tag without this platform.
+                        Ok(_) if store.tag(r)?.is_some() => Ok(None),
+                        Ok(i) => Ok(Some(i)),
+                        Err(BaseError::NotFound(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    },
                 }
-                other => other,
+            };
+            match puller {
+                None => lookup()?.ok_or_else(|| BaseError::NotFound(r.to_string()))?,
+                Some(p) => {
+                    if p.always && !p.pulled(r, platform) {
+                        p.pull(store, r, platform)?;
+                    }
+                    let found = lookup()?;
+                    // Here, but for another platform: the registry may have it.
+                    let wrong = match &found {
+                        Some(i) => !platform.accepts(&image_platform(store, &key, i)?),
+                        None => true,
+                    };
+                    if wrong && !p.pulled(r, platform) {
+                        p.pull(store, r, platform)?;
+                        lookup()?.ok_or_else(|| BaseError::NotFound(r.to_string()))?
+                    } else {
+                        found.ok_or_else(|| BaseError::NotFound(r.to_string()))?
+                    }
+                }
             }
         }
-    }
+    };
+    let has = image_platform(store, &key, &image)?;
+    Ok(Resolved {
+        image,
+        platform: has,
+    })
+}
+
+/// The platform an image's config names.
+fn image_platform(store: &Store, key: &str, image: &Imported) -> Result<Platform, BaseError> {
+    let cfg = config(store, image).map_err(|source| BaseError::Config {
+        image: key.to_string(),
+        source,
+    })?;
+    let o = &cfg.oci;
+    Ok(Platform::new(
+        &o.os().to_string(),
+        &o.architecture().to_string(),
+        o.variant().as_deref().unwrap_or(""),
+    ))
 }
 
 fn local(store: &Store, what: &str) -> Result<Imported, BaseError> {
@@ -221,13 +302,14 @@ impl<'a> StoreResolver<'a> {
 }
 
 impl BaseResolver for StoreResolver<'_> {
-    fn resolve(&self, image: &ImageSource) -> Result<BaseInfo, String> {
-        let key = image.to_string();
+    fn resolve(&self, image: &ImageSource, platform: &Platform) -> Result<BaseInfo, String> {
+        let key = format!("{image} {platform}");
         if let Some(i) = self.seen.borrow().get(&key) {
             return Ok(i.clone());
         }
-        let imported = resolve(self.store, image, self.puller).map_err(|e| error_chain(&e))?;
-        let cfg = config(self.store, &imported).map_err(|e| error_chain(&e))?;
+        let resolved =
+            resolve(self.store, image, platform, self.puller).map_err(|e| error_chain(&e))?;
+        let cfg = config(self.store, &resolved.image).map_err(|e| error_chain(&e))?;
         let c = cfg.config();
         let info = BaseInfo {
             env: c.env().clone().unwrap_or_default(),

@@ -19,6 +19,7 @@ use crate::layer::index::{self, Merged, Record};
 use crate::oci::import::{self, Imported};
 use crate::oci::{Image, LayerDescriptor};
 use crate::pattern::PatternSet;
+use crate::platform::Platform;
 use crate::progress::Event;
 use crate::store::Store;
 use crate::store::memo::StatMemo;
@@ -256,27 +257,56 @@ impl<'a> Cx<'a> {
         Ok(merged)
     }
 
-    /// The image `src` names, imported into the store once per build.
-    pub(super) fn resolve_image(&self, src: &ImageSource, at: &SourceRef) -> Result<Imported> {
-        let key = src.to_string();
+    /// The image `src` names for `platform` (a stage's: `None` is the
+    /// host's), imported into the store once per build. A single-platform
+    /// image for another platform is an error when the build names its
+    /// platforms, else a warning (docker's classic builder uses it too).
+    pub(super) fn resolve_image(
+        &self,
+        src: &ImageSource,
+        platform: Option<&Platform>,
+        at: &SourceRef,
+    ) -> Result<Imported> {
+        let want = platform.cloned().unwrap_or_else(crate::platform::host);
+        let key = format!("{src} {want}");
         if let Some(i) = lock(&self.imported, "the resolved images")?.get(&key) {
             return Ok(i.clone());
         }
-        let imported =
-            base::resolve(self.store, src, self.opts.puller.as_deref()).map_err(|source| {
-                Error::Base {
-                    location: at.location(),
-                    source,
-                }
-            })?;
-        lock(&self.imported, "the resolved images")?.insert(key, imported.clone());
-        Ok(imported)
+        let err = |source| Error::Base {
+            location: at.location(),
+            source: Box::new(source),
+        };
+        let resolved =
+            base::resolve(self.store, src, &want, self.opts.puller.as_deref()).map_err(err)?;
+        if !want.accepts(&resolved.platform) {
+            let named = self.graph.outputs.iter().any(|o| o.platform.is_some());
+            if named {
+                return Err(err(base::BaseError::Platform {
+                    image: src.to_string(),
+                    want: Box::new(want),
+                    has: vec![resolved.platform],
+                }));
+            }
+            self.warn(format!(
+                "{}: base image {src} is for {}, not {want}; using it",
+                at.location(),
+                resolved.platform
+            ));
+        }
+        lock(&self.imported, "the resolved images")?.insert(key, resolved.image.clone());
+        Ok(resolved.image)
     }
 
-    /// An image this build resolved before (a `COPY --from` image's).
-    pub(super) fn imported(&self, src: &ImageSource) -> Result<Option<Imported>> {
+    /// An image this build resolved before for `platform` (a `COPY --from`
+    /// image's).
+    pub(super) fn imported(
+        &self,
+        src: &ImageSource,
+        platform: Option<&Platform>,
+    ) -> Result<Option<Imported>> {
+        let want = platform.cloned().unwrap_or_else(crate::platform::host);
         Ok(lock(&self.imported, "the resolved images")?
-            .get(&src.to_string())
+            .get(&format!("{src} {want}"))
             .cloned())
     }
 

@@ -18,7 +18,7 @@ pub enum Error {
         location: String,
         /// Why.
         #[source]
-        source: super::base::BaseError,
+        source: Box<super::base::BaseError>,
     },
     /// A COPY step failed.
     #[error("{location}: COPY failed")]

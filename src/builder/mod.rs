@@ -158,9 +158,12 @@ struct ImageState {
     manifest: Option<Digest>,
 }
 
-/// The outputs a build will write: `(stage, tags, path, format)`.
+/// An output a build will write: one image, or one per platform (an
+/// index), with its tags, path and format.
 struct Planned {
-    stage: StageId,
+    /// The stage of each platform's image (`None`: a build that names no
+    /// platform).
+    images: Vec<(Option<crate::platform::Platform>, StageId)>,
     tags: Vec<Reference>,
     /// `None`: no archive, the image stays in the store.
     path: Option<PathBuf>,
@@ -368,17 +371,49 @@ fn check_image_source(src: &ImageSource, at: &SourceRef, diags: &mut Vec<Diagnos
 }
 
 fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>, Diagnostic> {
-    let mut outputs: Vec<(StageId, Vec<Reference>, Option<PathBuf>)> = graph
+    type Group = (Vec<Reference>, Option<PathBuf>);
+    let mut all: Vec<(Option<crate::platform::Platform>, StageId, Group)> = graph
         .outputs
         .iter()
-        .map(|o| (o.stage, o.tags.clone(), o.path.clone()))
+        .map(|o| {
+            (
+                o.platform.clone(),
+                o.stage,
+                (o.tags.clone(), o.path.clone()),
+            )
+        })
         .collect();
     if let Some(t) = &opts.target {
         let id = graph.target(t)?;
-        outputs.retain(|(s, _, _)| *s == id);
-        if outputs.is_empty() {
-            outputs.push((id, Vec::new(), None));
+        let name = &graph.stage(id).name;
+        all.retain(|(_, s, _)| graph.stage(*s).name == *name);
+        if all.is_empty() {
+            all.push((None, id, (Vec::new(), None)));
         }
+    }
+    // The same image on several platforms is one output.
+    type Images = Vec<(Option<crate::platform::Platform>, StageId)>;
+    let mut outputs: Vec<(Images, Vec<Reference>, Option<PathBuf>)> = Vec::new();
+    for (platform, stage, (tags, path)) in all {
+        match outputs
+            .iter_mut()
+            .find(|(_, t, p)| *t == tags && *p == path)
+        {
+            Some((images, _, _)) => images.push((platform, stage)),
+            None => outputs.push((vec![(platform, stage)], tags, path)),
+        }
+    }
+    if opts.format == Some(ArchiveFormat::Docker) && outputs.iter().any(|(i, _, _)| i.len() > 1) {
+        let mut d = plain_diag(
+            "--format docker holds one platform, but this build writes several".to_string(),
+        );
+        d.help = Some(
+            "write the OCI archive (the default) and take one platform from it with \
+             `skopeo copy --override-arch ARCH oci-archive:FILE docker-archive:OUT`, or build \
+             with one --platform"
+                .into(),
+        );
+        return Err(d);
     }
     if outputs.len() > 1 && (opts.output.is_some() || !opts.tags.is_empty()) {
         let mut d = plain_diag(format!(
@@ -390,15 +425,15 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
     }
     Ok(outputs
         .into_iter()
-        .map(|(stage, mut tags, path)| {
+        .map(|(images, mut tags, path)| {
             tags.extend(opts.tags.iter().cloned());
-            let name = &graph.stage(stage).name;
+            let name = &graph.stage(images[0].1).name;
             let path = opts.output.clone().or(path).or_else(|| {
                 let dir = opts.output_dir.as_ref()?;
                 Some(crate::graph::default_archive_path(dir, name))
             });
             Planned {
-                stage,
+                images,
                 tags,
                 path,
                 format: opts.format.unwrap_or_default(),
@@ -468,7 +503,10 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         &fs_err::canonicalize(&graph.settings.context)
             .unwrap_or_else(|_| graph.settings.context.clone()),
     );
-    let targets: Vec<StageId> = outputs.iter().map(|o| o.stage).collect();
+    let targets: Vec<StageId> = outputs
+        .iter()
+        .flat_map(|o| o.images.iter().map(|(_, s)| *s))
+        .collect();
     let order = graph.build_order(&targets);
     let cx = cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes));
     let b = scheduler::Scheduler::new(cx, &order);
@@ -483,17 +521,7 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     for o in &outputs {
         result.outputs.extend(o.path.clone());
         if opts.dry_run {
-            let built = b.result(o.stage)?;
-            let current = built.is_some_and(|s| match (s.manifest, s.id, &o.path) {
-                (Some(m), _, Some(p)) => b.archive_up_to_date(&m, &o.tags, o.format, p),
-                // Only the store's tags would change.
-                (Some(_), Some(id), None) => o
-                    .tags
-                    .iter()
-                    .all(|t| opts.store.tag(t).ok().flatten() == Some(id)),
-                _ => false,
-            });
-            result.up_to_date &= current;
+            result.up_to_date &= b.output_up_to_date(o)?;
         } else {
             result.images.push(b.write_output(o)?);
         }

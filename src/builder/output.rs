@@ -7,31 +7,138 @@ use std::path::Path;
 use super::cx::Cx;
 use super::{BuiltImage, Error, Planned, Result};
 use crate::digest::Digest;
+use crate::graph::{Base, StageId};
 use crate::oci::archive::{ArchiveFormat, write_archive};
+use crate::platform::Platform;
 use crate::progress::Event;
 use crate::reference::Reference;
 use crate::store::AtomicFile;
 use crate::store::memo::FileStat;
 
+/// What an archive holds: one image's manifest, or a multi-platform index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Manifest(Digest),
+    Index(Digest),
+}
+
+impl Content {
+    fn digest(self) -> Digest {
+        match self {
+            Content::Manifest(d) | Content::Index(d) => d,
+        }
+    }
+}
+
+/// An output's image for one platform: `(platform, id, manifest)`.
+type PlatformImage = (Option<Platform>, Digest, Digest);
+
 impl Cx<'_> {
+    /// The output's images, each for its platform: `(platform, id,
+    /// manifest)`. A stage rooted in scratch gets the platform it was built
+    /// for in its config (its root stage's `FROM --platform`, else the
+    /// output's), as BuildKit's empty image does; the store's scratch
+    /// config says the host's, so that stages without platform-dependent
+    /// inputs are shared between platforms.
+    fn images_of(&self, o: &Planned) -> Result<Vec<PlatformImage>> {
+        let mut out = Vec::new();
+        for (platform, stage) in &o.images {
+            let state = self.result(*stage)?.ok_or_else(|| Error::Internal {
+                what: "output stage was not built".into(),
+            })?;
+            let (Some(id), Some(manifest)) = (state.id, state.manifest) else {
+                return Err(Error::Internal {
+                    what: "output image was not committed".into(),
+                });
+            };
+            let Some(want) = platform
+                .as_ref()
+                .and_then(|p| self.scratch_platform(*stage, p))
+            else {
+                out.push((platform.clone(), id, manifest));
+                continue;
+            };
+            let mut image = crate::oci::Image::load(self.store, &id)?;
+            let cfg = &mut image.config.oci;
+            let variant = (!want.variant.is_empty()).then(|| want.variant.clone());
+            if cfg.architecture().to_string() == want.arch
+                && cfg.os().to_string() == want.os
+                && *cfg.variant() == variant
+            {
+                out.push((platform.clone(), id, manifest));
+                continue;
+            }
+            cfg.set_architecture(oci_spec::image::Arch::from(want.arch.as_str()));
+            cfg.set_os(oci_spec::image::Os::from(want.os.as_str()));
+            cfg.set_variant(variant);
+            let bytes = image.config.to_bytes()?;
+            let new_id = self.store.put_blob(&bytes)?;
+            let m = crate::oci::manifest_bytes(&new_id, bytes.len() as u64, &image.layers)?;
+            let new_manifest = self.store.put_blob(&m)?;
+            self.store.put_image(
+                &new_id,
+                &crate::store::ImageRecord {
+                    manifest: new_manifest,
+                    parent: Some(id),
+                },
+            )?;
+            out.push((platform.clone(), new_id, new_manifest));
+        }
+        Ok(out)
+    }
+
+    /// The platform a scratch-rooted stage's config must name for an output
+    /// for `output`; `None` when the chain starts from an image (whose
+    /// config says its platform already).
+    fn scratch_platform(&self, stage: StageId, output: &Platform) -> Option<Platform> {
+        let mut s = stage;
+        // A chain of stages is at most as long as the graph.
+        for _ in 0..=self.graph.stages.len() {
+            let st = self.graph.stage(s);
+            match st.base {
+                Base::Stage(b) => s = b,
+                Base::Scratch => {
+                    return Some(st.platform.clone().unwrap_or_else(|| output.clone()));
+                }
+                Base::Image(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// What an output's archive and tags hold: the image, or an index of
+    /// its platforms' images (written to the store).
+    fn content_of(&self, o: &Planned) -> Result<(Content, Vec<PlatformImage>)> {
+        let images = self.images_of(o)?;
+        if let [(_, _, manifest)] = images.as_slice() {
+            return Ok((Content::Manifest(*manifest), images));
+        }
+        let entries: Vec<(Platform, Digest)> = images
+            .iter()
+            .map(|(p, _, m)| (p.clone().unwrap_or_else(crate::platform::host), *m))
+            .collect();
+        let bytes = crate::oci::archive::index_bytes(self.store, &entries)?;
+        Ok((Content::Index(self.store.put_blob(&bytes)?), images))
+    }
+
     pub(super) fn write_output(&self, o: &Planned) -> Result<BuiltImage> {
-        let state = self.result(o.stage)?.ok_or_else(|| Error::Internal {
-            what: "output stage was not built".into(),
-        })?;
-        let (Some(id), Some(manifest)) = (state.id, state.manifest) else {
-            return Err(Error::Internal {
-                what: "output image was not committed".into(),
-            });
+        let (content, images) = self.content_of(o)?;
+        let (id, manifest) = match (content, images.as_slice()) {
+            (Content::Manifest(m), [(_, id, _)]) => (*id, m),
+            (c, _) => (c.digest(), c.digest()),
         };
         self.emit(Event::Built { image: id.short() });
         for t in &o.tags {
-            self.store.set_tag(t, &id)?;
+            match content {
+                Content::Manifest(_) => self.store.set_tag(t, &id)?,
+                Content::Index(i) => self.store.set_index_tag(t, &i)?,
+            }
             self.emit(Event::Tagged { name: t.familiar() });
         }
         let archive_manifest = match &o.path {
             Some(path) => {
                 let (archive_manifest, unchanged) =
-                    self.write_archive_file(&manifest, &o.tags, o.format, path)?;
+                    self.write_archive_file(content, &o.tags, o.format, path)?;
                 self.emit(Event::Wrote {
                     path: path.display().to_string(),
                     unchanged,
@@ -42,12 +149,35 @@ impl Cx<'_> {
             None => manifest,
         };
         Ok(BuiltImage {
-            name: self.graph.stage(o.stage).name.clone(),
+            name: self.graph.stage(o.images[0].1).name.clone(),
             id,
             manifest,
             archive_manifest,
             tags: o.tags.clone(),
             archive: o.path.clone(),
+        })
+    }
+
+    /// Whether an output is what this build would write (`--dry-run`).
+    pub(super) fn output_up_to_date(&self, o: &Planned) -> Result<bool> {
+        for (_, stage) in &o.images {
+            if self.result(*stage)?.is_none_or(|s| s.manifest.is_none()) {
+                return Ok(false);
+            }
+        }
+        let (content, images) = self.content_of(o)?;
+        Ok(match &o.path {
+            Some(p) => self.archive_up_to_date(content, &o.tags, o.format, p),
+            // Only the store's tags would change.
+            None => o.tags.iter().all(|t| match content {
+                Content::Manifest(_) => {
+                    self.store.tag(t).ok().flatten() == images.first().map(|(_, id, _)| *id)
+                }
+                Content::Index(i) => matches!(
+                    self.store.tag_target(t),
+                    Ok(Some(crate::store::TagTarget::Index(d))) if d == i
+                ),
+            }),
         })
     }
 
@@ -57,14 +187,14 @@ impl Cx<'_> {
 
     /// Whether the archive at `path` is what this build would write, without
     /// writing anything (for `--dry-run`).
-    pub(super) fn archive_up_to_date(
+    fn archive_up_to_date(
         &self,
-        manifest: &Digest,
+        content: Content,
         tags: &[Reference],
         format: ArchiveFormat,
         path: &Path,
     ) -> bool {
-        let inputs = OutputInputs::new(manifest, tags, format, self.archive_mtime());
+        let inputs = OutputInputs::new(&content.digest(), tags, format, self.archive_mtime());
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let record: Option<OutputRecord> = self.store.output_record(&abs).ok().flatten();
         let on_disk = fs_err::metadata(path).ok().map(|m| FileStat::of(&m));
@@ -75,7 +205,7 @@ impl Cx<'_> {
     /// (its mtime too, so `make` and ninja's `restat` see nothing changed).
     fn write_archive_file(
         &self,
-        manifest: &Digest,
+        content: Content,
         tags: &[Reference],
         format: ArchiveFormat,
         path: &Path,
@@ -94,7 +224,7 @@ impl Cx<'_> {
         // is still alive holds its file's lock and keeps it).
         crate::store::atomic::reclaim(path).map_err(out_err)?;
         let mtime = self.archive_mtime();
-        let inputs = OutputInputs::new(manifest, tags, format, mtime);
+        let inputs = OutputInputs::new(&content.digest(), tags, format, mtime);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let record: Option<OutputRecord> = self.store.output_record(&abs)?;
         let on_disk = fs_err::metadata(path).ok().map(|m| FileStat::of(&m));
@@ -108,7 +238,12 @@ impl Cx<'_> {
             1 << 20,
             file.file(),
         ));
-        let (hashing, written) = write_archive(self.store, manifest, tags, format, mtime, hashing)?;
+        let (hashing, written) = match content {
+            Content::Manifest(m) => write_archive(self.store, &m, tags, format, mtime, hashing)?,
+            Content::Index(i) => {
+                crate::oci::archive::write_index_archive(self.store, &i, tags, mtime, hashing)?
+            }
+        };
         let (buf, new_digest, new_len) = hashing.finish();
         buf.into_inner()
             .map_err(|e| e.into_error())

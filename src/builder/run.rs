@@ -252,7 +252,7 @@ pub(super) struct RunInputs<'a> {
     pub context: &'a Path,
     pub secrets: &'a std::collections::HashMap<String, PathBuf>,
     /// Root filesystems of the stages a `--mount=from=` names.
-    pub stage_roots: &'a dyn Fn(&str) -> Option<Result<PathBuf, RunError>>,
+    pub stage_roots: &'a dyn Fn(Option<crate::graph::StageId>) -> Option<Result<PathBuf, RunError>>,
     pub mode: SandboxMode,
     /// Compression of the layer, when the sandbox writes it.
     pub compression: crate::layer::Compression,
@@ -590,11 +590,12 @@ fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::M
             target,
             source,
             from,
+            stage,
             rw,
         } => {
             let root = match from {
                 None => inp.context.to_path_buf(),
-                Some(name) => match (inp.stage_roots)(name) {
+                Some(name) => match (inp.stage_roots)(*stage) {
                     Some(r) => r?,
                     None => {
                         return Err(RunError::Mount {

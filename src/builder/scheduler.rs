@@ -312,7 +312,9 @@ impl<'a> Scheduler<'a> {
             }
             Base::Stage(s) => self.cx.built(*s, &format!("`{}`", stage.name))?,
             Base::Image(src) => {
-                let imported = self.cx.resolve_image(src, &stage.source)?;
+                let imported =
+                    self.cx
+                        .resolve_image(src, stage.platform.as_ref(), &stage.source)?;
                 let mut st = self.cx.load_state(&imported.id)?;
                 st.key = base_key(Some(&imported.manifest), self.cx.opts.epoch);
                 st

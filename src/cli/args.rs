@@ -335,6 +335,11 @@ pub struct BuildArgs {
     /// Set a build argument K=V; repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+    /// Build for these platforms (os/arch[/variant], comma-separated or
+    /// repeated): one image per platform, written as one multi-platform
+    /// index (default: this host's).
+    #[arg(long = "platform", value_name = "PLATFORMS")]
+    pub platforms: Vec<String>,
     /// Archive path (default: the spec's `output`, else ./<name>.oci.tar).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,

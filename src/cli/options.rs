@@ -37,6 +37,9 @@ pub enum ArgError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--platform` that names no platform.
+    #[error("--platform: {0}")]
+    Platform(crate::platform::PlatformError),
     /// `--depfile` on a Dockerfile build with nothing for its rule to make.
     #[error("--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)")]
     DepfileWithoutTarget,
@@ -118,6 +121,9 @@ pub struct HiBuild {
     pub target: Option<String>,
     /// `--build-arg` as given (`K` alone is looked up while lowering).
     pub build_args: Vec<String>,
+    /// `--platform`, every value and comma-separated list in order,
+    /// normalized, without duplicates (empty: the host's, unnamed).
+    pub platforms: Vec<crate::platform::Platform>,
     /// `-t`.
     pub tags: Vec<Reference>,
     /// `-o`, absolute.
@@ -209,6 +215,14 @@ impl HiBuild {
         let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
         let epoch = epoch(env.source_date_epoch())?;
         let secrets = secrets(&a.secrets, cwd, is_file)?;
+        let mut platforms: Vec<crate::platform::Platform> = Vec::new();
+        for list in &a.platforms {
+            for p in crate::platform::Platform::parse_list(list).map_err(ArgError::Platform)? {
+                if !platforms.contains(&p) {
+                    platforms.push(p);
+                }
+            }
+        }
         let output_dir = if dockerfile {
             None
         } else {
@@ -220,6 +234,7 @@ impl HiBuild {
             dockerfile,
             target: a.target.clone(),
             build_args: a.build_args.clone(),
+            platforms,
             tags,
             output,
             output_as_given: a.output.clone(),

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use crate::diag::{Diagnostic, SourceRef, did_you_mean};
 
 use super::{
-    Base, BuildGraph, CopyFrom, ImageSource, Output, Settings, Stage, StageId, Step, StepId,
+    Base, BuildGraph, CopyFrom, ImageSource, Mount, Output, Settings, Stage, StageId, Step, StepId,
     StepKind,
 };
+use crate::platform::Platform;
 
 /// A reference to a stage or an image, as written, before stages are known.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ struct PendingStage {
     base: PendingBase,
     base_text: String,
     source: SourceRef,
+    /// The platform, and whether the frontend was told it (`FROM
+    /// --platform`) rather than defaulting to the target's.
+    platform: Option<(Platform, bool)>,
 }
 
 /// Accumulates stages and steps, then resolves and checks them.
@@ -83,8 +87,19 @@ impl GraphBuilder {
             base,
             base_text: base_text.to_string(),
             source,
+            platform: None,
         });
         StageId(self.stages.len() - 1)
+    }
+
+    /// Sets the platform a stage is built for: `explicit` when the frontend
+    /// was told it (`FROM --platform`), else the target's. The graph keeps
+    /// it only where the stage's result depends on it (see
+    /// [`Stage::platform`]).
+    pub fn set_platform(&mut self, stage: StageId, platform: Platform, explicit: bool) {
+        if let Some(s) = self.stages.get_mut(stage.0) {
+            s.platform = Some((platform, explicit));
+        }
     }
 
     /// Adds a step to a stage. For a copy, `copy_from` has one entry per item:
@@ -169,6 +184,7 @@ impl GraphBuilder {
                 base_text: s.base_text.clone(),
                 steps: Vec::new(),
                 source: s.source.clone(),
+                platform: s.platform.as_ref().map(|(p, _)| p.clone()),
             });
         }
 
@@ -211,7 +227,39 @@ impl GraphBuilder {
                 c.items = keep_items;
                 p.args = keep_args;
             }
+            // `RUN --mount=from=NAME`: an earlier stage of that name.
+            if let StepKind::Run(r) = &mut p.kind {
+                for m in &mut r.mounts {
+                    if let Mount::Bind {
+                        from: Some(name),
+                        stage,
+                        ..
+                    } = m
+                    {
+                        *stage = lookup(name).filter(|d| d.0 < p.stage.0);
+                    }
+                }
+            }
             stages[p.stage.0].steps.push(StepId(i));
+        }
+
+        // A stage's platform matters when a base image is chosen by it, a
+        // RUN executes for it, or the frontend was told it; a stage of
+        // scratch and copies is the same on every platform.
+        for (i, st) in stages.iter_mut().enumerate() {
+            let explicit = self.stages[i].platform.as_ref().is_some_and(|(_, e)| *e);
+            let depends = matches!(st.base, Base::Image(_))
+                || st.steps.iter().any(|id| match &steps[id.0].kind {
+                    StepKind::Run(_) => true,
+                    StepKind::Copy(c) => c
+                        .items
+                        .iter()
+                        .any(|i| matches!(i.from, CopyFrom::Image { .. })),
+                    StepKind::Config(_) => false,
+                });
+            if !explicit && !depends {
+                st.platform = None;
+            }
         }
 
         let mut graph = BuildGraph {

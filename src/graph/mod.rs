@@ -8,19 +8,22 @@
 pub mod builder;
 mod chmod;
 pub mod key;
+pub mod merge;
 mod render;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::diag::SourceRef;
+use crate::platform::Platform;
 use crate::reference::Reference;
 
 pub use builder::GraphBuilder;
 pub use chmod::Chmod;
 pub use key::CacheKey;
+pub use merge::merge;
 
 /// Index of a stage in [`BuildGraph::stages`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,6 +209,12 @@ pub struct Stage {
     pub steps: Vec<StepId>,
     /// Where it is defined.
     pub source: SourceRef,
+    /// The platform it is built for, when its result depends on it (a base
+    /// image chosen per platform, RUN, `COPY --from` an image, `FROM
+    /// --platform`); `None` for a stage that is the same on every platform
+    /// (scratch and copies), which a multi-platform build makes once
+    /// ([`merge`]).
+    pub platform: Option<Platform>,
 }
 
 /// One step: a layer or a config change.
@@ -416,6 +425,10 @@ pub enum Mount {
         source: String,
         /// Stage or image to bind from; the context when `None`.
         from: Option<String>,
+        /// The earlier stage `from` names, resolved with the graph (not in
+        /// the key: the stage's result is).
+        #[serde(skip)]
+        stage: Option<StageId>,
         /// Writable (changes are discarded).
         rw: bool,
     },
@@ -529,6 +542,10 @@ pub struct Output {
     pub tags: Vec<Reference>,
     /// Archive path, if the frontend names one (absolute).
     pub path: Option<PathBuf>,
+    /// The platform it is for: `None` in a build that names none (the
+    /// host's). Outputs with the same tags and path and different platforms
+    /// are one multi-platform image (an index).
+    pub platform: Option<Platform>,
 }
 
 /// What a frontend needs to know about a base image to lower the
@@ -548,18 +565,19 @@ pub struct BaseInfo {
 /// Looks base images up for a frontend; implemented by the builder (which
 /// owns the store), passed in by the CLI, so frontends do no I/O themselves.
 pub trait BaseResolver {
-    /// What `image` is.
+    /// What `image` is for `platform`.
     ///
     /// # Errors
-    /// A message saying why the image cannot be found or read.
-    fn resolve(&self, image: &ImageSource) -> Result<BaseInfo, String>;
+    /// A message saying why the image cannot be found or read, or has no
+    /// image for `platform`.
+    fn resolve(&self, image: &ImageSource, platform: &Platform) -> Result<BaseInfo, String>;
 }
 
 /// A resolver for contexts where no image can be looked up.
 pub struct NoBases;
 
 impl BaseResolver for NoBases {
-    fn resolve(&self, image: &ImageSource) -> Result<BaseInfo, String> {
+    fn resolve(&self, image: &ImageSource, _: &Platform) -> Result<BaseInfo, String> {
         Err(format!("image {image} cannot be looked up here"))
     }
 }
@@ -615,30 +633,16 @@ impl BuildGraph {
         select_target(&names, name).map(StageId)
     }
 
-    /// Stages another stage needs first: its base stage and every stage it
-    /// copies from.
-    pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
-        self.dependencies_with(id, &|name| self.stage_by_name(name))
-    }
-
-    /// [`BuildGraph::dependencies`] of every stage, with one name index for
-    /// the whole graph (a lookup by name per mount is quadratic in stages).
+    /// [`BuildGraph::dependencies`] of every stage.
     pub fn dependency_lists(&self) -> Vec<Vec<StageId>> {
-        let mut names: HashMap<&str, StageId> = HashMap::with_capacity(self.stages.len());
-        for (i, s) in self.stages.iter().enumerate() {
-            names.entry(s.name.as_str()).or_insert(StageId(i));
-        }
-        let lookup = |name: &str| names.get(name).copied();
         (0..self.stages.len())
-            .map(|i| self.dependencies_with(StageId(i), &lookup))
+            .map(|i| self.dependencies(StageId(i)))
             .collect()
     }
 
-    fn dependencies_with(
-        &self,
-        id: StageId,
-        stage_by_name: &dyn Fn(&str) -> Option<StageId>,
-    ) -> Vec<StageId> {
+    /// Stages another stage needs first: its base stage, every stage it
+    /// copies from and every stage a RUN mounts.
+    pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
         let stage = self.stage(id);
         let mut deps = Vec::new();
         let mut seen = HashSet::new();
@@ -663,10 +667,8 @@ impl BuildGraph {
                 StepKind::Run(r) => {
                     for m in &r.mounts {
                         if let Mount::Bind {
-                            from: Some(name), ..
-                        } = m
-                            && let Some(dep) = stage_by_name(name)
-                            && dep.0 < id.0
+                            stage: Some(dep), ..
+                        } = *m
                         {
                             add(dep, &mut deps);
                         }

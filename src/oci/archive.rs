@@ -183,10 +183,45 @@ pub fn write_archive<W: Write>(
     let mut blobs: BTreeSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
     blobs.insert(m.config);
     blobs.insert(manifest_digest);
+    put_blobs(
+        &mut tar,
+        store,
+        blobs,
+        Some((manifest_digest, &manifest_bytes)),
+        mtime,
+    )?;
+    let out = tar.into_inner().map_err(io_err)?;
+    Ok((
+        out,
+        Written {
+            manifest: manifest_digest,
+            config: m.config,
+        },
+    ))
+}
+
+/// Appends `blobs` from the store under `blobs/sha256/`, each verified
+/// against its digest as it streams; `in_memory` is one written from
+/// memory instead.
+fn put_blobs<W: Write>(
+    tar: &mut ::tar::Builder<W>,
+    store: &Store,
+    blobs: BTreeSet<Digest>,
+    in_memory: Option<(Digest, &[u8])>,
+    mtime: u64,
+) -> Result<()> {
+    let io_err = |source| Error::Io {
+        action: "writing archive",
+        path: std::path::PathBuf::new(),
+        source,
+    };
     for d in blobs {
         let name = format!("blobs/sha256/{}", d.hex());
-        if d == manifest_digest {
-            put(&mut tar, &name, &manifest_bytes)?;
+        if let Some((md, bytes)) = in_memory
+            && md == d
+        {
+            tar.append(&header(&name, bytes.len() as u64, mtime, false), bytes)
+                .map_err(io_err)?;
             continue;
         }
         let file = store.open_blob(&d)?;
@@ -210,14 +245,136 @@ pub fn write_archive<W: Write>(
             .into());
         }
     }
+    Ok(())
+}
+
+/// Writes the archive of a multi-platform image: `index.json` names the
+/// image index blob (once per name, as [`write_archive`] does), which lists
+/// a manifest per platform. OCI only: a Docker `manifest.json` holds one
+/// platform, so there is none (load one platform with `skopeo copy
+/// --override-arch`).
+///
+/// # Errors
+/// Missing or corrupt blobs, or a failing sink.
+pub fn write_index_archive<W: Write>(
+    store: &Store,
+    index_digest: &Digest,
+    names: &[Reference],
+    mtime: u64,
+    out: W,
+) -> Result<(W, Written)> {
+    let index_bytes = store.read_blob(index_digest)?;
+    let json_err = |source| Error::Json {
+        what: "archive index".into(),
+        source,
+    };
+    let index_doc: serde_json::Value = serde_json::from_slice(&index_bytes).map_err(json_err)?;
+    let mut blobs = BTreeSet::new();
+    blobs.insert(*index_digest);
+    for e in index_doc["manifests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let d: Digest = e["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| {
+                Error::Malformed(format!("index {index_digest}: bad manifest digest"))
+            })?;
+        let m = Manifest::from_bytes(&store.read_blob(&d)?)?;
+        blobs.insert(d);
+        blobs.insert(m.config);
+        blobs.extend(m.layers.iter().map(|l| l.digest));
+    }
+    let descriptor = json!({
+        "mediaType": MEDIA_OCI_INDEX,
+        "digest": index_digest.to_string(),
+        "size": index_bytes.len(),
+    });
+    let mut seen = BTreeSet::new();
+    let manifests: Vec<serde_json::Value> = names
+        .iter()
+        .filter(|n| seen.insert(n.to_string()))
+        .map(|n| {
+            let mut d = descriptor.clone();
+            d["annotations"] = json!({
+                ANNOTATION_REF_NAME: n.to_string(),
+                ANNOTATION_CONTAINERD_NAME: n.to_string(),
+            });
+            d
+        })
+        .collect();
+    let manifests = if manifests.is_empty() {
+        vec![descriptor]
+    } else {
+        manifests
+    };
+    let top = canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": manifests,
+    }))
+    .map_err(json_err)?;
+    let mut tar = ::tar::Builder::new(out);
+    let io_err = |source| Error::Io {
+        action: "writing archive",
+        path: std::path::PathBuf::new(),
+        source,
+    };
+    let put = |tar: &mut ::tar::Builder<W>, name: &str, bytes: &[u8]| {
+        tar.append(&header(name, bytes.len() as u64, mtime, false), bytes)
+            .map_err(io_err)
+    };
+    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put(&mut tar, "index.json", &top)?;
+    tar.append(&header("blobs/", 0, mtime, true), io::empty())
+        .map_err(io_err)?;
+    tar.append(&header("blobs/sha256/", 0, mtime, true), io::empty())
+        .map_err(io_err)?;
+    put_blobs(&mut tar, store, blobs, None, mtime)?;
     let out = tar.into_inner().map_err(io_err)?;
     Ok((
         out,
         Written {
-            manifest: manifest_digest,
-            config: m.config,
+            manifest: *index_digest,
+            config: *index_digest,
         },
     ))
+}
+
+/// An image index of one manifest per platform (canonical JSON), in the
+/// order given.
+///
+/// # Errors
+/// Missing manifest blobs.
+pub fn index_bytes(
+    store: &Store,
+    images: &[(crate::platform::Platform, Digest)],
+) -> Result<Vec<u8>> {
+    let mut manifests = Vec::new();
+    for (p, m) in images {
+        let size = store.read_blob(m)?.len();
+        let mut platform = json!({"architecture": p.arch, "os": p.os});
+        if !p.variant.is_empty() {
+            platform["variant"] = json!(p.variant);
+        }
+        manifests.push(json!({
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "digest": m.to_string(),
+            "size": size,
+            "platform": platform,
+        }));
+    }
+    canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": manifests,
+    }))
+    .map_err(|source| Error::Json {
+        what: "image index".into(),
+        source,
+    })
 }
 
 fn header(name: &str, size: u64, mtime: u64, dir: bool) -> ::tar::Header {

@@ -240,7 +240,6 @@ struct DescriptorDoc {
     annotations: HashMap<String, String>,
 }
 
-
 fn names_of(annotations: &HashMap<String, String>, origin: &Path) -> Vec<Reference> {
     // containerd's full name first, then a ref.name that is a name.
     let named = [ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME]
@@ -377,11 +376,11 @@ fn resolve_platform(
     if !is_index {
         return Ok(digest);
     }
-    let (d, media_type) = super::index::select(&v, platform).map_err(|has| {
+    let (d, media_type) = crate::platform::index::select(&v, platform).map_err(|has| {
         Error::Malformed(format!(
             "{}: no image for {platform} in index {digest} (it has: {})",
             origin.display(),
-            super::index::list(&has)
+            crate::platform::index::list(&has)
         ))
     })?;
     resolve_platform(store, &media_type, d, platform, fetch, origin)

@@ -8,7 +8,6 @@
 pub mod archive;
 mod image;
 pub mod import;
-pub mod index;
 pub mod verify;
 
 pub use image::Image;

@@ -90,17 +90,28 @@ pub fn pull(
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Manifest(format!("{}: manifest is not JSON: {e}", reference)))?;
     let is_index = media_type.contains("index") || media_type.contains("manifest.list");
-    let bytes = if is_index || (value.get("manifests").is_some() && value.get("layers").is_none()) {
+    // A multi-platform image: the index is kept (the tag names it, and
+    // other platforms pulled later join it), and so is the platform's
+    // manifest, as the registry wrote it, checked against the index.
+    let (bytes, index) = if is_index
+        || (value.get("manifests").is_some() && value.get("layers").is_none())
+    {
         let want = platform.cloned().unwrap_or_else(crate::platform::host);
-        let (digest, _) = crate::oci::index::select(&value, &want).map_err(|available| {
+        let (digest, _) = crate::platform::index::select(&value, &want).map_err(|available| {
             Error::Manifest(format!(
                 "{reference} has no image for {want} (it has: {})",
-                crate::oci::index::list(&available)
+                crate::platform::index::list(&available)
             ))
         })?;
-        client.manifest(repo, &digest.to_string())?.0
+        let manifest = client.manifest(repo, &digest.to_string())?.0;
+        if Digest::of(&manifest) != digest {
+            return Err(Error::Manifest(format!(
+                "{reference}: the manifest for {want} does not match its digest {digest}"
+            )));
+        }
+        (manifest, Some(bytes))
     } else {
-        bytes
+        (bytes, None)
     };
     let m = Manifest::from_bytes(&bytes)?;
     let view = crate::oci::verify::staging(store)?;
@@ -144,7 +155,13 @@ pub fn pull(
     blobs.extend(layers.iter().map(|l| l.digest));
     view.publish(&blobs)?;
     let imported = crate::oci::import::finish_import(store, &m.config, m.config_size, &layers)?;
-    if reference.digest().is_none() {
+    if let Some(index) = &index {
+        store.put_blob(&bytes)?;
+        let index = store.put_blob(index)?;
+        if reference.digest().is_none() {
+            store.set_index_tag(reference, &index)?;
+        }
+    } else if reference.digest().is_none() {
         store.set_tag(reference, &imported.id)?;
     }
     Ok(Pulled {

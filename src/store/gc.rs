@@ -96,7 +96,21 @@ impl Store {
         };
         let mut report = PruneReport::default();
         let before = disk_usage(&self.root);
-        let tagged: HashSet<Digest> = self.tags()?.into_iter().map(|(_, id)| id).collect();
+        let mut tagged: HashSet<Digest> = HashSet::new();
+        for (_, t) in self.tag_targets()? {
+            match t {
+                super::TagTarget::Image(id) => {
+                    tagged.insert(id);
+                }
+                // Every platform of a multi-platform tag is tagged.
+                super::TagTarget::Index(i) => tagged.extend(
+                    self.index_images(&i)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(_, id)| id),
+                ),
+            }
+        }
         let drop_untagged = opts.all || opts.keep_storage.is_some();
         let mut untagged: Vec<(std::time::SystemTime, Digest)> = Vec::new();
         for id in self.image_ids()? {
@@ -173,6 +187,12 @@ impl Store {
         for id in self.image_ids()? {
             if let Some(rec) = self.image(&id)? {
                 keep.extend(self.image_blobs(&rec));
+            }
+        }
+        for (_, t) in self.tag_targets()? {
+            if let super::TagTarget::Index(i) = t {
+                // A corrupt index keeps only itself (`store check` reports it).
+                keep.extend(self.index_blobs(&i).unwrap_or_else(|_| vec![i]));
             }
         }
         let dir = self.root.join("blobs/sha256");

@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, HashingWriter};
+use crate::platform::Platform;
 use crate::reference::Reference;
 pub use atomic::{AtomicFile, atomic_write};
 
@@ -105,6 +106,15 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What a tag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagTarget {
+    /// One image, by ID.
+    Image(Digest),
+    /// A multi-platform image: an index blob.
+    Index(Digest),
 }
 
 /// What the store knows of an image besides its blobs.
@@ -771,19 +781,43 @@ impl Store {
         self.write_file(&p, id.to_string().as_bytes())
     }
 
-    /// The image a tag points at.
+    /// Points a tag at a multi-platform image: an index blob in the store,
+    /// whose entries name per-platform manifests (some may be absent
+    /// locally: a pull fetches only the platforms asked for).
+    ///
+    /// # Errors
+    /// When the tag file cannot be written.
+    pub fn set_index_tag(&self, r: &Reference, index: &Digest) -> Result<()> {
+        let p = self.tag_path(r);
+        self.write_file(&p, format!("index {index}").as_bytes())
+    }
+
+    /// What a tag points at: an image, or an index of images.
     ///
     /// # Errors
     /// An unreadable or corrupt tag file.
     #[allow(clippy::disallowed_methods)] // the error names the path already
-    pub fn tag(&self, r: &Reference) -> Result<Option<Digest>> {
+    pub fn tag_target(&self, r: &Reference) -> Result<Option<TagTarget>> {
         let p = self.tag_path(r);
+        let corrupt = |p: &PathBuf, e: String| Error::Io {
+            action: "parsing",
+            path: p.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        };
         match std::fs::read_to_string(&p) {
-            Ok(s) => s.trim().parse().map(Some).map_err(|e| Error::Io {
-                action: "parsing",
-                path: p.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
+            Ok(s) => {
+                let s = s.trim();
+                let (index, digest) = match s.strip_prefix("index ") {
+                    Some(d) => (true, d),
+                    None => (false, s),
+                };
+                let d: Digest = digest.parse().map_err(|e| corrupt(&p, format!("{e}")))?;
+                Ok(Some(if index {
+                    TagTarget::Index(d)
+                } else {
+                    TagTarget::Image(d)
+                }))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io {
                 action: "reading",
@@ -791,6 +825,78 @@ impl Store {
                 source: e,
             }),
         }
+    }
+
+    /// The image a tag points at; for a multi-platform tag, the host's image
+    /// when the store has it, else the first platform it has.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt tag file or index.
+    pub fn tag(&self, r: &Reference) -> Result<Option<Digest>> {
+        match self.tag_target(r)? {
+            None => Ok(None),
+            Some(TagTarget::Image(d)) => Ok(Some(d)),
+            Some(TagTarget::Index(i)) => {
+                let images = self.index_images(&i)?;
+                let host = crate::platform::host();
+                Ok(images
+                    .iter()
+                    .find(|(p, id)| id.is_some() && host.accepts(p))
+                    .or_else(|| images.iter().find(|(_, id)| id.is_some()))
+                    .and_then(|(_, id)| *id))
+            }
+        }
+    }
+
+    /// The image a tag points at for `platform`: a single-platform tag's
+    /// image whatever its platform (the caller checks), a multi-platform
+    /// tag's entry for `platform` when the store has that image.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt tag file or index.
+    pub fn tag_for(&self, r: &Reference, platform: &Platform) -> Result<Option<Digest>> {
+        match self.tag_target(r)? {
+            None => Ok(None),
+            Some(TagTarget::Image(d)) => Ok(Some(d)),
+            Some(TagTarget::Index(i)) => Ok(self
+                .index_images(&i)?
+                .into_iter()
+                .find(|(p, id)| id.is_some() && platform.accepts(p))
+                .and_then(|(_, id)| id)),
+        }
+    }
+
+    /// The entries of an index blob: each platform with its image ID when
+    /// the store holds that manifest and image (a manifest's image ID is
+    /// its config's digest).
+    ///
+    /// # Errors
+    /// A missing or unreadable index blob, or one that is not an index.
+    pub fn index_images(&self, index: &Digest) -> Result<Vec<(Platform, Option<Digest>)>> {
+        let bytes = self.read_blob(index)?;
+        let bad = |e: String| Error::Io {
+            action: "parsing",
+            path: self.blob_path(index),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut out = Vec::new();
+        for (platform, manifest, _) in crate::platform::index::entries(&v) {
+            let id = match manifest {
+                Some(m) if self.has_blob(&m) => {
+                    let mv: serde_json::Value = serde_json::from_slice(&self.read_blob(&m)?)
+                        .map_err(|e| bad(format!("manifest {m}: {e}")))?;
+                    mv["config"]["digest"]
+                        .as_str()
+                        .and_then(|d| d.parse::<Digest>().ok())
+                        .filter(|id| self.image(id).ok().flatten().is_some())
+                }
+                _ => None,
+            };
+            out.push((platform, id));
+        }
+        Ok(out)
     }
 
     /// Removes an image record (its blobs go at the next prune).
@@ -843,6 +949,42 @@ impl Store {
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    /// Every tag with what it names, sorted by name.
+    ///
+    /// # Errors
+    /// When the tags cannot be listed or read.
+    pub fn tag_targets(&self) -> Result<Vec<(Reference, TagTarget)>> {
+        let mut out = Vec::new();
+        for name in list_names(&self.root.join("tags"))? {
+            let decoded = name.replace("%2F", "/").replace("%25", "%");
+            let Ok(r) = Reference::parse(&decoded) else {
+                continue;
+            };
+            if let Some(t) = self.tag_target(&r)? {
+                out.push((r, t));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The blobs a multi-platform tag's index keeps alive besides its
+    /// images' own: the index and the registry's manifests it lists.
+    ///
+    /// # Errors
+    /// An unreadable or malformed index.
+    pub fn index_blobs(&self, index: &Digest) -> Result<Vec<Digest>> {
+        let bytes = self.read_blob(index)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+            action: "parsing",
+            path: self.blob_path(index),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        let mut out = vec![*index];
+        out.extend(crate::platform::index::entries(&v).filter_map(|(_, d, _)| d));
         Ok(out)
     }
 

@@ -34,7 +34,7 @@ const CONTEXT: &str = "/context";
 struct SyntheticBases;
 
 impl BaseResolver for SyntheticBases {
-    fn resolve(&self, _image: &ImageSource) -> Result<BaseInfo, String> {
+    fn resolve(&self, _image: &ImageSource, _: &Platform) -> Result<BaseInfo, String> {
         Ok(BaseInfo {
             env: vec![
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -113,6 +113,7 @@ fn lowered(dockerfile: &Path) -> String {
         target: None,
         // Fixed, not the host's: the goldens must not depend on the machine.
         platform: Platform::new("linux", "amd64", ""),
+        build_platform: Platform::new("linux", "amd64", ""),
         resolver: &SyntheticBases,
     };
     let diagnostics = |diags: &[imgbuild::diag::Diagnostic]| -> String {

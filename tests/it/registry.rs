@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{TestEnv, assert_success, stderr};
+use crate::util::{TestEnv, assert_success, stderr, tool};
 
 /// bcrypt of PASSWORD (as `htpasswd -B` writes it), for the auth test.
 const HTPASSWD: &str = "tester:$2b$12$r7LTJiOcbpqnaNYWFpQmROpUsBQqzp20VGz7AaC.cx8GdK2mkvuEq\n";
@@ -786,7 +786,110 @@ fn a_multi_platform_index_gives_each_platform_its_image() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("has no image for linux/s390x") && err.contains("linux/arm64/v8"),
+        err.contains("has no image for linux/s390x") && err.contains("linux/arm64,"),
         "{err}"
     );
+}
+
+crate::it_test!(a_multi_platform_build_takes_each_base_from_the_registry_index);
+fn a_multi_platform_build_takes_each_base_from_the_registry_index() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    // One base per platform, each config naming its own, under one index.
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let tag = format!("{}/team/base:{arch}", reg.host());
+        env.write(&format!("b-{arch}/which"), format!("{arch}\n"));
+        env.write(
+            &format!("b-{arch}/Dockerfile"),
+            "FROM scratch\nCOPY which /which\n",
+        );
+        let mut c = env.cmd_in(
+            &env.path().join(format!("b-{arch}")),
+            &[
+                "build",
+                "-q",
+                "--platform",
+                &format!("linux/{arch}"),
+                "-t",
+                &tag,
+                ".",
+            ],
+        );
+        c.env("SOURCE_DATE_EPOCH", "1700000000");
+        assert_success(&c.output().unwrap(), &["build", arch]);
+        let digest = pushed_digest(&env.ok(&["push", &tag]));
+        let size = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/team/base@{digest}", reg.host()))
+            .output()
+            .unwrap()
+            .stdout
+            .len();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let status = put_manifest(
+        reg.port,
+        "/v2/team/base/manifests/latest",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    assert!(status.contains("201"), "{status}");
+    env.write("ctx/a.txt", "a\n");
+    env.write(
+        "ctx/Dockerfile",
+        format!("FROM {}/team/base:latest\nCOPY a.txt /a.txt\n", reg.host()),
+    );
+    let out = build_ctx(
+        &env,
+        "fresh",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "../multi.tar",
+        ],
+    );
+    assert_success(&out, &["multi-platform build"]);
+    let archive = env.path().join("multi.tar");
+    for arch in ["amd64", "arm64"] {
+        let cfg = tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--override-arch",
+                arch,
+                "--config",
+                &format!("oci-archive:{}", archive.display()),
+            ],
+        );
+        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        assert_eq!(cfg["architecture"], arch, "{cfg}");
+        // Its own base layer below the copy.
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    }
+    // Both platforms stay in the store under the one tag: a second build
+    // finds them without pulling.
+    let again = build_ctx(
+        &env,
+        "fresh",
+        &[
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "-o",
+            "../again.tar",
+        ],
+    );
+    assert_success(&again, &["second build"]);
+    let log = String::from_utf8_lossy(&again.stdout).into_owned() + &stderr(&again);
+    assert!(!log.contains("Pulling from"), "{log}");
 }

@@ -1110,6 +1110,7 @@ fn dockerfile(input: &[u8], st: &mut Stats) {
                 build_args: vec![("A".into(), "x".into())],
                 target: None,
                 platform: imgbuild::platform::host(),
+                build_platform: imgbuild::platform::host(),
                 resolver: &FuzzBases,
             };
             let (graph, diags) = lower(&file, &ast, &opts);
@@ -1148,6 +1149,7 @@ impl imgbuild::graph::BaseResolver for FuzzBases {
     fn resolve(
         &self,
         image: &imgbuild::graph::ImageSource,
+        _: &imgbuild::platform::Platform,
     ) -> Result<imgbuild::graph::BaseInfo, String> {
         let name = image.to_string();
         if name.contains("sha256") {

@@ -65,7 +65,8 @@ impl Step for Copy<'_> {
                     selections.push(None);
                 }
                 CopyFrom::Image { source } => {
-                    let imported = cx.resolve_image(source, &self.step.source)?;
+                    let platform = cx.graph.stage(self.step.stage).platform.as_ref();
+                    let imported = cx.resolve_image(source, platform, &self.step.source)?;
                     inputs.push((format!("item{i}:image"), imported.manifest));
                     if let Some(c) = content.as_mut() {
                         c.push((format!("item{i}:image"), imported.manifest));
@@ -143,7 +144,7 @@ impl Copy<'_> {
             let mut sel = match (sel, &item.from) {
                 (Some(s), _) => s,
                 (None, CopyFrom::Inline { content }) => select_inline(cx, item, content, workdir),
-                (None, _) => select_from_image(cx, item, workdir)?,
+                (None, _) => select_from_image(cx, item, workdir, self.step.stage)?,
             };
             if self.c.add {
                 sel = add::unpack_archives(cx.store, sel, temps, &*cx.opts.progress)?;
@@ -209,7 +210,12 @@ fn select_inline(cx: &Cx<'_>, item: &CopyItem, content: &str, workdir: &str) -> 
 }
 
 /// Selects a copy's sources from another stage's or an image's filesystem.
-fn select_from_image(cx: &Cx<'_>, item: &CopyItem, workdir: &str) -> Result<Selection, CopyError> {
+fn select_from_image(
+    cx: &Cx<'_>,
+    item: &CopyItem,
+    workdir: &str,
+    stage: crate::graph::StageId,
+) -> Result<Selection, CopyError> {
     let unresolved = |what: String| CopyError::Snapshot { what };
     let layers = match &item.from {
         CopyFrom::Stage { stage, .. } => cx
@@ -219,7 +225,7 @@ fn select_from_image(cx: &Cx<'_>, item: &CopyItem, workdir: &str) -> Result<Sele
             .unwrap_or_default(),
         CopyFrom::Image { source } => {
             let id = cx
-                .imported(source)
+                .imported(source, cx.graph.stage(stage).platform.as_ref())
                 .map_err(|e| unresolved(e.to_string()))?
                 .map(|i| i.id)
                 .ok_or_else(|| unresolved(format!("image {source} was not resolved")))?;

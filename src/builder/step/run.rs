@@ -22,7 +22,19 @@ pub(super) struct Run<'g> {
 
 impl Step for Run<'_> {
     fn cache_map<'s>(&'s self, cx: &'s Cx<'_>, _workdir: &str) -> Result<CacheMap<'s>> {
-        let (inputs, files) = self.mount_inputs(cx)?;
+        let (mut inputs, files) = self.mount_inputs(cx)?;
+        // What the command runs as: the same command gives another layer
+        // for another architecture (natively or emulated).
+        let platform = cx
+            .graph
+            .stage(self.step.stage)
+            .platform
+            .clone()
+            .unwrap_or_else(crate::platform::host);
+        inputs.push((
+            "platform".to_string(),
+            crate::digest::Digest::of(platform.to_string().as_bytes()),
+        ));
         Ok(CacheMap {
             inputs,
             files,
@@ -53,7 +65,13 @@ impl Run<'_> {
         let mut inputs = Vec::new();
         let mut files = Vec::new();
         for (j, m) in self.r.mounts.iter().enumerate() {
-            let Mount::Bind { source, from, .. } = m else {
+            let Mount::Bind {
+                source,
+                from,
+                stage,
+                ..
+            } = m
+            else {
                 continue;
             };
             match from {
@@ -75,10 +93,10 @@ impl Run<'_> {
                     let d = cx.hash_context(&sel, &location, &mut files)?;
                     inputs.push((format!("mount{j}:context"), d));
                 }
-                Some(name) => {
+                Some(_) => {
                     // A stage not built (or not a stage) is reported when
                     // the mount is made; its name alone keys it until then.
-                    if let Some(id) = cx.graph.stage_by_name(name)
+                    if let Some(id) = *stage
                         && let Some(built) = cx.result(id)?
                     {
                         inputs.push((format!("mount{j}:stage"), built.key.0));
@@ -100,24 +118,26 @@ fn run_layer(
     stage: &str,
     index: usize,
 ) -> Result<LayerDescriptor, RunError> {
-    let stage_roots = |name: &str| -> Option<Result<std::path::PathBuf, RunError>> {
-        let id = cx.graph.stage_by_name(name)?;
-        let layers = match cx.result(id) {
-            Ok(built) => built?.layers,
-            Err(e) => {
-                return Some(Err(RunError::Snapshot {
-                    what: e.to_string(),
-                }));
-            }
-        };
-        Some(
-            snapshot::rootfs(cx.store, &layers, &*cx.opts.progress).map_err(|e| {
-                RunError::Snapshot {
-                    what: format!("stage `{name}`: {e}"),
+    let stage_roots =
+        |id: Option<crate::graph::StageId>| -> Option<Result<std::path::PathBuf, RunError>> {
+            let id = id?;
+            let name = &cx.graph.stage(id).name;
+            let layers = match cx.result(id) {
+                Ok(built) => built?.layers,
+                Err(e) => {
+                    return Some(Err(RunError::Snapshot {
+                        what: e.to_string(),
+                    }));
                 }
-            }),
-        )
-    };
+            };
+            Some(
+                snapshot::rootfs(cx.store, &layers, &*cx.opts.progress).map_err(|e| {
+                    RunError::Snapshot {
+                        what: format!("stage `{name}`: {e}"),
+                    }
+                }),
+            )
+        };
     let progress = Arc::clone(&cx.opts.progress);
     let mut on_line = |line: &str| {
         progress.event(Event::StepOutput {

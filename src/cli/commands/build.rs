@@ -46,6 +46,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         run_checks: false,
         store: &store,
         puller: puller.as_deref(),
+        platforms: &hi.platforms,
     })?;
     let graph = def.graph;
     let store = import_caches(store, &hi.cache_from, &hi.registry);

@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
                 std::sync::Arc::new(crate::progress::Null),
             )
             .as_ref(),
+        platforms: &[],
     })?
     .graph;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());

@@ -32,6 +32,9 @@ pub struct Request<'a> {
     pub store: &'a Store,
     /// Pulls base images the store lacks.
     pub puller: Option<&'a crate::builder::base::Puller>,
+    /// `--platform`: the platforms to build for (empty: the host's, and the
+    /// outputs name none).
+    pub platforms: &'a [crate::platform::Platform],
 }
 
 /// What was read.
@@ -156,15 +159,43 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         })
         .collect();
     let resolver = StoreResolver::new(req.store, req.puller);
-    let opts = dockerfile::lower::Options {
+    let host = crate::platform::host();
+    let mut opts = dockerfile::lower::Options {
         context,
         inputs,
         excludes,
         build_args,
         target: req.target.map(str::to_string),
-        platform: crate::platform::host(),
+        platform: host.clone(),
+        build_platform: host.clone(),
         resolver: &resolver,
     };
+    if !req.platforms.is_empty() {
+        // One lowering per platform (TARGETARCH and friends differ), merged
+        // into one graph; diagnostics said once.
+        let mut graphs = Vec::new();
+        for p in req.platforms {
+            opts.platform = p.clone();
+            match dockerfile::lower::parse_and_lower(&file, &opts) {
+                Ok((graph, more)) => {
+                    for d in more {
+                        if !diags.iter().any(|e: &Diagnostic| {
+                            e.message == d.message
+                                && e.at.as_ref().map(|a| a.span) == d.at.as_ref().map(|a| a.span)
+                        }) {
+                            diags.push(d);
+                        }
+                    }
+                    graphs.push((p.clone(), graph));
+                }
+                Err(d) => {
+                    diags.push(d);
+                    return Ok((None, diags));
+                }
+            }
+        }
+        return Ok((Some(crate::graph::merge(graphs)), diags));
+    }
     // Parsed and lowered node by node: the parse tree is never held whole.
     match dockerfile::lower::parse_and_lower(&file, &opts) {
         Ok((graph, more)) => {

@@ -187,6 +187,7 @@ impl Lowerer<'_> {
                     .output
                     .as_ref()
                     .map(|o| join_clean(&self.context, &o.value)),
+                platform: None,
             });
         }
     }

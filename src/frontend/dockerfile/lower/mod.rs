@@ -39,8 +39,10 @@ pub struct Options<'a> {
     pub build_args: Vec<(String, String)>,
     /// `--target`.
     pub target: Option<String>,
-    /// The platform built for.
+    /// The platform built for (`TARGETPLATFORM`).
     pub platform: Platform,
+    /// The platform building (`BUILDPLATFORM`): the host's.
+    pub build_platform: Platform,
     /// Looks up base images (their environment and ONBUILD triggers).
     pub resolver: &'a dyn BaseResolver,
 }
@@ -384,6 +386,7 @@ fn lower_instructions(
             stage: t,
             tags: Vec::new(),
             path: None,
+            platform: None,
         });
     }
     let (graph, more) = g.finish();
@@ -409,14 +412,16 @@ impl Lowerer<'_> {
     }
 
     fn predefined(&self) -> Scope {
+        let b = &self.opts.build_platform;
+        let build = b.to_string();
         let p = &self.opts.platform;
-        let full = p.to_string_full();
+        let full = p.to_string();
         let mut s = Scope::default();
         for (k, v) in [
-            ("BUILDPLATFORM", full.as_str()),
-            ("BUILDOS", p.os.as_str()),
-            ("BUILDARCH", p.arch.as_str()),
-            ("BUILDVARIANT", p.variant.as_str()),
+            ("BUILDPLATFORM", build.as_str()),
+            ("BUILDOS", b.os.as_str()),
+            ("BUILDARCH", b.arch.as_str()),
+            ("BUILDVARIANT", b.variant.as_str()),
             ("TARGETPLATFORM", full.as_str()),
             ("TARGETOS", p.os.as_str()),
             ("TARGETARCH", p.arch.as_str()),
@@ -565,20 +570,20 @@ impl Lowerer<'_> {
         {
             self.error(a.span, format!("duplicate stage name `{}`", a.value));
         }
+        // `FROM --platform=…` (expanded in the global scope, so
+        // $BUILDPLATFORM works); else a stage of a stage is built for that
+        // stage's platform, as in BuildKit; else the target's.
+        let mut explicit = None;
         if let Some(p) = platform
             && let Some(v) = self.expand(p, global)
             && !v.is_empty()
         {
-            let host = self.opts.platform.to_string_full();
-            let plain = format!("{}/{}", self.opts.platform.os, self.opts.platform.arch);
-            if v != host && v != plain {
-                self.error(
-                    p.span,
-                    format!(
-                        "platform {v} is not supported: imgbuild builds for this host ({host})"
-                    ),
-                )
-                .help = Some("use --platform=$BUILDPLATFORM, or leave it out".into());
+            match Platform::parse(&v) {
+                Ok(pl) => explicit = Some(pl),
+                Err(e) => {
+                    self.error(p.span, format!("FROM --platform: {e}")).help =
+                        Some("write os/arch[/variant], e.g. linux/arm64 or $BUILDPLATFORM".into());
+                }
             }
         }
         let base_text = self.expand(image, global).unwrap_or_default();
@@ -589,8 +594,17 @@ impl Lowerer<'_> {
             );
         }
         let at = self.at(image.span);
-        let (base, info) = self.base(&base_text, image.span);
+        if explicit.is_none()
+            && let Some(&i) = self.stage_index.get(&base_text.to_ascii_lowercase())
+        {
+            explicit = self.stages.get(i).and_then(|s| s.platform.clone());
+        }
+        let stage_platform = explicit
+            .clone()
+            .unwrap_or_else(|| self.opts.platform.clone());
+        let (base, info) = self.base(&base_text, image.span, &stage_platform);
         let id = g.add_stage(&name, base, &base_text, at);
+        g.set_platform(id, stage_platform, explicit.is_some());
         let mut scope = Scope::default();
         let mut workdir = "/".to_string();
         let mut triggers = Vec::new();
@@ -623,6 +637,7 @@ impl Lowerer<'_> {
             scope: Scope::default(),
             workdir: workdir.clone(),
             onbuild: Vec::new(),
+            platform: explicit,
         });
         let mut st = Stage { id, scope, workdir };
         // ONBUILD triggers of the base run first, as if written after FROM.
@@ -641,7 +656,7 @@ impl Lowerer<'_> {
 
     /// What a FROM names: a stage, scratch, or an image (looked up for its
     /// environment).
-    fn base(&mut self, text: &str, span: Span) -> (PendingBase, BaseLookup) {
+    fn base(&mut self, text: &str, span: Span, platform: &Platform) -> (PendingBase, BaseLookup) {
         if text.eq_ignore_ascii_case("scratch") {
             return (PendingBase::Scratch, BaseLookup::None);
         }
@@ -659,7 +674,7 @@ impl Lowerer<'_> {
         let Some(src) = self.image_source(text, span) else {
             return (PendingBase::Scratch, BaseLookup::None);
         };
-        let info = match self.opts.resolver.resolve(&src) {
+        let info = match self.opts.resolver.resolve(&src, platform) {
             Ok(info) => BaseLookup::Image(info),
             Err(why) => {
                 let hint = did_you_mean(&lower, self.stages.iter().map(|s| s.name.as_str()))
@@ -819,6 +834,9 @@ pub(super) struct StageInfo {
     pub workdir: String,
     /// Its own ONBUILD triggers: they run in stages built `FROM` it.
     pub onbuild: Vec<String>,
+    /// Its `FROM --platform` (or its base stage's), inherited by stages
+    /// built `FROM` it.
+    pub platform: Option<Platform>,
 }
 
 enum BaseLookup {

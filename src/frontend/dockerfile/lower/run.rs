@@ -148,6 +148,7 @@ impl Lowerer<'_> {
                 target: need_target(self)?,
                 source: source.unwrap_or_else(|| "/".into()),
                 from,
+                stage: None,
                 rw,
             },
             "secret" => {

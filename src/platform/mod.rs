@@ -2,6 +2,8 @@
 //! terms): parsing and normalization as containerd's `platforms` package
 //! does them, and this host's platform. Leaf module.
 
+pub mod index;
+
 use std::fmt;
 
 /// An OCI platform, normalized: `arm64` and `arm64/v8` are the same

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
+use super::Platform;
 use crate::digest::Digest;
-use crate::platform::Platform;
 
 /// The platforms an index's entries name, in order (entries without a
 /// platform left out).
@@ -12,7 +12,9 @@ pub fn platforms(index: &Value) -> Vec<Platform> {
     entries(index).map(|(p, _, _)| p).collect()
 }
 
-fn entries(index: &Value) -> impl Iterator<Item = (Platform, Option<Digest>, &Value)> {
+/// Each entry of an index that names a platform: the platform, the
+/// manifest's digest (when valid) and the entry itself.
+pub fn entries(index: &Value) -> impl Iterator<Item = (Platform, Option<Digest>, &Value)> {
     index["manifests"]
         .as_array()
         .map(Vec::as_slice)

@@ -1,0 +1,276 @@
+//! Multi-platform builds (issue 14): one build, one index, a manifest per
+//! platform; stages that do not depend on the platform built once; bases
+//! chosen per platform; one platform alone is a plain archive podman loads.
+
+use std::path::Path;
+
+use crate::util::{TestEnv, assert_success, stderr, tool};
+
+/// A context with a file and a Dockerfile.
+fn context(env: &TestEnv, dockerfile: &str) -> std::path::PathBuf {
+    env.write("ctx/a.txt", "hello\n");
+    env.write("ctx/Dockerfile", dockerfile);
+    env.path().join("ctx")
+}
+
+fn build(env: &TestEnv, args: &[&str]) -> String {
+    let mut c = env.cmd_in(env.path(), args);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, args);
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+fn raw_index(archive: &Path) -> serde_json::Value {
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+fn archive_names(archive: &Path) -> Vec<String> {
+    let f = std::fs::File::open(archive).unwrap();
+    tar::Archive::new(f)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+crate::it_test!(two_platforms_make_one_index_and_share_the_copy);
+fn two_platforms_make_one_index_and_share_the_copy() {
+    let env = TestEnv::new();
+    let ctx = context(&env, "FROM scratch\nCOPY a.txt /a.txt\nCMD [\"/a\"]\n");
+    let log = build(
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "mp:1",
+            "-o",
+            "out.tar",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    // The copy does not depend on the platform: one stage, one COPY.
+    assert_eq!(log.matches("COPY a.txt /a.txt").count(), 1, "{log}");
+    let archive = env.path().join("out.tar");
+    let index = raw_index(&archive);
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // One platform per manifest.json cannot be said: OCI only.
+    assert!(!archive_names(&archive).contains(&"manifest.json".to_string()));
+    // skopeo picks each platform; each config names its own.
+    for arch in ["amd64", "arm64"] {
+        let cfg = tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--override-arch",
+                arch,
+                "--config",
+                &format!("oci-archive:{}", archive.display()),
+            ],
+        );
+        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        assert_eq!(cfg["architecture"], arch, "{cfg}");
+    }
+    let copied = env.path().join("arm64-dir");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--override-arch",
+            "arm64",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("dir:{}", copied.display()),
+        ],
+    );
+    assert!(copied.join("manifest.json").is_file());
+
+    // Byte-identical across runs, directories and -j.
+    let other = TestEnv::new();
+    let ctx2 = context(&other, "FROM scratch\nCOPY a.txt /a.txt\nCMD [\"/a\"]\n");
+    build(
+        &other,
+        &[
+            "build",
+            "-j1",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "mp:1",
+            "-o",
+            "again.tar",
+            ctx2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(other.path().join("again.tar")).unwrap()
+    );
+}
+
+crate::it_test!(platform_args_are_expanded_per_platform);
+fn platform_args_are_expanded_per_platform() {
+    let env = TestEnv::new();
+    let ctx = context(
+        &env,
+        "FROM --platform=$BUILDPLATFORM scratch AS tools\n\
+         ARG TARGETARCH BUILDARCH\n\
+         LABEL built-on=$BUILDARCH\n\
+         COPY a.txt /tool\n\
+         FROM scratch\n\
+         ARG TARGETPLATFORM TARGETARCH TARGETVARIANT\n\
+         COPY --from=tools /tool /tool-$TARGETARCH\n\
+         LABEL target=$TARGETPLATFORM variant=$TARGETVARIANT\n",
+    );
+    let log = build(
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/arm64/v8,linux/armhf",
+            "-o",
+            "out.tar",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    // The $BUILDPLATFORM stage is built once for both targets.
+    let host = imgbuild::platform::host();
+    let built_on = format!("LABEL built-on={}", host.arch);
+    assert_eq!(log.matches(&built_on).count(), 1, "{log}");
+    let archive = env.path().join("out.tar");
+    for (arch, variant, target) in [("arm64", "", "linux/arm64"), ("arm", "v7", "linux/arm/v7")] {
+        let mut args = vec!["inspect", "--override-arch", arch, "--config"];
+        if !variant.is_empty() {
+            args.extend(["--override-variant", variant]);
+        }
+        let r = format!("oci-archive:{}", archive.display());
+        args.push(&r);
+        let cfg: serde_json::Value = serde_json::from_str(&tool("skopeo", &args)).unwrap();
+        assert_eq!(cfg["config"]["Labels"]["target"], target, "{cfg}");
+        assert_eq!(cfg["config"]["Labels"]["variant"], variant, "{cfg}");
+        assert_eq!(cfg["architecture"], arch);
+        // Built once on the build platform, for both targets.
+        let tool_layer = &cfg["rootfs"]["diff_ids"][0];
+        assert!(tool_layer.is_string(), "{cfg}");
+    }
+}
+
+crate::it_test!(one_platform_is_a_plain_archive_podman_loads);
+fn one_platform_is_a_plain_archive_podman_loads() {
+    let env = TestEnv::new();
+    let ctx = context(&env, "FROM scratch\nCOPY a.txt /a.txt\n");
+    build(
+        &env,
+        &[
+            "build",
+            "--platform",
+            "linux/arm64",
+            "-t",
+            "one:arm",
+            "-o",
+            "arm.tar",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let archive = env.path().join("arm.tar");
+    assert!(archive_names(&archive).contains(&"manifest.json".to_string()));
+    let proot = env.path().join("podman");
+    let root = proot.join("root").display().to_string();
+    let run = proot.join("run").display().to_string();
+    let p = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            &root,
+            "--runroot",
+            &run,
+            "--storage-driver",
+            "vfs",
+        ];
+        all.extend(args);
+        tool("podman", &all)
+    };
+    p(&["load", "-i", archive.to_str().unwrap()]);
+    let arch = p(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}}",
+        "one:arm",
+    ]);
+    assert_eq!(arch.trim(), "arm64");
+}
+
+crate::it_test!(a_base_without_the_platform_is_a_located_error);
+fn a_base_without_the_platform_is_a_located_error() {
+    let env = TestEnv::new();
+    // A base for amd64 only.
+    let base_ctx = context(&env, "FROM scratch\nCOPY a.txt /base.txt\n");
+    build(
+        &env,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64",
+            "-o",
+            "base.tar",
+            base_ctx.to_str().unwrap(),
+        ],
+    );
+    std::fs::rename(env.path().join("base.tar"), env.path().join("ctx/base.tar")).unwrap();
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar\nCOPY a.txt /\n",
+    );
+    let mut c = env.cmd_in(
+        env.path(),
+        &["build", "--platform", "linux/amd64,linux/arm64", "ctx"],
+    );
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:1"), "{err}");
+    assert!(
+        err.contains("has no image for linux/arm64 (it has: linux/amd64)"),
+        "{err}"
+    );
+}
+
+crate::it_test!(bad_platforms_are_usage_errors);
+fn bad_platforms_are_usage_errors() {
+    let env = TestEnv::new();
+    let ctx = context(&env, "FROM scratch\nCOPY a.txt /a.txt\n");
+    let out = env.run(&["build", "--platform", "linux/", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--platform: platform `linux/`"),
+        "{}",
+        stderr(&out)
+    );
+    env.write("ctx/Dockerfile", "FROM --platform=linux/a/b/c scratch\n");
+    let out = env.run(&["build", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("FROM --platform"), "{}", stderr(&out));
+}
