@@ -240,7 +240,6 @@ struct DescriptorDoc {
     annotations: HashMap<String, String>,
 }
 
-
 fn names_of(annotations: &HashMap<String, String>, origin: &Path) -> Vec<Reference> {
     // containerd's full name first, then a ref.name that is a name.
     let named = [ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME]
