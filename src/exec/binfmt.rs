@@ -278,10 +278,13 @@ fn elf_identity(qemu: &str) -> Option<(u8, u8, u16)> {
     })
 }
 
-/// The first 20 bytes of an ELF executable of the architecture with
-/// `e_type` `ty` (2: `ET_EXEC`, 3: `ET_DYN`, a static PIE).
-fn elf_header(class: u8, data: u8, machine: u16, ty: u16) -> [u8; 20] {
-    let mut h = [0u8; 20];
+/// The ELF header (64 bytes, the 64-bit size) of a plain executable of the
+/// architecture with `e_type` `ty` (2: `ET_EXEC`, 3: `ET_DYN`, a static
+/// PIE): the identity, type, machine and `e_version` 1, every other field
+/// zero. Zero flags matter for MIPS: Debian's `qemu-mipsel` requires the
+/// n32 bit of `e_flags` clear and `qemu-mipsn32el` set.
+fn elf_header(class: u8, data: u8, machine: u16, ty: u16) -> [u8; 64] {
+    let mut h = [0u8; 64];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = class;
     h[5] = data;
@@ -293,6 +296,11 @@ fn elf_header(class: u8, data: u8, machine: u16, ty: u16) -> [u8; 20] {
     };
     h[16..18].copy_from_slice(&t);
     h[18..20].copy_from_slice(&m);
+    h[20..24].copy_from_slice(&if data == 2 {
+        1u32.to_be_bytes()
+    } else {
+        1u32.to_le_bytes()
+    });
     h
 }
 
@@ -508,6 +516,19 @@ mod tests {
         offset 0\n\
         magic 7f454c4602010100000000000000000002000201\n\
         mask fffffffffffffffc00fffffffffffffffeffffff\n";
+    /// MIPS entries look into `e_flags` (byte 36) for the n32 ABI bit.
+    const DEBIAN_MIPSEL: &str = "enabled\n\
+        interpreter /usr/libexec/qemu-binfmt/mipsel-binfmt-P\n\
+        flags: PF\n\
+        offset 0\n\
+        magic 7f454c46010101000000000000000000020008000000000000000000000000000000000000\n\
+        mask ffffffffffffff00fefffffffffffffffeffffff0000000000000000000000000000000020\n";
+    const DEBIAN_MIPSN32EL: &str = "enabled\n\
+        interpreter /usr/libexec/qemu-binfmt/mipsn32el-binfmt-P\n\
+        flags: PF\n\
+        offset 0\n\
+        magic 7f454c46010101000000000000000000020008000000000000000000000000000000000020\n\
+        mask ffffffffffffff00fefffffffffffffffeffffff0000000000000000000000000000000020\n";
     /// A Java entry binfmt-support registers: an extension, no magic.
     const JAR: &str = "enabled\ninterpreter /usr/bin/jexec\nflags: \nextension .jar\n";
 
@@ -588,6 +609,8 @@ mod tests {
             ("qemu-riscv64", DEBIAN_RISCV64),
             ("qemu-mips64el", DEBIAN_MIPS64EL),
             ("qemu-loongarch64", DEBIAN_LOONGARCH64),
+            ("qemu-mipsel", DEBIAN_MIPSEL),
+            ("qemu-mipsn32el", DEBIAN_MIPSN32EL),
             ("jar", JAR),
         ]);
         for (platform, qemu) in [
@@ -599,6 +622,7 @@ mod tests {
             ("linux/riscv64", "riscv64"),
             ("linux/mips64le", "mips64el"),
             ("linux/loong64", "loongarch64"),
+            ("linux/mipsle", "mipsel"),
         ] {
             assert_eq!(
                 check_in(&d, platform).unwrap(),
@@ -610,7 +634,7 @@ mod tests {
             );
         }
         // Same e_machine, other class or byte order: not these handlers.
-        for platform in ["linux/ppc64", "linux/mips64", "linux/mipsle", "linux/mips"] {
+        for platform in ["linux/ppc64", "linux/mips64", "linux/mips"] {
             assert!(
                 matches!(check_in(&d, platform), Err(Error::NoHandler { .. })),
                 "{platform}"
@@ -738,8 +762,14 @@ mod tests {
     #[test]
     fn elf_headers_match_the_brief() {
         // e_machine at bytes 18-19 in the file's byte order.
-        assert_eq!(&elf_header(2, 1, 0xb7, 2)[18..], &[0xb7, 0x00]);
-        assert_eq!(&elf_header(2, 2, 0x16, 2)[16..], &[0x00, 0x02, 0x00, 0x16]);
-        assert_eq!(&elf_header(2, 1, 0x3e, 3)[16..], &[0x03, 0x00, 0x3e, 0x00]);
+        assert_eq!(&elf_header(2, 1, 0xb7, 2)[18..20], &[0xb7, 0x00]);
+        assert_eq!(
+            &elf_header(2, 2, 0x16, 2)[16..24],
+            &[0, 2, 0, 0x16, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            &elf_header(2, 1, 0x3e, 3)[16..24],
+            &[3, 0, 0x3e, 0, 1, 0, 0, 0]
+        );
     }
 }
