@@ -69,8 +69,8 @@ pub enum Error {
         .dir.display()
     )]
     NotMounted {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
         /// Its QEMU name (`aarch64`).
         qemu: &'static str,
         /// The binfmt_misc directory.
@@ -83,8 +83,8 @@ pub enum Error {
         .dir.display()
     )]
     AllDisabled {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
         /// The binfmt_misc directory.
         dir: PathBuf,
     },
@@ -96,8 +96,8 @@ pub enum Error {
          `update-binfmts --enable qemu-{qemu}`"
     )]
     NoHandler {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
         /// Its QEMU name (`aarch64`).
         qemu: &'static str,
     },
@@ -107,8 +107,8 @@ pub enum Error {
          enable it: `update-binfmts --enable {handler}`"
     )]
     Disabled {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
         /// The handler's name.
         handler: String,
     },
@@ -124,8 +124,8 @@ pub enum Error {
         .dir.display()
     )]
     NoFixBinary {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
         /// Its QEMU name (`aarch64`).
         qemu: &'static str,
         /// The handler's name.
@@ -143,8 +143,8 @@ pub enum Error {
         EMULATED.join(", ")
     )]
     Unknown {
-        /// The platform asked for.
-        platform: Platform,
+        /// The platform asked for (boxed: errors stay small).
+        platform: Box<Platform>,
     },
     /// The binfmt_misc directory or an entry could not be read.
     #[error("reading {path}")]
@@ -381,7 +381,7 @@ impl Binfmt {
             return Ok(Support::Native);
         }
         let unknown = || Error::Unknown {
-            platform: platform.clone(),
+            platform: Box::new(platform.clone()),
         };
         if platform.os != "linux" {
             return Err(unknown());
@@ -389,14 +389,14 @@ impl Binfmt {
         let qemu = platform.qemu_arch().ok_or_else(unknown)?;
         let Some(enabled) = self.status else {
             return Err(Error::NotMounted {
-                platform: platform.clone(),
+                platform: Box::new(platform.clone()),
                 qemu,
                 dir: self.dir.clone(),
             });
         };
         if !enabled {
             return Err(Error::AllDisabled {
-                platform: platform.clone(),
+                platform: Box::new(platform.clone()),
                 dir: self.dir.clone(),
             });
         }
@@ -426,7 +426,7 @@ impl Binfmt {
         }
         if let Some(h) = matching.iter().find(|h| h.enabled) {
             return Err(Error::NoFixBinary {
-                platform: platform.clone(),
+                platform: Box::new(platform.clone()),
                 qemu,
                 handler: h.name.clone(),
                 interpreter: h.interpreter.clone(),
@@ -435,12 +435,12 @@ impl Binfmt {
         }
         if let Some(h) = matching.first() {
             return Err(Error::Disabled {
-                platform: platform.clone(),
+                platform: Box::new(platform.clone()),
                 handler: h.name.clone(),
             });
         }
         Err(Error::NoHandler {
-            platform: platform.clone(),
+            platform: Box::new(platform.clone()),
             qemu,
         })
     }
