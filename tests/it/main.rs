@@ -27,6 +27,7 @@ mod load;
 mod lowered;
 mod make;
 mod parse;
+mod platforms;
 mod registry;
 mod repro;
 mod sandbox;
