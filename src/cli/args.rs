@@ -71,6 +71,32 @@ pub enum Command {
     Login(LoginArgs),
     /// Forget a registry's credentials.
     Logout(LogoutArgs),
+    /// List the platforms this machine can run RUN steps for (natively or
+    /// through QEMU registered in binfmt_misc).
+    Platforms(PlatformsArgs),
+}
+
+/// `imgbuild platforms`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A foreign platform runs through a QEMU user-mode emulator registered in
+binfmt_misc with the fix-binary (F) flag; on Debian:
+  apt-get install qemu-user-static binfmt-support
+  update-binfmts --enable qemu-aarch64        (without systemd)")]
+pub struct PlatformsArgs {
+    /// `table` (one platform a line with its status) or `json` (one object
+    /// per line).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PlatformsFormat,
+}
+
+/// Output of `imgbuild platforms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlatformsFormat {
+    /// `linux/arm64     emulated (qemu-aarch64, /usr/libexec/…)`.
+    Table,
+    /// `{"platform":"linux/arm64","status":"emulated",…}` per line.
+    Json,
 }
 
 /// `imgbuild pull`.
@@ -651,8 +677,25 @@ pub struct ExportArgs {
 
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
 pub const SUBCOMMANDS: &[&str] = &[
-    "build", "check", "load", "images", "inspect", "history", "tag", "export", "parse", "rmi",
-    "prune", "store", "run", "pull", "push", "login", "logout", "help",
+    "build",
+    "check",
+    "load",
+    "images",
+    "inspect",
+    "history",
+    "tag",
+    "export",
+    "parse",
+    "rmi",
+    "prune",
+    "store",
+    "run",
+    "pull",
+    "push",
+    "login",
+    "logout",
+    "platforms",
+    "help",
 ];
 
 /// Inserts `build` when the first word is not a subcommand, so `imgbuild

@@ -101,6 +101,18 @@ impl Env {
         }
     }
 
+    /// The binfmt_misc directory the platform check reads:
+    /// `IMGBUILD_BINFMT_MISC` when set and not empty (a test seam: tests
+    /// point it at fabricated entries), else `/proc/sys/fs/binfmt_misc`.
+    pub fn binfmt_misc(&self) -> PathBuf {
+        self.var_os("IMGBUILD_BINFMT_MISC")
+            .filter(|d| !d.is_empty())
+            .map_or_else(
+                || PathBuf::from(crate::exec::binfmt::DEFAULT_DIR),
+                PathBuf::from,
+            )
+    }
+
     /// The docker CLI's config file: `$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`; `None` without either variable.
     pub fn docker_config(&self) -> Option<PathBuf> {
@@ -173,6 +185,16 @@ mod tests {
         );
         let e = Env::from_vars([("HOME", "/home/u"), ("DOCKER_CONFIG", "/etc/d")]);
         assert_eq!(e.docker_config(), Some(PathBuf::from("/etc/d/config.json")));
+    }
+
+    #[test]
+    fn binfmt_misc() {
+        let d = Env::default().binfmt_misc();
+        assert_eq!(d, PathBuf::from("/proc/sys/fs/binfmt_misc"));
+        let e = Env::from_vars([("IMGBUILD_BINFMT_MISC", "")]);
+        assert_eq!(e.binfmt_misc(), d);
+        let e = Env::from_vars([("IMGBUILD_BINFMT_MISC", "/tmp/b")]);
+        assert_eq!(e.binfmt_misc(), PathBuf::from("/tmp/b"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn main() -> ExitCode {
         args::Command::Login(a) => commands::registry::login(&env, a),
         args::Command::Logout(a) => commands::registry::logout(&env, a),
         args::Command::Store(a) => commands::store::run(&cli, &env, a),
+        args::Command::Platforms(a) => commands::platforms::run(&env, a),
     };
     exit::report(result)
 }

@@ -35,6 +35,7 @@
 //! upper directory is `build`'s business. It is the only module allowed
 //! `unsafe` (see `sys`).
 
+pub mod binfmt;
 pub mod cgroup;
 pub mod diff;
 pub mod error;

@@ -27,6 +27,7 @@ mod load;
 mod lowered;
 mod make;
 mod parse;
+mod emulation;
 mod platforms;
 mod registry;
 mod repro;

@@ -8,6 +8,7 @@ pub mod images;
 pub mod inspect;
 pub mod load;
 pub mod parse;
+pub mod platforms;
 pub mod prune;
 pub mod registry;
 pub mod rmi;
