@@ -462,6 +462,44 @@ fn inside_context<'a>(context: &Path, paths: impl Iterator<Item = &'a Path>) -> 
         .collect()
 }
 
+/// Every stage in `order` whose RUN steps this machine cannot execute (a
+/// foreign platform without a registered emulator), at its first RUN: no
+/// wrong-architecture layer is built, and the message says what to install.
+fn emulation_problems(
+    graph: &BuildGraph,
+    order: &[StageId],
+    binfmt_misc: &Path,
+) -> Vec<Diagnostic> {
+    let host = crate::platform::host();
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for s in order {
+        let stage = graph.stage(*s);
+        let Some(platform) = &stage.platform else {
+            continue;
+        };
+        let Some(run) = stage
+            .steps
+            .iter()
+            .map(|id| graph.step(*id))
+            .find(|st| matches!(st.kind, StepKind::Run(_)))
+        else {
+            continue;
+        };
+        if !seen.insert(platform.clone()) {
+            continue;
+        }
+        if let Err(e) = crate::exec::binfmt::check(platform, &host, binfmt_misc) {
+            out.push(Diagnostic::error(
+                &run.source.file,
+                run.source.span,
+                format!("RUN for {platform} cannot run on this machine ({host}): {e}"),
+            ));
+        }
+    }
+    out
+}
+
 /// Builds the graph's outputs.
 ///
 /// # Errors
@@ -487,6 +525,17 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         return Err(Error::Invalid(diags));
     };
     let outputs = outputs.map_err(|d| Error::Invalid(vec![d]))?;
+    let targets: Vec<StageId> = outputs
+        .iter()
+        .flat_map(|o| o.images.iter().map(|(_, s)| *s))
+        .collect();
+    let order = graph.build_order(&targets);
+    if !opts.dry_run {
+        let problems = emulation_problems(graph, &order, &opts.host.binfmt_misc);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
+    }
     let _lock = opts.store.lock_shared()?;
     let excludes = PatternSet::new(&graph.settings.context_excludes)
         .map_err(|e| Error::Invalid(vec![plain_diag(e.to_string())]))?
@@ -503,11 +552,6 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         &fs_err::canonicalize(&graph.settings.context)
             .unwrap_or_else(|_| graph.settings.context.clone()),
     );
-    let targets: Vec<StageId> = outputs
-        .iter()
-        .flat_map(|o| o.images.iter().map(|(_, s)| *s))
-        .collect();
-    let order = graph.build_order(&targets);
     let cx = cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes));
     let b = scheduler::Scheduler::new(cx, &order);
     b.run(&order)?;

@@ -332,14 +332,14 @@ impl<'a> Scheduler<'a> {
         let stage = graph.stage(id);
         let from_number = self.number(id, None);
         cx.emit(Event::StepStarted {
-            stage: stage.name.clone(),
+            stage: stage.shown().to_string(),
             index: from_number,
             total: self.total,
             text: format!("FROM {}", stage.base_text),
         });
         let state = self.base_state(id)?;
         cx.emit(Event::StepDone {
-            stage: stage.name.clone(),
+            stage: stage.shown().to_string(),
             index: from_number,
             // Empty for scratch: there is no image to name yet.
             image: state.id.map(|d| d.short()).unwrap_or_default(),
@@ -365,7 +365,7 @@ impl<'a> Scheduler<'a> {
                 let started = Instant::now();
                 let index = self.number(id, Some(step_id));
                 cx.emit(Event::StepStarted {
-                    stage: stage.name.clone(),
+                    stage: stage.shown().to_string(),
                     index,
                     total: self.total,
                     text: graph.created_by(step_id),
@@ -408,11 +408,11 @@ impl<'a> Scheduler<'a> {
                     previous_missed = false;
                     self.report(id, step_id, true, None, started)?;
                     cx.emit(Event::StepCached {
-                        stage: stage.name.clone(),
+                        stage: stage.shown().to_string(),
                         index,
                     });
                     cx.emit(Event::StepDone {
-                        stage: stage.name.clone(),
+                        stage: stage.shown().to_string(),
                         index,
                         image: run.state.id.map(|d| d.short()).unwrap_or_default(),
                         seconds: started.elapsed().as_secs_f64(),
@@ -438,7 +438,7 @@ impl<'a> Scheduler<'a> {
                 };
                 previous_missed = true;
                 cx.emit(Event::StepMiss {
-                    stage: stage.name.clone(),
+                    stage: stage.shown().to_string(),
                     index,
                     reason: reason.clone(),
                 });
@@ -456,7 +456,7 @@ impl<'a> Scheduler<'a> {
                     sched: self,
                     run: &mut run,
                     location: step.source.location(),
-                    stage: &stage.name,
+                    stage: stage.shown(),
                     index,
                 };
                 let layer = match exec(&mut below)? {
@@ -466,7 +466,8 @@ impl<'a> Scheduler<'a> {
                             lower.apply(&records_of(&entries));
                         }
                         let (tx, rx) = sync_channel(1);
-                        let (stage_name, location) = (stage.name.clone(), step.source.location());
+                        let (stage_name, location) =
+                            (stage.shown().to_string(), step.source.location());
                         scope.spawn(move |_| {
                             let r = cx
                                 .write_layer(&entries, &stage_name, index)
@@ -569,7 +570,7 @@ impl<'a> Scheduler<'a> {
             let _ = cx.store.put_step_record(&record.0, &record.1);
             self.report(stage, id, false, Some(reason), started)?;
             cx.emit(Event::StepDone {
-                stage: cx.graph.stage(stage).name.clone(),
+                stage: cx.graph.stage(stage).shown().to_string(),
                 index: self.number(stage, Some(id)),
                 image: state.id.map(|d| d.short()).unwrap_or_default(),
                 seconds: started.elapsed().as_secs_f64(),
@@ -587,7 +588,7 @@ impl<'a> Scheduler<'a> {
         started: Instant,
     ) -> Result<()> {
         lock(&self.reports, "the step reports")?.push(StepReport {
-            stage: self.cx.graph.stage(stage).name.clone(),
+            stage: self.cx.graph.stage(stage).shown().to_string(),
             index: self.number(stage, Some(step)),
             text: self.cx.graph.created_by(step),
             cached,

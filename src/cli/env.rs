@@ -98,6 +98,7 @@ impl Env {
                 .var("IMGBUILD_RUN_MEMORY")
                 .filter(|s| !s.is_empty())
                 .map_or(defaults.memory_upper, str::to_string),
+            binfmt_misc: self.binfmt_misc(),
         }
     }
 

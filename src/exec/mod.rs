@@ -509,6 +509,9 @@ pub struct HostOptions {
     /// The size of a memory upper ([`Upper::Memory`]), tmpfs syntax: `2g`,
     /// `25%`.
     pub memory_upper: String,
+    /// The binfmt_misc directory that says which foreign platforms RUN can
+    /// execute ([`binfmt::DEFAULT_DIR`]).
+    pub binfmt_misc: std::path::PathBuf,
 }
 
 impl Default for HostOptions {
@@ -518,6 +521,7 @@ impl Default for HostOptions {
             path: "/usr/bin:/bin".into(),
             subids: true,
             memory_upper: "50%".into(),
+            binfmt_misc: binfmt::DEFAULT_DIR.into(),
         }
     }
 }

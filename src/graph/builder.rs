@@ -185,6 +185,7 @@ impl GraphBuilder {
                 steps: Vec::new(),
                 source: s.source.clone(),
                 platform: s.platform.as_ref().map(|(p, _)| p.clone()),
+                label: None,
             });
         }
 

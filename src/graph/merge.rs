@@ -19,6 +19,9 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
     let mut out = BuildGraph::default();
     // Merged stages by name, for the structural comparison.
     let mut by_name: HashMap<String, Vec<StageId>> = HashMap::new();
+    // The targets each merged stage serves.
+    let mut users: HashMap<StageId, Vec<Platform>> = HashMap::new();
+    let several = graphs.len() > 1;
     for (n, (platform, g)) in graphs.into_iter().enumerate() {
         if n == 0 {
             out.settings = g.settings.clone();
@@ -72,18 +75,30 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
                         steps: ids,
                         source: st.source.clone(),
                         platform: st.platform.clone(),
+                        label: None,
                     });
                     by_name.entry(st.name.clone()).or_default().push(new_id);
                     new_id
                 }
             };
             map[id.0] = Some(merged);
+            users.entry(merged).or_default().push(platform.clone());
         }
         for o in g.outputs {
             let mut o = o;
             o.stage = map[o.stage.0].unwrap_or(o.stage);
             o.platform = Some(platform.clone());
             out.outputs.push(o);
+        }
+    }
+    // A stage made for one target only is shown with it; a shared one by
+    // its name alone.
+    if several {
+        for (id, targets) in users {
+            if let [only] = targets.as_slice() {
+                let st = &mut out.stages[id.0];
+                st.label = Some(format!("{only} {}", st.name));
+            }
         }
     }
     out

@@ -215,6 +215,17 @@ pub struct Stage {
     /// (scratch and copies), which a multi-platform build makes once
     /// ([`merge`]).
     pub platform: Option<Platform>,
+    /// How progress shows it when the name alone is ambiguous: in a
+    /// multi-platform build, a stage built for one target is `linux/arm64
+    /// NAME`, as BuildKit shows it.
+    pub label: Option<String>,
+}
+
+impl Stage {
+    /// The stage as progress shows it ([`Stage::label`], else its name).
+    pub fn shown(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// One step: a layer or a config change.
@@ -678,6 +689,35 @@ impl BuildGraph {
             }
         }
         deps
+    }
+
+    /// A warning for each stage none of `targets` needs (they are skipped),
+    /// once per place it is defined.
+    pub fn unused_stages(&self, targets: &[StageId]) -> Vec<crate::diag::Diagnostic> {
+        let needed: HashSet<StageId> = self.build_order(targets).into_iter().collect();
+        let mut said = HashSet::new();
+        let mut out = Vec::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            if needed.contains(&StageId(i)) || !said.insert((s.source.span.start, s.name.as_str()))
+            {
+                continue;
+            }
+            // Defined once, made per platform: unused only if no copy is used.
+            if self.stages.iter().enumerate().any(|(j, o)| {
+                needed.contains(&StageId(j)) && o.name == s.name && o.source.span == s.source.span
+            }) {
+                continue;
+            }
+            out.push(
+                crate::diag::Diagnostic::warning(
+                    &s.source.file,
+                    s.source.span,
+                    format!("stage `{}` is never used", s.name),
+                )
+                .with_help("nothing the target stage builds depends on it; it is skipped"),
+            );
+        }
+        out
     }
 
     /// The stages needed to build `targets`, dependencies first; ties keep

@@ -252,3 +252,210 @@ fn run_executes_arm64_binaries_through_qemu() {
         .unwrap_or_else(|| panic!("the RUN layer has no /arch"));
     assert_eq!(arch, "aarch64\n");
 }
+
+/// The file `name` in the last layer of `platform`'s image in an OCI
+/// archive holding an index (taken out with skopeo, as a user would).
+fn file_in_last_layer(env: &TestEnv, archive: &Path, arch: &str, name: &str) -> String {
+    let one = env.path().join(format!("{arch}.tar"));
+    crate::util::tool(
+        "skopeo",
+        &[
+            "copy",
+            "--override-arch",
+            arch,
+            &format!("oci-archive:{}", archive.display()),
+            &format!("oci-archive:{}", one.display()),
+        ],
+    );
+    let layers = archive_layers(&one);
+    let mut a = tar::Archive::new(&layers.last().unwrap()[..]);
+    a.entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().as_os_str() == name)
+        .map(|mut e| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        })
+        .unwrap_or_else(|| panic!("{arch}: the last layer has no /{name}"))
+}
+
+/// A context whose bases are the host's busybox and Debian's arm64 one,
+/// chosen by `$TARGETARCH` (BuildKit's idiom for per-platform bases).
+fn two_arch_context(env: &TestEnv, dockerfile_tail: &str) -> PathBuf {
+    let ctx = env.path().join("ctx");
+    arm64_busybox_rootfs(&ctx.join("arm64"));
+    let amd64 = ctx.join("amd64/bin");
+    std::fs::create_dir_all(&amd64).unwrap();
+    std::fs::copy("/bin/busybox", amd64.join("busybox")).unwrap();
+    for applet in ["sh", "uname", "cat", "echo", "ls"] {
+        std::os::unix::fs::symlink("busybox", amd64.join(applet)).unwrap();
+    }
+    env.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM scratch AS base-amd64\nCOPY amd64/ /\n\
+             FROM scratch AS base-arm64\nCOPY arm64/ /\n\
+             {dockerfile_tail}"
+        ),
+    );
+    ctx
+}
+
+fn amd64_with_arm64() -> Option<String> {
+    amd64_host().or_else(arm64_unavailable)
+}
+
+crate::it_test!(
+    run_gives_each_platform_its_own_architecture,
+    needs = amd64_with_arm64
+);
+fn run_gives_each_platform_its_own_architecture() {
+    let env = TestEnv::new();
+    let ctx = two_arch_context(&env, "FROM base-$TARGETARCH\nRUN uname -m > /arch\n");
+    let args = [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        "out.tar",
+        ".",
+    ];
+    let mut c = env.cmd_in(&ctx, &args);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &args);
+    let archive = ctx.join("out.tar");
+    assert_eq!(
+        file_in_last_layer(&env, &archive, "arm64", "arch"),
+        "aarch64\n"
+    );
+    assert_eq!(
+        file_in_last_layer(&env, &archive, "amd64", "arch"),
+        "x86_64\n"
+    );
+}
+
+crate::it_test!(
+    a_build_platform_stage_runs_once_for_every_target,
+    needs = amd64_with_arm64
+);
+/// The cross-compilation pattern: the tool stage runs on the build
+/// platform once; each target copies its output.
+fn a_build_platform_stage_runs_once_for_every_target() {
+    let env = TestEnv::new();
+    let ctx = two_arch_context(
+        &env,
+        "FROM --platform=$BUILDPLATFORM base-amd64 AS build\n\
+         ARG TARGETARCH\n\
+         RUN echo \"built on $(uname -m) for $TARGETARCH\" > /out-$TARGETARCH\n\
+         RUN echo common > /common\n\
+         FROM base-$TARGETARCH\n\
+         ARG TARGETARCH\n\
+         COPY --from=build /out-$TARGETARCH /out\n\
+         RUN uname -m > /arch\n",
+    );
+    let args = [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        "out.tar",
+        ".",
+    ];
+    let mut c = env.cmd_in(&ctx, &args);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &args);
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // TARGETARCH is used in the build stage, so it is built per target
+    // (BuildKit does the same), on the build platform.
+    let archive = ctx.join("out.tar");
+    assert_eq!(log.matches("echo common > /common\n").count(), 2, "{log}");
+    for (arch, uname) in [("amd64", "x86_64\n"), ("arm64", "aarch64\n")] {
+        assert_eq!(file_in_last_layer(&env, &archive, arch, "arch"), uname);
+        let one = env.path().join(format!("{arch}.tar"));
+        let layers = archive_layers(&one);
+        let copied = &layers[layers.len() - 2];
+        let mut a = tar::Archive::new(&copied[..]);
+        let mut text = String::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().as_os_str() == "out" {
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            }
+        }
+        assert_eq!(text, format!("built on x86_64 for {arch}\n"));
+    }
+}
+
+crate::it_test!(
+    a_stage_without_target_variables_is_built_once,
+    needs = amd64_with_arm64
+);
+fn a_stage_without_target_variables_is_built_once() {
+    let env = TestEnv::new();
+    let ctx = two_arch_context(
+        &env,
+        "FROM --platform=$BUILDPLATFORM base-amd64 AS build\n\
+         RUN echo tool > /tool\n\
+         FROM base-$TARGETARCH\n\
+         COPY --from=build /tool /tool\n",
+    );
+    let args = [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        "out.tar",
+        ".",
+    ];
+    let mut c = env.cmd_in(&ctx, &args);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &args);
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("RUN echo tool > /tool").count(), 1, "{log}");
+    // base-arm64 serves the arm64 target: used, though not by amd64.
+    assert!(!log.contains("never used"), "{log}");
+    // A stage made for one target shows it, as BuildKit does.
+    assert!(log.contains("[linux/arm64 3] "), "{log}");
+}
+
+crate::it_test!(a_missing_emulator_stops_the_build_with_what_to_do);
+fn a_missing_emulator_stops_the_build_with_what_to_do() {
+    let env = TestEnv::new();
+    // A binfmt_misc with nothing registered (the seam the CLI reads).
+    env.write("binfmt_misc/status", "enabled\n");
+    env.write("binfmt_misc/register", "");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY Dockerfile /\nRUN true\n",
+    );
+    let foreign = if host().arch == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let mut c = env.cmd_in(
+        &env.path().join("ctx"),
+        &["build", "--platform", foreign, "-o", "out.tar", "."],
+    );
+    c.env("IMGBUILD_BINFMT_MISC", env.path().join("binfmt_misc"));
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = crate::util::stderr(&out);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(
+        err.contains(&format!("RUN for {foreign} cannot run")),
+        "{err}"
+    );
+    assert!(err.contains("apt-get install"), "{err}");
+    assert!(!env.path().join("ctx/out.tar").exists());
+}

@@ -115,6 +115,7 @@ fn lowered(dockerfile: &Path) -> String {
         platform: Platform::new("linux", "amd64", ""),
         build_platform: Platform::new("linux", "amd64", ""),
         resolver: &SyntheticBases,
+        warn_unused_stages: true,
     };
     let diagnostics = |diags: &[imgbuild::diag::Diagnostic]| -> String {
         diags.iter().map(|d| format!("{d}\n\n")).collect()

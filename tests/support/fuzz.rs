@@ -1112,6 +1112,7 @@ fn dockerfile(input: &[u8], st: &mut Stats) {
                 platform: imgbuild::platform::host(),
                 build_platform: imgbuild::platform::host(),
                 resolver: &FuzzBases,
+                warn_unused_stages: true,
             };
             let (graph, diags) = lower(&file, &ast, &opts);
             let _ = graph.build_order(

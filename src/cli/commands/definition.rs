@@ -169,6 +169,7 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         platform: host.clone(),
         build_platform: host.clone(),
         resolver: &resolver,
+        warn_unused_stages: req.platforms.is_empty(),
     };
     if !req.platforms.is_empty() {
         // One lowering per platform (TARGETARCH and friends differ), merged
@@ -194,7 +195,10 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
                 }
             }
         }
-        return Ok((Some(crate::graph::merge(graphs)), diags));
+        let graph = crate::graph::merge(graphs);
+        let targets: Vec<_> = graph.outputs.iter().map(|o| o.stage).collect();
+        diags.extend(graph.unused_stages(&targets));
+        return Ok((Some(graph), diags));
     }
     // Parsed and lowered node by node: the parse tree is never held whole.
     match dockerfile::lower::parse_and_lower(&file, &opts) {

@@ -45,6 +45,9 @@ pub struct Options<'a> {
     pub build_platform: Platform,
     /// Looks up base images (their environment and ONBUILD triggers).
     pub resolver: &'a dyn BaseResolver,
+    /// Warn about stages the target does not need (off when the caller
+    /// lowers once per platform and warns on the merged graph).
+    pub warn_unused_stages: bool,
 }
 
 /// Build args usable without an ARG instruction (docker's predefined proxy
@@ -391,8 +394,10 @@ fn lower_instructions(
     }
     let (graph, more) = g.finish();
     l.diags.extend(more);
-    if let Some(t) = target {
-        l.warn_unused_stages(&graph, t);
+    if let Some(t) = target
+        && opts.warn_unused_stages
+    {
+        l.diags.extend(graph.unused_stages(&[t]));
     }
     (graph, l.diags)
 }
@@ -805,22 +810,6 @@ impl Lowerer<'_> {
 
     pub(super) fn step(&mut self, g: &mut GraphBuilder, st: &Stage, kind: StepKind, span: Span) {
         g.add_step(st.id, kind, self.at(span), Vec::new(), Vec::new());
-    }
-
-    fn warn_unused_stages(&mut self, graph: &BuildGraph, target: StageId) {
-        let needed = graph.build_order(&[target]);
-        for (i, s) in graph.stages.iter().enumerate() {
-            if !needed.contains(&StageId(i)) {
-                self.diags.push(
-                    Diagnostic::warning(
-                        &s.source.file,
-                        s.source.span,
-                        format!("stage `{}` is never used", s.name),
-                    )
-                    .with_help("nothing the target stage builds depends on it; it is skipped"),
-                );
-            }
-        }
     }
 }
 
