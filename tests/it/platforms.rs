@@ -274,3 +274,93 @@ fn bad_platforms_are_usage_errors() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("FROM --platform"), "{}", stderr(&out));
 }
+
+crate::it_test!(a_spec_builds_its_platforms_with_variables);
+fn a_spec_builds_its_platforms_with_variables() {
+    let env = TestEnv::new();
+    env.write("ctx/amd64/which", "amd64\n");
+    env.write("ctx/arm64/which", "arm64\n");
+    env.write(
+        "ctx/app.toml",
+        r#"[build]
+platforms = ["linux/amd64", "linux/arm64"]
+
+[stage.tools]
+from = "scratch"
+platform = "${BUILDPLATFORM}"
+[[stage.tools.step]]
+copy = { src = "amd64/which", dest = "/tool" }
+
+[image.app]
+from = "scratch"
+tags = ["app:1"]
+output = "app.oci.tar"
+[[image.app.step]]
+copy = [
+  { src = "${TARGETARCH}/which", dest = "/which" },
+  { from = "tools", src = "/tool", dest = "/tool-$${literal}" },
+]
+
+[image.armonly]
+from = "scratch"
+platforms = ["linux/arm64"]
+output = "armonly.oci.tar"
+[[image.armonly.step]]
+copy = { src = "arm64/which", dest = "/w" }
+"#,
+    );
+    let log = build(&env, &["build", "--progress=plain", "ctx/app.toml"]);
+    // The build-platform stage is made once for both targets.
+    assert_eq!(log.matches("COPY amd64/which /tool\n").count(), 1, "{log}");
+    let app = env.path().join("ctx/app.oci.tar");
+    let index = raw_index(&app);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    for arch in ["amd64", "arm64"] {
+        let r = format!("oci-archive:{}", app.display());
+        let cfg: serde_json::Value = serde_json::from_str(&tool(
+            "skopeo",
+            &["inspect", "--override-arch", arch, "--config", &r],
+        ))
+        .unwrap();
+        assert_eq!(cfg["architecture"], arch);
+        let created_by: Vec<String> = cfg["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(
+            created_by
+                .iter()
+                .any(|c| c.contains(&format!("COPY {arch}/which /which"))
+                    && c.contains("/tool-${literal}")),
+            "{created_by:?}"
+        );
+    }
+    // An image with its own platforms: only those, so a plain archive.
+    let arm = env.path().join("ctx/armonly.oci.tar");
+    assert!(archive_names(&arm).contains(&"manifest.json".to_string()));
+    let cfg: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", arm.display()),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(cfg["architecture"], "arm64");
+    // --platform wins over the spec's.
+    let log = build(
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/arm64",
+            "ctx/app.toml",
+        ],
+    );
+    assert!(!log.contains("amd64/which /which"), "{log}");
+    assert!(archive_names(&app).contains(&"manifest.json".to_string()));
+}

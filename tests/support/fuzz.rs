@@ -1228,7 +1228,7 @@ fn expand(input: &[u8], st: &mut Stats) {
 fn spec(input: &[u8], st: &mut Stats) {
     let file: Arc<SourceFile> = SourceFile::new("spec.toml", lossy(input));
     let (graph, diags) =
-        imgbuild::frontend::spec::load_all(&file, Path::new("/nonexistent-fuzz-spec"));
+        imgbuild::frontend::spec::load_all(&file, Path::new("/nonexistent-fuzz-spec"), &[]);
     let mut errors = 0;
     for d in &diags {
         let _ = d.to_string();

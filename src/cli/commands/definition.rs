@@ -55,7 +55,7 @@ pub fn load(req: &Request<'_>) -> Result<Definition, Failure> {
         let file = read(req.input)?;
         let abs = absolute(req.input)?;
         let dir = abs.parent().unwrap_or(Path::new("/"));
-        crate::frontend::spec::load_all(&file, dir)
+        crate::frontend::spec::load_all(&file, dir, req.platforms)
     } else {
         load_dockerfile(req)?
     };

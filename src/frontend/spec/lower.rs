@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::decode::S;
 use super::model::{CommandSpec, ConfigKeys, CopySpec, Spec, StepBody, TargetKind, TargetSpec};
+use super::vars::Vars;
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
@@ -17,19 +18,34 @@ use crate::graph::{
     ImageSourceError, Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
 };
 use crate::pattern::{PatternSet, clean_path};
+use crate::platform::Platform;
 use crate::reference::Reference;
 
 struct Lowerer<'a> {
     file: &'a Arc<SourceFile>,
     context: PathBuf,
     diags: Vec<Diagnostic>,
+    target: &'a Target,
 }
 
-/// Lowers a (possibly partial) spec; returns the graph and every problem found.
+/// The platform one lowering is for.
+pub(super) struct Target {
+    /// `TARGETPLATFORM` and the other variables.
+    pub vars: Vars,
+    /// The platform built for.
+    pub platform: Platform,
+    /// Whether the build names its platforms (outputs then say theirs, and
+    /// an image with its own `platforms` is made only for those).
+    pub named: bool,
+}
+
+/// Lowers a (possibly partial) spec for one platform; returns the graph
+/// and every problem found.
 pub(super) fn lower(
     file: &Arc<SourceFile>,
     spec: &Spec,
     spec_dir: &Path,
+    target: &Target,
 ) -> (BuildGraph, Vec<Diagnostic>) {
     let context = match &spec.build.context {
         Some(c) => join_clean(spec_dir, &c.value),
@@ -39,6 +55,7 @@ pub(super) fn lower(
         file,
         context: context.clone(),
         diags: Vec::new(),
+        target,
     };
     let excludes: Vec<String> = spec.build.exclude.iter().map(|e| e.value.clone()).collect();
     for e in &spec.build.exclude {
@@ -101,6 +118,27 @@ impl Lowerer<'_> {
         self.diags.push(d);
     }
 
+    /// `s` with its variables expanded ([`Vars::expand`]; `strict` except
+    /// in `run`); `None` (reported at `s`) on a problem, so that nothing
+    /// else is said about a value that is not known.
+    fn var(&mut self, s: &S<String>, strict: bool) -> Option<S<String>> {
+        match self.target.vars.expand(&s.value, strict) {
+            Ok(v) => Some(S::new(v, s.span)),
+            Err(e) => {
+                let help = format!("the variables: {}", self.target.vars.names().join(", "));
+                self.error(s.span, e.to_string(), Some(&help));
+                None
+            }
+        }
+    }
+
+    /// A `run` command's text with the spec's variables expanded (the rest
+    /// is the shell's, so this cannot fail).
+    fn run_var(&mut self, s: &str, span: Span) -> String {
+        self.var(&S::new(s.to_string(), span), false)
+            .map_or_else(|| s.to_string(), |v| v.value)
+    }
+
     fn check_pattern(&mut self, p: &S<String>) {
         if let Err(e) = PatternSet::new(std::slice::from_ref(&p.value)) {
             self.error(p.span, e.to_string(), None);
@@ -110,10 +148,31 @@ impl Lowerer<'_> {
     fn target(&mut self, g: &mut GraphBuilder, t: &TargetSpec) {
         let from_span = t.from.as_ref().map_or(t.name.span, |f| f.span);
         let (base, base_text) = match &t.from {
-            Some(f) => (self.base(f), f.value.clone()),
+            Some(f) => match self.var(f, true) {
+                Some(f) => (self.base(&f), f.value.clone()),
+                None => (PendingBase::Scratch, f.value.clone()),
+            },
             None => (PendingBase::Scratch, "scratch".to_string()),
         };
         let stage = g.add_stage(&t.name.value, base, &base_text, self.at(from_span));
+        let explicit = t.platform.as_ref().and_then(|p| {
+            let v = self.var(p, true)?;
+            match Platform::parse(&v.value) {
+                Ok(pl) => Some(pl),
+                Err(e) => {
+                    self.error(
+                        p.span,
+                        e.to_string(),
+                        Some("write os/arch[/variant] or \"${BUILDPLATFORM}\""),
+                    );
+                    None
+                }
+            }
+        });
+        let platform = explicit
+            .clone()
+            .unwrap_or_else(|| self.target.platform.clone());
+        g.set_platform(stage, platform, explicit.is_some());
         for step in &t.steps {
             let name = step.name.as_ref().map(|n| n.value.clone());
             match &step.body {
@@ -136,8 +195,14 @@ impl Lowerer<'_> {
                             id: c.value.clone(),
                         });
                     }
+                    let command = match &command.value {
+                        CommandSpec::Shell(s) => Command::Shell(self.run_var(s, command.span)),
+                        CommandSpec::Exec(a) => {
+                            Command::Exec(a.iter().map(|x| self.run_var(x, command.span)).collect())
+                        }
+                    };
                     let run = RunStep {
-                        command: command_of(&command.value),
+                        command,
                         heredocs: Vec::new(),
                         env: self.env_pairs(env),
                         env_wins: Vec::new(),
@@ -164,7 +229,13 @@ impl Lowerer<'_> {
             }
         }
         self.config(g, stage, &t.config, t.name.span);
-        if t.kind == TargetKind::Image {
+        // An image with its own platforms is made for those only.
+        let for_this = !self.target.named
+            || t.platforms.is_empty()
+            || t.platforms
+                .iter()
+                .any(|p| Platform::parse(&p.value).is_ok_and(|p| p == self.target.platform));
+        if t.kind == TargetKind::Image && for_this {
             let mut tags = Vec::new();
             for tag in &t.tags {
                 match Reference::parse(&tag.value) {
@@ -252,6 +323,24 @@ impl Lowerer<'_> {
         let mut froms = Vec::new();
         let mut args = Vec::new();
         for c in specs {
+            // A copy with a value that is not known is left out (reported).
+            let src: Vec<Option<S<String>>> = c.src.iter().map(|s| self.var(s, true)).collect();
+            let dest = self.var(&c.dest, true);
+            let from = c.from.as_ref().map(|f| self.var(f, true));
+            let (Some(src), Some(dest), Some(from)) = (
+                src.into_iter().collect::<Option<Vec<_>>>(),
+                dest,
+                from.map_or(Some(None), |f| f.map(Some)),
+            ) else {
+                continue;
+            };
+            let expanded = CopySpec {
+                src,
+                dest,
+                from,
+                ..c.clone()
+            };
+            let c = &expanded;
             if c.dest.value.is_empty() {
                 self.error(
                     c.dest.span,

@@ -157,6 +157,12 @@ pub struct TargetSpec {
     pub output: Option<S<String>>,
     /// `format` (images only).
     pub format: Option<S<String>>,
+    /// `platform`: the one platform this stage is built for (may name a
+    /// variable: `"${BUILDPLATFORM}"`).
+    pub platform: Option<S<String>>,
+    /// `platforms` (images only): the platforms to build it for, instead
+    /// of `[build].platforms`.
+    pub platforms: Vec<S<String>>,
 }
 
 /// The `[build]` table.
@@ -168,6 +174,8 @@ pub struct BuildSpec {
     pub source_date_epoch: Option<S<i64>>,
     /// `exclude`: context-wide patterns.
     pub exclude: Vec<S<String>>,
+    /// `platforms`: what every image is built for unless it says otherwise.
+    pub platforms: Vec<S<String>>,
 }
 
 /// A whole spec.
@@ -180,9 +188,9 @@ pub struct Spec {
 }
 
 const TOP_KEYS: &[&str] = &["build", "stage", "image"];
-const BUILD_KEYS: &[&str] = &["context", "source_date_epoch", "exclude"];
-const STAGE_ONLY_KEYS: &[&str] = &["from", "step"];
-const IMAGE_ONLY_KEYS: &[&str] = &["tags", "output", "format"];
+const BUILD_KEYS: &[&str] = &["context", "source_date_epoch", "exclude", "platforms"];
+const STAGE_ONLY_KEYS: &[&str] = &["from", "step", "platform"];
+const IMAGE_ONLY_KEYS: &[&str] = &["tags", "output", "format", "platforms"];
 const COPY_KEYS: &[&str] = &["src", "dest", "from", "mode", "owner", "exclude", "parents"];
 const RUN_KEYS: &[&str] = &["name", "run", "env", "workdir", "user", "network", "cache"];
 
@@ -247,7 +255,22 @@ fn parse_build(d: &mut Decoder, v: &V<'_>) -> BuildSpec {
     if let Some(v) = get(t, "exclude") {
         b.exclude = d.string_array(v, "exclude").unwrap_or_default();
     }
+    if let Some(v) = get(t, "platforms") {
+        b.platforms = parse_platforms(d, v);
+    }
     b
+}
+
+/// `platforms = ["linux/amd64", …]` (or one string), each a platform.
+fn parse_platforms(d: &mut Decoder, v: &V<'_>) -> Vec<S<String>> {
+    let list = d.one_or_many(v, "platforms").unwrap_or_default();
+    for p in &list {
+        if let Err(e) = crate::platform::Platform::parse(&p.value) {
+            d.error(p.span, e.to_string()).help =
+                Some("write os/arch[/variant], e.g. \"linux/arm64\"".into());
+        }
+    }
+    list
 }
 
 fn parse_target(
@@ -324,6 +347,8 @@ fn parse_target(
         tags: Vec::new(),
         output: None,
         format: None,
+        platform: get(t, "platform").and_then(|v| d.string(v, "platform")),
+        platforms: Vec::new(),
     };
     if kind == TargetKind::Image {
         if let Some(v) = get(t, "tags") {
@@ -331,6 +356,9 @@ fn parse_target(
         }
         if let Some(v) = get(t, "output") {
             target.output = d.string(v, "output");
+        }
+        if let Some(v) = get(t, "platforms") {
+            target.platforms = parse_platforms(d, v);
         }
         if let Some(v) = get(t, "format") {
             target.format = d.string(v, "format");
