@@ -695,17 +695,14 @@ impl BuildGraph {
     /// once per place it is defined.
     pub fn unused_stages(&self, targets: &[StageId]) -> Vec<crate::diag::Diagnostic> {
         let needed: HashSet<StageId> = self.build_order(targets).into_iter().collect();
+        // Defined once, made per platform: unused only if no copy is used.
+        let place = |s: &Stage| (s.source.span.start, s.source.span.end, s.name.clone());
+        let used: HashSet<_> = needed.iter().map(|id| place(self.stage(*id))).collect();
         let mut said = HashSet::new();
         let mut out = Vec::new();
-        for (i, s) in self.stages.iter().enumerate() {
-            if needed.contains(&StageId(i)) || !said.insert((s.source.span.start, s.name.as_str()))
-            {
-                continue;
-            }
-            // Defined once, made per platform: unused only if no copy is used.
-            if self.stages.iter().enumerate().any(|(j, o)| {
-                needed.contains(&StageId(j)) && o.name == s.name && o.source.span == s.source.span
-            }) {
+        for s in &self.stages {
+            let at = place(s);
+            if used.contains(&at) || !said.insert(at) {
                 continue;
             }
             out.push(

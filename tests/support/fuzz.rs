@@ -1115,6 +1115,23 @@ fn dockerfile(input: &[u8], st: &mut Stats) {
                 warn_unused_stages: true,
             };
             let (graph, diags) = lower(&file, &ast, &opts);
+            // The same definition for a second platform, merged as a
+            // multi-platform build merges it.
+            if diags.iter().all(|d| !d.is_error()) {
+                let arm = imgbuild::platform::Platform::new("linux", "arm64", "");
+                let other = Options {
+                    platform: arm.clone(),
+                    warn_unused_stages: false,
+                    ..opts
+                };
+                let (second, _) = lower(&file, &ast, &other);
+                let merged = imgbuild::graph::merge(vec![
+                    (imgbuild::platform::host(), graph.clone()),
+                    (arm, second),
+                ]);
+                let targets: Vec<_> = merged.outputs.iter().map(|o| o.stage).collect();
+                let _ = merged.unused_stages(&targets);
+            }
             let _ = graph.build_order(
                 &(0..graph.stages.len())
                     .map(imgbuild::graph::StageId)
@@ -1229,6 +1246,12 @@ fn spec(input: &[u8], st: &mut Stats) {
     let file: Arc<SourceFile> = SourceFile::new("spec.toml", lossy(input));
     let (graph, diags) =
         imgbuild::frontend::spec::load_all(&file, Path::new("/nonexistent-fuzz-spec"), &[]);
+    // And as a two-platform build (lowered twice, merged).
+    let two = [
+        imgbuild::platform::host(),
+        imgbuild::platform::Platform::new("linux", "arm64", ""),
+    ];
+    let _ = imgbuild::frontend::spec::load_all(&file, Path::new("/nonexistent-fuzz-spec"), &two);
     let mut errors = 0;
     for d in &diags {
         let _ = d.to_string();
