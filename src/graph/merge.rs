@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use super::{Base, BuildGraph, CopyFrom, Mount, Stage, StageId, Step, StepId, StepKind};
+use super::{
+    Base, BuildGraph, ConfigChange, CopyFrom, Mount, Stage, StageId, Step, StepId, StepKind,
+};
 use crate::platform::Platform;
 
 /// Merges per-platform graphs of the same definition into one. Every
@@ -46,43 +48,64 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
                     step
                 })
                 .collect();
-            let same = by_name.get(&st.name).and_then(|candidates| {
-                candidates.iter().copied().find(|c| {
-                    let m = out.stage(*c);
-                    m.base == base
-                        && m.platform == st.platform
-                        && m.steps.len() == steps.len()
-                        && m.steps
-                            .iter()
-                            .zip(&steps)
-                            .all(|(a, b)| out.step(*a).kind == b.kind)
-                })
-            });
+            let same = find_same(
+                &out,
+                &by_name,
+                &st.name,
+                &base,
+                st.platform.as_ref(),
+                &steps,
+            );
             let merged = match same {
                 Some(c) => c,
-                None => {
-                    let new_id = StageId(out.stages.len());
-                    let mut ids = Vec::with_capacity(steps.len());
-                    for mut step in steps {
-                        step.stage = new_id;
-                        ids.push(StepId(out.steps.len()));
-                        out.steps.push(step);
+                None => match shared_prefix(
+                    &out,
+                    &by_name,
+                    &st.name,
+                    &base,
+                    st.platform.as_ref(),
+                    &steps,
+                ) {
+                    // Another target's stage starts with the same steps:
+                    // they become a stage of their own, built once, and
+                    // both continue from it.
+                    Some((c, k)) => {
+                        let prefix = if k == out.stage(c).steps.len() {
+                            c
+                        } else {
+                            split(&mut out, &mut by_name, &mut users, c, k)
+                        };
+                        let u = users.entry(prefix).or_default();
+                        if !u.contains(&platform) {
+                            u.push(platform.clone());
+                        }
+                        let rest = steps[k..].to_vec();
+                        let over = Base::Stage(prefix);
+                        if k == steps.len() {
+                            prefix
+                        } else if let Some(same) =
+                            find_same(&out, &by_name, &st.name, &over, st.platform.as_ref(), &rest)
+                        {
+                            same
+                        } else {
+                            push_stage(&mut out, &mut by_name, st, over, st.name.clone(), rest)
+                        }
                     }
-                    out.stages.push(Stage {
-                        name: st.name.clone(),
+                    None => push_stage(
+                        &mut out,
+                        &mut by_name,
+                        st,
                         base,
-                        base_text: st.base_text.clone(),
-                        steps: ids,
-                        source: st.source.clone(),
-                        platform: st.platform.clone(),
-                        label: None,
-                    });
-                    by_name.entry(st.name.clone()).or_default().push(new_id);
-                    new_id
-                }
+                        st.base_text.clone(),
+                        steps,
+                    ),
+                },
             };
             map[id.0] = Some(merged);
-            users.entry(merged).or_default().push(platform.clone());
+            let u = users.entry(merged).or_default();
+            if !u.contains(&platform) {
+                u.push(platform.clone());
+            }
         }
         for o in g.outputs {
             let mut o = o;
@@ -102,6 +125,131 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
         }
     }
     out
+}
+
+/// The merged stage of this name, base and platform whose steps are
+/// `steps`.
+fn find_same(
+    out: &BuildGraph,
+    by_name: &HashMap<String, Vec<StageId>>,
+    name: &str,
+    base: &Base,
+    platform: Option<&Platform>,
+    steps: &[Step],
+) -> Option<StageId> {
+    by_name.get(name)?.iter().copied().find(|c| {
+        let m = out.stage(*c);
+        m.base == *base
+            && m.platform.as_ref() == platform
+            && m.steps.len() == steps.len()
+            && m.steps
+                .iter()
+                .zip(steps)
+                .all(|(a, b)| out.step(*a).kind == b.kind)
+    })
+}
+
+/// Adds a stage of `steps` over `base`, made from `st`; returns its id.
+fn push_stage(
+    out: &mut BuildGraph,
+    by_name: &mut HashMap<String, Vec<StageId>>,
+    st: &Stage,
+    base: Base,
+    base_text: String,
+    steps: Vec<Step>,
+) -> StageId {
+    let new_id = StageId(out.stages.len());
+    let mut ids = Vec::with_capacity(steps.len());
+    for mut step in steps {
+        step.stage = new_id;
+        ids.push(StepId(out.steps.len()));
+        out.steps.push(step);
+    }
+    out.stages.push(Stage {
+        name: st.name.clone(),
+        base,
+        base_text,
+        steps: ids,
+        source: st.source.clone(),
+        platform: st.platform.clone(),
+        label: None,
+    });
+    by_name.entry(st.name.clone()).or_default().push(new_id);
+    new_id
+}
+
+/// The merged stage of this name, base and platform that shares the
+/// longest prefix of `steps` with them, and its length: at least one step,
+/// one that makes a layer among them (a shared config change alone is not
+/// worth a stage), and no ONBUILD in it (a stage built `FROM` another drops
+/// its triggers, so the split would change the image).
+fn shared_prefix(
+    out: &BuildGraph,
+    by_name: &HashMap<String, Vec<StageId>>,
+    name: &str,
+    base: &Base,
+    platform: Option<&Platform>,
+    steps: &[Step],
+) -> Option<(StageId, usize)> {
+    let mut best: Option<(StageId, usize)> = None;
+    for &c in by_name.get(name)? {
+        let m = out.stage(c);
+        if m.base != *base || m.platform.as_ref() != platform {
+            continue;
+        }
+        let mut k = 0;
+        for (a, b) in m.steps.iter().zip(steps) {
+            let kind = &out.step(*a).kind;
+            if *kind != b.kind || matches!(kind, StepKind::Config(ConfigChange::OnBuild(_))) {
+                break;
+            }
+            k += 1;
+        }
+        let layers = m.steps[..k]
+            .iter()
+            .any(|s| !matches!(out.step(*s).kind, StepKind::Config(_)));
+        if layers && best.is_none_or(|(_, b)| k > b) {
+            best = Some((c, k));
+        }
+    }
+    best
+}
+
+/// Splits stage `c` after its first `k` steps: they become a new stage
+/// (same name, base and platform), and `c` keeps its id and the rest of
+/// its steps over it. `c`'s result is unchanged: its steps' keys chain on
+/// the new stage's last key, as they chained on the step before.
+fn split(
+    out: &mut BuildGraph,
+    by_name: &mut HashMap<String, Vec<StageId>>,
+    users: &mut HashMap<StageId, Vec<Platform>>,
+    c: StageId,
+    k: usize,
+) -> StageId {
+    let prefix = StageId(out.stages.len());
+    let orig = out.stage(c).clone();
+    let (head, tail) = orig.steps.split_at(k);
+    for s in head {
+        out.steps[s.0].stage = prefix;
+    }
+    out.stages.push(Stage {
+        steps: head.to_vec(),
+        label: None,
+        ..orig.clone()
+    });
+    let st = &mut out.stages[c.0];
+    st.base = Base::Stage(prefix);
+    st.base_text = orig.name.clone();
+    st.steps = tail.to_vec();
+    by_name.entry(orig.name.clone()).or_default().push(prefix);
+    let before = users.get(&c).cloned().unwrap_or_default();
+    let u = users.entry(prefix).or_default();
+    for p in before {
+        if !u.contains(&p) {
+            u.push(p);
+        }
+    }
+    prefix
 }
 
 /// Rewrites the stage references inside a step.

@@ -364,3 +364,62 @@ copy = { src = "arm64/which", dest = "/w" }
     assert!(!log.contains("amd64/which /which"), "{log}");
     assert!(archive_names(&app).contains(&"manifest.json".to_string()));
 }
+
+crate::it_test!(steps_before_a_platform_variable_are_built_once);
+/// A stage that differs between platforms only after some steps: those
+/// steps are made once, and each platform's image is byte for byte the one
+/// a build for that platform alone makes.
+fn steps_before_a_platform_variable_are_built_once() {
+    let env = TestEnv::new();
+    let df = "FROM scratch\nCOPY a.txt /a.txt\nARG TARGETARCH\nLABEL arch=$TARGETARCH\nCOPY a.txt /b-$TARGETARCH\n";
+    let ctx = context(&env, df);
+    let log = build(
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "both.tar",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(log.matches("COPY a.txt /a.txt\n").count(), 1, "{log}");
+    assert!(log.contains("[linux/arm64 0] "), "{log}");
+    let both = env.path().join("both.tar");
+    for arch in ["amd64", "arm64"] {
+        build(
+            &env,
+            &[
+                "build",
+                "--platform",
+                &format!("linux/{arch}"),
+                "-o",
+                &format!("{arch}.tar"),
+                ctx.to_str().unwrap(),
+            ],
+        );
+        let alone = format!(
+            "oci-archive:{}",
+            env.path().join(format!("{arch}.tar")).display()
+        );
+        let alone = tool("skopeo", &["inspect", "--raw", &alone]);
+        // The index's entry for the platform is the manifest a build for it
+        // alone writes.
+        let index = raw_index(&both);
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap()
+            .clone();
+        let alone_digest = format!("sha256:{}", sha256_hex(alone.as_bytes()));
+        assert_eq!(entry["digest"], alone_digest, "{arch}");
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    imgbuild::digest::Digest::of(bytes).hex().to_string()
+}
