@@ -591,6 +591,9 @@ pub struct CheckArgs {
     /// Set a build argument K=V (K alone: from the environment); repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+    /// Check as if building for these platforms (as build's --platform).
+    #[arg(long = "platform", value_name = "PLATFORMS")]
+    pub platforms: Vec<String>,
     /// Base images from registries (their environment matters to a
     /// Dockerfile's expansion).
     #[command(flatten)]

@@ -8,6 +8,16 @@ use crate::cli::util::{open_store, out};
 
 /// Validates a build definition.
 pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
+    let mut platforms: Vec<crate::platform::Platform> = Vec::new();
+    for list in &a.platforms {
+        for p in crate::platform::Platform::parse_list(list)
+            .map_err(|e| Failure::Usage(anyhow::anyhow!("--platform: {e}")))?
+        {
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
+    }
     let store = open_store(cli, env)?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
@@ -29,7 +39,7 @@ pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
                 std::sync::Arc::new(crate::progress::Null),
             )
             .as_ref(),
-        platforms: &[],
+        platforms: &platforms,
     })?
     .graph;
     let (stages, images) = (graph.stages.len(), graph.outputs.len());
