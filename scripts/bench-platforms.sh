@@ -84,8 +84,10 @@ printf 'FROM scratch\nCOPY rootfs/ /\n' > "$W/df/none.Dockerfile"
 printf 'FROM scratch\nCOPY rootfs/ /\nARG WANT\nRUN test "$(uname -m)" = "$WANT"\n' > "$W/df/check.Dockerfile"
 declare -A UNAME=([emu]=aarch64 [host]=$(uname -m)) PLATFORM=([emu]=$EMU [host]=$HOST)
 
-ib_cold() { # STORE PLATFORMS OUT -> a cold `big` build's command line
-  echo "$BIN --store $W/$1 build --progress=quiet --platform $2 -f $A -o $W/$3 $BIG"
+ib_cold() { # STORE PLATFORMS OUT [CPUFILE] -> a cold `big` build's command line
+  # CPUFILE: user and system seconds appended, a line per build: this machine's
+  # wall times swing 2x under load, the CPU time says whether the work doubled.
+  echo "${4:+/usr/bin/time -a -o $W/$4 -f '%U %S' }$BIN --store $W/$1 build --progress=quiet --platform $2 -f $A -o $W/$3 $BIG"
 }
 ib_run() { # emu|host DOCKERFILE [FLAGS]
   echo "$BIN --store $W/store build --progress=quiet --no-cache --platform ${PLATFORM[$1]} ${3:-} -f $W/df/$2.Dockerfile -o $W/out.tar $W/ctx-$1"
@@ -106,7 +108,11 @@ if [ "$PEER" = 1 ]; then
   if ! $BK debug workers >/dev/null 2>&1; then
     "$PEERS_DIR/buildkit/start.sh" >/dev/null
     BK_PID=$(cat /tmp/buildkitd.pid)
-    trap 'kill "$BK_PID" 2>/dev/null || true' EXIT
+    stop_buildkitd() { # and wait: the next run must not find a daemon shutting down
+      kill "$BK_PID" 2>/dev/null || return 0
+      for _ in $(seq 100); do kill -0 "$BK_PID" 2>/dev/null || return 0; sleep 0.1; done
+    }
+    trap stop_buildkitd EXIT
   fi
   grep -q "^Platforms:.*$EMU" <<<"$($BK debug workers -v)" || { echo "buildkitd cannot run $EMU" >&2; exit 2; }
 fi
@@ -136,10 +142,10 @@ for r in $(seq "$ROUNDS"); do
   for which in $order; do
     if [ "$which" = one ]; then
       measure "$ONE" "$BIG_BYTES" --prepare "rm -rf $W/cold-one $W/one.tar; sync" \
-        -- "$(ib_cold cold-one linux/amd64 one.tar)"
+        -- "$(ib_cold cold-one linux/amd64 one.tar cpu-one)"
     else
       measure "$TWO" "$BIG_BYTES" --prepare "rm -rf $W/cold-two $W/two.tar; sync" \
-        -- "$(ib_cold cold-two linux/amd64,linux/arm64 two.tar)"
+        -- "$(ib_cold cold-two linux/amd64,linux/arm64 two.tar cpu-two)"
     fi
   done
   for p in emu host; do
@@ -152,10 +158,10 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT" "$W/two.tar" "$EMU" "$HOST" "$STEPS" "$ONE" "$TWO" <<'PY'
+python3 - "$OUT" "$W" "$EMU" "$HOST" "$STEPS" "$ONE" "$TWO" <<'PY'
 import json, statistics, sys, tarfile
 from collections import defaultdict
-out, two_tar, emu, host, steps, one, two = sys.argv[1:]
+out, w, emu, host, steps, one, two = sys.argv[1:]
 steps = int(steps)
 runs, rss = defaultdict(list), defaultdict(int)
 for rec in map(json.loads, open(out)):
@@ -168,7 +174,7 @@ for k in runs:
 
 # The two-platform archive: an index of one manifest per platform, every
 # manifest naming the same single COPY layer.
-t = tarfile.open(two_tar)
+t = tarfile.open(w + "/two.tar")
 blob = lambda d: json.load(t.extractfile("blobs/" + d.replace(":", "/")))
 top = json.load(t.extractfile("index.json"))["manifests"]
 index = blob(top[0]["digest"]) if len(top) == 1 else {"manifests": top}
@@ -187,7 +193,10 @@ checks = [
     ("two-platform / single-platform, cold big", med[two] / med[one], "<=", 1.2),
     (SHARED, 1.0 if shared else 0.0, ">=", 1.0),
 ]
-reports = []
+cpu = {k: statistics.median(sum(map(float, l.split())) for l in open("%s/cpu-%s" % (w, k)))
+       for k in ("one", "two")}
+print("CPU seconds (user + sys), medians: %s %.2f, %s %.2f" % (one, cpu["one"], two, cpu["two"]))
+reports = [("two-platform / single-platform, CPU time", cpu["two"] / cpu["one"], "%.2f")]
 ours = {p: per_step("imgbuild", p) for p in (emu, host)}
 peer = {p: per_step("buildkit", p) for p in (emu, host)}
 for p, kind in ((emu, "emulated"), (host, "native")):
