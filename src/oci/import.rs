@@ -362,29 +362,42 @@ fn resolve_platform(
     fetch: &mut dyn FnMut(&Digest) -> Result<()>,
     origin: &Path,
 ) -> Result<Digest> {
-    fetch(&digest)?;
-    let bytes = store.read_blob(&digest)?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-        what: format!("manifest {digest}"),
-        source,
-    })?;
-    let mt = v
-        .get("mediaType")
-        .and_then(Value::as_str)
-        .unwrap_or(media_type);
-    let is_index = mt == MEDIA_OCI_INDEX || mt == MEDIA_DOCKER_LIST || v.get("manifests").is_some();
-    if !is_index {
-        return Ok(digest);
+    let (mut digest, mut media_type) = (digest, media_type.to_string());
+    // A loop, bounded: a hostile archive may nest indexes without end.
+    for _ in 0..MAX_INDEX_DEPTH {
+        fetch(&digest)?;
+        let bytes = store.read_blob(&digest)?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("manifest {digest}"),
+            source,
+        })?;
+        let mt = v
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(&media_type);
+        let is_index =
+            mt == MEDIA_OCI_INDEX || mt == MEDIA_DOCKER_LIST || v.get("manifests").is_some();
+        if !is_index {
+            return Ok(digest);
+        }
+        let (d, next) = crate::platform::index::select(&v, platform).map_err(|has| {
+            Error::Malformed(format!(
+                "{}: no image for {platform} in index {digest} (it has: {})",
+                origin.display(),
+                crate::platform::index::list(&has)
+            ))
+        })?;
+        (digest, media_type) = (d, next);
     }
-    let (d, media_type) = crate::platform::index::select(&v, platform).map_err(|has| {
-        Error::Malformed(format!(
-            "{}: no image for {platform} in index {digest} (it has: {})",
-            origin.display(),
-            crate::platform::index::list(&has)
-        ))
-    })?;
-    resolve_platform(store, &media_type, d, platform, fetch, origin)
+    Err(Error::Malformed(format!(
+        "{}: indexes nested more than {MAX_INDEX_DEPTH} deep",
+        origin.display()
+    )))
 }
+
+/// How deep image indexes may nest in an archive or layout (real ones
+/// nest one level: `index.json` names an image index).
+const MAX_INDEX_DEPTH: usize = 8;
 
 /// Makes sure config and layers are present and the layers are what the
 /// config claims.

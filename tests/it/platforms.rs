@@ -423,3 +423,39 @@ fn steps_before_a_platform_variable_are_built_once() {
 fn sha256_hex(bytes: &[u8]) -> String {
     imgbuild::digest::Digest::of(bytes).hex().to_string()
 }
+
+crate::it_test!(indexes_nested_without_end_are_refused);
+/// A hostile layout whose index names an index that names an index… (100
+/// deep): a clear error, no stack overflow, nothing imported.
+fn indexes_nested_without_end_are_refused() {
+    let env = TestEnv::new();
+    let dir = env.path().join("ctx/layout");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = imgbuild::digest::Digest::of(bytes).hex().to_string();
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut top = put(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#);
+    for _ in 0..100 {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                           "digest": top.0, "size": top.1,
+                           "platform": {"os": "linux", "architecture": "amd64"}}],
+        });
+        top = put(&serde_json::to_vec(&index).unwrap());
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": top.0, "size": top.1}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    env.write("ctx/Dockerfile", "FROM oci:layout\n");
+    let out = env.run(&["build", "--platform", "linux/amd64", "ctx"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("indexes nested more than 8 deep"), "{err}");
+    assert!(!err.contains("overflow"), "{err}");
+}
