@@ -136,7 +136,9 @@ Examples:
   imgbuild push app:dev registry.example.com/app:dev  any image (tag or ID) to a destination
 
 Blobs the registry has already are not uploaded (`Layer already exists`); the
-manifest goes last, and its digest is printed.")]
+manifest goes last, and its digest is printed. A multi-platform image sends
+every platform's manifest (by digest), then its index under the tag: the
+digest printed last is the index's.")]
 pub struct PushArgs {
     /// Image to push: a tag or an image ID.
     #[arg(value_name = "IMAGE")]
@@ -145,6 +147,10 @@ pub struct PushArgs {
     /// repository).
     #[arg(value_name = "DEST")]
     pub destination: Option<String>,
+    /// Push only this platform's image of a multi-platform one, under the
+    /// tag (os/arch[/variant]; default: every platform, and the index).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Talk to this registry (host[:port]) over plain http; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,

@@ -146,19 +146,24 @@ fn push_tags(
     let say = |line: String| {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     };
-    let tags: Vec<(&Reference, &crate::digest::Digest)> = result
+    let tags: Vec<(&Reference, &builder::BuiltImage)> = result
         .images
         .iter()
-        .flat_map(|i| i.tags.iter().map(move |t| (t, &i.id)))
+        .flat_map(|i| i.tags.iter().map(move |t| (t, i)))
         .collect();
     if tags.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "--push: nothing to push; name the image with -t REGISTRY/NAME:TAG"
         )));
     }
-    for (tag, id) in tags {
+    for (tag, image) in tags {
         let notice = super::registry::notice_to_stderr;
-        super::registry::push_image(store, id, tag, opts, Some(&say), notice)?;
+        let target = if image.is_index() {
+            crate::store::TagTarget::Index(image.id)
+        } else {
+            crate::store::TagTarget::Image(image.id)
+        };
+        super::registry::push_target(store, target, tag, opts, Some(&say), notice)?;
     }
     Ok(())
 }
