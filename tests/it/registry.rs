@@ -1038,3 +1038,75 @@ fn a_multi_platform_push_sends_every_manifest_then_the_index() {
     assert_success(&out, &["build --push"]);
     assert_eq!(raw_manifest(&pushed_by_build), index);
 }
+
+crate::it_test!(a_multi_platform_build_cache_serves_every_platform);
+/// Issue 14 item 5: `--cache-to` of a multi-platform build carries every
+/// platform's chain, so an empty store with `--cache-from` builds both
+/// platforms from the cache alone, to the same archive. (Its metadata file
+/// lists every platform's image too.)
+fn a_multi_platform_build_cache_serves_every_platform() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    per_platform_ctx(&env);
+    let cache = format!("registry:{}/cache/mp:buildcache", reg.host());
+    let platforms = "linux/amd64,linux/arm64";
+    let out = build_ctx(
+        &env,
+        "a",
+        &[
+            "--platform",
+            platforms,
+            "--cache-to",
+            &cache,
+            "-o",
+            "a.tar",
+            "--metadata-file",
+            "../meta.json",
+        ],
+    );
+    assert_success(&out, &["build with --cache-to"]);
+    // The metadata names each platform's image (the index has no layers).
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path().join("meta.json")).unwrap()).unwrap();
+    let each: Vec<&str> = meta["images"][0]["platforms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{meta}"))
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(each, ["linux/amd64", "linux/arm64"], "{meta}");
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+    // Per platform: COPY a.txt (the same key for both), COPY which, LABEL.
+    assert!(
+        stderr(&out).contains("Exported 5 cache entries"),
+        "{}",
+        stderr(&out)
+    );
+    let out = build_ctx(
+        &env,
+        "b",
+        &[
+            "--platform",
+            platforms,
+            "--cache-from",
+            &cache,
+            "-o",
+            "b.tar",
+        ],
+    );
+    assert_success(&out, &["build with --cache-from"]);
+    let log = stderr(&out);
+    assert!(!log.contains("Cache miss"), "{log}");
+    // Three steps after FROM for each platform, every one from the cache.
+    assert_eq!(log.matches(" ---> Using cache").count(), 6, "{log}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            log.contains(&format!("[{platform} 0]  ---> Using cache")),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(env.path().join("ctx/a.tar")).unwrap(),
+        std::fs::read(env.path().join("ctx/b.tar")).unwrap()
+    );
+}
