@@ -643,6 +643,10 @@ pub struct InspectArgs {
     /// `{{json .RootFS.Layers}}`.
     #[arg(short = 'f', long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Which platform's image of a multi-platform tag (os/arch[/variant];
+    /// default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `imgbuild history`.
@@ -654,6 +658,10 @@ pub struct HistoryArgs {
     /// Do not truncate CREATED BY.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Which platform's image of a multi-platform tag (os/arch[/variant];
+    /// default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `imgbuild tag`.
@@ -679,6 +687,10 @@ pub struct ExportArgs {
     /// Archive flavour.
     #[arg(long, value_enum, default_value = "oci")]
     pub format: FormatArg,
+    /// Of a multi-platform image, only this platform's (os/arch[/variant]),
+    /// as a plain archive; default: the whole index.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.
