@@ -232,6 +232,11 @@ pub struct RunArgs {
     /// read-only); repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volumes: Vec<String>,
+    /// Run this platform's image of a multi-platform one (os/arch[/variant];
+    /// default: this host's). A foreign platform runs through QEMU
+    /// registered in binfmt_misc, as a build's RUN does.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// The image: tag, image ID, or unique ID prefix.
     #[arg(value_name = "IMAGE")]
     pub image: String,
