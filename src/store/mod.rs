@@ -6,7 +6,8 @@
 //! ```text
 //! blobs/sha256/<hex>   layers, configs, manifests (immutable, verified on write)
 //! images/<hex>         image ID (config digest) → its manifest and parent
-//! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID
+//! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID,
+//!                      or `index <digest>`: a multi-platform image's index blob
 //! cache/<hex>          a cache key → the image the step produced
 //! snapshots/<hex>      extracted root filesystems, by chain ID (with
 //!                      `<hex>.json`: the verified layers they came from)
