@@ -1,7 +1,9 @@
 //! `imgbuild run` as a library function: a command in the RUN sandbox, over
 //! an image's layers and a writable layer that is thrown away on exit.
 //!
-//! [`prepare`] resolves the image, extracts its layers as overlay lowers and
+//! [`prepare`] resolves the image (a multi-platform tag's for the platform
+//! asked, else the host's), checks that this machine can execute its
+//! platform's binaries, extracts its layers as overlay lowers and
 //! makes the sandbox's [`exec::Spec`] (argv, environment, user, volumes,
 //! terminal) with docker's rules; [`Container::run`] gives it a RUN step's
 //! isolation (seccomp, cgroups, the network), runs it and cleans up. Between
@@ -35,6 +37,9 @@ pub struct Volume {
 pub struct Options {
     /// The image: tag, image ID, or unique ID prefix.
     pub image: String,
+    /// Which platform's image of a multi-platform tag (default: the
+    /// host's); any other image must be for it.
+    pub platform: Option<crate::platform::Platform>,
     /// Replaces the image's entrypoint (empty: none); drops its CMD.
     pub entrypoint: Option<String>,
     /// Replaces the image's CMD when not empty.
@@ -77,6 +82,21 @@ pub enum Error {
     /// Extracting its layers.
     #[error(transparent)]
     Layers(RunError),
+    /// The image is for a platform this machine cannot execute (no
+    /// emulator registered, or one without the fix-binary flag).
+    #[error("{image}: {platform} cannot run on this machine ({host}): {source}")]
+    Emulation {
+        /// The image as given.
+        image: String,
+        /// The image's platform.
+        platform: String,
+        /// This machine's.
+        host: String,
+        /// What is missing, and what to install or register (boxed: the
+        /// error is large, and `Result`s carry this enum).
+        #[source]
+        source: Box<exec::binfmt::Error>,
+    },
     /// Nothing to run.
     #[error("{image}: no command given and the image has no CMD or ENTRYPOINT")]
     NoCommand {
@@ -142,8 +162,23 @@ pub fn prepare<'s>(
     events: &dyn Sink,
 ) -> Result<Container<'s>, Error> {
     let lock = store.lock_shared()?;
-    let id = store.resolve(&opts.image).map_err(Error::Resolve)?;
+    let id = store
+        .resolve_for(&opts.image, opts.platform.as_ref())
+        .map_err(Error::Resolve)?;
     let (cfg, layers) = layers(store, &id, &opts.image)?;
+    // Before any extraction: the kernel must run the image's binaries,
+    // natively or through a registered emulator (as a build's RUN).
+    if let Some(platform) = store.image_platform(&id)? {
+        let host = crate::platform::host();
+        if let Err(source) = exec::binfmt::check(&platform, &host, &opts.host.binfmt_misc) {
+            return Err(Error::Emulation {
+                image: opts.image.clone(),
+                platform: platform.to_string(),
+                host: host.to_string(),
+                source: Box::new(source),
+            });
+        }
+    }
     let xattr = exec::opaque_xattr();
     let lowers = overlay_lowers(store, &layers, xattr, events).map_err(Error::Layers)?;
 

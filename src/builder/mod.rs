@@ -98,16 +98,29 @@ pub struct BuildOptions {
 pub struct BuiltImage {
     /// Stage or image name.
     pub name: String,
-    /// Image ID (config digest).
+    /// Image ID (config digest); for a multi-platform image, the digest of
+    /// its index.
     pub id: Digest,
-    /// Digest of the store's manifest.
+    /// Digest of the store's manifest (a multi-platform image's: its index).
     pub manifest: Digest,
+    /// The image of each platform, in the output's order: its platform
+    /// (`None`: a build that names none) and image ID. One entry, with
+    /// [`BuiltImage::id`], unless the output is an index.
+    pub platforms: Vec<(Option<crate::platform::Platform>, Digest)>,
     /// Digest of the manifest inside the archive.
     pub archive_manifest: Digest,
     /// Tags given.
     pub tags: Vec<Reference>,
     /// Archive written, if any.
     pub archive: Option<PathBuf>,
+}
+
+impl BuiltImage {
+    /// Whether this is a multi-platform image ([`BuiltImage::id`] is its
+    /// index's digest).
+    pub fn is_index(&self) -> bool {
+        !matches!(self.platforms.as_slice(), [(_, id)] if *id == self.id)
+    }
 }
 
 /// What happened to one step.

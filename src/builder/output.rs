@@ -152,6 +152,7 @@ impl Cx<'_> {
             name: self.graph.stage(o.images[0].1).name.clone(),
             id,
             manifest,
+            platforms: images.iter().map(|(p, id, _)| (p.clone(), *id)).collect(),
             archive_manifest,
             tags: o.tags.clone(),
             archive: o.path.clone(),

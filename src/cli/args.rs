@@ -136,7 +136,9 @@ Examples:
   imgbuild push app:dev registry.example.com/app:dev  any image (tag or ID) to a destination
 
 Blobs the registry has already are not uploaded (`Layer already exists`); the
-manifest goes last, and its digest is printed.")]
+manifest goes last, and its digest is printed. A multi-platform image sends
+every platform's manifest (by digest), then its index under the tag: the
+digest printed last is the index's.")]
 pub struct PushArgs {
     /// Image to push: a tag or an image ID.
     #[arg(value_name = "IMAGE")]
@@ -145,6 +147,10 @@ pub struct PushArgs {
     /// repository).
     #[arg(value_name = "DEST")]
     pub destination: Option<String>,
+    /// Push only this platform's image of a multi-platform one, under the
+    /// tag (os/arch[/variant]; default: every platform, and the index).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Talk to this registry (host[:port]) over plain http; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
@@ -226,6 +232,11 @@ pub struct RunArgs {
     /// read-only); repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volumes: Vec<String>,
+    /// Run this platform's image of a multi-platform one (os/arch[/variant];
+    /// default: this host's). A foreign platform runs through QEMU
+    /// registered in binfmt_misc, as a build's RUN does.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// The image: tag, image ID, or unique ID prefix.
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -640,6 +651,10 @@ pub struct InspectArgs {
     /// `{{json .RootFS.Layers}}`.
     #[arg(short = 'f', long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Which platform's image of a multi-platform tag (os/arch[/variant];
+    /// default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `imgbuild history`.
@@ -651,6 +666,10 @@ pub struct HistoryArgs {
     /// Do not truncate CREATED BY.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Which platform's image of a multi-platform tag (os/arch[/variant];
+    /// default: this host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `imgbuild tag`.
@@ -676,6 +695,10 @@ pub struct ExportArgs {
     /// Archive flavour.
     #[arg(long, value_enum, default_value = "oci")]
     pub format: FormatArg,
+    /// Of a multi-platform image, only this platform's (os/arch[/variant]),
+    /// as a plain archive; default: the whole index.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// Subcommand names, for `imgbuild SPEC` → `imgbuild build SPEC`.

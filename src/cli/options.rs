@@ -482,6 +482,8 @@ impl VolumeArg {
 pub struct HiRun {
     /// The image as typed.
     pub image: String,
+    /// `--platform`.
+    pub platform: Option<crate::platform::Platform>,
     /// `-i`.
     pub interactive: bool,
     /// `-t`.
@@ -513,8 +515,14 @@ impl HiRun {
     /// Converts and validates `a` in environment `env`.
     ///
     /// # Errors
-    /// The first `-v` that does not parse.
+    /// A `--platform` or the first `-v` that does not parse.
     pub fn from_low_args(a: &RunArgs, env: &Env) -> Result<HiRun, ArgError> {
+        let platform = a
+            .platform
+            .as_deref()
+            .map(crate::platform::Platform::parse)
+            .transpose()
+            .map_err(ArgError::Platform)?;
         let vars = a
             .env
             .iter()
@@ -530,6 +538,7 @@ impl HiRun {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(HiRun {
             image: a.image.clone(),
+            platform,
             interactive: a.interactive,
             tty: a.tty,
             env: vars,
@@ -920,6 +929,21 @@ mod tests {
         );
         assert_eq!(h.image, "img");
         assert_eq!(h.command, ["sh", "-c", "true"]);
+        assert_eq!(h.platform, None);
+    }
+
+    #[test]
+    fn run_platform_is_parsed_and_normalized() {
+        let h = HiRun::from_low_args(&run_args(&["--platform", "linux/arm64/v8", "img"]), &env())
+            .unwrap();
+        assert_eq!(
+            h.platform,
+            Some(crate::platform::Platform::parse("linux/arm64").unwrap())
+        );
+        let err = HiRun::from_low_args(&run_args(&["--platform", "linux/", "img"]), &env())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, ArgError::Platform(_)), "{err}");
     }
 
     #[test]

@@ -290,14 +290,39 @@ impl Store {
                 }
             }
         }
-        for (r, id) in self.tags()? {
-            if self.image(&id).ok().flatten().is_none() {
+        for (r, target) in self.tag_targets()? {
+            let what = match target {
+                super::TagTarget::Image(id) => {
+                    self.image(&id).ok().flatten().is_none().then(|| {
+                        format!(
+                            "tag {} points at missing image {}",
+                            r.familiar(),
+                            id.short()
+                        )
+                    })
+                }
+                // A multi-platform tag needs its index, and at least one
+                // of the index's platforms here (a pull brings one; the
+                // others may stay in the registry).
+                super::TagTarget::Index(i) if !c.blobs.contains(&i) => Some(format!(
+                    "tag {} points at index {i}, which is missing or corrupt",
+                    r.familiar()
+                )),
+                super::TagTarget::Index(i) => match self.target_images(&target) {
+                    Err(e) => Some(format!(
+                        "tag {} points at index {i}, which cannot be read: {e}",
+                        r.familiar()
+                    )),
+                    Ok(images) if images.is_empty() => Some(format!(
+                        "tag {} points at index {i}, none of whose platforms is in the store",
+                        r.familiar()
+                    )),
+                    Ok(_) => None,
+                },
+            };
+            if let Some(what) = what {
                 c.problems.push(Problem {
-                    what: format!(
-                        "tag {} points at missing image {}",
-                        r.familiar(),
-                        id.short()
-                    ),
+                    what,
                     fixes: vec![Fix::Tag(r)],
                 });
             }
@@ -396,8 +421,17 @@ impl Checked {
             return Ok(());
         }
         let mut fixes = vec![Fix::Image(id)];
-        for (r, t) in store.tags()? {
-            if t == id {
+        for (r, t) in store.tag_targets()? {
+            let only_this = match t {
+                super::TagTarget::Image(d) => d == id,
+                // A multi-platform tag goes with its last good platform
+                // here; until then it serves the others.
+                super::TagTarget::Index(_) => store.target_images(&t).is_ok_and(|images| {
+                    images.iter().any(|(_, d)| *d == id)
+                        && images.iter().all(|(_, d)| self.bad_images.contains(d))
+                }),
+            };
+            if only_this {
                 fixes.push(Fix::Tag(r));
             }
         }
@@ -568,5 +602,75 @@ mod tests {
             .unwrap();
         assert_eq!(r.images, 0);
         assert!(!s.has_blob(&manifest));
+    }
+
+    #[test]
+    fn check_reports_index_tags_that_name_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let config = s
+            .put_blob(br#"{"architecture":"arm64","os":"linux"}"#)
+            .unwrap();
+        let manifest = s
+            .put_blob(format!(r#"{{"config":{{"digest":"{config}"}},"layers":[]}}"#).as_bytes())
+            .unwrap();
+        s.put_image(
+            &config,
+            &ImageRecord {
+                manifest,
+                parent: None,
+            },
+        )
+        .unwrap();
+        let entry = |m: &Digest| {
+            format!(r#"{{"digest":"{m}","platform":{{"os":"linux","architecture":"arm64"}}}}"#)
+        };
+        let index = s
+            .put_blob(format!(r#"{{"manifests":[{}]}}"#, entry(&manifest)).as_bytes())
+            .unwrap();
+        let remote_only = s
+            .put_blob(format!(r#"{{"manifests":[{}]}}"#, entry(&Digest::of(b"remote"))).as_bytes())
+            .unwrap();
+        let tag = |n: &str| Reference::parse(n).unwrap();
+        s.set_index_tag(&tag("good:1"), &index).unwrap();
+        s.set_index_tag(&tag("remote:1"), &remote_only).unwrap();
+        s.set_index_tag(&tag("gone:1"), &Digest::of(b"never stored"))
+            .unwrap();
+        // Prune keeps the index, and the image it names though no plain tag does.
+        s.prune(
+            PruneOptions {
+                all: true,
+                keep_storage: None,
+            },
+            &|| {},
+        )
+        .unwrap();
+        assert!(s.has_blob(&index) && s.has_blob(&manifest) && s.has_blob(&config));
+        assert!(s.image(&config).unwrap().is_some());
+        let problems = s.check().unwrap().problems;
+        let whats: Vec<&str> = problems.iter().map(|p| p.what.as_str()).collect();
+        assert_eq!(whats.len(), 2, "{whats:?}");
+        assert!(
+            whats[0].starts_with("tag gone:1 points at index sha256:")
+                && whats[0].ends_with("which is missing or corrupt"),
+            "{whats:?}"
+        );
+        assert!(
+            whats[1].ends_with("none of whose platforms is in the store"),
+            "{whats:?}"
+        );
+        let removed = s.repair(&problems).unwrap();
+        assert_eq!(removed, ["removed tag gone:1", "removed tag remote:1"]);
+        assert!(s.check().unwrap().problems.is_empty());
+        // A corrupt platform image takes the tag with it when it was the
+        // tag's only image here.
+        fs_err::write(s.blob_path(&config), b"tampered").unwrap();
+        let problems = s.check().unwrap().problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.fixes.contains(&Fix::Tag(tag("good:1")))),
+            "{problems:?}"
+        );
     }
 }

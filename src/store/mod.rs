@@ -6,7 +6,8 @@
 //! ```text
 //! blobs/sha256/<hex>   layers, configs, manifests (immutable, verified on write)
 //! images/<hex>         image ID (config digest) → its manifest and parent
-//! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID
+//! tags/<name>          a tag (`docker.io/library/app:1.0`, `/` escaped) → image ID,
+//!                      or `index <digest>`: a multi-platform image's index blob
 //! cache/<hex>          a cache key → the image the step produced
 //! snapshots/<hex>      extracted root filesystems, by chain ID (with
 //!                      `<hex>.json`: the verified layers they came from)
@@ -92,6 +93,16 @@ pub enum Error {
     /// An ID prefix matches several images.
     #[error("image ID prefix `{0}` is ambiguous")]
     Ambiguous(String),
+    /// An image the store has, but not for the platform asked for.
+    #[error("{image} has no image for {platform} in the store (it has: {available})")]
+    NoSuchPlatform {
+        /// The image as the user named it.
+        image: String,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms the store has of it, for the message.
+        available: String,
+    },
     /// A layer of a media type imgbuild cannot decompress.
     #[error("unknown layer media type {0}")]
     UnknownMediaType(String),
@@ -933,23 +944,125 @@ impl Store {
         }
     }
 
-    /// Every tag with the image it points at, sorted by name.
+    /// Every tag with the image it points at (a multi-platform tag's: as
+    /// [`Store::tag`] chooses), sorted by name. A multi-platform tag whose
+    /// index cannot be read is left out (`store check` reports it), so one
+    /// broken tag does not hide the others.
     ///
     /// # Errors
     /// When the tags cannot be listed or read.
     pub fn tags(&self) -> Result<Vec<(Reference, Digest)>> {
         let mut out = Vec::new();
-        for name in list_names(&self.root.join("tags"))? {
-            let decoded = name.replace("%2F", "/").replace("%25", "%");
-            let Ok(r) = Reference::parse(&decoded) else {
-                continue;
+        for (r, t) in self.tag_targets()? {
+            let id = match t {
+                TagTarget::Image(id) => Some(id),
+                TagTarget::Index(_) => self.tag(&r).ok().flatten(),
             };
-            if let Some(id) = self.tag(&r)? {
+            if let Some(id) = id {
                 out.push((r, id));
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The images of what a tag names that the store has: the image, or
+    /// each platform of an index whose image is here (in the index's
+    /// order), with its platform.
+    ///
+    /// # Errors
+    /// An unreadable or malformed index.
+    pub fn target_images(&self, target: &TagTarget) -> Result<Vec<(Option<Platform>, Digest)>> {
+        Ok(match target {
+            TagTarget::Image(id) => vec![(None, *id)],
+            TagTarget::Index(i) => self
+                .index_images(i)?
+                .into_iter()
+                .filter_map(|(p, id)| Some((Some(p), id?)))
+                .collect(),
+        })
+    }
+
+    /// Every tag that names image `id`: it points at the image, or at an
+    /// index of which the image is a platform; sorted by name.
+    ///
+    /// # Errors
+    /// When the tags cannot be listed or read.
+    pub fn tags_of(&self, id: &Digest) -> Result<Vec<Reference>> {
+        let mut out = Vec::new();
+        for (r, t) in self.tag_targets()? {
+            let names = match t {
+                TagTarget::Image(d) => d == *id,
+                // An index that cannot be read names nothing here.
+                TagTarget::Index(_) => self
+                    .target_images(&t)
+                    .is_ok_and(|images| images.iter().any(|(_, d)| d == id)),
+            };
+            if names {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The platform image `id`'s config names (an image ID is its config's
+    /// digest); `None` when it names no architecture.
+    ///
+    /// # Errors
+    /// A missing, unreadable or malformed config blob.
+    pub fn image_platform(&self, id: &Digest) -> Result<Option<Platform>> {
+        let bytes = self.read_blob(id)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+            action: "parsing",
+            path: self.blob_path(id),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+        if field("architecture").is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Platform::new(
+            field("os"),
+            field("architecture"),
+            field("variant"),
+        )))
+    }
+
+    /// Resolves what a user typed to an image ID, as [`Store::resolve`]
+    /// does, for `platform` when given: a multi-platform tag gives that
+    /// platform's image, and any other image must be for that platform.
+    /// Without a platform, a multi-platform tag gives the host's image
+    /// (else the first the store has).
+    ///
+    /// # Errors
+    /// As [`Store::resolve`], and [`Error::NoSuchPlatform`] when the store
+    /// has the image but not for `platform`.
+    pub fn resolve_for(&self, what: &str, platform: Option<&Platform>) -> Result<Digest> {
+        let Some(want) = platform else {
+            return self.resolve(what);
+        };
+        let missing = |available: Vec<Platform>| Error::NoSuchPlatform {
+            image: what.to_string(),
+            platform: want.to_string(),
+            available: crate::platform::index::list(&available),
+        };
+        if let Ok(r) = Reference::parse(what)
+            && let Some(t @ TagTarget::Index(_)) = self.tag_target(&r)?
+        {
+            let images = self.target_images(&t)?;
+            return match images
+                .iter()
+                .find(|(p, _)| p.as_ref().is_some_and(|p| want.accepts(p)))
+            {
+                Some((_, id)) => Ok(*id),
+                None => Err(missing(images.into_iter().filter_map(|(p, _)| p).collect())),
+            };
+        }
+        let id = self.resolve(what)?;
+        match self.image_platform(&id)? {
+            Some(p) if !want.accepts(&p) => Err(missing(vec![p])),
+            _ => Ok(id),
+        }
     }
 
     /// Every tag with what it names, sorted by name.
@@ -1353,5 +1466,84 @@ mod tests {
         assert_eq!(s.resolve(&id.to_string()).unwrap(), id);
         assert!(matches!(s.resolve("nope"), Err(Error::NoSuchImage(_))));
         assert_eq!(s.tags().unwrap(), vec![(r, id)]);
+    }
+
+    /// An image whose config names `arch`, recorded in `s`: (ID, manifest).
+    fn image_for(s: &Store, arch: &str) -> (Digest, Digest) {
+        let config = s
+            .put_blob(format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).as_bytes())
+            .unwrap();
+        let manifest = s
+            .put_blob(format!(r#"{{"config":{{"digest":"{config}"}},"layers":[]}}"#).as_bytes())
+            .unwrap();
+        let rec = ImageRecord {
+            manifest,
+            parent: None,
+        };
+        s.put_image(&config, &rec).unwrap();
+        (config, manifest)
+    }
+
+    #[test]
+    fn multi_platform_tags_resolve_per_platform() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let (amd, amd_m) = image_for(&s, "amd64");
+        let (arm, arm_m) = image_for(&s, "arm64");
+        // A platform the store does not have (a pull fetches one).
+        let remote = Digest::of(b"elsewhere");
+        let index = s
+            .put_blob(
+                format!(
+                    r#"{{"manifests":[
+                    {{"digest":"{amd_m}","platform":{{"os":"linux","architecture":"amd64"}}}},
+                    {{"digest":"{arm_m}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+                    {{"digest":"{remote}","platform":{{"os":"linux","architecture":"s390x"}}}}]}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let mp = Reference::parse("mp:1").unwrap();
+        s.set_index_tag(&mp, &index).unwrap();
+        let plain = Reference::parse("arm:1").unwrap();
+        s.set_tag(&plain, &arm).unwrap();
+        let p = |s: &str| Platform::parse(s).unwrap();
+        assert_eq!(s.resolve_for("mp:1", Some(&p("linux/arm64"))).unwrap(), arm);
+        assert_eq!(s.resolve_for("mp:1", Some(&p("linux/amd64"))).unwrap(), amd);
+        let err = s
+            .resolve_for("mp:1", Some(&p("linux/s390x")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "mp:1 has no image for linux/s390x in the store (it has: linux/amd64, linux/arm64)"
+        );
+        // A single-platform image serves only its own platform.
+        assert_eq!(
+            s.resolve_for("arm:1", Some(&p("linux/arm64/v8"))).unwrap(),
+            arm
+        );
+        assert!(matches!(
+            s.resolve_for("arm:1", Some(&p("linux/amd64"))),
+            Err(Error::NoSuchPlatform { .. })
+        ));
+        assert_eq!(
+            s.target_images(&TagTarget::Index(index)).unwrap(),
+            vec![(Some(p("linux/amd64")), amd), (Some(p("linux/arm64")), arm)]
+        );
+        assert_eq!(s.tags_of(&arm).unwrap(), vec![plain.clone(), mp.clone()]);
+        assert_eq!(s.tags_of(&amd).unwrap(), vec![mp.clone()]);
+        // An index whose blob is gone hides only its own tag.
+        let gone = Reference::parse("gone:1").unwrap();
+        s.set_index_tag(&gone, &Digest::of(b"no such index"))
+            .unwrap();
+        let names: Vec<String> = s
+            .tags()
+            .unwrap()
+            .iter()
+            .map(|(r, _)| r.familiar())
+            .collect();
+        assert_eq!(names, ["arm:1", "mp:1"]);
+        assert_eq!(s.tags_of(&arm).unwrap(), vec![plain, mp]);
     }
 }

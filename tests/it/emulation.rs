@@ -459,3 +459,89 @@ fn a_missing_emulator_stops_the_build_with_what_to_do() {
     assert!(err.contains("apt-get install"), "{err}");
     assert!(!env.path().join("ctx/out.tar").exists());
 }
+
+crate::it_test!(
+    run_takes_the_platform_asked_of_a_multi_platform_tag,
+    needs = amd64_with_arm64
+);
+/// Issue 14 item 5: `run --platform` runs that platform's image of a
+/// multi-platform tag (arm64 through QEMU); without it, the host's.
+fn run_takes_the_platform_asked_of_a_multi_platform_tag() {
+    let env = TestEnv::new();
+    let ctx = two_arch_context(&env, "FROM base-$TARGETARCH\nCMD [\"uname\", \"-m\"]\n");
+    let args = [
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "mp:1",
+        ".",
+    ];
+    let out = env.run_in(&ctx, &args);
+    assert_success(&out, &args);
+    let run = |args: &[&str]| {
+        let all = [&["run", "--network", "none"], args].concat();
+        let out = env.run(&all);
+        assert_success(&out, &all);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&["--platform", "linux/arm64", "mp:1"]), "aarch64\n");
+    assert_eq!(run(&["mp:1"]), "x86_64\n");
+    assert_eq!(
+        run(&["--platform", "linux/amd64", "mp:1", "uname", "-m"]),
+        "x86_64\n"
+    );
+}
+
+crate::it_test!(run_of_a_platform_without_an_emulator_says_what_to_do);
+/// A foreign image and no emulator registered: the build's words and what
+/// to install, before anything is extracted; a platform the image is not
+/// for is a usage error.
+fn run_of_a_platform_without_an_emulator_says_what_to_do() {
+    let env = TestEnv::new();
+    env.write("binfmt_misc/status", "enabled\n");
+    env.write("binfmt_misc/register", "");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY Dockerfile /\nCMD [\"/x\"]\n",
+    );
+    let foreign = if host().arch == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let args = ["build", "-q", "--platform", foreign, "-t", "foreign:1", "."];
+    let out = env.run_in(&env.path().join("ctx"), &args);
+    assert_success(&out, &args);
+    let run = |args: &[&str]| {
+        let mut c = env.cmd_in(env.path(), &[&["run"], args].concat());
+        c.env("IMGBUILD_BINFMT_MISC", env.path().join("binfmt_misc"));
+        c.output().unwrap()
+    };
+    let out = run(&["foreign:1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "{}",
+        crate::util::stderr(&out)
+    );
+    let err = crate::util::stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "foreign:1: {foreign} cannot run on this machine ({})",
+            host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("apt-get install"), "{err}");
+    let out = run(&["--platform", "linux/s390x", "foreign:1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::util::stderr(&out));
+    assert!(
+        crate::util::stderr(&out).contains(&format!(
+            "foreign:1 has no image for linux/s390x in the store (it has: {foreign})"
+        )),
+        "{}",
+        crate::util::stderr(&out)
+    );
+}

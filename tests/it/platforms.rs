@@ -459,3 +459,183 @@ fn indexes_nested_without_end_are_refused() {
     assert!(err.contains("indexes nested more than 8 deep"), "{err}");
     assert!(!err.contains("overflow"), "{err}");
 }
+
+/// What `imgbuild ARGS` prints, asserting success.
+fn ok(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.run(args);
+    assert_success(&out, args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The single object `imgbuild inspect ARGS` prints.
+fn inspect(env: &TestEnv, args: &[&str]) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(env, &[&["inspect"], args].concat())).unwrap();
+    v[0].clone()
+}
+
+crate::it_test!(a_multi_platform_tag_is_listed_inspected_and_exported_per_platform);
+/// Issue 14 item 5: `images` lists a multi-platform tag once per platform,
+/// `inspect`, `history` and `export` take `--platform` (default: the
+/// host's), `export` without it writes the index, `tag` and `rmi` carry
+/// every platform, and `store check` keeps index tags honest.
+fn a_multi_platform_tag_is_listed_inspected_and_exported_per_platform() {
+    let env = TestEnv::new();
+    let ctx = context(
+        &env,
+        "FROM scratch\nARG TARGETARCH\nCOPY a.txt /a.txt\nLABEL arch=$TARGETARCH\n",
+    );
+    let ctx = ctx.to_str().unwrap();
+    let both = "linux/amd64,linux/arm64";
+    build(
+        &env,
+        &["build", "-q", "--platform", both, "-t", "mp:1", ctx],
+    );
+    env.write("other/b.txt", "b\n");
+    env.write("other/Dockerfile", "FROM scratch\nCOPY b.txt /b.txt\n");
+    let other = env.path().join("other");
+    build(
+        &env,
+        &["build", "-q", "-t", "one:1", other.to_str().unwrap()],
+    );
+    let host = imgbuild::platform::host();
+    // The host's image when the index has it, else the first.
+    let default_arch = if host.arch == "arm64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+
+    let table = ok(&env, &["images"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("REPOSITORY   TAG   IMAGE ID"),
+        "{table}"
+    );
+    assert!(lines[0].ends_with("   PLATFORM"), "{table}");
+    let mp: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("mp "))
+        .copied()
+        .collect();
+    assert_eq!(mp.len(), 2, "{table}");
+    assert!(mp[0].ends_with("   linux/amd64"), "{table}");
+    assert!(mp[1].ends_with("   linux/arm64"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("one ") && l.ends_with(&host.to_string())),
+        "{table}"
+    );
+    let json = ok(&env, &["images", "--format", "json"]);
+    let platforms: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["Repository"] == "mp")
+        .map(|v| v["Platform"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{json}");
+
+    let arm = inspect(&env, &["--platform", "linux/arm64", "mp:1"]);
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(arm["Config"]["Labels"]["arch"], "arm64");
+    assert_eq!(arm["RepoTags"], serde_json::json!(["mp:1"]));
+    assert_eq!(inspect(&env, &["mp:1"])["Architecture"], default_arch);
+    let out = env.run(&["inspect", "--platform", "linux/s390x", "mp:1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "mp:1 has no image for linux/s390x in the store (it has: linux/amd64, linux/arm64)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    for arch in ["amd64", "arm64"] {
+        let platform = format!("linux/{arch}");
+        let history = ok(&env, &["history", "--platform", &platform, "mp:1"]);
+        assert!(history.contains(&format!("LABEL arch={arch}")), "{history}");
+    }
+
+    // The index, or one platform as a plain archive named by the tag.
+    ok(&env, &["export", "mp:1", "-o", "all.tar"]);
+    let all = env.path().join("all.tar");
+    let index = raw_index(&all);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    assert!(!archive_names(&all).contains(&"manifest.json".to_string()));
+    ok(
+        &env,
+        &[
+            "export",
+            "--platform",
+            "linux/arm64",
+            "mp:1",
+            "-o",
+            "arm.tar",
+        ],
+    );
+    let arm_tar = env.path().join("arm.tar");
+    assert!(archive_names(&arm_tar).contains(&"manifest.json".to_string()));
+    let cfg = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", arm_tar.display()),
+        ],
+    );
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["architecture"], "arm64", "{cfg}");
+    let named = tool(
+        "skopeo",
+        &[
+            "inspect",
+            &format!("oci-archive:{}:docker.io/library/mp:1", arm_tar.display()),
+        ],
+    );
+    assert!(named.contains("\"Architecture\": \"arm64\""), "{named}");
+    let out = env.run(&["export", "--format", "docker", "mp:1", "-o", "d.tar"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("add --platform"), "{}", stderr(&out));
+
+    // Pruning keeps every platform of a tag; a new name takes them all.
+    ok(&env, &["prune", "--all"]);
+    ok(&env, &["tag", "mp:1", "copy:1"]);
+    let arm_id = arm["Id"].as_str().unwrap();
+    assert_eq!(
+        inspect(&env, &["--platform", "linux/arm64", "copy:1"])["Id"],
+        arm_id
+    );
+    // Untagging one name deletes nothing the other still names; the last
+    // name takes both platforms' images.
+    let untag = ok(&env, &["rmi", "mp:1"]);
+    assert_eq!(untag, "Untagged: mp:1\n");
+    let untag = ok(&env, &["rmi", "copy:1"]);
+    assert!(untag.starts_with("Untagged: copy:1\n"), "{untag}");
+    assert_eq!(untag.matches("Deleted: ").count(), 2, "{untag}");
+    assert!(untag.contains(&format!("Deleted: {arm_id}")), "{untag}");
+    ok(&env, &["store", "check"]);
+
+    // A tag whose index blob is gone is a problem `store check` names and
+    // repairs; the other tags list as before.
+    build(
+        &env,
+        &["build", "-q", "--platform", both, "-t", "mp:1", ctx],
+    );
+    let tag = std::fs::read_to_string(env.store().join("tags/docker.io%2Flibrary%2Fmp:1")).unwrap();
+    let index = tag.strip_prefix("index sha256:").unwrap().trim();
+    std::fs::remove_file(env.store().join("blobs/sha256").join(index)).unwrap();
+    let out = env.run(&["store", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "tag mp:1 points at index sha256:{index}, which is missing or corrupt"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let table = ok(&env, &["images"]);
+    assert!(table.contains("\none "), "{table}");
+    let repaired = ok(&env, &["store", "check", "--repair"]);
+    assert!(repaired.contains("removed tag mp:1\n"), "{repaired}");
+    ok(&env, &["store", "check"]);
+}

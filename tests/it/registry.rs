@@ -893,3 +893,220 @@ fn a_multi_platform_build_takes_each_base_from_the_registry_index() {
     let log = String::from_utf8_lossy(&again.stdout).into_owned() + &stderr(&again);
     assert!(!log.contains("Pulling from"), "{log}");
 }
+
+/// A context whose image differs per platform (`$TARGETARCH` picks a file
+/// and a label), so each platform has its own chain of steps.
+fn per_platform_ctx(env: &TestEnv) {
+    env.write("ctx/a.txt", "shared\n");
+    env.write("ctx/amd64.txt", "amd64\n");
+    env.write("ctx/arm64.txt", "arm64\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nARG TARGETARCH\nCOPY a.txt /a.txt\nCOPY $TARGETARCH.txt /which\nLABEL arch=$TARGETARCH\n",
+    );
+}
+
+/// `skopeo inspect --raw` of `reference` in the test registry.
+fn raw_manifest(reference: &str) -> serde_json::Value {
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+crate::it_test!(a_multi_platform_push_sends_every_manifest_then_the_index);
+/// Issue 14 item 5: each platform's image goes by digest, the index under
+/// the tag; a pull of one platform gets that platform's very image.
+fn a_multi_platform_push_sends_every_manifest_then_the_index() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let dest = format!("{}/team/x:1", reg.host());
+    per_platform_ctx(&env);
+    let out = build_ctx(
+        &env,
+        "store",
+        &["--platform", "linux/amd64,linux/arm64", "-t", &dest],
+    );
+    assert_success(&out, &["multi-platform build"]);
+    let out = env.run(&["push", &dest]);
+    assert_success(&out, &["push"]);
+    let text = stdout(&out);
+    // Docker's lines, a digest line per platform, the index's last.
+    assert!(
+        text.starts_with(&format!(
+            "The push refers to repository [{}/team/x]\n",
+            reg.host()
+        )),
+        "{text}"
+    );
+    let index = raw_manifest(&dest);
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    for (m, arch) in manifests.iter().zip(["amd64", "arm64"]) {
+        assert_eq!(m["platform"]["architecture"], arch, "{index}");
+        let digest = m["digest"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("linux/{arch}: digest: {digest} size: ")),
+            "{text}"
+        );
+        // Each manifest is in the repository, by its digest.
+        let one = raw_manifest(&format!("{}/team/x@{digest}", reg.host()));
+        assert_eq!(
+            one["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+    }
+    let pushed = pushed_digest(&text);
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ],
+    );
+    let index_digest = imgbuild::digest::Digest::of(raw.as_bytes()).to_string();
+    assert_eq!(pushed, index_digest, "{text}");
+    // The shared layer is uploaded once.
+    assert_eq!(text.matches(": Layer already exists").count(), 1, "{text}");
+    assert_eq!(text.matches(": Pushed").count(), 3, "{text}");
+
+    // One platform pulled into an empty store is the image built for it.
+    let out = in_store(&env, "fresh", &["pull", "--platform", "linux/arm64", &dest]);
+    assert_success(&out, &["pull --platform linux/arm64"]);
+    assert!(
+        stdout(&out).contains(&format!("Digest: {pushed}")),
+        "{}",
+        stdout(&out)
+    );
+    let id_for = |store: &str, platform: &str| {
+        let out = in_store(&env, store, &["inspect", "--platform", platform, &dest]);
+        assert_success(&out, &["inspect --platform", platform]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v[0]["Id"].clone(), v[0]["Architecture"].clone())
+    };
+    let (built, arch) = id_for("store", "linux/arm64");
+    assert_eq!(arch, "arm64");
+    assert_eq!(id_for("fresh", "linux/arm64").0, built);
+
+    // What the fresh store lacks of the index is named; --platform pushes
+    // the one it has, as a plain manifest.
+    let other = format!("{}/team/y:1", reg.host());
+    let out = in_store(&env, "fresh", &["push", &dest, &other]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the store lacks linux/amd64") && err.contains("--platform"),
+        "{err}"
+    );
+    let out = in_store(
+        &env,
+        "fresh",
+        &["push", "--platform", "linux/arm64", &dest, &other],
+    );
+    assert_success(&out, &["push --platform linux/arm64"]);
+    let one = raw_manifest(&other);
+    assert_eq!(
+        one["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+
+    // build --push sends the index too.
+    let pushed_by_build = format!("{}/team/z:1", reg.host());
+    let out = build_ctx(
+        &env,
+        "store",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &pushed_by_build,
+            "--push",
+        ],
+    );
+    assert_success(&out, &["build --push"]);
+    assert_eq!(raw_manifest(&pushed_by_build), index);
+}
+
+crate::it_test!(a_multi_platform_build_cache_serves_every_platform);
+/// Issue 14 item 5: `--cache-to` of a multi-platform build carries every
+/// platform's chain, so an empty store with `--cache-from` builds both
+/// platforms from the cache alone, to the same archive. (Its metadata file
+/// lists every platform's image too.)
+fn a_multi_platform_build_cache_serves_every_platform() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    per_platform_ctx(&env);
+    let cache = format!("registry:{}/cache/mp:buildcache", reg.host());
+    let platforms = "linux/amd64,linux/arm64";
+    let out = build_ctx(
+        &env,
+        "a",
+        &[
+            "--platform",
+            platforms,
+            "--cache-to",
+            &cache,
+            "-o",
+            "a.tar",
+            "--metadata-file",
+            "../meta.json",
+        ],
+    );
+    assert_success(&out, &["build with --cache-to"]);
+    // The metadata names each platform's image (the index has no layers).
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path().join("meta.json")).unwrap()).unwrap();
+    let each: Vec<&str> = meta["images"][0]["platforms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{meta}"))
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(each, ["linux/amd64", "linux/arm64"], "{meta}");
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+    // Per platform: COPY a.txt (the same key for both), COPY which, LABEL.
+    assert!(
+        stderr(&out).contains("Exported 5 cache entries"),
+        "{}",
+        stderr(&out)
+    );
+    let out = build_ctx(
+        &env,
+        "b",
+        &[
+            "--platform",
+            platforms,
+            "--cache-from",
+            &cache,
+            "-o",
+            "b.tar",
+        ],
+    );
+    assert_success(&out, &["build with --cache-from"]);
+    let log = stderr(&out);
+    assert!(!log.contains("Cache miss"), "{log}");
+    // Three steps after FROM for each platform, every one from the cache.
+    assert_eq!(log.matches(" ---> Using cache").count(), 6, "{log}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            log.contains(&format!("[{platform} 0]  ---> Using cache")),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(env.path().join("ctx/a.tar")).unwrap(),
+        std::fs::read(env.path().join("ctx/b.tar")).unwrap()
+    );
+}

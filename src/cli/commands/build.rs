@@ -96,7 +96,13 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     if let Some(r) = &hi.cache_to {
         let client = crate::registry::Client::new(r.domain(), &hi.registry)
             .with_notices(super::registry::notice_to_stderr);
-        let ids: Vec<_> = result.images.iter().map(|i| i.id).collect();
+        // Every platform's chain: a multi-platform output's ID is its
+        // index, which has no steps of its own.
+        let ids: Vec<_> = result
+            .images
+            .iter()
+            .flat_map(|i| i.platforms.iter().map(|(_, id)| *id))
+            .collect();
         let n = crate::registry::cache::export(&opts.store, &client, r, &ids)
             .with_context(|| format!("exporting the build cache to {}", r.familiar()))?;
         use std::io::Write;
@@ -146,19 +152,24 @@ fn push_tags(
     let say = |line: String| {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     };
-    let tags: Vec<(&Reference, &crate::digest::Digest)> = result
+    let tags: Vec<(&Reference, &builder::BuiltImage)> = result
         .images
         .iter()
-        .flat_map(|i| i.tags.iter().map(move |t| (t, &i.id)))
+        .flat_map(|i| i.tags.iter().map(move |t| (t, i)))
         .collect();
     if tags.is_empty() {
         return Err(Failure::Usage(anyhow::anyhow!(
             "--push: nothing to push; name the image with -t REGISTRY/NAME:TAG"
         )));
     }
-    for (tag, id) in tags {
+    for (tag, image) in tags {
         let notice = super::registry::notice_to_stderr;
-        super::registry::push_image(store, id, tag, opts, Some(&say), notice)?;
+        let target = if image.is_index() {
+            crate::store::TagTarget::Index(image.id)
+        } else {
+            crate::store::TagTarget::Image(image.id)
+        };
+        super::registry::push_target(store, target, tag, opts, Some(&say), notice)?;
     }
     Ok(())
 }
@@ -274,29 +285,51 @@ fn metadata(
     store: &crate::store::Store,
     result: &builder::BuildResult,
 ) -> Result<serde_json::Value, Failure> {
+    let layers = |id: &crate::digest::Digest| -> Result<serde_json::Value, Failure> {
+        let image = crate::oci::Image::load(store, id)?;
+        Ok(serde_json::json!(image.layers.iter().map(|l| serde_json::json!({
+            "digest": l.digest.to_string(), "size": l.size, "mediaType": l.media_type, "diffID": l.diff_id.to_string(),
+        })).collect::<Vec<_>>()))
+    };
     let mut images = Vec::new();
     for i in &result.images {
-        let rec = store
-            .image(&i.id)?
-            .ok_or_else(|| crate::store::Error::NoSuchImage(i.id.to_string()))?;
-        let image = crate::oci::Image::from_manifest(store, &rec.manifest)?;
-        images.push(serde_json::json!({
+        let mut v = serde_json::json!({
             "name": i.name,
             "image.id": i.id.to_string(),
             "manifest.digest": i.archive_manifest.to_string(),
             "tags": i.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
             "archive": i.archive.as_ref().map(|p| p.display().to_string()),
-            "layers": image.layers.iter().map(|l| serde_json::json!({
-                "digest": l.digest.to_string(), "size": l.size, "mediaType": l.media_type, "diffID": l.diff_id.to_string(),
-            })).collect::<Vec<_>>(),
-        }));
+        });
+        if !i.is_index() {
+            v["layers"] = layers(&i.id)?;
+        } else {
+            // A multi-platform image: its ID and digest are its index's;
+            // each platform has its own image.
+            let mut each = Vec::new();
+            for (p, id) in &i.platforms {
+                let rec = store
+                    .image(id)?
+                    .ok_or_else(|| crate::store::Error::NoSuchImage(id.to_string()))?;
+                each.push(serde_json::json!({
+                    "platform": p.as_ref().map(ToString::to_string),
+                    "image.id": id.to_string(),
+                    "manifest.digest": rec.manifest.to_string(),
+                    "layers": layers(id)?,
+                }));
+            }
+            v["platforms"] = serde_json::json!(each);
+        }
+        images.push(v);
     }
     let mut v = serde_json::json!({
         "images": images,
         "steps": result.steps,
     });
     if let Some(first) = result.images.first() {
-        v["containerimage.config.digest"] = serde_json::json!(first.id.to_string());
+        // buildx names a config only for a single-platform image.
+        if !first.is_index() {
+            v["containerimage.config.digest"] = serde_json::json!(first.id.to_string());
+        }
         v["containerimage.digest"] = serde_json::json!(first.archive_manifest.to_string());
         v["image.name"] = serde_json::json!(
             first

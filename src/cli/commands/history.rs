@@ -7,11 +7,13 @@ use crate::cli::exit::Failure;
 use crate::cli::util::{ago, human_size, now, open_store, out};
 use crate::oci::{Image, parse_rfc3339};
 
-/// Prints the history of an image.
+/// Prints the history of an image (of a multi-platform tag: the
+/// `--platform`'s, else the host's).
 pub fn run(cli: &Cli, env: &Env, a: &HistoryArgs) -> Result<(), Failure> {
+    let platform = super::parse_platform(a.platform.as_deref())?;
     let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
-    let id = super::resolve_image(&store, &a.image)?;
+    let id = super::resolve_image_for(&store, &a.image, platform.as_ref())?;
     // Walk the parent chain: entry i of the history belongs to the image whose
     // history has i+1 entries.
     let mut chain = Vec::new();

@@ -1,4 +1,6 @@
-//! `imgbuild images [-a]`.
+//! `imgbuild images [-a]`: a row per tag, and per platform the store has of
+//! a multi-platform tag (with a PLATFORM column, and `Platform` in JSON,
+//! when some tag is one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +11,7 @@ use crate::cli::template::Template;
 use crate::cli::util::{ago, human_size, now, open_store, out};
 use crate::digest::Digest;
 use crate::oci::{Image, parse_rfc3339};
-use crate::store::Store;
+use crate::store::{Store, TagTarget};
 
 struct Row {
     repo: String,
@@ -17,11 +19,14 @@ struct Row {
     id: Digest,
     created: Option<i64>,
     size: u64,
+    platform: String,
 }
 
-fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure> {
+/// An image's creation time, size, and platform (`os/arch[/variant]`, as
+/// its config says).
+fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64, String), Failure> {
     let Some(rec) = store.image(id)? else {
-        return Ok((None, 0));
+        return Ok((None, 0, String::new()));
     };
     let image = Image::from_manifest(store, &rec.manifest)?;
     let created = image
@@ -36,7 +41,13 @@ fn image_info(store: &Store, id: &Digest) -> Result<(Option<i64>, u64), Failure>
         .iter()
         .map(|l| store.shown_size(&l.digest, l.size, &l.media_type))
         .sum();
-    Ok((created, size))
+    let platform = store
+        .image_platform(id)
+        .ok()
+        .flatten()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    Ok((created, size, platform))
 }
 
 /// A time as Go prints a `time.Time` in UTC (docker's CreatedAt):
@@ -52,21 +63,29 @@ pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
     let _lock = store.lock_shared()?;
     let mut rows = Vec::new();
     let mut tagged: BTreeSet<Digest> = BTreeSet::new();
-    for (r, id) in store.tags()? {
-        tagged.insert(id);
+    let mut multi = false;
+    for (r, target) in store.tag_targets()? {
         let fam = r.familiar();
         let (repo, tag) = match fam.rsplit_once(':') {
             Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
             _ => (fam.clone(), "<none>".to_string()),
         };
-        let (created, size) = image_info(&store, &id)?;
-        rows.push(Row {
-            repo,
-            tag,
-            id,
-            created,
-            size,
-        });
+        // Each platform the store has of a multi-platform tag (an index
+        // that cannot be read shows nothing; `store check` reports it).
+        let images = store.target_images(&target).unwrap_or_default();
+        multi |= matches!(target, TagTarget::Index(_)) && !images.is_empty();
+        for (_, id) in images {
+            tagged.insert(id);
+            let (created, size, platform) = image_info(&store, &id)?;
+            rows.push(Row {
+                repo: repo.clone(),
+                tag: tag.clone(),
+                id,
+                created,
+                size,
+                platform,
+            });
+        }
     }
     if a.all {
         let mut untagged: BTreeMap<Digest, ()> = BTreeMap::new();
@@ -76,16 +95,18 @@ pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
             }
         }
         for id in untagged.into_keys() {
-            let (created, size) = image_info(&store, &id)?;
+            let (created, size, platform) = image_info(&store, &id)?;
             rows.push(Row {
                 repo: "<none>".into(),
                 tag: "<none>".into(),
                 id,
                 created,
                 size,
+                platform,
             });
         }
     }
+    // Stable: a tag's platforms stay in its index's order.
     rows.sort_by(|x, y| y.created.cmp(&x.created).then(x.repo.cmp(&y.repo)));
     let mut text = String::new();
     if a.quiet {
@@ -120,13 +141,13 @@ pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
             let header = serde_json::json!({
                 "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
                 "Digest": "DIGEST", "CreatedAt": "CREATED AT",
-                "CreatedSince": "CREATED", "Size": "SIZE",
+                "CreatedSince": "CREATED", "Size": "SIZE", "Platform": "PLATFORM",
             });
             text.push_str(&t.render(&header).map_err(|e| Failure::Failed(e.into()))?);
             text.push('\n');
         }
         for r in rows {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "Repository": r.repo,
                 "Tag": r.tag,
                 "ID": r.id.short(),
@@ -134,10 +155,18 @@ pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
                 "CreatedAt": r.created.map_or_else(|| "N/A".to_string(), go_time),
                 "CreatedSince": r.created.map_or_else(|| "N/A".to_string(), |c| ago(c, now)),
                 "Size": human_size(r.size),
+                "Platform": r.platform,
             });
             match &t {
                 Some(t) => text.push_str(&t.render(&v).map_err(|e| Failure::Failed(e.into()))?),
-                None => text.push_str(&v.to_string()),
+                None => {
+                    // JSON has the table's columns: Platform only when
+                    // some tag is multi-platform.
+                    if !multi && let Some(o) = v.as_object_mut() {
+                        o.remove("Platform");
+                    }
+                    text.push_str(&v.to_string());
+                }
             }
             text.push('\n');
         }
@@ -145,19 +174,40 @@ pub fn run(cli: &Cli, env: &Env, a: &ImagesArgs) -> Result<(), Failure> {
     }
     let w_repo = rows.iter().map(|r| r.repo.len()).max().unwrap_or(0).max(10);
     let w_tag = rows.iter().map(|r| r.tag.len()).max().unwrap_or(0).max(3);
-    text.push_str(&format!(
-        "{:w_repo$}   {:w_tag$}   {:12}   {:16}   {}\n",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    // PLATFORM last, so that the other columns keep their places for
+    // scripts that cut them.
+    let w_size = rows
+        .iter()
+        .map(|r| human_size(r.size).len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let row = |repo: &str, tag: &str, id: &str, created: &str, size: &str, platform: &str| {
+        let line = format!("{repo:w_repo$}   {tag:w_tag$}   {id:12}   {created:16}   ");
+        if multi {
+            format!("{line}{size:w_size$}   {platform}\n")
+        } else {
+            format!("{line}{size}\n")
+        }
+    };
+    text.push_str(&row(
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
+        "PLATFORM",
     ));
     for r in rows {
         let created = r.created.map_or_else(|| "N/A".to_string(), |c| ago(c, now));
-        text.push_str(&format!(
-            "{:w_repo$}   {:w_tag$}   {:12}   {:16}   {}\n",
-            r.repo,
-            r.tag,
-            r.id.short(),
-            created,
-            human_size(r.size)
+        let size = human_size(r.size);
+        text.push_str(&row(
+            &r.repo,
+            &r.tag,
+            &r.id.short(),
+            &created,
+            &size,
+            &r.platform,
         ));
     }
     out(&text)

@@ -33,14 +33,15 @@ fn docker_config(c: Option<&Value>) -> Value {
     c
 }
 
-/// Prints a JSON array with one object per image.
+/// Prints a JSON array with one object per image (of a multi-platform tag:
+/// the `--platform`'s, else the host's).
 pub fn run(cli: &Cli, env: &Env, a: &InspectArgs) -> Result<(), Failure> {
+    let platform = super::parse_platform(a.platform.as_deref())?;
     let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
-    let tags = store.tags()?;
     let mut all = Vec::new();
     for what in &a.images {
-        let id = super::resolve_image(&store, what)?;
+        let id = super::resolve_image_for(&store, what, platform.as_ref())?;
         let rec = store
             .image(&id)?
             .ok_or_else(|| crate::store::Error::NoSuchImage(what.clone()))?;
@@ -48,12 +49,9 @@ pub fn run(cli: &Cli, env: &Env, a: &InspectArgs) -> Result<(), Failure> {
         let config_bytes = store.read_blob(&m.config)?;
         let cfg = ImageConfig::from_bytes(&config_bytes)?;
         let raw: Value = serde_json::from_slice(&config_bytes).map_err(anyhow::Error::from)?;
-        let repo_tags: Vec<String> = tags
-            .iter()
-            .filter(|(_, t)| *t == id)
-            .map(|(r, _)| r.familiar())
-            .collect();
-        all.push(json!({
+        // A multi-platform tag names each of its platforms' images.
+        let repo_tags: Vec<String> = store.tags_of(&id)?.iter().map(|r| r.familiar()).collect();
+        let mut v = json!({
             "Id": id.to_string(),
             "RepoTags": repo_tags,
             "Parent": rec.parent.map(|p| p.to_string()).unwrap_or_default(),
@@ -77,7 +75,12 @@ pub fn run(cli: &Cli, env: &Env, a: &InspectArgs) -> Result<(), Failure> {
                 "Digest": rec.manifest.to_string(),
                 "Layers": m.layers.iter().map(|l| json!({"Digest": l.digest.to_string(), "Size": l.size, "MediaType": l.media_type})).collect::<Vec<_>>(),
             },
-        }));
+        });
+        // docker shows a variant only when the image has one.
+        if let Some(variant) = raw.get("variant") {
+            v["Variant"] = variant.clone();
+        }
+        all.push(v);
     }
     if let Some(f) = a.format.as_deref().filter(|f| *f != "json") {
         let t = Template::parse_docker(f).map_err(|e| Failure::Usage(e.into()))?;

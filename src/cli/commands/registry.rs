@@ -14,6 +14,7 @@ use crate::cli::util::{open_store, out};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{self, Client, Options, auth};
+use crate::store::TagTarget;
 
 fn parse_ref(s: &str) -> Result<Reference, Failure> {
     Reference::parse(s).map_err(|e| Failure::Usage(e.into()))
@@ -40,12 +41,7 @@ pub fn notice_to_stderr(r: &registry::Retrying<'_>) {
 /// Pulls an image and tags it, printing docker's lines.
 pub fn pull(cli: &Cli, env: &Env, a: &PullArgs) -> Result<(), Failure> {
     let reference = parse_ref(&a.reference)?;
-    let platform = a
-        .platform
-        .as_deref()
-        .map(crate::platform::Platform::parse)
-        .transpose()
-        .map_err(|e| Failure::Usage(e.into()))?;
+    let platform = super::parse_platform(a.platform.as_deref())?;
     let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
     let opts = Options {
@@ -127,12 +123,17 @@ pub fn pull(cli: &Cli, env: &Env, a: &PullArgs) -> Result<(), Failure> {
     ))
 }
 
-/// Pushes an image, printing docker's lines.
+/// Pushes an image (every platform of a multi-platform one, unless
+/// `--platform` picks one), printing docker's lines.
 pub fn push(cli: &Cli, env: &Env, a: &PushArgs) -> Result<(), Failure> {
     let dest = parse_ref(a.destination.as_deref().unwrap_or(&a.image))?;
+    let platform = super::parse_platform(a.platform.as_deref())?;
     let store = open_store(cli, env)?;
     let _lock = store.lock_shared()?;
-    let id = super::resolve_image(&store, &a.image)?;
+    let target = match &platform {
+        Some(p) => TagTarget::Image(super::resolve_image_for(&store, &a.image, Some(p))?),
+        None => super::resolve_target(&store, &a.image)?,
+    };
     let opts = Options {
         insecure: a.insecure_registry.clone(),
         retry: a.retry.policy(),
@@ -145,18 +146,60 @@ pub fn push(cli: &Cli, env: &Env, a: &PushArgs) -> Result<(), Failure> {
     } else {
         notice_to_stdout
     };
-    let pushed = push_image(
+    let digest = push_target(
         &store,
-        &id,
+        target,
         &dest,
         &opts,
         (!a.quiet).then_some(&say),
         notice,
     )?;
     if a.quiet {
-        out(&format!("{}\n", pushed.digest))?;
+        out(&format!("{digest}\n"))?;
     }
     Ok(())
+}
+
+/// Pushes what a tag names to `dest`: an image as [`push_image`] does, or
+/// a multi-platform image (each platform's manifest by digest, then the
+/// index under the tag, whose digest is the last line and the result).
+/// `push` and `build --push` share it.
+pub fn push_target(
+    store: &crate::store::Store,
+    target: TagTarget,
+    dest: &Reference,
+    opts: &Options,
+    say: Option<&(dyn Fn(String) + Sync)>,
+    notice: fn(&registry::Retrying<'_>),
+) -> Result<Digest, Failure> {
+    let index = match target {
+        TagTarget::Image(id) => {
+            return push_image(store, &id, dest, opts, say, notice).map(|p| p.digest);
+        }
+        TagTarget::Index(i) => i,
+    };
+    let tell = |line: String| {
+        if let Some(s) = say {
+            s(line);
+        }
+    };
+    tell(format!("The push refers to repository [{}]", dest.name()));
+    let client = Client::new(dest.domain(), opts).with_notices(notice);
+    let mounts = registry::push::mount_sources(store, dest);
+    let on = |e: registry::push::Event<'_>| tell(e.line());
+    // docker's line for each manifest, named by its platform.
+    let done = |platform: &str, p: &registry::push::Pushed| {
+        tell(format!("{platform}: digest: {} size: {}", p.digest, p.size));
+    };
+    let pushed = registry::push::push_index(store, &client, &index, dest, &mounts, &on, &done)
+        .with_context(|| format!("pushing to {}", dest.familiar()))?;
+    tell(format!(
+        "{}: digest: {} size: {}",
+        dest.tag().unwrap_or("latest"),
+        pushed.index.digest,
+        pushed.index.size
+    ));
+    Ok(pushed.index.digest)
 }
 
 /// Pushes image `id` to `dest`, telling `say` docker's lines (the

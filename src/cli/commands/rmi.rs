@@ -1,5 +1,5 @@
 //! `imgbuild rmi IMAGE…`: untag; an image left without tags is deleted (its
-//! blobs go at the next `prune`).
+//! blobs go at the next `prune`), each platform's of a multi-platform tag.
 
 use anyhow::anyhow;
 
@@ -8,6 +8,7 @@ use crate::cli::env::Env;
 use crate::cli::exit::Failure;
 use crate::cli::util::{open_store, out};
 use crate::reference::Reference;
+use crate::store::TagTarget;
 
 /// Removes images or tags, docker-style.
 pub fn run(cli: &Cli, env: &Env, a: &RmiArgs) -> Result<(), Failure> {
@@ -15,13 +16,23 @@ pub fn run(cli: &Cli, env: &Env, a: &RmiArgs) -> Result<(), Failure> {
     let _lock = store.lock_shared()?;
     let mut text = String::new();
     for what in &a.images {
+        // A multi-platform tag: untagged, and each of its platforms' images
+        // that no other tag names is deleted.
+        if let Ok(r) = Reference::parse(what)
+            && let Some(t @ TagTarget::Index(_)) = store.tag_target(&r)?
+        {
+            let images = store.target_images(&t).unwrap_or_default();
+            store.remove_tag(&r)?;
+            text.push_str(&format!("Untagged: {}\n", r.familiar()));
+            for (_, id) in images {
+                if store.tags_of(&id)?.is_empty() && store.remove_image(&id)? {
+                    text.push_str(&format!("Deleted: {id}\n"));
+                }
+            }
+            continue;
+        }
         let id = super::resolve_image(&store, what)?;
-        let tags: Vec<Reference> = store
-            .tags()?
-            .into_iter()
-            .filter(|(_, t)| *t == id)
-            .map(|(r, _)| r)
-            .collect();
+        let tags = store.tags_of(&id)?;
         // A name removes that tag; an ID removes the image (and, with -f, its tags).
         let named = Reference::parse(what).ok().filter(|r| tags.contains(r));
         match named {

@@ -82,8 +82,15 @@ const CANNOT_START: u8 = 125;
 fn failure(e: runner::Error) -> Failure {
     use crate::store::Error as StoreError;
     match e {
-        runner::Error::Resolve(e @ (StoreError::NoSuchImage(_) | StoreError::Ambiguous(_))) => {
-            Failure::Usage(e.into())
+        runner::Error::Resolve(
+            e @ (StoreError::NoSuchImage(_)
+            | StoreError::Ambiguous(_)
+            | StoreError::NoSuchPlatform { .. }),
+        ) => Failure::Usage(e.into()),
+        // The build's words for a RUN it cannot execute.
+        e @ runner::Error::Emulation { .. } => {
+            eprintln!("error: {e}");
+            Failure::Quiet(CANNOT_START)
         }
         e @ runner::Error::NoCommand { .. } => Failure::Usage(e.into()),
         runner::Error::Isolation { image, source } => {
@@ -107,6 +114,7 @@ pub fn run(cli: &Cli, env: &Env, a: &RunArgs) -> Result<(), Failure> {
     let warn = Warnings;
     let opts = runner::Options {
         image: hi.image,
+        platform: hi.platform,
         entrypoint: hi.entrypoint,
         command: hi.command,
         env: hi.env,
