@@ -129,21 +129,7 @@ pub fn write_archive<W: Write>(
         .iter()
         .filter(|n| seen.insert(n.to_string()))
         .collect();
-    let manifests: Vec<serde_json::Value> = if names.is_empty() {
-        vec![descriptor]
-    } else {
-        names
-            .iter()
-            .map(|n| {
-                let mut d = descriptor.clone();
-                d["annotations"] = json!({
-                    ANNOTATION_REF_NAME: n.to_string(),
-                    ANNOTATION_CONTAINERD_NAME: n.to_string(),
-                });
-                d
-            })
-            .collect()
-    };
+    let manifests = named(&descriptor, &names);
     let index = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
@@ -162,22 +148,7 @@ pub fn write_archive<W: Write>(
     let docker_manifest = canonical_json(&docker_manifest).map_err(json_err)?;
 
     let mut tar = ::tar::Builder::new(out);
-    let io_err = |source| Error::Io {
-        action: "writing archive",
-        path: std::path::PathBuf::new(),
-        source,
-    };
-    let put = |tar: &mut ::tar::Builder<W>, name: &str, bytes: &[u8]| {
-        tar.append(&header(name, bytes.len() as u64, mtime, false), bytes)
-            .map_err(io_err)
-    };
-    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    put(&mut tar, "index.json", &index)?;
-    put(&mut tar, "manifest.json", &docker_manifest)?;
-    tar.append(&header("blobs/", 0, mtime, true), io::empty())
-        .map_err(io_err)?;
-    tar.append(&header("blobs/sha256/", 0, mtime, true), io::empty())
-        .map_err(io_err)?;
+    layout_head(&mut tar, &index, Some(&docker_manifest), mtime)?;
     // Blobs in digest order; the manifest is written from memory because the
     // docker flavour is not in the store.
     let mut blobs: BTreeSet<Digest> = m.layers.iter().map(|l| l.digest).collect();
@@ -190,7 +161,7 @@ pub fn write_archive<W: Write>(
         Some((manifest_digest, &manifest_bytes)),
         mtime,
     )?;
-    let out = tar.into_inner().map_err(io_err)?;
+    let out = tar.into_inner().map_err(write_err)?;
     Ok((
         out,
         Written {
@@ -198,6 +169,49 @@ pub fn write_archive<W: Write>(
             config: m.config,
         },
     ))
+}
+
+/// `descriptor` once per name, annotated with it (as containerd and
+/// `oci-archive:FILE:NAME` look names up), or once bare without names.
+fn named(descriptor: &serde_json::Value, names: &[&Reference]) -> Vec<serde_json::Value> {
+    if names.is_empty() {
+        return vec![descriptor.clone()];
+    }
+    names
+        .iter()
+        .map(|n| {
+            let mut d = descriptor.clone();
+            d["annotations"] = json!({
+                ANNOTATION_REF_NAME: n.to_string(),
+                ANNOTATION_CONTAINERD_NAME: n.to_string(),
+            });
+            d
+        })
+        .collect()
+}
+
+/// The layout's head: `oci-layout`, `index.json`, the Docker
+/// `manifest.json` when there is one, and the blob directories.
+fn layout_head<W: Write>(
+    tar: &mut ::tar::Builder<W>,
+    index: &[u8],
+    docker_manifest: Option<&[u8]>,
+    mtime: u64,
+) -> Result<()> {
+    let mut put = |name: &str, bytes: &[u8]| {
+        tar.append(&header(name, bytes.len() as u64, mtime, false), bytes)
+            .map_err(write_err)
+    };
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put("index.json", index)?;
+    if let Some(m) = docker_manifest {
+        put("manifest.json", m)?;
+    }
+    for dir in ["blobs/", "blobs/sha256/"] {
+        tar.append(&header(dir, 0, mtime, true), io::empty())
+            .map_err(write_err)?;
+    }
+    Ok(())
 }
 
 /// Appends `blobs` from the store under `blobs/sha256/`, each verified
@@ -210,18 +224,13 @@ fn put_blobs<W: Write>(
     in_memory: Option<(Digest, &[u8])>,
     mtime: u64,
 ) -> Result<()> {
-    let io_err = |source| Error::Io {
-        action: "writing archive",
-        path: std::path::PathBuf::new(),
-        source,
-    };
     for d in blobs {
         let name = format!("blobs/sha256/{}", d.hex());
         if let Some((md, bytes)) = in_memory
             && md == d
         {
             tar.append(&header(&name, bytes.len() as u64, mtime, false), bytes)
-                .map_err(io_err)?;
+                .map_err(write_err)?;
             continue;
         }
         let file = store.open_blob(&d)?;
@@ -235,7 +244,7 @@ fn put_blobs<W: Write>(
             .len();
         let mut reader = HashingReader::new(io::BufReader::with_capacity(1 << 20, file));
         tar.append(&header(&name, len, mtime, false), &mut reader)
-            .map_err(io_err)?;
+            .map_err(write_err)?;
         let (actual, _) = reader.finish();
         if actual != d {
             return Err(crate::store::Error::DigestMismatch {
@@ -293,23 +302,11 @@ pub fn write_index_archive<W: Write>(
         "size": index_bytes.len(),
     });
     let mut seen = BTreeSet::new();
-    let manifests: Vec<serde_json::Value> = names
+    let names: Vec<&Reference> = names
         .iter()
         .filter(|n| seen.insert(n.to_string()))
-        .map(|n| {
-            let mut d = descriptor.clone();
-            d["annotations"] = json!({
-                ANNOTATION_REF_NAME: n.to_string(),
-                ANNOTATION_CONTAINERD_NAME: n.to_string(),
-            });
-            d
-        })
         .collect();
-    let manifests = if manifests.is_empty() {
-        vec![descriptor]
-    } else {
-        manifests
-    };
+    let manifests = named(&descriptor, &names);
     let top = canonical_json(&json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
@@ -317,23 +314,9 @@ pub fn write_index_archive<W: Write>(
     }))
     .map_err(json_err)?;
     let mut tar = ::tar::Builder::new(out);
-    let io_err = |source| Error::Io {
-        action: "writing archive",
-        path: std::path::PathBuf::new(),
-        source,
-    };
-    let put = |tar: &mut ::tar::Builder<W>, name: &str, bytes: &[u8]| {
-        tar.append(&header(name, bytes.len() as u64, mtime, false), bytes)
-            .map_err(io_err)
-    };
-    put(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    put(&mut tar, "index.json", &top)?;
-    tar.append(&header("blobs/", 0, mtime, true), io::empty())
-        .map_err(io_err)?;
-    tar.append(&header("blobs/sha256/", 0, mtime, true), io::empty())
-        .map_err(io_err)?;
+    layout_head(&mut tar, &top, None, mtime)?;
     put_blobs(&mut tar, store, blobs, None, mtime)?;
-    let out = tar.into_inner().map_err(io_err)?;
+    let out = tar.into_inner().map_err(write_err)?;
     Ok((
         out,
         Written {
@@ -375,6 +358,15 @@ pub fn index_bytes(
         what: "image index".into(),
         source,
     })
+}
+
+/// A failed write to the archive's sink (the caller names the file).
+fn write_err(source: io::Error) -> Error {
+    Error::Io {
+        action: "writing archive",
+        path: std::path::PathBuf::new(),
+        source,
+    }
 }
 
 fn header(name: &str, size: u64, mtime: u64, dir: bool) -> ::tar::Header {
