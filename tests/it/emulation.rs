@@ -303,6 +303,25 @@ fn two_arch_context(env: &TestEnv, dockerfile_tail: &str) -> PathBuf {
     ctx
 }
 
+/// `build --platform linux/amd64,linux/arm64 -o out.tar .` in `ctx`, with
+/// SOURCE_DATE_EPOCH; asserts success and returns the progress log.
+fn build_both(env: &TestEnv, ctx: &Path) -> String {
+    let args = [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        "out.tar",
+        ".",
+    ];
+    let mut c = env.cmd_in(ctx, &args);
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &args);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 fn amd64_with_arm64() -> Option<String> {
     amd64_host().or_else(arm64_unavailable)
 }
@@ -314,19 +333,7 @@ crate::it_test!(
 fn run_gives_each_platform_its_own_architecture() {
     let env = TestEnv::new();
     let ctx = two_arch_context(&env, "FROM base-$TARGETARCH\nRUN uname -m > /arch\n");
-    let args = [
-        "build",
-        "--progress=plain",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-o",
-        "out.tar",
-        ".",
-    ];
-    let mut c = env.cmd_in(&ctx, &args);
-    c.env("SOURCE_DATE_EPOCH", "1700000000");
-    let out = c.output().unwrap();
-    assert_success(&out, &args);
+    build_both(&env, &ctx);
     let archive = ctx.join("out.tar");
     assert_eq!(
         file_in_last_layer(&env, &archive, "arm64", "arch"),
@@ -357,21 +364,7 @@ fn a_build_platform_stage_runs_once_for_every_target() {
          COPY --from=build /out-$TARGETARCH /out\n\
          RUN uname -m > /arch\n",
     );
-    let args = [
-        "build",
-        "--progress=plain",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-o",
-        "out.tar",
-        ".",
-    ];
-    let mut c = env.cmd_in(&ctx, &args);
-    c.env("SOURCE_DATE_EPOCH", "1700000000");
-    let out = c.output().unwrap();
-    assert_success(&out, &args);
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = build_both(&env, &ctx);
     // TARGETARCH is used in the build stage, so it is built per target
     // (BuildKit does the same), on the build platform.
     let archive = ctx.join("out.tar");
@@ -406,21 +399,7 @@ fn a_stage_without_target_variables_is_built_once() {
          FROM base-$TARGETARCH\n\
          COPY --from=build /tool /tool\n",
     );
-    let args = [
-        "build",
-        "--progress=plain",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-o",
-        "out.tar",
-        ".",
-    ];
-    let mut c = env.cmd_in(&ctx, &args);
-    c.env("SOURCE_DATE_EPOCH", "1700000000");
-    let out = c.output().unwrap();
-    assert_success(&out, &args);
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = build_both(&env, &ctx);
     assert_eq!(log.matches("RUN echo tool > /tool").count(), 1, "{log}");
     // base-arm64 serves the arm64 target: used, though not by amd64.
     assert!(!log.contains("never used"), "{log}");
