@@ -63,15 +63,6 @@ pub enum BaseError {
         /// The platforms it has.
         has: Vec<Platform>,
     },
-    /// The image's config could not be read.
-    #[error("reading the config of {image}")]
-    Config {
-        /// The source.
-        image: String,
-        /// Why.
-        #[source]
-        source: crate::oci::Error,
-    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
@@ -224,7 +215,7 @@ pub fn resolve(
                     let found = lookup()?;
                     // Here, but for another platform: the registry may have it.
                     let wrong = match &found {
-                        Some(i) => !platform.accepts(&image_platform(store, &key, i)?),
+                        Some(i) => !platform.accepts(&image_platform(store, i, platform)?),
                         None => true,
                     };
                     if wrong && !p.pulled(r, platform) {
@@ -237,25 +228,20 @@ pub fn resolve(
             }
         }
     };
-    let has = image_platform(store, &key, &image)?;
+    let has = image_platform(store, &image, platform)?;
     Ok(Resolved {
         image,
         platform: has,
     })
 }
 
-/// The platform an image's config names.
-fn image_platform(store: &Store, key: &str, image: &Imported) -> Result<Platform, BaseError> {
-    let cfg = config(store, image).map_err(|source| BaseError::Config {
-        image: key.to_string(),
-        source,
-    })?;
-    let o = &cfg.oci;
-    Ok(Platform::new(
-        &o.os().to_string(),
-        &o.architecture().to_string(),
-        o.variant().as_deref().unwrap_or(""),
-    ))
+/// The platform an image's config names; an image that names no
+/// architecture serves any (old images and hand-made ones), so it reads as
+/// `want`.
+fn image_platform(store: &Store, image: &Imported, want: &Platform) -> Result<Platform, BaseError> {
+    Ok(store
+        .image_platform(&image.id)?
+        .unwrap_or_else(|| want.clone()))
 }
 
 fn local(store: &Store, what: &str) -> Result<Imported, BaseError> {
