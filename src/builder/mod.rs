@@ -384,7 +384,7 @@ fn check_image_source(src: &ImageSource, at: &SourceRef, diags: &mut Vec<Diagnos
 }
 
 fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>, Diagnostic> {
-    type Group = (Vec<Reference>, Option<PathBuf>);
+    type Group = (Vec<Reference>, Option<PathBuf>, bool);
     let mut all: Vec<(Option<crate::platform::Platform>, StageId, Group)> = graph
         .outputs
         .iter()
@@ -392,7 +392,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
             (
                 o.platform.clone(),
                 o.stage,
-                (o.tags.clone(), o.path.clone()),
+                (o.tags.clone(), o.path.clone(), o.docker_archive),
             )
         })
         .collect();
@@ -401,24 +401,35 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
         let name = &graph.stage(id).name;
         all.retain(|(_, s, _)| graph.stage(*s).name == *name);
         if all.is_empty() {
-            all.push((None, id, (Vec::new(), None)));
+            all.push((None, id, (Vec::new(), None, false)));
         }
     }
     // The same image on several platforms is one output.
     type Images = Vec<(Option<crate::platform::Platform>, StageId)>;
-    let mut outputs: Vec<(Images, Vec<Reference>, Option<PathBuf>)> = Vec::new();
-    for (platform, stage, (tags, path)) in all {
+    let mut outputs: Vec<(Images, Vec<Reference>, Option<PathBuf>, ArchiveFormat)> = Vec::new();
+    for (platform, stage, (tags, path, docker)) in all {
+        // --format wins over the spec's.
+        let format = opts.format.unwrap_or(if docker {
+            ArchiveFormat::Docker
+        } else {
+            ArchiveFormat::Oci
+        });
         match outputs
             .iter_mut()
-            .find(|(_, t, p)| *t == tags && *p == path)
+            .find(|(_, t, p, _)| *t == tags && *p == path)
         {
-            Some((images, _, _)) => images.push((platform, stage)),
-            None => outputs.push((vec![(platform, stage)], tags, path)),
+            Some((images, _, _, _)) => images.push((platform, stage)),
+            None => outputs.push((vec![(platform, stage)], tags, path, format)),
         }
     }
-    if opts.format == Some(ArchiveFormat::Docker) && outputs.iter().any(|(i, _, _)| i.len() > 1) {
+    if outputs
+        .iter()
+        .any(|(i, _, _, f)| i.len() > 1 && *f == ArchiveFormat::Docker)
+    {
         let mut d = plain_diag(
-            "--format docker holds one platform, but this build writes several".to_string(),
+            "a docker archive (--format docker, or the spec's format = \"docker\") holds one \
+             platform, but this build writes several"
+                .to_string(),
         );
         d.help = Some(
             "write the OCI archive (the default) and take one platform from it with \
@@ -438,7 +449,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
     }
     Ok(outputs
         .into_iter()
-        .map(|(images, mut tags, path)| {
+        .map(|(images, mut tags, path, format)| {
             tags.extend(opts.tags.iter().cloned());
             let name = &graph.stage(images[0].1).name;
             let path = opts.output.clone().or(path).or_else(|| {
@@ -449,7 +460,7 @@ fn plan_outputs(graph: &BuildGraph, opts: &BuildOptions) -> Result<Vec<Planned>,
                 images,
                 tags,
                 path,
-                format: opts.format.unwrap_or_default(),
+                format,
             }
         })
         .collect())

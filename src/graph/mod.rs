@@ -557,6 +557,9 @@ pub struct Output {
     /// host's). Outputs with the same tags and path and different platforms
     /// are one multi-platform image (an index).
     pub platform: Option<Platform>,
+    /// The spec's `format = "docker"`: Docker media types in the archive
+    /// (`--format` on the command line wins).
+    pub docker_archive: bool,
 }
 
 /// What a frontend needs to know about a base image to lower the

@@ -639,3 +639,60 @@ fn a_multi_platform_tag_is_listed_inspected_and_exported_per_platform() {
     assert!(repaired.contains("removed tag mp:1\n"), "{repaired}");
     ok(&env, &["store", "check"]);
 }
+
+crate::it_test!(a_spec_images_docker_format_is_honoured_and_refused_for_several_platforms);
+/// The spec's `format = "docker"` was read but never reached the archive.
+fn a_spec_images_docker_format_is_honoured_and_refused_for_several_platforms() {
+    let env = TestEnv::new();
+    env.write("ctx/a.txt", "a\n");
+    env.write(
+        "ctx/s.toml",
+        "[image.app]\nfrom = \"scratch\"\nformat = \"docker\"\noutput = \"app.tar\"\n\
+         [[image.app.step]]\ncopy = { src = \"a.txt\", dest = \"/a\" }\n",
+    );
+    build(&env, &["build", "-q", "ctx/s.toml"]);
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!(
+                "docker-archive:{}",
+                env.path().join("ctx/app.tar").display()
+            ),
+        ],
+    );
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+    // --format wins over the spec's.
+    build(&env, &["build", "-q", "--format", "oci", "ctx/s.toml"]);
+    let names = archive_names(&env.path().join("ctx/app.tar"));
+    assert!(names.contains(&"index.json".to_string()));
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", env.path().join("ctx/app.tar").display()),
+        ],
+    );
+    assert!(
+        raw.contains("application/vnd.oci.image.manifest.v1+json"),
+        "{raw}"
+    );
+    // A docker archive holds one platform.
+    let out = env.run(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "ctx/s.toml",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds one platform"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -259,6 +259,7 @@ impl Lowerer<'_> {
                     .as_ref()
                     .map(|o| join_clean(&self.context, &o.value)),
                 platform: None,
+                docker_archive: t.format.as_ref().is_some_and(|f| f.value == "docker"),
             });
         }
     }

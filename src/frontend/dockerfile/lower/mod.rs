@@ -390,6 +390,7 @@ fn lower_instructions(
             tags: Vec::new(),
             path: None,
             platform: None,
+            docker_archive: false,
         });
     }
     let (graph, more) = g.finish();
