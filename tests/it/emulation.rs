@@ -524,3 +524,36 @@ fn run_of_a_platform_without_an_emulator_says_what_to_do() {
         crate::util::stderr(&out)
     );
 }
+
+crate::it_test!(
+    steps_before_arg_targetarch_run_once,
+    needs = amd64_with_arm64
+);
+/// The cross-compilation pattern with its dependencies fetched before
+/// `ARG TARGETARCH`: those steps run once, the rest once per target.
+fn steps_before_arg_targetarch_run_once() {
+    let env = TestEnv::new();
+    let ctx = two_arch_context(
+        &env,
+        "FROM --platform=$BUILDPLATFORM base-amd64 AS build\n\
+         RUN echo deps > /deps\n\
+         ARG TARGETARCH\n\
+         RUN echo \"for $TARGETARCH\" > /out\n\
+         FROM base-$TARGETARCH\n\
+         COPY --from=build /out /out\n",
+    );
+    let log = build_both(&env, &ctx);
+    assert_eq!(log.matches("RUN echo deps > /deps\n").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("echo \"for $TARGETARCH\" > /out\n").count(),
+        2,
+        "{log}"
+    );
+    let archive = ctx.join("out.tar");
+    for arch in ["amd64", "arm64"] {
+        assert_eq!(
+            file_in_last_layer(&env, &archive, arch, "out"),
+            format!("for {arch}\n")
+        );
+    }
+}
