@@ -633,11 +633,6 @@ impl BuildGraph {
         &self.steps[id.0]
     }
 
-    /// Finds a stage by name.
-    pub fn stage_by_name(&self, name: &str) -> Option<StageId> {
-        self.stages.iter().position(|s| s.name == name).map(StageId)
-    }
-
     /// The stage `--target NAME` picks (see [`select_target`]).
     ///
     /// # Errors

@@ -132,11 +132,6 @@ impl Platform {
             && (self.variant == image.variant || image.variant.is_empty())
     }
 
-    /// `os/arch[/variant]`.
-    pub fn to_string_full(&self) -> String {
-        self.to_string()
-    }
-
     /// The name QEMU and binfmt_misc give this architecture
     /// (`qemu-aarch64`), for the architectures Debian's `qemu-user-static`
     /// emulates; `None` for others.
