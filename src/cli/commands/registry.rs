@@ -178,6 +178,33 @@ pub fn push_target(
         }
         TagTarget::Index(i) => i,
     };
+    pushing(store, dest, opts, say, notice, |client, mounts, tell| {
+        let on = |e: registry::push::Event<'_>| tell(e.line());
+        // docker's line for each manifest, named by its platform.
+        let done = |platform: &str, p: &registry::push::Pushed| {
+            tell(format!("{platform}: digest: {} size: {}", p.digest, p.size));
+        };
+        let pushed = registry::push::push_index(store, client, &index, dest, mounts, &on, &done)?;
+        Ok((pushed.index.digest, pushed.index.size, pushed.index.digest))
+    })
+}
+
+/// What both pushes share: docker's repository line first, the client
+/// with its retry notices, the blobs other repositories can lend, and the
+/// tag's `digest: … size: …` line last. `push` returns that digest and
+/// size, and the caller's result.
+fn pushing<T>(
+    store: &crate::store::Store,
+    dest: &Reference,
+    opts: &Options,
+    say: Option<&(dyn Fn(String) + Sync)>,
+    notice: fn(&registry::Retrying<'_>),
+    push: impl FnOnce(
+        &Client,
+        &std::collections::HashMap<Digest, String>,
+        &(dyn Fn(String) + Sync),
+    ) -> Result<(Digest, usize, T), registry::Error>,
+) -> Result<T, Failure> {
     let tell = |line: String| {
         if let Some(s) = say {
             s(line);
@@ -186,20 +213,13 @@ pub fn push_target(
     tell(format!("The push refers to repository [{}]", dest.name()));
     let client = Client::new(dest.domain(), opts).with_notices(notice);
     let mounts = registry::push::mount_sources(store, dest);
-    let on = |e: registry::push::Event<'_>| tell(e.line());
-    // docker's line for each manifest, named by its platform.
-    let done = |platform: &str, p: &registry::push::Pushed| {
-        tell(format!("{platform}: digest: {} size: {}", p.digest, p.size));
-    };
-    let pushed = registry::push::push_index(store, &client, &index, dest, &mounts, &on, &done)
-        .with_context(|| format!("pushing to {}", dest.familiar()))?;
+    let (digest, size, result) =
+        push(&client, &mounts, &tell).with_context(|| format!("pushing to {}", dest.familiar()))?;
     tell(format!(
-        "{}: digest: {} size: {}",
+        "{}: digest: {digest} size: {size}",
         dest.tag().unwrap_or("latest"),
-        pushed.index.digest,
-        pushed.index.size
     ));
-    Ok(pushed.index.digest)
+    Ok(result)
 }
 
 /// Pushes image `id` to `dest`, telling `say` docker's lines (the
@@ -213,24 +233,11 @@ pub fn push_image(
     say: Option<&(dyn Fn(String) + Sync)>,
     notice: fn(&registry::Retrying<'_>),
 ) -> Result<registry::push::Pushed, Failure> {
-    let tell = |line: String| {
-        if let Some(s) = say {
-            s(line);
-        }
-    };
-    tell(format!("The push refers to repository [{}]", dest.name()));
-    let client = Client::new(dest.domain(), opts).with_notices(notice);
-    let mounts = registry::push::mount_sources(store, dest);
-    let on = |e: registry::push::Event<'_>| tell(e.line());
-    let pushed = registry::push::push(store, &client, id, dest, &mounts, &on)
-        .with_context(|| format!("pushing to {}", dest.familiar()))?;
-    tell(format!(
-        "{}: digest: {} size: {}",
-        dest.tag().unwrap_or("latest"),
-        pushed.digest,
-        pushed.size
-    ));
-    Ok(pushed)
+    pushing(store, dest, opts, say, notice, |client, mounts, tell| {
+        let on = |e: registry::push::Event<'_>| tell(e.line());
+        let pushed = registry::push::push(store, client, id, dest, mounts, &on)?;
+        Ok((pushed.digest, pushed.size, pushed))
+    })
 }
 
 /// Checks credentials against the registry and stores them.
