@@ -124,17 +124,8 @@ pub fn write_archive<W: Write>(
     // of several descriptors and then reads the docker `manifest.json`,
     // whose RepoTags carry every name too; with one name (or none) it reads
     // the OCI index. Either way every tag reaches every tool.
-    let mut seen = BTreeSet::new();
-    let names: Vec<&Reference> = names
-        .iter()
-        .filter(|n| seen.insert(n.to_string()))
-        .collect();
-    let manifests = named(&descriptor, &names);
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_OCI_INDEX,
-        "manifests": manifests,
-    });
+    let names = unique(names);
+    let index = top_index(&descriptor, &names)?;
     let docker_manifest = json!([{
         "Config": format!("blobs/sha256/{}", m.config.hex()),
         "RepoTags": names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
@@ -144,7 +135,6 @@ pub fn write_archive<W: Write>(
         what: "archive index".into(),
         source,
     };
-    let index = canonical_json(&index).map_err(json_err)?;
     let docker_manifest = canonical_json(&docker_manifest).map_err(json_err)?;
 
     let mut tar = ::tar::Builder::new(out);
@@ -171,23 +161,43 @@ pub fn write_archive<W: Write>(
     ))
 }
 
-/// `descriptor` once per name, annotated with it (as containerd and
-/// `oci-archive:FILE:NAME` look names up), or once bare without names.
-fn named(descriptor: &serde_json::Value, names: &[&Reference]) -> Vec<serde_json::Value> {
-    if names.is_empty() {
-        return vec![descriptor.clone()];
-    }
+/// `names` without repeats, in order.
+fn unique(names: &[Reference]) -> Vec<&Reference> {
+    let mut seen = BTreeSet::new();
     names
         .iter()
-        .map(|n| {
-            let mut d = descriptor.clone();
-            d["annotations"] = json!({
-                ANNOTATION_REF_NAME: n.to_string(),
-                ANNOTATION_CONTAINERD_NAME: n.to_string(),
-            });
-            d
-        })
+        .filter(|n| seen.insert(n.to_string()))
         .collect()
+}
+
+/// The archive's `index.json`: `descriptor` once per name, annotated with
+/// it (as containerd and `oci-archive:FILE:NAME` look names up), or once
+/// bare without names; canonical JSON.
+fn top_index(descriptor: &serde_json::Value, names: &[&Reference]) -> Result<Vec<u8>> {
+    let manifests: Vec<serde_json::Value> = if names.is_empty() {
+        vec![descriptor.clone()]
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                let mut d = descriptor.clone();
+                d["annotations"] = json!({
+                    ANNOTATION_REF_NAME: n.to_string(),
+                    ANNOTATION_CONTAINERD_NAME: n.to_string(),
+                });
+                d
+            })
+            .collect()
+    };
+    canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": manifests,
+    }))
+    .map_err(|source| Error::Json {
+        what: "archive index".into(),
+        source,
+    })
 }
 
 /// The layout's head: `oci-layout`, `index.json`, the Docker
@@ -301,18 +311,7 @@ pub fn write_index_archive<W: Write>(
         "digest": index_digest.to_string(),
         "size": index_bytes.len(),
     });
-    let mut seen = BTreeSet::new();
-    let names: Vec<&Reference> = names
-        .iter()
-        .filter(|n| seen.insert(n.to_string()))
-        .collect();
-    let manifests = named(&descriptor, &names);
-    let top = canonical_json(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_OCI_INDEX,
-        "manifests": manifests,
-    }))
-    .map_err(json_err)?;
+    let top = top_index(&descriptor, &unique(names))?;
     let mut tar = ::tar::Builder::new(out);
     layout_head(&mut tar, &top, None, mtime)?;
     put_blobs(&mut tar, store, blobs, None, mtime)?;
