@@ -48,24 +48,15 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
                     step
                 })
                 .collect();
-            let same = find_same(
-                &out,
-                &by_name,
-                &st.name,
-                &base,
-                st.platform.as_ref(),
-                &steps,
-            );
-            let merged = match same {
+            let wanted = Wanted {
+                name: &st.name,
+                base: &base,
+                platform: st.platform.as_ref(),
+                steps: &steps,
+            };
+            let merged = match wanted.same(&out, &by_name) {
                 Some(c) => c,
-                None => match shared_prefix(
-                    &out,
-                    &by_name,
-                    &st.name,
-                    &base,
-                    st.platform.as_ref(),
-                    &steps,
-                ) {
+                None => match wanted.shared_prefix(&out, &by_name) {
                     // Another target's stage starts with the same steps:
                     // they become a stage of their own, built once, and
                     // both continue from it.
@@ -83,8 +74,12 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
                         let over = Base::Stage(prefix);
                         if k == steps.len() {
                             prefix
-                        } else if let Some(same) =
-                            find_same(&out, &by_name, &st.name, &over, st.platform.as_ref(), &rest)
+                        } else if let Some(same) = (Wanted {
+                            base: &over,
+                            steps: &rest,
+                            ..wanted
+                        })
+                        .same(&out, &by_name)
                         {
                             same
                         } else {
@@ -127,28 +122,6 @@ pub fn merge(graphs: Vec<(Platform, BuildGraph)>) -> BuildGraph {
     out
 }
 
-/// The merged stage of this name, base and platform whose steps are
-/// `steps`.
-fn find_same(
-    out: &BuildGraph,
-    by_name: &HashMap<String, Vec<StageId>>,
-    name: &str,
-    base: &Base,
-    platform: Option<&Platform>,
-    steps: &[Step],
-) -> Option<StageId> {
-    by_name.get(name)?.iter().copied().find(|c| {
-        let m = out.stage(*c);
-        m.base == *base
-            && m.platform.as_ref() == platform
-            && m.steps.len() == steps.len()
-            && m.steps
-                .iter()
-                .zip(steps)
-                .all(|(a, b)| out.step(*a).kind == b.kind)
-    })
-}
-
 /// Adds a stage of `steps` over `base`, made from `st`; returns its id.
 fn push_stage(
     out: &mut BuildGraph,
@@ -178,41 +151,73 @@ fn push_stage(
     new_id
 }
 
-/// The merged stage of this name, base and platform that shares the
-/// longest prefix of `steps` with them, and its length: at least one step,
-/// one that makes a layer among them (a shared config change alone is not
-/// worth a stage), and no ONBUILD in it (a stage built `FROM` another drops
-/// its triggers, so the split would change the image).
-fn shared_prefix(
-    out: &BuildGraph,
-    by_name: &HashMap<String, Vec<StageId>>,
-    name: &str,
-    base: &Base,
-    platform: Option<&Platform>,
-    steps: &[Step],
-) -> Option<(StageId, usize)> {
-    let mut best: Option<(StageId, usize)> = None;
-    for &c in by_name.get(name)? {
-        let m = out.stage(c);
-        if m.base != *base || m.platform.as_ref() != platform {
-            continue;
-        }
-        let mut k = 0;
-        for (a, b) in m.steps.iter().zip(steps) {
-            let kind = &out.step(*a).kind;
-            if *kind != b.kind || matches!(kind, StepKind::Config(ConfigChange::OnBuild(_))) {
-                break;
-            }
-            k += 1;
-        }
-        let layers = m.steps[..k]
-            .iter()
-            .any(|s| !matches!(out.step(*s).kind, StepKind::Config(_)));
-        if layers && best.is_none_or(|(_, b)| k > b) {
-            best = Some((c, k));
-        }
+/// A stage looked for among the merged ones.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    name: &'a str,
+    base: &'a Base,
+    platform: Option<&'a Platform>,
+    steps: &'a [Step],
+}
+
+impl<'a> Wanted<'a> {
+    /// Merged stages of this name, base and platform.
+    fn candidates<'o>(
+        self,
+        out: &'o BuildGraph,
+        by_name: &'o HashMap<String, Vec<StageId>>,
+    ) -> impl Iterator<Item = (StageId, &'o Stage)> + use<'o, 'a> {
+        by_name
+            .get(self.name)
+            .into_iter()
+            .flatten()
+            .map(|c| (*c, out.stage(*c)))
+            .filter(move |(_, m)| m.base == *self.base && m.platform.as_ref() == self.platform)
     }
-    best
+
+    /// The merged stage that is this one: the same steps too.
+    fn same(self, out: &BuildGraph, by_name: &HashMap<String, Vec<StageId>>) -> Option<StageId> {
+        self.candidates(out, by_name)
+            .find(|(_, m)| {
+                m.steps.len() == self.steps.len()
+                    && m.steps
+                        .iter()
+                        .zip(self.steps)
+                        .all(|(a, b)| out.step(*a).kind == b.kind)
+            })
+            .map(|(c, _)| c)
+    }
+
+    /// The merged stage that shares the longest prefix of the steps with
+    /// this one, and its length: at least one step, one that makes a layer
+    /// among them (a shared config change alone is not worth a stage), and
+    /// no ONBUILD in it (a stage built `FROM` another drops its triggers,
+    /// so the split would change the image).
+    fn shared_prefix(
+        self,
+        out: &BuildGraph,
+        by_name: &HashMap<String, Vec<StageId>>,
+    ) -> Option<(StageId, usize)> {
+        let mut best: Option<(StageId, usize)> = None;
+        for (c, m) in self.candidates(out, by_name) {
+            let k = m
+                .steps
+                .iter()
+                .zip(self.steps)
+                .take_while(|(a, b)| {
+                    let kind = &out.step(**a).kind;
+                    *kind == b.kind && !matches!(kind, StepKind::Config(ConfigChange::OnBuild(_)))
+                })
+                .count();
+            let layers = m.steps[..k]
+                .iter()
+                .any(|s| !matches!(out.step(*s).kind, StepKind::Config(_)));
+            if layers && best.is_none_or(|(_, b)| k > b) {
+                best = Some((c, k));
+            }
+        }
+        best
+    }
 }
 
 /// Splits stage `c` after its first `k` steps: they become a new stage
