@@ -57,7 +57,13 @@ const KNOWN_OS: &[&str] = &[
 impl Platform {
     /// A normalized platform from its parts, as an image config or index
     /// entry gives them.
+    ///
+    /// The parts may come from an image or a registry: each is cut to
+    /// [`MAX_COMPONENT`] bytes and every character no platform has (control
+    /// characters, escapes, `/`) becomes `?`, so a hostile value can
+    /// neither forge a message nor reach a terminal as an escape.
     pub fn new(os: &str, arch: &str, variant: &str) -> Platform {
+        let (os, arch, variant) = (clean(os), clean(arch), clean(variant));
         let os = match os.to_ascii_lowercase().as_str() {
             "macos" => "darwin".to_string(),
             o => o.to_string(),
@@ -163,6 +169,24 @@ impl fmt::Display for Platform {
         }
         Ok(())
     }
+}
+
+/// The longest platform component kept (real ones are a few bytes).
+pub const MAX_COMPONENT: usize = 64;
+
+/// `s` cut to [`MAX_COMPONENT`] characters, each outside
+/// `[A-Za-z0-9_.-]` replaced by `?`.
+fn clean(s: &str) -> String {
+    s.chars()
+        .take(MAX_COMPONENT)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// containerd's `normalizeArch`.
@@ -277,6 +301,15 @@ mod tests {
         let s: Vec<String> = l.iter().map(ToString::to_string).collect();
         assert_eq!(s, ["linux/amd64", "linux/arm64"]);
         assert!(Platform::parse_list("linux/amd64,").is_err());
+    }
+
+    #[test]
+    fn hostile_parts_are_made_harmless() {
+        let long = "a".repeat(1000);
+        let p = Platform::new("linux\u{1b}[31m", &long, "v7/../\n");
+        assert_eq!(p.os, "linux??31m");
+        assert_eq!(p.arch.len(), MAX_COMPONENT);
+        assert_eq!(p.variant, "v7?..??");
     }
 
     #[test]
