@@ -193,46 +193,55 @@ pub fn resolve(
             all.pop().ok_or(BaseError::NotFound(key.clone()))?
         }
         ImageSource::Id(id) => local(store, id)?,
-        ImageSource::Named(r) => {
-            let lookup = || -> Result<Option<Imported>, BaseError> {
-                match store.tag_for(r, platform)? {
-                    Some(id) => local(store, &id.to_string()).map(Some),
-                    None => match local(store, &r.to_string()) {
-                        // A multi-platform tag without this platform.
-                        Ok(_) if store.tag(r)?.is_some() => Ok(None),
-                        Ok(i) => Ok(Some(i)),
-                        Err(BaseError::NotFound(_)) => Ok(None),
-                        Err(e) => Err(e),
-                    },
-                }
-            };
-            match puller {
-                None => lookup()?.ok_or_else(|| BaseError::NotFound(r.to_string()))?,
-                Some(p) => {
-                    if p.always && !p.pulled(r, platform) {
-                        p.pull(store, r, platform)?;
-                    }
-                    let found = lookup()?;
-                    // Here, but for another platform: the registry may have it.
-                    let wrong = match &found {
-                        Some(i) => !platform.accepts(&image_platform(store, i, platform)?),
-                        None => true,
-                    };
-                    if wrong && !p.pulled(r, platform) {
-                        p.pull(store, r, platform)?;
-                        lookup()?.ok_or_else(|| BaseError::NotFound(r.to_string()))?
-                    } else {
-                        found.ok_or_else(|| BaseError::NotFound(r.to_string()))?
-                    }
-                }
-            }
-        }
+        ImageSource::Named(r) => return named(store, r, platform, puller),
     };
     let has = image_platform(store, &image, platform)?;
     Ok(Resolved {
         image,
         platform: has,
     })
+}
+
+/// A named image for `platform`: the store's (a multi-platform tag's entry
+/// for it, or a single-platform tag's image), pulled when `puller` allows
+/// and the store has none, or only another platform's.
+fn named(
+    store: &Store,
+    r: &crate::reference::Reference,
+    platform: &Platform,
+    puller: Option<&Puller>,
+) -> Result<Resolved, BaseError> {
+    let lookup = || -> Result<Option<Resolved>, BaseError> {
+        let Some(id) = store.tag_for(r, platform)? else {
+            return Ok(None);
+        };
+        let image = local(store, &id.to_string())?;
+        let has = image_platform(store, &image, platform)?;
+        Ok(Some(Resolved {
+            image,
+            platform: has,
+        }))
+    };
+    let missing = || BaseError::NotFound(r.to_string());
+    let Some(p) = puller else {
+        return lookup()?.ok_or_else(missing);
+    };
+    if p.always && !p.pulled(r, platform) {
+        p.pull(store, r, platform)?;
+    }
+    match lookup()? {
+        // Here, but for another platform: the registry may have it.
+        Some(found) if !platform.accepts(&found.platform) && !p.pulled(r, platform) => {
+            p.pull(store, r, platform)?;
+            lookup()?.ok_or_else(missing)
+        }
+        Some(found) => Ok(found),
+        None if !p.pulled(r, platform) => {
+            p.pull(store, r, platform)?;
+            lookup()?.ok_or_else(missing)
+        }
+        None => Err(missing()),
+    }
 }
 
 /// The platform an image's config names; an image that names no
