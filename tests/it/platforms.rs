@@ -33,6 +33,17 @@ fn raw_index(archive: &Path) -> serde_json::Value {
     serde_json::from_str(&raw).unwrap()
 }
 
+/// The config skopeo picks for `arch` from the OCI archive at `archive`
+/// (an index or a single image), as a user would read it.
+pub(crate) fn config_for(archive: &Path, arch: &str) -> serde_json::Value {
+    let r = format!("oci-archive:{}", archive.display());
+    let cfg = tool(
+        "skopeo",
+        &["inspect", "--override-arch", arch, "--config", &r],
+    );
+    serde_json::from_str(&cfg).unwrap()
+}
+
 fn archive_names(archive: &Path) -> Vec<String> {
     let f = std::fs::File::open(archive).unwrap();
     tar::Archive::new(f)
@@ -81,17 +92,7 @@ fn two_platforms_make_one_index_and_share_the_copy() {
     assert!(!archive_names(&archive).contains(&"manifest.json".to_string()));
     // skopeo picks each platform; each config names its own.
     for arch in ["amd64", "arm64"] {
-        let cfg = tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--override-arch",
-                arch,
-                "--config",
-                &format!("oci-archive:{}", archive.display()),
-            ],
-        );
-        let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+        let cfg = config_for(&archive, arch);
         assert_eq!(cfg["architecture"], arch, "{cfg}");
     }
     let copied = env.path().join("arm64-dir");
@@ -316,12 +317,7 @@ copy = { src = "arm64/which", dest = "/w" }
     let index = raw_index(&app);
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
     for arch in ["amd64", "arm64"] {
-        let r = format!("oci-archive:{}", app.display());
-        let cfg: serde_json::Value = serde_json::from_str(&tool(
-            "skopeo",
-            &["inspect", "--override-arch", arch, "--config", &r],
-        ))
-        .unwrap();
+        let cfg = config_for(&app, arch);
         assert_eq!(cfg["architecture"], arch);
         let created_by: Vec<String> = cfg["history"]
             .as_array()
