@@ -162,6 +162,7 @@ fn platform_args_are_expanded_per_platform() {
     let built_on = format!("LABEL built-on={}", host.arch);
     assert_eq!(log.matches(&built_on).count(), 1, "{log}");
     let archive = env.path().join("out.tar");
+    let mut layers = Vec::new();
     for (arch, variant, target) in [("arm64", "", "linux/arm64"), ("arm", "v7", "linux/arm/v7")] {
         let mut args = vec!["inspect", "--override-arch", arch, "--config"];
         if !variant.is_empty() {
@@ -176,7 +177,12 @@ fn platform_args_are_expanded_per_platform() {
         // Built once on the build platform, for both targets.
         let tool_layer = &cfg["rootfs"]["diff_ids"][0];
         assert!(tool_layer.is_string(), "{cfg}");
+        // One layer: the copy, to /tool-$TARGETARCH.
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1, "{cfg}");
+        layers.push(tool_layer.clone());
     }
+    // The copies' destinations differ per target, so their layers do.
+    assert_ne!(layers[0], layers[1]);
 }
 
 crate::it_test!(one_platform_is_a_plain_archive_podman_loads);
