@@ -178,7 +178,11 @@ fn platform_args_are_expanded_per_platform() {
         let tool_layer = &cfg["rootfs"]["diff_ids"][0];
         assert!(tool_layer.is_string(), "{cfg}");
         // One layer: the copy, to /tool-$TARGETARCH.
-        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1, "{cfg}");
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            1,
+            "{cfg}"
+        );
         layers.push(tool_layer.clone());
     }
     // The copies' destinations differ per target, so their layers do.
