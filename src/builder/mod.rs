@@ -91,6 +91,9 @@ pub struct BuildOptions {
     pub host: crate::exec::HostOptions,
     /// Pulls named base images missing from the store (None: never).
     pub puller: Option<Arc<base::Puller>>,
+    /// `--cache-to type=inline`: output images carry the cache of their
+    /// steps in their configs.
+    pub inline_cache: bool,
 }
 
 /// One image the build produced.
@@ -155,6 +158,9 @@ pub struct BuildResult {
     pub outputs: Vec<PathBuf>,
     /// For a dry run: every step is cached and every archive current.
     pub up_to_date: bool,
+    /// The final image of every stage the build ran, in build order (for
+    /// `--cache-to mode=max`).
+    pub stage_images: Vec<Digest>,
 }
 
 /// An image under construction: the state after some step.
@@ -582,8 +588,15 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
     let reports = b.take_reports()?;
     let b = b.cx;
     b.save_memo();
+    let mut stage_images = Vec::new();
+    for s in &order {
+        if let Some(id) = b.result(*s)?.and_then(|r| r.id) {
+            stage_images.push(id);
+        }
+    }
     let mut result = BuildResult {
         up_to_date: true,
+        stage_images,
         ..BuildResult::default()
     };
     for o in &outputs {

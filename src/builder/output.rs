@@ -41,6 +41,44 @@ impl Cx<'_> {
     /// config says the host's, so that stages without platform-dependent
     /// inputs are shared between platforms.
     fn images_of(&self, o: &Planned) -> Result<Vec<PlatformImage>> {
+        let images = self.platform_images(o)?;
+        if !self.opts.inline_cache {
+            return Ok(images);
+        }
+        images
+            .into_iter()
+            .map(|(p, id, m)| {
+                let (id, m) = self.with_inline_cache(id, m)?;
+                Ok((p, id, m))
+            })
+            .collect()
+    }
+
+    /// `--cache-to type=inline`: the image with the cache of its steps in
+    /// its config ([`crate::oci::cache::inline_config`]), a child of it in
+    /// the store; the image itself when none of its steps is cached.
+    fn with_inline_cache(&self, id: Digest, manifest: Digest) -> Result<(Digest, Digest)> {
+        let Some(config) = crate::oci::cache::inline_config(self.store, &id)? else {
+            return Ok((id, manifest));
+        };
+        let bytes = crate::digest::canonical_json(&config).map_err(|e| Error::Internal {
+            what: format!("encoding the inline cache: {e}"),
+        })?;
+        let layers = crate::oci::Image::load(self.store, &id)?.layers;
+        let new_id = self.store.put_blob(&bytes)?;
+        let m = crate::oci::manifest_bytes(&new_id, bytes.len() as u64, &layers)?;
+        let new_manifest = self.store.put_blob(&m)?;
+        self.store.put_image(
+            &new_id,
+            &crate::store::ImageRecord {
+                manifest: new_manifest,
+                parent: Some(id),
+            },
+        )?;
+        Ok((new_id, new_manifest))
+    }
+
+    fn platform_images(&self, o: &Planned) -> Result<Vec<PlatformImage>> {
         let mut out = Vec::new();
         for (platform, stage) in &o.images {
             let state = self.result(*stage)?.ok_or_else(|| Error::Internal {

@@ -430,13 +430,17 @@ pub struct BuildArgs {
     /// Push every tag of the built images to its registry after the build.
     #[arg(long)]
     pub push: bool,
-    /// Export the build cache (every step of the built images) to a
-    /// registry: registry:REF; layers the registry has are not uploaded.
-    #[arg(long = "cache-to", value_name = "registry:REF")]
-    pub cache_to: Option<String>,
-    /// Use a build cache exported with --cache-to: registry:REF; repeatable.
-    /// Only the layers the build reads or outputs are downloaded.
-    #[arg(long = "cache-from", value_name = "registry:REF")]
+    /// Export the build cache: type=registry,ref=REF | type=local,dest=DIR
+    /// | type=inline, with mode=min (the output images' steps, the default)
+    /// or mode=max (every step of every stage); registry:REF is
+    /// type=registry with mode=max. Repeatable.
+    #[arg(long = "cache-to", value_name = "TYPE=…")]
+    pub cache_to: Vec<String>,
+    /// Use a build cache: type=registry,ref=REF (a cache, or an image with
+    /// an inline cache) | type=local,src=DIR; registry:REF or REF alone
+    /// for a registry. Repeatable. Only the layers the build reads or
+    /// outputs are fetched.
+    #[arg(long = "cache-from", value_name = "TYPE=…")]
     pub cache_from: Vec<String>,
 }
 

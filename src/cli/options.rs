@@ -22,6 +22,9 @@ use crate::layer::Compression;
 use crate::oci::archive::ArchiveFormat;
 use crate::reference::{Reference, ReferenceError};
 
+mod cache;
+pub use cache::{CacheBackend, CacheTo};
+
 /// A flag that does not say something imgbuild can do.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgError {
@@ -43,11 +46,13 @@ pub enum ArgError {
     /// `--depfile` on a Dockerfile build with nothing for its rule to make.
     #[error("--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)")]
     DepfileWithoutTarget,
-    /// A `--cache-from`/`--cache-to` of neither accepted form.
-    #[error("cache `{spec}`: expected registry:REF (or type=registry,ref=REF)")]
+    /// A `--cache-from`/`--cache-to` of no accepted form.
+    #[error("cache `{spec}`: {why}")]
     CacheSyntax {
         /// The flag's value.
         spec: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// A cache whose `REF` is no image reference.
     #[error(transparent)]
@@ -171,10 +176,10 @@ pub struct HiBuild {
     pub pull: PullPolicy,
     /// `--push`.
     pub push: bool,
-    /// `--cache-to`.
-    pub cache_to: Option<Reference>,
+    /// `--cache-to`, in order.
+    pub cache_to: Vec<CacheTo>,
     /// `--cache-from`, in order.
-    pub cache_from: Vec<Reference>,
+    pub cache_from: Vec<CacheBackend>,
     /// `SOURCE_DATE_EPOCH` from the environment (a spec may set its own).
     pub epoch: Option<i64>,
 }
@@ -210,9 +215,13 @@ impl HiBuild {
         let cache_from = a
             .cache_from
             .iter()
-            .map(|c| cache_ref(c))
+            .map(|c| cache::cache_from(c, cwd))
             .collect::<Result<Vec<_>, _>>()?;
-        let cache_to = a.cache_to.as_deref().map(cache_ref).transpose()?;
+        let cache_to = a
+            .cache_to
+            .iter()
+            .map(|c| cache::cache_to(c, cwd))
+            .collect::<Result<Vec<_>, _>>()?;
         let epoch = epoch(env.source_date_epoch())?;
         let secrets = secrets(&a.secrets, cwd, is_file)?;
         let mut platforms: Vec<crate::platform::Platform> = Vec::new();
@@ -322,26 +331,6 @@ fn absolute(cwd: Option<&Path>, p: &Path) -> Result<PathBuf, ArgError> {
         path: p.to_path_buf(),
         source,
     })
-}
-
-/// `registry:REF`, or buildx's `type=registry,ref=REF`.
-fn cache_ref(spec: &str) -> Result<Reference, ArgError> {
-    let r = spec.strip_prefix("registry:").or_else(|| {
-        let mut is_registry = false;
-        let mut r = None;
-        for f in spec.split(',') {
-            match f.split_once('=') {
-                Some(("type", "registry")) => is_registry = true,
-                Some(("ref", v)) => r = Some(v),
-                _ => {}
-            }
-        }
-        r.filter(|_| is_registry)
-    });
-    let r = r.ok_or_else(|| ArgError::CacheSyntax {
-        spec: spec.to_string(),
-    })?;
-    Reference::parse(r).map_err(ArgError::CacheRef)
 }
 
 /// `SOURCE_DATE_EPOCH`: unset or blank is none.
@@ -599,7 +588,7 @@ mod tests {
         assert_eq!(h.sandbox, SandboxMode::Memory);
         assert_eq!(h.host.path, "/bin");
         assert_eq!(h.epoch, None);
-        assert!(h.secrets.is_empty() && h.cache_from.is_empty() && h.cache_to.is_none());
+        assert!(h.secrets.is_empty() && h.cache_from.is_empty() && h.cache_to.is_empty());
         assert_eq!(
             h.registry.docker_config,
             Some(PathBuf::from("/home/u/.docker/config.json"))
@@ -756,42 +745,132 @@ mod tests {
 
     #[test]
     fn cache_references() {
+        use crate::oci::cache::{Layout, Mode};
+        let reg = |r: &str| CacheBackend::Registry(Reference::parse(r).unwrap());
         let h = build(&[
             "--cache-from",
             "registry:127.0.0.1:5000/cache:a",
             "--cache-from",
             "type=registry,ref=reg.io/c:b",
+            "--cache-from",
+            "reg.io/plain:c",
+            "--cache-from",
+            "type=local,src=cache,tag=t1",
+            "--cache-from",
+            "type=local,src=/abs,digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "--cache-to",
             "ref=reg.io/c:t,type=registry",
+            "--cache-to",
+            "registry:reg.io/c:short",
+            "--cache-to",
+            "type=local,dest=out,mode=max,compression=zstd",
+            "--cache-to",
+            "type=inline",
+            "--cache-to",
+            "type=registry,ref=reg.io/c:x,mode=max,ignore-error=true,oci-mediatypes=true",
             ".",
         ])
         .unwrap();
         assert_eq!(
-            h.cache_from
-                .iter()
-                .map(|r| r.familiar())
-                .collect::<Vec<_>>(),
-            ["127.0.0.1:5000/cache:a", "reg.io/c:b"]
+            h.cache_from,
+            [
+                reg("127.0.0.1:5000/cache:a"),
+                reg("reg.io/c:b"),
+                reg("reg.io/plain:c"),
+                CacheBackend::Local(Layout {
+                    dir: "/work/cache".into(),
+                    tag: "t1".into(),
+                    digest: None
+                }),
+                CacheBackend::Local(Layout {
+                    dir: "/abs".into(),
+                    tag: "latest".into(),
+                    digest: Some(
+                        "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                            .parse()
+                            .unwrap()
+                    )
+                }),
+            ]
         );
-        assert_eq!(h.cache_to.map(|r| r.familiar()), Some("reg.io/c:t".into()));
-        for bad in [
-            "reg.io/c:t",
-            "type=local,ref=reg.io/c",
-            "type=registry",
-            "registry",
+        let to = |backend, mode, ignore_error| CacheTo {
+            backend,
+            mode,
+            ignore_error,
+        };
+        assert_eq!(
+            h.cache_to,
+            [
+                to(reg("reg.io/c:t"), Mode::Min, false),
+                // The short form shares everything.
+                to(reg("reg.io/c:short"), Mode::Max, false),
+                to(
+                    CacheBackend::Local(Layout {
+                        dir: "/work/out".into(),
+                        tag: "latest".into(),
+                        digest: None
+                    }),
+                    Mode::Max,
+                    false
+                ),
+                to(CacheBackend::Inline, Mode::Min, false),
+                to(reg("reg.io/c:x"), Mode::Max, true),
+            ]
+        );
+        for (flag, bad, why) in [
+            (
+                "--cache-to",
+                "type=local,ref=reg.io/c",
+                "type=local needs dest=DIR",
+            ),
+            (
+                "--cache-from",
+                "type=local,dest=d",
+                "unknown attribute `dest`",
+            ),
+            ("--cache-to", "type=registry", "type=registry needs ref=REF"),
+            (
+                "--cache-to",
+                "type=inline,mode=max",
+                "an inline cache holds only",
+            ),
+            (
+                "--cache-from",
+                "type=inline",
+                "an inline cache is read from its image",
+            ),
+            (
+                "--cache-to",
+                "type=gha,url=x",
+                "type=gha is a cloud service",
+            ),
+            ("--cache-to", "type=nope,ref=x", "unknown type `nope`"),
+            ("--cache-to", "ref=x", "no type="),
+            (
+                "--cache-to",
+                "type=registry,ref=r,mode=all",
+                "mode=all: expected min or max",
+            ),
+            (
+                "--cache-to",
+                "type=registry,ref=r,bogus",
+                "`bogus` is not KEY=VALUE",
+            ),
         ] {
-            for flag in ["--cache-from", "--cache-to"] {
-                let err = build(&[flag, bad, "."]).unwrap_err();
-                assert_eq!(
-                    err.to_string(),
-                    format!("cache `{bad}`: expected registry:REF (or type=registry,ref=REF)")
-                );
-            }
+            let err = build(&[flag, bad, "."]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("cache `{bad}`: {why}")),
+                "{flag} {bad}: {err}"
+            );
+            assert!(matches!(err.into_failure(), Failure::Usage(_)));
         }
-        assert!(matches!(
-            build(&["--cache-from", "registry:Bad!", "."]),
-            Err(ArgError::CacheRef(_))
-        ));
+        for flag in ["--cache-from", "--cache-to"] {
+            assert!(matches!(
+                build(&[flag, "registry:Bad!", "."]),
+                Err(ArgError::CacheRef(_))
+            ));
+        }
     }
 
     #[test]

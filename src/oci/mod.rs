@@ -6,6 +6,7 @@
 //! ports and volumes in `HashMap`s whose order changes from run to run.
 
 pub mod archive;
+pub mod cache;
 mod image;
 pub mod import;
 pub mod verify;

@@ -1101,3 +1101,182 @@ fn a_multi_platform_build_cache_serves_every_platform() {
         std::fs::read(env.path().join("ctx/b.tar")).unwrap()
     );
 }
+
+/// A multi-stage build for the cache backends: a build stage that RUNs,
+/// and a final stage that copies its result. Returns the context's
+/// Dockerfile steps count (every step, both stages).
+fn two_stage_context(env: &TestEnv) -> usize {
+    crate::util::busybox_base(env);
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    std::fs::copy(
+        env.path().join("base/base.tar"),
+        env.path().join("ctx/base.tar"),
+    )
+    .unwrap();
+    env.write("ctx/src.txt", "source\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar AS build\nCOPY src.txt /src.txt\n\
+         RUN tr a-z A-Z < /src.txt > /out.txt\nENV BUILT=1\n\
+         FROM oci-archive:base.tar\nCOPY --from=build /out.txt /app/out.txt\n\
+         COPY src.txt /app/src.txt\nLABEL demo=1\n",
+    );
+    6
+}
+
+/// Every step's "Step N/M : TEXT" line but FROM's, and whether it hit:
+/// `(text, cached)`.
+fn cache_lines(log: &str) -> Vec<(String, bool)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("Step ")
+            && let Some((_, text)) = rest.split_once(" : ")
+            && !text.starts_with("FROM ")
+        {
+            let cached = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with(" ---> Using cache"));
+            out.push((text.to_string(), cached));
+        }
+    }
+    out
+}
+
+crate::it_test!(issue_15_a_mode_max_cache_serves_every_stage_to_an_empty_store);
+/// Issue 15 item 6: `mode=max` exports every step of every stage the build
+/// ran, so a second machine (an empty store) with `--cache-from` runs no
+/// step, the build stage's included, and writes the same archive; with
+/// `mode=min` only the final image's steps are shared and the build
+/// stage runs again. The same for a registry and for a local directory.
+fn issue_15_a_mode_max_cache_serves_every_stage_to_an_empty_store() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    let steps = two_stage_context(&env);
+    let build = |store: &str, args: &[&str]| build_ctx(&env, store, args);
+    let out = build("a", &["-o", "a.tar"]);
+    assert_success(&out, &["the first build"]);
+    let a = std::fs::read(env.path().join("ctx/a.tar")).unwrap();
+    let cache_dir = env.path().join("cache-dir");
+    let backends = [
+        (
+            format!("type=registry,ref={}/cache/app:max,mode=max", reg.host()),
+            format!("type=registry,ref={}/cache/app:max", reg.host()),
+        ),
+        (
+            format!("type=local,dest={},mode=max", cache_dir.display()),
+            format!("type=local,src={}", cache_dir.display()),
+        ),
+    ];
+    for (i, (to, from)) in backends.iter().enumerate() {
+        // Exported from the store that built it (every step cached there).
+        let out = build("a", &["--cache-to", to, "-o", "a2.tar"]);
+        assert_success(&out, &["export", to]);
+        assert!(stderr(&out).contains("Exported"), "{}", stderr(&out));
+        let empty = format!("b{i}");
+        let out = build(&empty, &["--cache-from", from, "-o", &format!("b{i}.tar")]);
+        assert_success(&out, &["import", from]);
+        let log = stderr(&out);
+        let lines = cache_lines(&log);
+        assert_eq!(lines.len(), steps, "{log}");
+        assert!(
+            lines.iter().all(|(_, hit)| *hit),
+            "{from}: {lines:?}\n{log}"
+        );
+        assert!(!log.contains("Cache miss"), "{log}");
+        assert_eq!(
+            std::fs::read(env.path().join(format!("ctx/b{i}.tar"))).unwrap(),
+            a,
+            "{from}: the same archive"
+        );
+    }
+    // The local cache is an OCI layout: skopeo reads its manifest.
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", cache_dir.display()))
+        .output()
+        .unwrap();
+    assert_success(&out, &["skopeo inspect of the local cache"]);
+    assert!(
+        stdout(&out).contains("application/vnd.imgbuild.cache.index.v1+json"),
+        "{}",
+        stdout(&out)
+    );
+
+    // mode=min: the final image's steps only; the build stage runs again.
+    let min = format!("type=local,dest={},tag=min", cache_dir.display());
+    let out = build("a", &["--cache-to", &min, "-o", "a3.tar"]);
+    assert_success(&out, &["export with mode=min"]);
+    let out = build(
+        "c",
+        &[
+            "--cache-from",
+            &format!("type=local,src={},tag=min", cache_dir.display()),
+            "-o",
+            "c.tar",
+        ],
+    );
+    assert_success(&out, &["import of mode=min"]);
+    let lines = cache_lines(&stderr(&out));
+    let missed: Vec<&str> = lines
+        .iter()
+        .filter(|(_, hit)| !hit)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        missed,
+        [
+            "COPY src.txt /src.txt",
+            "RUN tr a-z A-Z < /src.txt > /out.txt",
+            "ENV BUILT=1"
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(std::fs::read(env.path().join("ctx/c.tar")).unwrap(), a);
+}
+
+crate::it_test!(issue_15_an_inline_cache_travels_in_the_image);
+/// `--cache-to type=inline` puts the cache of the image's steps into its
+/// config; `--cache-from` that image (pushed to a registry) on an empty
+/// store finds them, and the image stays loadable.
+fn issue_15_an_inline_cache_travels_in_the_image() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    two_stage_context(&env);
+    let image = format!("{}/team/app:inline", reg.host());
+    let out = build_ctx(
+        &env,
+        "a",
+        &[
+            "--cache-to",
+            "type=inline",
+            "-t",
+            &image,
+            "--push",
+            "-o",
+            "a.tar",
+        ],
+    );
+    assert_success(&out, &["build with an inline cache"]);
+    let out = build_ctx(&env, "b", &["--cache-from", &image, "-o", "b.tar"]);
+    assert_success(&out, &["build from an inline cache"]);
+    let lines = cache_lines(&stderr(&out));
+    let hits: Vec<bool> = lines.iter().map(|(_, h)| *h).collect();
+    // The final stage's steps hit; the build stage's are not in an
+    // inline cache (mode=min).
+    assert_eq!(hits, [false, false, false, true, true, true], "{lines:?}");
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!(
+            "oci-archive:{}",
+            env.path().join("ctx/a.tar").display()
+        ))
+        .output()
+        .unwrap();
+    assert_success(&out, &["skopeo reads the image with an inline cache"]);
+    assert!(
+        stdout(&out).contains("imgbuild.cache.v1"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -11,7 +11,7 @@ use crate::builder::{self, BuildOptions};
 use crate::cli::args::{BuildArgs, Cli, PullPolicy};
 use crate::cli::env::Env;
 use crate::cli::exit::Failure;
-use crate::cli::options::{HiBuild, Progress};
+use crate::cli::options::{CacheBackend, CacheTo, HiBuild, Progress};
 use crate::cli::util::{now, open_store, out};
 use crate::progress::{self, Sink};
 use crate::reference::Reference;
@@ -49,7 +49,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         platforms: &hi.platforms,
     })?;
     let graph = def.graph;
-    let store = import_caches(store, &hi.cache_from, &hi.registry);
+    let store = import_caches(store, &hi);
     let opts = BuildOptions {
         store,
         epoch: hi.epoch.or(graph.settings.source_date_epoch),
@@ -74,6 +74,10 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         sandbox: hi.sandbox,
         host: hi.host.clone(),
         puller,
+        inline_cache: hi
+            .cache_to
+            .iter()
+            .any(|c| c.backend == CacheBackend::Inline),
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
@@ -93,24 +97,8 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     if hi.push {
         push_tags(&opts.store, &result, &hi.registry)?;
     }
-    if let Some(r) = &hi.cache_to {
-        let client = crate::registry::Client::new(r.domain(), &hi.registry)
-            .with_notices(super::registry::notice_to_stderr);
-        // Every platform's chain: a multi-platform output's ID is its
-        // index, which has no steps of its own.
-        let ids: Vec<_> = result
-            .images
-            .iter()
-            .flat_map(|i| i.platforms.iter().map(|(_, id)| *id))
-            .collect();
-        let n = crate::registry::cache::export(&opts.store, &client, r, &ids)
-            .with_context(|| format!("exporting the build cache to {}", r.familiar()))?;
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "Exported {n} cache entries to {}",
-            r.familiar()
-        );
+    for c in &hi.cache_to {
+        export_cache(&opts.store, &result, c, &hi.registry)?;
     }
     if let Some(path) = &hi.iidfile {
         let ids: Vec<String> = result.images.iter().map(|i| i.id.to_string()).collect();
@@ -174,33 +162,105 @@ fn push_tags(
     Ok(())
 }
 
+/// `--cache-to`: the steps `c.mode` asks for, to where it says (an inline
+/// cache is in the images already). A failure fails the build, unless
+/// `ignore-error=true`.
+fn export_cache(
+    store: &crate::store::Store,
+    result: &builder::BuildResult,
+    c: &CacheTo,
+    registry: &crate::registry::Options,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    // Every platform's chain: a multi-platform output's ID is its index,
+    // which has no steps of its own.
+    let mut ids: Vec<_> = result
+        .images
+        .iter()
+        .flat_map(|i| i.platforms.iter().map(|(_, id)| *id))
+        .collect();
+    if c.mode == crate::oci::cache::Mode::Max {
+        ids.extend(result.stage_images.iter().copied());
+    }
+    let (done, place) = match &c.backend {
+        CacheBackend::Inline => return Ok(()),
+        CacheBackend::Registry(r) => {
+            let client = crate::registry::Client::new(r.domain(), registry)
+                .with_notices(super::registry::notice_to_stderr);
+            (
+                crate::registry::cache::export(store, &client, r, &ids)
+                    .map_err(anyhow::Error::from),
+                r.familiar(),
+            )
+        }
+        CacheBackend::Local(l) => (
+            crate::oci::cache::assemble(store, &ids)
+                .and_then(|a| l.write(store, &a).map(|()| a.entries))
+                .map_err(anyhow::Error::from),
+            l.dir.display().to_string(),
+        ),
+    };
+    let mut err = std::io::stderr().lock();
+    match done {
+        Ok(n) => {
+            let _ = writeln!(err, "Exported {n} cache entries to {place}");
+            Ok(())
+        }
+        Err(e) if c.ignore_error => {
+            let _ = writeln!(
+                err,
+                "WARNING: the build cache was not exported to {place}: {}",
+                crate::builder::error_chain(e.as_ref())
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::Failed(
+            e.context(format!("exporting the build cache to {place}")),
+        )),
+    }
+}
+
 /// Imports every `--cache-from`; a cache that cannot be read is a warning
 /// (the build goes on without it), as with docker.
-fn import_caches(
-    store: crate::store::Store,
-    refs: &[Reference],
-    opts: &crate::registry::Options,
-) -> crate::store::Store {
+fn import_caches(store: crate::store::Store, hi: &HiBuild) -> crate::store::Store {
     use std::io::Write;
-    let mut sources = Vec::new();
-    for r in refs {
-        let client = crate::registry::Client::new(r.domain(), opts)
-            .with_notices(super::registry::notice_to_stderr);
-        match crate::registry::cache::import(&store, client, r) {
+    let platform = hi
+        .platforms
+        .first()
+        .cloned()
+        .unwrap_or_else(crate::platform::host);
+    let mut sources: Vec<Arc<dyn crate::store::BlobSource>> = Vec::new();
+    for c in &hi.cache_from {
+        let (imported, place) = match c {
+            CacheBackend::Registry(r) => {
+                let client = crate::registry::Client::new(r.domain(), &hi.registry)
+                    .with_notices(super::registry::notice_to_stderr);
+                (
+                    crate::registry::cache::import(&store, client, r, &platform)
+                        .map(|(n, l)| (n, Arc::new(l) as Arc<dyn crate::store::BlobSource>))
+                        .map_err(anyhow::Error::from),
+                    r.familiar(),
+                )
+            }
+            CacheBackend::Local(l) => (
+                l.import(&store)
+                    .map(|(r, l)| (r.entries, Arc::new(l) as Arc<dyn crate::store::BlobSource>))
+                    .map_err(anyhow::Error::from),
+                l.dir.display().to_string(),
+            ),
+            CacheBackend::Inline => continue,
+        };
+        let mut err = std::io::stderr().lock();
+        match imported {
             Ok((n, layers)) => {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "Imported {n} cache entries from {}",
-                    r.familiar()
-                );
-                sources.push(Arc::new(layers));
+                let _ = writeln!(err, "Imported {n} cache entries from {place}");
+                sources.push(layers);
             }
             Err(e) => {
                 let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "WARNING: cache {} not imported: {}",
-                    r.familiar(),
-                    crate::builder::error_chain(&e)
+                    err,
+                    "WARNING: cache {place} not imported: {}",
+                    crate::builder::error_chain(e.as_ref())
                 );
             }
         }
