@@ -12,6 +12,7 @@ pub mod config;
 pub mod copy;
 mod cx;
 mod error;
+pub mod export;
 mod inputs;
 mod output;
 pub mod run;

@@ -377,9 +377,14 @@ pub struct BuildArgs {
     /// index (default: this host's).
     #[arg(long = "platform", value_name = "PLATFORMS")]
     pub platforms: Vec<String>,
-    /// Archive path (default: the spec's `output`, else ./<name>.oci.tar).
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    /// Where the image goes; repeatable. PATH: an OCI archive (default:
+    /// the spec's `output`, else ./<name>.oci.tar; a Dockerfile build
+    /// writes none). buildx's form: type=oci|docker,dest=FILE |
+    /// type=tar,dest=FILE|- | type=local,dest=DIR | type=image,name=REF[,push=true]
+    /// | type=registry,name=REF, with compression=gzip|zstd|uncompressed.
+    /// `-` alone: the root filesystem as a tar on standard output.
+    #[arg(short = 'o', long = "output", value_name = "PATH|type=…")]
+    pub outputs: Vec<String>,
     /// Archive flavour (both load with `docker load` and `podman load`).
     #[arg(long, value_enum, value_name = "oci|docker")]
     pub format: Option<FormatArg>,

@@ -23,7 +23,9 @@ use crate::oci::archive::ArchiveFormat;
 use crate::reference::{Reference, ReferenceError};
 
 mod cache;
+mod output;
 pub use cache::{CacheBackend, CacheTo};
+pub use output::{Dest, OutputKind, OutputSpec};
 
 /// A flag that does not say something imgbuild can do.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,17 @@ pub enum ArgError {
     /// `--depfile` on a Dockerfile build with nothing for its rule to make.
     #[error("--depfile needs a file for its rule to make: give -o FILE (or --iidfile FILE)")]
     DepfileWithoutTarget,
+    /// A `-o` of no accepted form.
+    #[error("-o {spec}: {why}")]
+    OutputSyntax {
+        /// The flag's value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `-o` outputs that cannot be written by one build.
+    #[error("-o: {0}")]
+    Outputs(String),
     /// A `--cache-from`/`--cache-to` of no accepted form.
     #[error("cache `{spec}`: {why}")]
     CacheSyntax {
@@ -131,10 +144,16 @@ pub struct HiBuild {
     pub platforms: Vec<crate::platform::Platform>,
     /// `-t`.
     pub tags: Vec<Reference>,
-    /// `-o`, absolute.
+    /// The image archive the builder writes (the first `-o PATH` or
+    /// `-o type=oci|docker,dest=FILE`), absolute.
     pub output: Option<PathBuf>,
-    /// `-o` as written: the depfile rule's target.
+    /// That archive (else the first other `-o` file) as written: the
+    /// depfile rule's target.
     pub output_as_given: Option<PathBuf>,
+    /// Every other `-o` that writes something (more archives, archives on
+    /// standard output, root filesystems as a tar or a directory): the
+    /// CLI writes them after the build.
+    pub exports: Vec<OutputSpec>,
     /// `--format`.
     pub format: Option<ArchiveFormat>,
     /// `--compression`.
@@ -203,8 +222,57 @@ impl HiBuild {
             .iter()
             .map(|t| Reference::parse(t).map_err(ArgError::Tag))
             .collect::<Result<Vec<_>, _>>()?;
-        let output = a.output.as_deref().map(|o| absolute(cwd, o)).transpose()?;
-        if a.depfile.is_some() && output.is_none() && dockerfile && a.iidfile.is_none() {
+        let mut tags = tags;
+        let specs = a
+            .outputs
+            .iter()
+            .map(|o| output::output(o, cwd))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut output, mut output_as_given, mut archive_format) = (None, None, None);
+        let mut exports = Vec::new();
+        let mut compression = match a.compression {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        };
+        let mut chosen: Option<Compression> = None;
+        let mut push = a.push;
+        for o in specs {
+            if o.force_compression {
+                return Err(ArgError::Outputs(
+                    "force-compression=true is not supported yet: base layers keep their                      compression (layers the build makes use compression=)"
+                        .into(),
+                ));
+            }
+            if let Some(c) = o.compression {
+                if chosen.is_some_and(|have| have != c) {
+                    return Err(ArgError::Outputs(
+                        "outputs with different compression=: one build compresses its layers one way".into(),
+                    ));
+                }
+                chosen = Some(c);
+            }
+            tags.extend(o.names.iter().cloned());
+            push |= o.push;
+            match (&o.kind, &o.dest) {
+                (OutputKind::Image, _) => {}
+                (OutputKind::Archive(f), Dest::Path(abs, given)) if output.is_none() => {
+                    output = Some(abs.clone());
+                    output_as_given = Some(given.clone());
+                    archive_format = Some(*f);
+                }
+                (_, dest) => {
+                    if let (None, Dest::Path(_, given)) = (&output_as_given, dest) {
+                        output_as_given = Some(given.clone());
+                    }
+                    exports.push(o);
+                }
+            }
+        }
+        if let Some(c) = chosen {
+            compression = c;
+        }
+        if a.depfile.is_some() && output_as_given.is_none() && dockerfile && a.iidfile.is_none() {
             return Err(ArgError::DepfileWithoutTarget);
         }
         let side_outputs = [&a.iidfile, &a.depfile, &a.metadata_file]
@@ -232,7 +300,8 @@ impl HiBuild {
                 }
             }
         }
-        let output_dir = if dockerfile {
+        // `-o` says where the image goes: no default archive besides.
+        let output_dir = if dockerfile || (!a.outputs.is_empty() && output.is_none()) {
             None
         } else {
             Some(absolute(cwd, Path::new("."))?)
@@ -246,16 +315,14 @@ impl HiBuild {
             platforms,
             tags,
             output,
-            output_as_given: a.output.clone(),
-            format: a.format.map(|f| match f {
+            output_as_given,
+            exports,
+            // A `-o type=` says its archive's format; `--format` the rest.
+            format: archive_format.or(a.format.map(|f| match f {
                 FormatArg::Oci => ArchiveFormat::Oci,
                 FormatArg::Docker => ArchiveFormat::Docker,
-            }),
-            compression: match a.compression {
-                CompressionArg::Gzip => Compression::Gzip,
-                CompressionArg::Zstd => Compression::Zstd,
-                CompressionArg::None => Compression::None,
-            },
+            })),
+            compression,
             no_cache: a.no_cache,
             jobs: a.jobs.unwrap_or(env.cpus),
             progress: progress(a, env.stderr_is_terminal),
@@ -273,7 +340,7 @@ impl HiBuild {
             host: env.sandbox_host(),
             registry: a.bases.registry(env.docker_config()),
             pull: a.bases.pull,
-            push: a.push,
+            push,
             cache_to,
             cache_from,
             epoch,
@@ -741,6 +808,107 @@ mod tests {
             "--secret id=x,src=elsewhere/y: /work/elsewhere/y is not a file"
         );
         assert!(matches!(err.into_failure(), Failure::Usage(_)));
+    }
+
+    #[test]
+    fn outputs_in_buildx_syntax() {
+        let h = build(&[
+            "-o",
+            "type=docker,dest=d.tar",
+            "-o",
+            "out.tar",
+            "-o",
+            "type=tar,dest=-",
+            "-o",
+            "type=local,dest=rootfs",
+            "-o",
+            "type=registry,\"name=reg.io/a:1,reg.io/a:2\"",
+            "-o",
+            "type=oci,dest=z.tar,compression=zstd,compression-level=3,oci-mediatypes=true",
+            ".",
+        ])
+        .unwrap();
+        // The first archive is the builder's; its type says its format.
+        assert_eq!(h.output, Some(PathBuf::from("/work/d.tar")));
+        assert_eq!(h.output_as_given, Some(PathBuf::from("d.tar")));
+        assert_eq!(h.format, Some(ArchiveFormat::Docker));
+        assert_eq!(h.compression, Compression::Zstd);
+        assert!(h.push);
+        assert_eq!(
+            h.tags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["reg.io/a:1", "reg.io/a:2"]
+        );
+        let kinds: Vec<(OutputKind, Dest)> =
+            h.exports.iter().map(|o| (o.kind, o.dest.clone())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    OutputKind::Archive(ArchiveFormat::Oci),
+                    Dest::Path("/work/out.tar".into(), "out.tar".into())
+                ),
+                (OutputKind::Tar, Dest::Stdout),
+                (
+                    OutputKind::Local,
+                    Dest::Path("/work/rootfs".into(), "rootfs".into())
+                ),
+                (
+                    OutputKind::Archive(ArchiveFormat::Oci),
+                    Dest::Path("/work/z.tar".into(), "z.tar".into())
+                ),
+            ]
+        );
+        // `-` alone is buildx's: the filesystem on standard output.
+        let h = build(&["-o", "-", "."]).unwrap();
+        assert_eq!(h.output, None);
+        assert_eq!(h.exports[0].kind, OutputKind::Tar);
+
+        for (bad, why) in [
+            ("type=tar", "needs dest=FILE"),
+            ("type=local,dest=-", "type=local writes a directory"),
+            (
+                "type=image,dest=x",
+                "type=image and type=registry go to the store",
+            ),
+            ("type=image,push=true", "pushing needs name="),
+            ("type=nope,dest=x", "unknown type `nope`"),
+            ("dest=x", "no type="),
+            ("type=oci,dest=x,bogus=1", "unknown attribute `bogus`"),
+            (
+                "type=oci,dest=x,compression=lz4",
+                "compression=lz4: expected",
+            ),
+            (
+                "type=oci,dest=x,compression-level=9",
+                "compression-level=9: imgbuild compresses at level 6",
+            ),
+            (
+                "type=oci,dest=x,push=maybe",
+                "push=maybe: expected true or false",
+            ),
+            ("type=oci,dest=\"x", "an unterminated quote"),
+            ("type=oci,dest=x,tar=false", "tar=false"),
+        ] {
+            let err = build(&["-o", bad, "."]).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("-o {bad}: {why}")),
+                "{bad}: {err}"
+            );
+            assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        }
+        let err = build(&[
+            "-o",
+            "type=oci,dest=a,compression=zstd",
+            "-o",
+            "type=oci,dest=b,compression=gzip",
+            ".",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("different compression"), "{err}");
+        assert!(matches!(
+            build(&["-o", "type=image,name=Bad!", "."]),
+            Err(ArgError::Tag(_))
+        ));
     }
 
     #[test]

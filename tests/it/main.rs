@@ -15,6 +15,7 @@ mod util;
 
 mod archive;
 mod build;
+mod buildx;
 mod cache;
 mod cli;
 mod cli_output;

@@ -91,7 +91,14 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     if hi.dry_run {
         return dry_run_report(&result);
     }
-    if hi.chatty {
+    super::outputs::write_all(
+        &opts.store,
+        &result,
+        &hi.exports,
+        opts.epoch.unwrap_or(0).max(0) as u64,
+        &*opts.progress,
+    )?;
+    if hi.chatty && hi.exports.is_empty() {
         hint_no_archive(&result);
     }
     if hi.push {

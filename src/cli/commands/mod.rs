@@ -7,6 +7,7 @@ pub mod history;
 pub mod images;
 pub mod inspect;
 pub mod load;
+pub mod outputs;
 pub mod parse;
 pub mod platforms;
 pub mod prune;

@@ -1,0 +1,264 @@
+//! Issue 15: `imgbuild build` as a drop-in for `docker buildx build` —
+//! outputs in buildx's `-o type=…` syntax, each checked with the tools
+//! that read it (skopeo, podman, tar, a registry).
+
+use std::path::Path;
+
+use crate::registry::Registry;
+use crate::util::{TestEnv, assert_success, stderr, tool};
+
+/// A busybox-based context whose image has a file from the context and
+/// one a RUN made.
+fn context(env: &TestEnv) {
+    crate::util::busybox_base(env);
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    std::fs::copy(
+        env.path().join("base/base.tar"),
+        env.path().join("ctx/base.tar"),
+    )
+    .unwrap();
+    env.write("ctx/hello.txt", "hello\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar\nCOPY hello.txt /app/hello.txt\n\
+         RUN echo made > /app/made.txt && ln -s hello.txt /app/link\n",
+    );
+}
+
+fn build(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["build", "--progress=plain"];
+    all.extend_from_slice(args);
+    all.push(".");
+    let mut c = env.cmd_in(&env.path().join("ctx"), &all);
+    c.env("IMGBUILD_STORE", env.path().join(store))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    c.output().unwrap()
+}
+
+/// The member names of a tar file (or bytes), sorted.
+fn tar_names(bytes: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(bytes);
+    let mut names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn podman(env: &TestEnv, args: &[&str]) -> String {
+    let proot = env.path().join("podman");
+    let mut all = vec![
+        "--root".to_string(),
+        proot.join("root").display().to_string(),
+        "--runroot".into(),
+        proot.join("run").display().to_string(),
+        "--storage-driver".into(),
+        "vfs".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    tool("podman", &refs)
+}
+
+crate::it_test!(issue_15_one_build_writes_every_output_type);
+/// Item 1: several `-o` in one build, each of buildx's types, with what
+/// reads it: an OCI and a docker archive (skopeo), the root filesystem as
+/// a tarball and as a directory (with the RUN's file and symlink), and a
+/// tar on standard output.
+fn issue_15_one_build_writes_every_output_type() {
+    let env = TestEnv::new();
+    context(&env);
+    let out = build(
+        &env,
+        "s",
+        &[
+            "-t",
+            "app:1",
+            "-o",
+            "type=oci,dest=out/app.oci.tar",
+            "-o",
+            "type=docker,dest=out/app.docker.tar",
+            "-o",
+            "type=tar,dest=out/rootfs.tar",
+            "-o",
+            "type=local,dest=out/rootfs",
+        ],
+    );
+    assert_success(&out, &["a build with four outputs"]);
+    let dir = env.path().join("ctx/out");
+    for (transport, file) in [
+        ("oci-archive", "app.oci.tar"),
+        ("docker-archive", "app.docker.tar"),
+    ] {
+        let raw = tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("{transport}:{}", dir.join(file).display()),
+            ],
+        );
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 3, "{file}: {raw}");
+        let want = if transport == "oci-archive" {
+            "application/vnd.oci.image.manifest.v1+json"
+        } else {
+            "application/vnd.docker.distribution.manifest.v2+json"
+        };
+        assert_eq!(m["mediaType"], want, "{file}");
+    }
+    let names = tar_names(&std::fs::read(dir.join("rootfs.tar")).unwrap());
+    for want in ["app/hello.txt", "app/made.txt", "app/link", "bin/busybox"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    let root = dir.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/made.txt")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("app/link")).unwrap(),
+        Path::new("hello.txt")
+    );
+    // The two filesystem outputs agree, and the tarball is reproducible.
+    let again = build(&env, "s2", &["-o", "-"]);
+    assert_success(&again, &["-o - (a tar on standard output)"]);
+    assert_eq!(
+        again.stdout,
+        std::fs::read(dir.join("rootfs.tar")).unwrap(),
+        "the same tar from another store"
+    );
+}
+
+crate::it_test!(issue_15_zstd_layers_are_read_by_skopeo_and_podman);
+/// Item 1: `compression=zstd` writes zstd layers (the build's own; the
+/// base keeps gzip) that skopeo copies and podman loads and runs.
+fn issue_15_zstd_layers_are_read_by_skopeo_and_podman() {
+    let env = TestEnv::new();
+    context(&env);
+    let out = build(
+        &env,
+        "s",
+        &["-t", "zapp:1", "-o", "type=oci,dest=z.tar,compression=zstd"],
+    );
+    assert_success(&out, &["a zstd build"]);
+    let archive = env.path().join("ctx/z.tar");
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ]
+    );
+    let copied = env.path().join("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("dir:{}", copied.display()),
+        ],
+    );
+    let loaded = podman(&env, &["load", "-i", archive.to_str().unwrap()]);
+    let name = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("{loaded}"))
+        .trim()
+        .to_string();
+    assert!(name.ends_with("zapp:1"), "{loaded}");
+    let said = podman(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "--network=none",
+            &name,
+            "cat",
+            "/app/hello.txt",
+            "/app/made.txt",
+        ],
+    );
+    assert_eq!(said, "hello\nmade\n");
+}
+
+crate::it_test!(issue_15_type_registry_pushes_and_type_image_names);
+/// Item 1: `type=registry,name=…` pushes (a registry on 127.0.0.1 then
+/// serves the image), `type=image,name=…` only names it in the store.
+fn issue_15_type_registry_pushes_and_type_image_names() {
+    let env = TestEnv::new();
+    let reg = Registry::start(&env, false);
+    context(&env);
+    let name = format!("{}/team/app:1", reg.host());
+    let out = build(
+        &env,
+        "s",
+        &[
+            "--insecure-registry",
+            &reg.host(),
+            "-o",
+            &format!("type=registry,name={name}"),
+        ],
+    );
+    assert_success(&out, &["type=registry"]);
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ],
+    );
+    assert!(raw.contains("layers"), "{raw}");
+    let out = build(&env, "s", &["-o", "type=image,name=local/app:2"]);
+    assert_success(&out, &["type=image"]);
+    let mut c = env.cmd_in(&env.path().join("ctx"), &["images"]);
+    c.env("IMGBUILD_STORE", env.path().join("s"));
+    let images = c.output().unwrap();
+    let text = String::from_utf8_lossy(&images.stdout);
+    assert!(text.contains("local/app"), "{text}");
+    // No archive was written for either.
+    let files: Vec<_> = std::fs::read_dir(env.path().join("ctx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tar") && n != "base.tar")
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+}
+
+crate::it_test!(issue_15_a_bad_output_is_a_usage_error);
+/// A `-o` imgbuild cannot write is exit 2 with what is wrong, before any work.
+fn issue_15_a_bad_output_is_a_usage_error() {
+    let env = TestEnv::new();
+    context(&env);
+    let out = build(&env, "s", &["-o", "type=oci"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-o type=oci: needs dest=FILE"),
+        "{}",
+        stderr(&out)
+    );
+}
