@@ -262,6 +262,8 @@ pub fn prepare<'s>(
         cgroups: Vec::new(),
         seccomp: None,
         nproc: None,
+        ulimits: Vec::new(),
+        shm_size: None,
         nodev: false,
         tty: opts.tty,
     };

@@ -96,8 +96,8 @@ pub fn rootfs_dir(
     })?;
     // The tar streams through a pipe into the extractor: nothing is held
     // whole, on disk or in memory.
-    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| CopyError::Read {
+    let (reader, writer) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| CopyError::Read {
             path: dest.to_path_buf(),
             source: e.into(),
         })?;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{CopyError, Error, Result, RunError, error_chain};
-pub use run::{Isolation, RunNetwork, SandboxMode};
+pub use run::{Isolation, RunNetwork, RunSettings, SandboxMode};
 
 use crate::diag::{Diagnostic, SourceRef};
 use crate::digest::Digest;
@@ -95,6 +95,12 @@ pub struct BuildOptions {
     /// `--cache-to type=inline`: output images carry the cache of their
     /// steps in their configs.
     pub inline_cache: bool,
+    /// `--add-host`, `--ulimit`, `--shm-size`: what every RUN step gets.
+    pub run: RunSettings,
+    /// `--label`: labels of the output images' configs.
+    pub labels: Vec<(String, String)>,
+    /// `--no-cache-filter`: stages whose steps ignore the cache.
+    pub no_cache_stages: Vec<String>,
 }
 
 /// One image the build produced.

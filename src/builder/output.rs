@@ -42,29 +42,54 @@ impl Cx<'_> {
     /// inputs are shared between platforms.
     fn images_of(&self, o: &Planned) -> Result<Vec<PlatformImage>> {
         let images = self.platform_images(o)?;
-        if !self.opts.inline_cache {
+        if !self.opts.inline_cache && self.opts.labels.is_empty() {
             return Ok(images);
         }
         images
             .into_iter()
             .map(|(p, id, m)| {
-                let (id, m) = self.with_inline_cache(id, m)?;
+                let (id, m) = self.finished(id, m)?;
                 Ok((p, id, m))
             })
             .collect()
     }
 
-    /// `--cache-to type=inline`: the image with the cache of its steps in
-    /// its config ([`crate::oci::cache::inline_config`]), a child of it in
-    /// the store; the image itself when none of its steps is cached.
-    fn with_inline_cache(&self, id: Digest, manifest: Digest) -> Result<(Digest, Digest)> {
-        let Some(config) = crate::oci::cache::inline_config(self.store, &id)? else {
-            return Ok((id, manifest));
-        };
-        let bytes = crate::digest::canonical_json(&config).map_err(|e| Error::Internal {
-            what: format!("encoding the inline cache: {e}"),
+    /// An output image as the flags finish it, a child of `id` in the
+    /// store: `--label`s in its config (as BuildKit applies them: no
+    /// history entry), then with `--cache-to type=inline` the cache of its
+    /// steps ([`crate::oci::cache::inline_config`]).
+    fn finished(&self, id: Digest, manifest: Digest) -> Result<(Digest, Digest)> {
+        let (mut id, mut manifest) = (id, manifest);
+        if !self.opts.labels.is_empty() {
+            let mut config: serde_json::Value = serde_json::from_slice(&self.store.read_blob(&id)?)
+                .map_err(|e| Error::Internal {
+                    what: format!("reading config {id}: {e}"),
+                })?;
+            if !config["config"].is_object() {
+                config["config"] = serde_json::json!({});
+            }
+            if !config["config"]["Labels"].is_object() {
+                config["config"]["Labels"] = serde_json::json!({});
+            }
+            for (k, v) in &self.opts.labels {
+                config["config"]["Labels"][k] = serde_json::Value::String(v.clone());
+            }
+            (id, manifest) = self.child_image(id, &config)?;
+        }
+        if self.opts.inline_cache
+            && let Some(config) = crate::oci::cache::inline_config(self.store, &id)?
+        {
+            (id, manifest) = self.child_image(id, &config)?;
+        }
+        Ok((id, manifest))
+    }
+
+    /// Stores an image of `config` over the layers of `parent`.
+    fn child_image(&self, parent: Digest, config: &serde_json::Value) -> Result<(Digest, Digest)> {
+        let bytes = crate::digest::canonical_json(config).map_err(|e| Error::Internal {
+            what: format!("encoding an output config: {e}"),
         })?;
-        let layers = crate::oci::Image::load(self.store, &id)?.layers;
+        let layers = crate::oci::Image::load(self.store, &parent)?.layers;
         let new_id = self.store.put_blob(&bytes)?;
         let m = crate::oci::manifest_bytes(&new_id, bytes.len() as u64, &layers)?;
         let new_manifest = self.store.put_blob(&m)?;
@@ -72,7 +97,7 @@ impl Cx<'_> {
             &new_id,
             &crate::store::ImageRecord {
                 manifest: new_manifest,
-                parent: Some(id),
+                parent: Some(parent),
             },
         )?;
         Ok((new_id, new_manifest))

@@ -244,7 +244,60 @@ pub(super) enum Captured {
 }
 
 /// Everything a RUN needs from the build besides the step itself.
+/// What `--add-host`, `--ulimit` and `--shm-size` ask of every RUN step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSettings {
+    /// `--add-host NAME:IP`: lines added to `/etc/hosts`, in order.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ulimit`.
+    pub ulimits: Vec<exec::Ulimit>,
+    /// `--shm-size`, in bytes.
+    pub shm_size: Option<u64>,
+}
+
+impl RunSettings {
+    /// What a RUN's cache key hears of these (as BuildKit's `ExecOp`
+    /// carries its extra hosts, ulimits and shm size): nothing when none
+    /// is given, so keys stay what they were.
+    pub fn key_inputs(&self) -> Vec<(String, crate::digest::Digest)> {
+        let mut out = Vec::new();
+        if !self.add_hosts.is_empty() {
+            let text: String = self
+                .add_hosts
+                .iter()
+                .map(|(h, ip)| format!("{h}={ip}\n"))
+                .collect();
+            out.push((
+                "add-hosts".into(),
+                crate::digest::Digest::of(text.as_bytes()),
+            ));
+        }
+        if !self.ulimits.is_empty() {
+            let text: String = self.ulimits.iter().map(|u| format!("{u}\n")).collect();
+            out.push(("ulimits".into(), crate::digest::Digest::of(text.as_bytes())));
+        }
+        if let Some(n) = self.shm_size {
+            out.push((
+                "shm-size".into(),
+                crate::digest::Digest::of(n.to_string().as_bytes()),
+            ));
+        }
+        out
+    }
+
+    /// `/etc/hosts` with the `--add-host` lines after the usual ones.
+    pub fn hosts_file(&self) -> String {
+        let mut s = hosts_file();
+        for (h, ip) in &self.add_hosts {
+            s.push_str(&format!("{ip}\t{h}\n"));
+        }
+        s
+    }
+}
+
 pub(super) struct RunInputs<'a> {
+    /// `--add-host`, `--ulimit`, `--shm-size`.
+    pub settings: &'a RunSettings,
     pub store: &'a Store,
     pub config: &'a ImageConfig,
     pub layers: &'a [LayerDescriptor],
@@ -469,7 +522,7 @@ pub(super) fn run_step(
         network: exec::NetworkMode::Host,
         hostname: HOSTNAME.into(),
         mounts,
-        hosts: hosts_file(),
+        hosts: inp.settings.hosts_file(),
         resolv_conf: fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         // Subordinate ids only where the sandbox can write the layer itself:
         // other users' files are unreadable to us.
@@ -480,6 +533,8 @@ pub(super) fn run_step(
         cgroups: Vec::new(),
         seccomp: None,
         nproc: None,
+        ulimits: inp.settings.ulimits.clone(),
+        shm_size: inp.settings.shm_size,
         nodev: false,
         tty: false,
         layer: overlay.then(|| exec::LayerRequest {

@@ -358,6 +358,8 @@ impl<'a> Scheduler<'a> {
         };
         let mut previous_missed = false;
         let mut dry_missed = false;
+        // `--no-cache`, or `--no-cache-filter` naming this stage.
+        let no_cache = opts.no_cache || opts.no_cache_stages.contains(&stage.name);
         rayon::in_place_scope(|scope| -> Result<()> {
             for &step_id in &stage.steps {
                 let step = graph.step(step_id);
@@ -393,9 +395,7 @@ impl<'a> Scheduler<'a> {
                     ),
                     (None, None) => None,
                 };
-                if !opts.no_cache
-                    && let Some(mut hit) = self.cache_lookup(&key, alt.as_ref())?
-                {
+                if !no_cache && let Some(mut hit) = self.cache_lookup(&key, alt.as_ref())? {
                     // Everything before a hit is in it: finish (and drop) the
                     // pending work.
                     self.commit_pending(&mut run)?;
@@ -431,6 +431,8 @@ impl<'a> Scheduler<'a> {
                 let identity = why::identity(graph, step_id);
                 let reason = if opts.no_cache {
                     "--no-cache".to_string()
+                } else if no_cache {
+                    format!("--no-cache-filter {}", stage.name)
                 } else {
                     // A missing or unreadable record only loses the detail.
                     let old: Option<StepRecord> = cx.store.step_record(&identity).ok().flatten();

@@ -429,6 +429,25 @@ pub struct BuildArgs {
     /// stored in a layer, the history or the cache.
     #[arg(long = "secret", value_name = "id=ID,src=FILE")]
     pub secrets: Vec<String>,
+    /// Add a label KEY=VALUE to the output image's config (no history
+    /// entry); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add a custom host-to-IP mapping HOST:IP (or HOST=IP) to every RUN
+    /// step's /etc/hosts; repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// A resource limit of every RUN step, TYPE=SOFT[:HARD] (nofile,
+    /// nproc, core, stack, …; -1: unlimited); repeatable.
+    #[arg(long = "ulimit", value_name = "TYPE=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Size of /dev/shm in RUN steps (64m by default).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = crate::exec::cgroup::parse_size)]
+    pub shm_size: Option<u64>,
+    /// Ignore the cache for these stages' steps (the other stages still
+    /// hit it); repeatable.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// Base images from registries.
     #[command(flatten)]
     pub bases: BaseArgs,

@@ -90,6 +90,25 @@ pub enum ArgError {
         /// Its source, absolute.
         path: PathBuf,
     },
+    /// A `--label` without `=`.
+    #[error("--label {0}: expected KEY=VALUE")]
+    Label(String),
+    /// An `--add-host` that is no `HOST:IP`.
+    #[error("--add-host {spec}: {why}")]
+    AddHost {
+        /// The flag's value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A `--ulimit` that is no `TYPE=SOFT[:HARD]`.
+    #[error("--ulimit {spec}: {why}")]
+    Ulimit {
+        /// The flag's value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A `-v` that cannot be mounted.
     #[error("-v {spec}: {why}")]
     Volume {
@@ -195,6 +214,12 @@ pub struct HiBuild {
     pub pull: PullPolicy,
     /// `--push`.
     pub push: bool,
+    /// `--label`, in order.
+    pub labels: Vec<(String, String)>,
+    /// `--add-host`, `--ulimit`, `--shm-size`.
+    pub run: crate::builder::RunSettings,
+    /// `--no-cache-filter`.
+    pub no_cache_stages: Vec<String>,
     /// `--cache-to`, in order.
     pub cache_to: Vec<CacheTo>,
     /// `--cache-from`, in order.
@@ -326,7 +351,8 @@ impl HiBuild {
             no_cache: a.no_cache,
             jobs: a.jobs.unwrap_or(env.cpus),
             progress: progress(a, env.stderr_is_terminal),
-            chatty: !matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json),
+            // `-q` prints the image ID and nothing else.
+            chatty: !a.quiet && !matches!(a.progress, ProgressMode::Quiet | ProgressMode::Json),
             iidfile: a.iidfile.clone(),
             metadata_file: a.metadata_file.clone(),
             depfile: a.depfile.clone(),
@@ -341,6 +367,35 @@ impl HiBuild {
             registry: a.bases.registry(env.docker_config()),
             pull: a.bases.pull,
             push,
+            labels: a
+                .labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .filter(|(k, _)| !k.is_empty())
+                        .ok_or_else(|| ArgError::Label(l.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+            run: crate::builder::RunSettings {
+                add_hosts: a
+                    .add_hosts
+                    .iter()
+                    .map(|h| add_host(h))
+                    .collect::<Result<_, _>>()?,
+                ulimits: a
+                    .ulimits
+                    .iter()
+                    .map(|u| {
+                        crate::exec::Ulimit::parse(u).map_err(|why| ArgError::Ulimit {
+                            spec: u.clone(),
+                            why,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                shm_size: a.shm_size,
+            },
+            no_cache_stages: a.no_cache_filter.clone(),
             cache_to,
             cache_from,
             epoch,
@@ -374,6 +429,33 @@ impl HiBuild {
 /// flags that depend on it are checked before anything is read.
 pub fn is_spec(input: &Path, file: Option<&Path>) -> bool {
     file.is_none() && input.extension().is_some_and(|e| e == "toml")
+}
+
+/// `--add-host HOST:IP` (or docker's newer `HOST=IP`): the host name up
+/// to the first `:` (an IPv6 address has more), then an address.
+fn add_host(spec: &str) -> Result<(String, std::net::IpAddr), ArgError> {
+    let err = |why: &str| ArgError::AddHost {
+        spec: spec.to_string(),
+        why: why.to_string(),
+    };
+    let (host, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| err("expected HOST:IP"))?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '#') {
+        return Err(err("no host name"));
+    }
+    if ip == "host-gateway" {
+        return Err(err(
+            "host-gateway names the docker daemon's gateway; give the address instead",
+        ));
+    }
+    let ip = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| err("not an IP address"))?;
+    Ok((host.to_string(), ip))
 }
 
 /// An absolute form of `p` against the working directory `cwd`, touching
@@ -909,6 +991,72 @@ mod tests {
             build(&["-o", "type=image,name=Bad!", "."]),
             Err(ArgError::Tag(_))
         ));
+    }
+
+    #[test]
+    fn run_flags_labels_and_no_cache_filter() {
+        let h = build(&[
+            "--add-host",
+            "a.test:10.0.0.1",
+            "--add-host",
+            "b.test=fd00::2",
+            "--add-host",
+            "c.test:[fd00::3]",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "core=-1",
+            "--shm-size",
+            "128m",
+            "--label",
+            "a=b=c",
+            "--no-cache-filter",
+            "build,test",
+            "--no-cache-filter",
+            "lint",
+            ".",
+        ])
+        .unwrap();
+        let hosts: Vec<String> = h
+            .run
+            .add_hosts
+            .iter()
+            .map(|(n, ip)| format!("{n} {ip}"))
+            .collect();
+        assert_eq!(
+            hosts,
+            ["a.test 10.0.0.1", "b.test fd00::2", "c.test fd00::3"]
+        );
+        let ulimits: Vec<String> = h.run.ulimits.iter().map(ToString::to_string).collect();
+        assert_eq!(ulimits, ["nofile=1024:2048", "core=-1:-1"]);
+        assert_eq!(h.run.shm_size, Some(128 << 20));
+        assert_eq!(h.labels, [("a".to_string(), "b=c".to_string())]);
+        assert_eq!(h.no_cache_stages, ["build", "test", "lint"]);
+        for (flag, bad, why) in [
+            (
+                "--add-host",
+                "nohost",
+                "--add-host nohost: expected HOST:IP",
+            ),
+            ("--add-host", "h:300.1.1.1", "not an IP address"),
+            ("--add-host", "h:host-gateway", "host-gateway names"),
+            ("--add-host", ":1.2.3.4", "no host name"),
+            ("--ulimit", "nofile", "expected TYPE=SOFT[:HARD]"),
+            ("--ulimit", "bogus=1", "unknown resource `bogus`"),
+            (
+                "--ulimit",
+                "nofile=2:1",
+                "the soft limit 2 is above the hard limit",
+            ),
+            ("--ulimit", "nofile=-1:5", "an unlimited soft limit"),
+            ("--ulimit", "nofile=x", "`x` is no limit"),
+            ("--label", "novalue", "--label novalue: expected KEY=VALUE"),
+            ("--label", "=v", "expected KEY=VALUE"),
+        ] {
+            let err = build(&[flag, bad, "."]).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+            assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        }
     }
 
     #[test]

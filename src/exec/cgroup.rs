@@ -444,6 +444,18 @@ fn configure(h: &Hierarchy, dir: &Path, limits: &Limits) -> Result<(), Error> {
 /// # Errors
 /// Anything else.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
+    parse_size(s)
+        .ok()
+        .filter(|n| *n >= 6 << 20)
+        .ok_or_else(|| format!("invalid memory limit `{s}` (a size like 512m or 2g, at least 6m)"))
+}
+
+/// A size as docker writes one: bytes, or with a `b`, `k`, `m` or `g`
+/// suffix (`--shm-size`).
+///
+/// # Errors
+/// Anything else.
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mul) = match t.char_indices().last() {
         Some((i, 'b')) => (&t[..i], 1u64),
@@ -455,8 +467,8 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mul))
-        .filter(|n| *n >= 6 << 20)
-        .ok_or_else(|| format!("invalid memory limit `{s}` (a size like 512m or 2g, at least 6m)"))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid size `{s}` (a size like 64m or 1g)"))
 }
 
 #[cfg(test)]

@@ -425,6 +425,49 @@ impl Syscall for Linux {
         )?)
     }
 
+    fn rlimit(&mut self, limit: &super::Ulimit) -> io::Result<()> {
+        use rustix::process::Resource;
+        let resource = match limit.name.as_str() {
+            "core" => Resource::Core,
+            "cpu" => Resource::Cpu,
+            "data" => Resource::Data,
+            "fsize" => Resource::Fsize,
+            "locks" => Resource::Locks,
+            "memlock" => Resource::Memlock,
+            "msgqueue" => Resource::Msgqueue,
+            "nice" => Resource::Nice,
+            "nofile" => Resource::Nofile,
+            "nproc" => Resource::Nproc,
+            "rss" => Resource::Rss,
+            "rtprio" => Resource::Rtprio,
+            "rttime" => Resource::Rttime,
+            "sigpending" => Resource::Sigpending,
+            "stack" => Resource::Stack,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unknown resource `{other}`"),
+                ));
+            }
+        };
+        rustix::process::setrlimit(
+            resource,
+            rustix::process::Rlimit {
+                current: limit.soft,
+                maximum: limit.hard,
+            },
+        )
+        .map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "--ulimit {limit}: {e} (raising a limit above the caller's needs CAP_SYS_RESOURCE)"
+                ),
+            )
+        })
+    }
+
     fn bounding(&mut self, keep: CapabilitySet) -> io::Result<()> {
         for cap in (CapabilitySet::all() - keep).iter() {
             // Caps this kernel does not know are EINVAL: nothing to drop.

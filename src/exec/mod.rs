@@ -182,6 +182,15 @@ pub struct Spec {
     /// `RLIMIT_NPROC` for the command, where no pids cgroup could be made.
     #[serde(default)]
     pub nproc: Option<u64>,
+    /// `--ulimit`: resource limits of the command, set before it drops
+    /// its privileges (raising one above the caller's hard limit needs
+    /// `CAP_SYS_RESOURCE`).
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size`: the size of `/dev/shm` in bytes (docker's default,
+    /// 64 MiB, when `None`).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// Mount the writable filesystems `nodev`, where no devices cgroup
     /// keeps created device nodes from being opened.
     #[serde(default)]
@@ -192,6 +201,89 @@ pub struct Spec {
     /// size.
     #[serde(default)]
     pub tty: bool,
+}
+
+/// One `--ulimit TYPE=SOFT[:HARD]` (docker's syntax; `-1` is unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// The resource, as docker names it (`nofile`, `nproc`, `core`, …).
+    pub name: String,
+    /// The soft limit (`None`: unlimited).
+    pub soft: Option<u64>,
+    /// The hard limit (`None`: unlimited).
+    pub hard: Option<u64>,
+}
+
+/// The resources `--ulimit` may name (docker's list).
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+impl Ulimit {
+    /// Parses `TYPE=SOFT[:HARD]`.
+    ///
+    /// # Errors
+    /// An unknown resource, a value that is no number, or a soft limit
+    /// above the hard one.
+    pub fn parse(spec: &str) -> Result<Ulimit, String> {
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| "expected TYPE=SOFT[:HARD]".to_string())?;
+        if !ULIMIT_NAMES.contains(&name) {
+            return Err(format!(
+                "unknown resource `{name}` (one of {})",
+                ULIMIT_NAMES.join(", ")
+            ));
+        }
+        let value = |v: &str| -> Result<Option<u64>, String> {
+            match v.parse::<i64>() {
+                Ok(-1) => Ok(None),
+                Ok(n) if n >= 0 => Ok(Some(n as u64)),
+                _ => Err(format!("`{v}` is no limit (a number, or -1 for unlimited)")),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (value(s)?, value(h)?),
+            None => {
+                let v = value(values)?;
+                (v, v)
+            }
+        };
+        if let (Some(s), h) = (soft, hard)
+            && h.is_some_and(|h| s > h)
+        {
+            return Err(format!("the soft limit {s} is above the hard limit"));
+        }
+        if soft.is_none() && hard.is_some() {
+            return Err("an unlimited soft limit is above the hard limit".into());
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
+}
+
+impl std::fmt::Display for Ulimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |l: Option<u64>| l.map_or_else(|| "-1".to_string(), |n| n.to_string());
+        write!(f, "{}={}:{}", self.name, v(self.soft), v(self.hard))
+    }
 }
 
 /// The network namespace of a sandbox.

@@ -101,6 +101,9 @@ pub struct Init {
     /// `RLIMIT_NPROC`, where no pids cgroup could be made.
     #[serde(default)]
     pub nproc: Option<u64>,
+    /// `--ulimit`s, set after `nproc`.
+    #[serde(default)]
+    pub ulimits: Vec<super::Ulimit>,
 }
 
 /// Where a mount goes.
@@ -262,6 +265,8 @@ pub enum Op {
     SessionKeyring,
     /// `RLIMIT_NPROC` (the fallback for a pids cgroup).
     Nproc(u64),
+    /// A `--ulimit`.
+    Rlimit(super::Ulimit),
     /// Reduce the bounding set to these.
     Bounding(CapabilitySet),
     /// `PR_SET_KEEPCAPS`.
@@ -310,7 +315,7 @@ impl Op {
             Op::Mask(_) | Op::ReadOnly(_) => Phase::Mask,
             Op::Hostname(_) => Phase::Hostname,
             Op::SessionKeyring => Phase::Keyring,
-            Op::Nproc(_) => Phase::Rlimit,
+            Op::Nproc(_) | Op::Rlimit(_) => Phase::Rlimit,
             Op::Bounding(_)
             | Op::KeepCaps(_)
             | Op::RaiseEffective
@@ -353,6 +358,7 @@ impl Op {
             } => source.display().to_string(),
             Op::Mask(p) | Op::ReadOnly(p) => p.clone(),
             Op::Ids { uid, gid } => format!("{uid}:{gid}"),
+            Op::Rlimit(l) => format!("--ulimit {l}"),
             Op::Exec(e) => e.argv.first().cloned().unwrap_or_default(),
             _ => String::new(),
         }
@@ -443,6 +449,8 @@ pub trait Syscall {
     fn session_keyring(&mut self) -> std::io::Result<()>;
     /// `RLIMIT_NPROC`.
     fn nproc(&mut self, limit: u64) -> std::io::Result<()>;
+    /// `setrlimit(2)` of a `--ulimit`.
+    fn rlimit(&mut self, limit: &super::Ulimit) -> std::io::Result<()>;
     /// Reduce the bounding set to `keep`.
     fn bounding(&mut self, keep: CapabilitySet) -> std::io::Result<()>;
     /// `PR_SET_KEEPCAPS`.
@@ -527,6 +535,7 @@ pub fn apply(ops: &[Op], sys: &mut dyn Syscall) -> Result<Option<i32>, SetupErro
             Op::Hostname(h) => sys.sethostname(h),
             Op::SessionKeyring => sys.session_keyring(),
             Op::Nproc(n) => sys.nproc(*n),
+            Op::Rlimit(l) => sys.rlimit(l),
             Op::Bounding(keep) => sys.bounding(*keep),
             Op::KeepCaps(on) => sys.keep_caps(*on),
             // setgroups is denied in a user namespace mapped without
@@ -697,7 +706,7 @@ pub fn stage1(spec: &Spec, dir: &Path) -> Result<Vec<Op>, SetupError> {
             record: true,
         });
     }
-    dev(&mut ops, spec.nodev);
+    dev(&mut ops, spec.nodev, spec.shm_size);
     for (name, content) in [("hosts", &spec.hosts), ("resolv.conf", &spec.resolv_conf)] {
         let host = dir.join(name);
         ops.push(Op::HostFile {
@@ -803,7 +812,7 @@ pub fn stage1(spec: &Spec, dir: &Path) -> Result<Vec<Op>, SetupError> {
 
 /// `/dev` as docker makes it: a tmpfs with the harmless devices bound from
 /// the host, a private devpts, /dev/shm and the usual links.
-fn dev(ops: &mut Vec<Op>, nodev: bool) {
+fn dev(ops: &mut Vec<Op>, nodev: bool, shm_size: Option<u64>) {
     let mount = |rel: &str, source: &str, fstype: &str, flags: MountFlags, data: &str| Op::Mount {
         phase: Phase::Dev,
         source: source.into(),
@@ -847,7 +856,10 @@ fn dev(ops: &mut Vec<Op>, nodev: bool) {
         "shm",
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "mode=1777,size=65536k",
+        &format!(
+            "mode=1777,size={}k",
+            shm_size.map_or(65536, |b| b.div_ceil(1024))
+        ),
     ));
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -996,6 +1008,7 @@ pub fn stage2(init: &Init) -> Vec<Op> {
     if let Some(n) = init.nproc {
         ops.push(Op::Nproc(n));
     }
+    ops.extend(init.ulimits.iter().cloned().map(Op::Rlimit));
     let id = &init.identity;
     ops.push(Op::Bounding(DOCKER_CAPABILITIES));
     ops.push(Op::KeepCaps(true));
@@ -1206,6 +1219,9 @@ mod tests {
         fn nproc(&mut self, limit: u64) -> std::io::Result<()> {
             self.rec(format!("rlimit nproc {limit}"))
         }
+        fn rlimit(&mut self, limit: &crate::exec::Ulimit) -> std::io::Result<()> {
+            self.rec(format!("rlimit {limit}"))
+        }
         fn bounding(&mut self, keep: CapabilitySet) -> std::io::Result<()> {
             self.rec(format!("bounding {:#x}", keep.bits()))
         }
@@ -1263,6 +1279,8 @@ mod tests {
             cgroups: vec![],
             seccomp: None,
             nproc: None,
+            ulimits: Vec::new(),
+            shm_size: None,
             nodev: false,
             tty: false,
         }
@@ -1286,6 +1304,7 @@ mod tests {
             bind_sys: false,
             seccomp: Some("/s/tmp/seccomp".into()),
             nproc: None,
+            ulimits: Vec::new(),
         }
     }
 

@@ -132,6 +132,7 @@ fn stage1(dir: &Path) -> Result<i32> {
         bind_sys: spec.rootless.is_some() && spec.network == NetworkMode::Host,
         seccomp: spec.seccomp.clone(),
         nproc: spec.nproc,
+        ulimits: spec.ulimits.clone(),
     };
     write_json(&dir.join("init.json"), &init)?;
     let mut report = Report {

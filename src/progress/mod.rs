@@ -295,30 +295,6 @@ impl Sink for Plain {
     }
 }
 
-/// Only the final image ID (`--progress=quiet`, like `docker build -q`).
-pub struct Quiet {
-    out: Mutex<Box<dyn Write + Send>>,
-}
-
-impl Quiet {
-    /// Quiet output to `out`.
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Quiet {
-            out: Mutex::new(out),
-        }
-    }
-}
-
-impl Sink for Quiet {
-    fn event(&self, e: Event) {
-        if let Event::Built { image } = e
-            && let Ok(mut out) = self.out.lock()
-        {
-            let _ = writeln!(out, "{image}");
-        }
-    }
-}
-
 /// One JSON object per line (`--progress=json`).
 pub struct Json {
     out: Mutex<Box<dyn Write + Send>>,

@@ -262,3 +262,123 @@ fn issue_15_a_bad_output_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+crate::it_test!(issue_15_run_flags_reach_every_run_step);
+/// Item 5: `--add-host`, `--ulimit` (lowered: root here cannot raise a
+/// hard limit), `--shm-size` and `--label` do what docker's do, and a
+/// RUN's key hears of the first three (another value runs it again).
+fn issue_15_run_flags_reach_every_run_step() {
+    let env = TestEnv::new();
+    context(&env);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar\n\
+         RUN grep builder.test /etc/hosts > /hosts.txt; ulimit -n > /nofile.txt; ulimit -Hn >> /nofile.txt; \
+         grep /dev/shm /proc/mounts > /shm.txt\n",
+    );
+    let flags = [
+        "--add-host",
+        "builder.test:10.1.2.3",
+        "--add-host",
+        "v6.builder.test=fd00::1",
+        "--ulimit",
+        "nofile=100:200",
+        "--shm-size",
+        "2m",
+        "--label",
+        "org.example.team=tools",
+        "--label",
+        "empty=",
+    ];
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["-o", "type=local,dest=root", "-o", "type=oci,dest=app.tar"]);
+    let out = build(&env, "s", &args);
+    assert_success(&out, &["a build with RUN flags"]);
+    let root = env.path().join("ctx/root");
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+    assert_eq!(
+        read("hosts.txt"),
+        "10.1.2.3\tbuilder.test\nfd00::1\tv6.builder.test\n"
+    );
+    assert_eq!(read("nofile.txt"), "100\n200\n");
+    assert!(
+        read("shm.txt").contains("size=2048k"),
+        "{}",
+        read("shm.txt")
+    );
+    let config = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            &format!("oci-archive:{}", env.path().join("ctx/app.tar").display()),
+        ],
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["config"]["Labels"]["org.example.team"], "tools");
+    assert_eq!(config["config"]["Labels"]["empty"], "");
+    // Labels are no step: the history has the base's entries and the RUN.
+    let history = config["history"].as_array().unwrap();
+    assert!(
+        !history.iter().any(|h| h["created_by"]
+            .as_str()
+            .unwrap_or("")
+            .contains("org.example")),
+        "{history:?}"
+    );
+
+    // The same flags: cached. Another ulimit: the RUN runs again.
+    let mut again: Vec<&str> = flags.to_vec();
+    again.extend(["-o", "type=oci,dest=app2.tar"]);
+    let out = build(&env, "s", &again);
+    assert!(stderr(&out).contains("Using cache"), "{}", stderr(&out));
+    let mut other: Vec<&str> = flags.to_vec();
+    other[5] = "nofile=90:200";
+    let out = build(&env, "s", &other);
+    assert_success(&out, &["another --ulimit"]);
+    assert!(!stderr(&out).contains("Using cache"), "{}", stderr(&out));
+
+    // Raising a hard limit past the caller's is a clear error.
+    let out = build(&env, "s", &["--ulimit", "nofile=1048576000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--ulimit nofile=1048576000:1048576000"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+crate::it_test!(issue_15_no_cache_filter_rebuilds_only_the_named_stage);
+/// Item 5: `--no-cache-filter STAGE` runs that stage's steps again and
+/// leaves the others cached; `-q` prints only the image ID.
+fn issue_15_no_cache_filter_rebuilds_only_the_named_stage() {
+    let env = TestEnv::new();
+    context(&env);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM oci-archive:base.tar AS tools\nRUN echo tool > /tool\n\
+         FROM oci-archive:base.tar\nCOPY --from=tools /tool /tool\nRUN cat /tool > /copy\n",
+    );
+    let out = build(&env, "s", &[]);
+    assert_success(&out, &["the first build"]);
+    let out = build(&env, "s", &["--no-cache-filter", "tools"]);
+    assert_success(&out, &["--no-cache-filter"]);
+    let log = stderr(&out);
+    assert!(log.contains("--no-cache-filter tools"), "{log}");
+    // The tools stage ran again to the same file: the final stage's copy
+    // hits by content, and the RUN after it too.
+    assert_eq!(log.matches(" ---> Using cache").count(), 2, "{log}");
+
+    let mut c = env.cmd_in(&env.path().join("ctx"), &["build", "-q", "."]);
+    c.env("IMGBUILD_STORE", env.path().join("s"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = c.output().unwrap();
+    assert_success(&out, &["-q"]);
+    let id = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        id.trim().starts_with("sha256:") && id.lines().count() == 1,
+        "{id}"
+    );
+    assert_eq!(stderr(&out), "", "-q prints nothing else");
+}

@@ -35,6 +35,7 @@ impl Step for Run<'_> {
             "platform".to_string(),
             crate::digest::Digest::of(platform.to_string().as_bytes()),
         ));
+        inputs.extend(cx.opts.run.key_inputs());
         Ok(CacheMap {
             inputs,
             files,
@@ -149,6 +150,7 @@ fn run_layer(
     loop {
         let mode = *cx.sandbox.lock().unwrap_or_else(|p| p.into_inner());
         let inp = run::RunInputs {
+            settings: &cx.opts.run,
             store: cx.store,
             config: &state.config,
             layers: &state.layers,

@@ -74,6 +74,9 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         sandbox: hi.sandbox,
         host: hi.host.clone(),
         puller,
+        run: hi.run.clone(),
+        labels: hi.labels.clone(),
+        no_cache_stages: hi.no_cache_stages.clone(),
         inline_cache: hi
             .cache_to
             .iter()
@@ -106,6 +109,15 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     }
     for c in &hi.cache_to {
         export_cache(&opts.store, &result, c, &hi.registry)?;
+    }
+    if hi.progress == Progress::Quiet {
+        // `-q`: the full image IDs, as `docker build -q` prints them.
+        let ids: String = result
+            .images
+            .iter()
+            .map(|i| format!("{}\n", i.id))
+            .collect();
+        out(&ids)?;
     }
     if let Some(path) = &hi.iidfile {
         let ids: Vec<String> = result.images.iter().map(|i| i.id.to_string()).collect();
@@ -283,7 +295,8 @@ fn import_caches(store: crate::store::Store, hi: &HiBuild) -> crate::store::Stor
 fn progress_sink(p: Progress) -> Arc<dyn Sink> {
     match p {
         Progress::Null => Arc::new(progress::Null),
-        Progress::Quiet => Arc::new(progress::Quiet::new(Box::new(std::io::stdout()))),
+        // The CLI prints the image IDs itself once the build is done.
+        Progress::Quiet => Arc::new(progress::Null),
         Progress::Json => Arc::new(progress::Json::new(Box::new(std::io::stderr()))),
         Progress::Tty => Arc::new(progress::Tty::new()),
         Progress::Plain => Arc::new(progress::Plain::new(Box::new(std::io::stderr()), true)),
