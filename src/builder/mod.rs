@@ -91,6 +91,8 @@ pub struct BuildOptions {
     pub host: crate::exec::HostOptions,
     /// Pulls named base images missing from the store (None: never).
     pub puller: Option<Arc<base::Puller>>,
+    /// How ADD reaches URLs (proxy, timeouts).
+    pub fetch: crate::fetch::Options,
 }
 
 /// One image the build produced.
