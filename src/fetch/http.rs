@@ -168,6 +168,9 @@ impl Client {
             .http_status_as_error(false)
             // Set explicitly: ureq's default reads the proxy variables.
             .proxy(proxy)
+            // The bytes saved are the bytes served: never ask for an
+            // encoding ureq would undo (with its gzip feature on).
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
             .max_redirects(opts.max_redirects)
             .max_redirects_will_error(true)
             .timeout_connect(Some(opts.connect_timeout))

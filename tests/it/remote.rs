@@ -564,3 +564,67 @@ fn add_url_definition_errors() {
         assert!(err.contains(message), "{dockerfile}: {err}");
     }
 }
+
+crate::it_test!(add_url_and_a_spec_fetch_make_the_same_image);
+fn add_url_and_a_spec_fetch_make_the_same_image() {
+    let srv = Server::start();
+    srv.file(
+        "/tool",
+        b"#!/bin/sh\necho hi\n",
+        Some("\"t1\""),
+        Some(DATE1),
+    );
+    let env = TestEnv::new();
+    let ctx = env.path().join("ctx");
+    let sum = sha256(b"#!/bin/sh\necho hi\n");
+    env.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM scratch\nADD --chmod=755 {tool} /usr/local/bin/\n\
+             ADD --checksum=sha256:{sum} {tool} /tool.sh\n",
+            tool = srv.url("/tool")
+        ),
+    );
+    env.write(
+        "ctx/spec.toml",
+        format!(
+            r#"
+[image.x]
+from = "scratch"
+[[image.x.step]]
+fetch = [{{ url = "{tool}", dest = "/usr/local/bin/", mode = "0755" }}]
+[[image.x.step]]
+name = "pinned"
+fetch = [{{ url = "{tool}", dest = "/tool.sh", checksum = "sha256:{sum}" }}]
+"#,
+            tool = srv.url("/tool")
+        ),
+    );
+    let (from_dockerfile, _) = build(&env, &ctx, "d.tar", &[]);
+    let o = env.run_in(
+        &ctx,
+        &["build", "-o", "s.tar", "--iidfile", "iid", "spec.toml"],
+    );
+    assert_success(&o, &["build spec.toml"]);
+    let from_spec = std::fs::read_to_string(ctx.join("iid")).unwrap();
+    assert_eq!(from_dockerfile, from_spec);
+
+    // Spec mistakes are located diagnostics, before any request.
+    let asked = srv.seen().len();
+    env.write(
+        "ctx/bad.toml",
+        r#"
+[image.x]
+from = "scratch"
+[[image.x.step]]
+fetch = [{ url = "ftp://example.com/x", dest = "/x" }, { dest = "/y" }]
+"#,
+    );
+    let o = env.run_in(&ctx, &["build", "-o", "b.tar", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+    assert!(err.contains("a fetch needs `url`"), "{err}");
+    assert_eq!(srv.seen().len(), asked);
+}
