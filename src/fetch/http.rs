@@ -330,3 +330,30 @@ fn proxy(url: &str, no_proxy: Option<&str>) -> std::result::Result<ureq::Proxy, 
     }
     b.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_keep_credentials_and_skip_no_proxy_hosts() {
+        let p = proxy(
+            "http://u:p%40ss@proxy.example:3128",
+            Some("localhost, .internal"),
+        )
+        .unwrap();
+        assert_eq!((p.host(), p.port()), ("proxy.example", 3128));
+        assert_eq!((p.username(), p.password()), (Some("u"), Some("p@ss")));
+        let uri = |s: &str| s.parse::<ureq::http::Uri>().unwrap();
+        assert!(p.is_no_proxy(&uri("http://localhost/x")));
+        assert!(p.is_no_proxy(&uri("https://files.internal/x")));
+        assert!(!p.is_no_proxy(&uri("https://example.com/x")));
+        assert!(
+            Client::new(&Options {
+                proxy: Some("http://[bad".into()),
+                ..Options::default()
+            })
+            .is_err()
+        );
+    }
+}

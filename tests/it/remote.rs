@@ -218,12 +218,29 @@ const DATE1: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
 const DATE1_SECS: u64 = 1445412480;
 const DATE2: &str = "Thu, 22 Oct 2015 07:28:00 GMT";
 
+/// `imgbuild ARGS` in `ctx`, straight to 127.0.0.1 whatever proxy the
+/// machine sets.
+fn run(env: &TestEnv, ctx: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = env.cmd_in(ctx, args);
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.output().unwrap()
+}
+
 /// Builds the Dockerfile in `ctx` into `out`, returning (image ID, stderr).
 fn build(env: &TestEnv, ctx: &Path, out: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec!["build", "--progress=plain", "-o", out, "--iidfile", "iid"];
     args.extend_from_slice(extra);
     args.push(".");
-    let o = env.run_in(ctx, &args);
+    let o = run(env, ctx, &args);
     assert_success(&o, &args);
     let id = std::fs::read_to_string(ctx.join("iid")).unwrap();
     (id, stderr(&o))
@@ -283,14 +300,14 @@ fn add_url_downloads_revalidates_and_keys_on_content() {
     assert!(log.contains("Using cache"), "{log}");
 
     // A dry run revalidates and reads no body: up to date.
-    let o = env.run_in(&ctx, &["build", "--dry-run", "-o", "b.tar", "."]);
+    let o = run(&env, &ctx, &["build", "--dry-run", "-o", "b.tar", "."]);
     assert_success(&o, &["build --dry-run"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("up to date"));
 
     // The content changes: downloaded again, the step misses, a new image
     // with the new bytes and time.
     srv.file("/file.txt", b"v2!", Some("\"2\""), Some(DATE2));
-    let o = env.run_in(&ctx, &["build", "--dry-run", "-o", "c.tar", "."]);
+    let o = run(&env, &ctx, &["build", "--dry-run", "-o", "c.tar", "."]);
     assert_eq!(o.status.code(), Some(1), "a dry run reports the change");
     assert!(String::from_utf8_lossy(&o.stdout).contains("would rebuild"));
     // (The server sent its 200; the dry run did not save the body.)
@@ -390,7 +407,7 @@ fn add_url_checksum_needs_no_request_and_is_verified() {
         ),
     );
     let before = blobs(&env);
-    let o = env.run_in(&ctx, &["build", "-o", "c.tar", "."]);
+    let o = run(&env, &ctx, &["build", "-o", "c.tar", "."]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains(&format!("expected sha256:{wrong}")), "{err}");
@@ -439,6 +456,16 @@ fn add_url_modes_owners_and_destinations() {
     );
     let mut c = env.cmd_in(&ctx, &["build", "-o", "a.tar", "."]);
     c.env("SOURCE_DATE_EPOCH", "100");
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
     assert_success(&c.output().unwrap(), &["build"]);
     let a = ctx.join("a.tar");
     let l = |i| listing(&a, i);
@@ -500,7 +527,7 @@ fn add_url_failures_are_located_and_leave_nothing() {
         "ctx/Dockerfile",
         format!("FROM scratch\nADD {} /x\n", srv.url("/missing")),
     );
-    let o = env.run_in(&ctx, &["build", "-o", "a.tar", "."]);
+    let o = run(&env, &ctx, &["build", "-o", "a.tar", "."]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("Dockerfile:2"), "{err}");
@@ -511,7 +538,7 @@ fn add_url_failures_are_located_and_leave_nothing() {
         format!("FROM scratch\nADD {} /x\n", srv.url("/cut")),
     );
     let before = blobs(&env);
-    let o = env.run_in(&ctx, &["build", "-o", "b.tar", "."]);
+    let o = run(&env, &ctx, &["build", "-o", "b.tar", "."]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("Dockerfile:2"), "{err}");
@@ -558,7 +585,7 @@ fn add_url_definition_errors() {
         ("COPY http://127.0.0.1:1/a /d", "not found"),
     ] {
         env.write("ctx/Dockerfile", format!("FROM scratch\n{dockerfile}\n"));
-        let o = env.run_in(&ctx, &["build", "-o", "a.tar", "."]);
+        let o = run(&env, &ctx, &["build", "-o", "a.tar", "."]);
         assert_ne!(o.status.code(), Some(0), "{dockerfile}");
         let err = stderr(&o);
         assert!(err.contains(message), "{dockerfile}: {err}");
@@ -601,7 +628,8 @@ fetch = [{{ url = "{tool}", dest = "/tool.sh", checksum = "sha256:{sum}" }}]
         ),
     );
     let (from_dockerfile, _) = build(&env, &ctx, "d.tar", &[]);
-    let o = env.run_in(
+    let o = run(
+        &env,
         &ctx,
         &["build", "-o", "s.tar", "--iidfile", "iid", "spec.toml"],
     );
@@ -620,7 +648,7 @@ from = "scratch"
 fetch = [{ url = "ftp://example.com/x", dest = "/x" }, { dest = "/y" }]
 "#,
     );
-    let o = env.run_in(&ctx, &["build", "-o", "b.tar", "bad.toml"]);
+    let o = run(&env, &ctx, &["build", "-o", "b.tar", "bad.toml"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("bad.toml:5:"), "{err}");

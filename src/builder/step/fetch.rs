@@ -40,8 +40,8 @@ pub(super) struct Fetch<'g> {
     pub(super) f: &'g FetchStep,
 }
 
-/// A fetched file: its blob and mtime; `None` until the step runs (a
-/// `--checksum` source is fetched only then).
+/// A fetched file: its blob and mtime (a `--checksum` source has none
+/// until the step runs: it is fetched only then).
 #[derive(Debug, Clone, Copy)]
 struct Got {
     content: Digest,
@@ -176,8 +176,17 @@ impl Fetch<'_> {
         for (source, g) in sources.zip(got) {
             let g = match (g, source) {
                 (Some(g), _) => g,
-                (None, Remote::Http(h)) => fetch_checksummed(cx, client, h)
-                    .map_err(|e| fetch_error(below.location(), e))?,
+                (None, Remote::Http(h)) => match &h.checksum {
+                    Some(sum) => fetch_checksummed(cx, client, h, sum)
+                        .map_err(|e| fetch_error(below.location(), e))?,
+                    // Only a dry run leaves a file unfetched, and it runs
+                    // no step.
+                    None => {
+                        return Err(Error::Internal {
+                            what: format!("ADD {} ran before it was fetched", h.url),
+                        });
+                    }
+                },
             };
             files.push(g);
         }
@@ -254,12 +263,15 @@ impl Fetch<'_> {
     }
 }
 
-/// Fetches a `--checksum` source, unless the store has its blob.
-fn fetch_checksummed(cx: &Cx<'_>, client: &Client, h: &HttpSource) -> http::Result<Got> {
-    let Some(sum) = &h.checksum else {
-        // Unreachable: only checksum sources are fetched at exec.
-        return Err(http::Error::UnaskedNotModified { url: h.url.clone() });
-    };
+/// Fetches a `--checksum` source, unless the store has its blob. (An
+/// unconditional request that saves the body has no answer but `Saved`:
+/// a `304` to it is the client's error.)
+fn fetch_checksummed(
+    cx: &Cx<'_>,
+    client: &Client,
+    h: &HttpSource,
+    sum: &Digest,
+) -> http::Result<Got> {
     let got = Got {
         content: *sum,
         mtime: 0,
@@ -267,25 +279,23 @@ fn fetch_checksummed(cx: &Cx<'_>, client: &Client, h: &HttpSource) -> http::Resu
     if cx.store.has_blob(sum) {
         return Ok(got);
     }
-    match client.get(
+    let answer = client.get(
         &h.url,
         Conditions::default(),
         Body::Save(Some(sum)),
         cx.store,
-    )? {
-        Answer::Saved(s) => {
-            let _ = cx.store.put_validators(&Validators {
-                url: h.url.clone(),
-                etag: s.etag,
-                last_modified: s.last_modified,
-                content: s.digest,
-            });
-            Ok(got)
-        }
-        Answer::NotModified | Answer::Changed => {
-            Err(http::Error::UnaskedNotModified { url: h.url.clone() })
-        }
+    )?;
+    if let Answer::Saved(s) = answer {
+        // A record that cannot be written costs a later build without the
+        // checksum a download, nothing more.
+        let _ = cx.store.put_validators(&Validators {
+            url: h.url.clone(),
+            etag: s.etag,
+            last_modified: s.last_modified,
+            content: s.digest,
+        });
     }
+    Ok(got)
 }
 
 /// Whether DEST is a directory the files go into by their names: it says
@@ -323,4 +333,22 @@ fn blob_file(cx: &Cx<'_>, source: &Remote, g: Got, dest: LayerPath) -> Result<Se
         owner: None,
         stat: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtimes_are_http_dates_or_the_epoch() {
+        assert_eq!(mtime_of(Some("Wed, 21 Oct 2015 07:28:00 GMT")), 1445412480);
+        // RFC 850 and asctime, as Go's http.ParseTime reads them.
+        assert_eq!(
+            mtime_of(Some("Wednesday, 21-Oct-15 07:28:00 GMT")),
+            1445412480
+        );
+        assert_eq!(mtime_of(Some("Wed Oct 21 07:28:00 2015")), 1445412480);
+        assert_eq!(mtime_of(Some("yesterday")), 0);
+        assert_eq!(mtime_of(None), 0);
+    }
 }
