@@ -16,6 +16,7 @@ pub mod confine;
 pub mod diag;
 pub mod digest;
 pub mod exec;
+pub mod fetch;
 pub mod frontend;
 pub mod graph;
 pub mod layer;

@@ -29,6 +29,15 @@ pub enum Error {
         #[source]
         source: CopyError,
     },
+    /// An ADD of a URL could not fetch it.
+    #[error("{location}: ADD failed")]
+    Fetch {
+        /// The step.
+        location: String,
+        /// Why (boxed: the other variants are small).
+        #[source]
+        source: Box<crate::fetch::http::Error>,
+    },
     /// A RUN step failed: the command, or the sandbox around it.
     #[error("{location}: `{step}`: {source}")]
     Run {

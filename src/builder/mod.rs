@@ -101,6 +101,8 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--no-cache-filter`: stages whose steps ignore the cache.
     pub no_cache_stages: Vec<String>,
+    /// How ADD reaches URLs (proxy, timeouts).
+    pub fetch: crate::fetch::Options,
 }
 
 /// One image the build produced.

@@ -67,6 +67,9 @@ pub(super) fn explain(old: Option<&StepRecord>, new: &StepRecord, previous_misse
         match old.inputs.iter().find(|(l, _)| l == label) {
             Some((_, od)) if od == d => continue,
             Some(_) if label.ends_with(":context") => return files_changed(&old.files, &new.files),
+            Some(_) if label.ends_with(":url") => {
+                return "the file at its URL changed".into();
+            }
             Some(_) if label.ends_with(":stage") => {
                 return "the stage it copies from changed".into();
             }

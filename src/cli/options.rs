@@ -1233,7 +1233,10 @@ mod tests {
         assert!(!h.chatty);
         let h = p(&["-q", "."], false);
         assert_eq!(h.progress, Progress::Quiet);
-        assert!(h.chatty, "-q alone keeps pull lines on stderr");
+        assert!(
+            !h.chatty,
+            "-q prints the image ID and nothing else, as docker build -q"
+        );
         assert_eq!(p(&["--dry-run", "-q", "."], false).progress, Progress::Null);
     }
 

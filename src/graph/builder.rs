@@ -256,7 +256,7 @@ impl GraphBuilder {
                         .items
                         .iter()
                         .any(|i| matches!(i.from, CopyFrom::Image { .. })),
-                    StepKind::Config(_) => false,
+                    StepKind::Config(_) | StepKind::Fetch(_) => false,
                 });
             if !explicit && !depends {
                 st.platform = None;

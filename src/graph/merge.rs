@@ -277,6 +277,6 @@ fn remap_kind(kind: &mut StepKind, remap: &dyn Fn(StageId) -> StageId) {
                 }
             }
         }
-        StepKind::Config(_) => {}
+        StepKind::Config(_) | StepKind::Fetch(_) => {}
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod builder;
 mod chmod;
+mod fetch;
 pub mod key;
 pub mod merge;
 mod render;
@@ -22,6 +23,7 @@ use crate::reference::Reference;
 
 pub use builder::GraphBuilder;
 pub use chmod::Chmod;
+pub use fetch::{FetchItem, FetchStep, HttpSource, Remote, UrlError, is_http_url};
 pub use key::CacheKey;
 pub use merge::merge;
 
@@ -254,6 +256,8 @@ pub enum StepKind {
     Run(Box<RunStep>),
     /// Change the image config; no layer.
     Config(ConfigChange),
+    /// Fetch files from outside the build (ADD of a URL) into one new layer.
+    Fetch(FetchStep),
 }
 
 /// One layer made of one or more copies.
@@ -683,7 +687,7 @@ impl BuildGraph {
                         }
                     }
                 }
-                StepKind::Config(_) => {}
+                StepKind::Config(_) | StepKind::Fetch(_) => {}
             }
         }
         deps

@@ -3,14 +3,60 @@
 //! text, so a Dockerfile and a spec that mean the same thing produce the same
 //! history and therefore the same image ID.
 
-use super::{Command, ConfigChange, CopyFrom, CopyItem, CopyStep, Network, RunStep, StepKind};
+use super::{
+    Command, ConfigChange, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep, Network, Remote,
+    RunStep, StepKind,
+};
 
 pub(super) fn created_by(kind: &StepKind) -> String {
     match kind {
         StepKind::Copy(c) => copy(c),
         StepKind::Run(r) => run(r),
         StepKind::Config(c) => config(c),
+        StepKind::Fetch(f) => fetch(f),
     }
+}
+
+/// `ADD [flags] URL… DEST`, as BuildKit records an ADD of a URL, with the
+/// flags written the way COPY's are.
+fn fetch(f: &FetchStep) -> String {
+    let word = if f.link { "ADD --link" } else { "ADD" };
+    f.items
+        .iter()
+        .map(|i| fetch_item(word, i))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn fetch_item(word: &str, i: &FetchItem) -> String {
+    let mut out = String::from(word);
+    if let Some(o) = &i.owner {
+        out.push_str(&format!(" --chown={o}"));
+    }
+    if let Some(m) = &i.mode {
+        out.push_str(&format!(" --chmod={m}"));
+    }
+    for s in &i.sources {
+        match s {
+            Remote::Http(h) => {
+                if let Some(c) = &h.checksum {
+                    out.push_str(&format!(" --checksum={c}"));
+                }
+            }
+        }
+    }
+    let mut args: Vec<String> = i.sources.iter().map(Remote::to_string).collect();
+    args.push(i.dest.clone());
+    if args.iter().any(|a| a.chars().any(char::is_whitespace)) {
+        out.push(' ');
+        out.push_str(&json_array(&args));
+    } else {
+        for a in args {
+            out.push(' ');
+            out.push_str(&a);
+        }
+    }
+    out
 }
 
 fn copy(c: &CopyStep) -> String {
@@ -214,6 +260,26 @@ mod tests {
         assert_eq!(
             created_by(&c),
             r#"COPY --chown=1:2 --chmod=755 ["a b","/x/"]"#
+        );
+    }
+
+    #[test]
+    fn fetch_reads_like_add() {
+        let sum = format!("sha256:{}", "0".repeat(64));
+        let h = super::super::HttpSource::parse("https://h/x.tgz", Some(&sum)).unwrap();
+        let f = StepKind::Fetch(FetchStep {
+            items: vec![FetchItem {
+                sources: vec![Remote::Http(h)],
+                dest: "/opt/".into(),
+                mode: Some(super::super::Chmod::Octal(0o644)),
+                owner: super::super::Owner::parse("app"),
+            }],
+            name: None,
+            link: false,
+        });
+        assert_eq!(
+            created_by(&f),
+            format!("ADD --chown=app --chmod=644 --checksum={sum} https://h/x.tgz /opt/")
         );
     }
 

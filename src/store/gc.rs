@@ -168,8 +168,10 @@ impl Store {
             }
         }
         // Snapshots (COPY --from filesystems, RUN's per-layer overlay lowers)
-        // and the compiled seccomp filters are pure caches.
-        for dir in ["snapshots", "layers", "seccomp"] {
+        // and the compiled seccomp filters are pure caches; so are the
+        // validators of downloads, whose blobs no image names (the sweep
+        // below removes them).
+        for dir in ["snapshots", "layers", "seccomp", "validators"] {
             clear_dir(&self.root.join(dir))?;
         }
         // Temporary files: every process's but our own (no one else holds

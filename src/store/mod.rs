@@ -17,6 +17,8 @@
 //! outputs/<hex>        what was last written to an output archive path
 //! steps/<hex>          what each step of a build definition was last built
 //!                      from, to say why a cache lookup missed
+//! validators/<hex>     per URL ADD downloaded: its ETag, Last-Modified and
+//!                      content blob (see [`validators`])
 //! tmp/<id>/, <id>.lock one temporary directory per live process, held by
 //!                      flock on its lock file (see [`scratch`])
 //! lock                 flock: every command shares it, prune and repair
@@ -37,6 +39,7 @@ pub mod atomic;
 pub mod gc;
 pub mod memo;
 mod scratch;
+pub mod validators;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -230,6 +233,7 @@ const DIRS: &[&str] = &[
     "memo",
     "outputs",
     "steps",
+    "validators",
     "tmp",
 ];
 

@@ -31,6 +31,7 @@ mod make;
 mod parse;
 mod platforms;
 mod registry;
+mod remote;
 mod repro;
 mod sandbox;
 mod security;

@@ -1271,6 +1271,7 @@ fn spec(input: &[u8], st: &mut Stats) {
                 imgbuild::graph::StepKind::Copy(_) => "copy",
                 imgbuild::graph::StepKind::Run(_) => "run",
                 imgbuild::graph::StepKind::Config(_) => "config",
+                imgbuild::graph::StepKind::Fetch(_) => "fetch",
             });
         }
         if errors == 0 {

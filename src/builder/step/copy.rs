@@ -249,7 +249,11 @@ fn select_from_image(
 }
 
 /// `user[:group]` as ids, names looked up in the image's files.
-fn resolve_owner(cx: &Cx<'_>, o: &Owner, state: &ImageState) -> Result<(u64, u64), CopyError> {
+pub(super) fn resolve_owner(
+    cx: &Cx<'_>,
+    o: &Owner,
+    state: &ImageState,
+) -> Result<(u64, u64), CopyError> {
     if let Some((uid, gid)) = o.numeric() {
         return Ok((uid, gid.unwrap_or(uid)));
     }

@@ -13,6 +13,7 @@
 
 mod config;
 mod copy;
+mod fetch;
 mod run;
 
 use super::cx::{Cx, Labelled};
@@ -86,5 +87,6 @@ pub(super) fn of<'g>(cx: &Cx<'g>, id: StepId) -> Box<dyn Step + 'g> {
         StepKind::Config(change) => Box::new(config::Config { change }),
         StepKind::Copy(c) => Box::new(copy::Copy { id, step, c }),
         StepKind::Run(r) => Box::new(run::Run { id, step, r }),
+        StepKind::Fetch(f) => Box::new(fetch::Fetch { step, f }),
     }
 }

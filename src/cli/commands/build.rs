@@ -81,6 +81,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
             .cache_to
             .iter()
             .any(|c| c.backend == CacheBackend::Inline),
+        fetch: fetch_options(env),
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
@@ -131,6 +132,31 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// How ADD reaches URLs: the proxy the usual variables name (the first
+/// set of `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, each also in lower
+/// case; one proxy for both schemes) and `NO_PROXY`.
+fn fetch_options(env: &Env) -> crate::fetch::Options {
+    let first = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| env.var(n))
+            .find(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    crate::fetch::Options {
+        proxy: first(&[
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]),
+        no_proxy: first(&["NO_PROXY", "no_proxy"]),
+        ..crate::fetch::Options::default()
+    }
 }
 
 /// One line for each image left in the store only: how to get a file.

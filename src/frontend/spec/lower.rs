@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::decode::S;
-use super::model::{CommandSpec, ConfigKeys, CopySpec, Spec, StepBody, TargetKind, TargetSpec};
+use super::model::{
+    CommandSpec, ConfigKeys, CopySpec, FetchSpec, Spec, StepBody, TargetKind, TargetSpec,
+};
 use super::vars::Vars;
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
-    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, GraphBuilder, ImageSource,
-    ImageSourceError, Mount, Network, Output, Owner, RunStep, Settings, StageId, StepKind,
+    BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep,
+    GraphBuilder, HttpSource, ImageSource, ImageSourceError, Mount, Network, Output, Owner, Remote,
+    RunStep, Settings, StageId, StepKind, UrlError,
 };
 use crate::pattern::{PatternSet, clean_path};
 use crate::platform::Platform;
@@ -177,6 +180,7 @@ impl Lowerer<'_> {
             let name = step.name.as_ref().map(|n| n.value.clone());
             match &step.body {
                 StepBody::Copy(items) => self.copy(g, stage, items, name, step.span),
+                StepBody::Fetch(items) => self.fetch(g, stage, items, name, step.span),
                 StepBody::Run {
                     command,
                     env,
@@ -402,6 +406,80 @@ impl Lowerer<'_> {
             link: false,
         };
         g.add_step(stage, StepKind::Copy(step), self.at(span), froms, args);
+    }
+
+    /// `fetch = [...]`: one layer of files from URLs, each table one file
+    /// (the Dockerfile's `ADD URL DEST`).
+    fn fetch(
+        &mut self,
+        g: &mut GraphBuilder,
+        stage: StageId,
+        specs: &[FetchSpec],
+        name: Option<String>,
+        span: Span,
+    ) {
+        let mut items = Vec::new();
+        let mut args = Vec::new();
+        for f in specs {
+            let url = self.var(&f.url, true);
+            let dest = self.var(&f.dest, true);
+            let checksum = f.checksum.as_ref().map(|c| self.var(c, true));
+            let (Some(url), Some(dest), Some(checksum)) =
+                (url, dest, checksum.map_or(Some(None), |c| c.map(Some)))
+            else {
+                continue;
+            };
+            if dest.value.is_empty() {
+                self.error(
+                    dest.span,
+                    "`dest` is empty",
+                    Some("write an absolute path such as \"/opt/\""),
+                );
+            }
+            let source =
+                match HttpSource::parse(&url.value, checksum.as_ref().map(|c| c.value.as_str())) {
+                    Ok(h) => h,
+                    Err(e @ UrlError::Checksum(_)) => {
+                        let at = checksum.as_ref().map_or(url.span, |c| c.span);
+                        self.error(at, e.to_string(), None);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.error(url.span, e.to_string(), None);
+                        continue;
+                    }
+                };
+            let owner = f.owner.as_ref().and_then(|o| match Owner::parse(&o.value) {
+                Some(owner) => Some(owner),
+                None => {
+                    self.error(
+                        o.span,
+                        format!("invalid owner `{}`", o.value),
+                        Some("write \"user\", \"user:group\", \"uid\" or \"uid:gid\""),
+                    );
+                    None
+                }
+            });
+            args.push(self.at(url.span));
+            items.push(FetchItem {
+                sources: vec![Remote::Http(source)],
+                dest: dest.value,
+                mode: f.mode.as_ref().map(|m| m.value.clone()),
+                owner,
+            });
+        }
+        let step = FetchStep {
+            items,
+            name,
+            link: false,
+        };
+        g.add_step(
+            stage,
+            StepKind::Fetch(step),
+            self.at(span),
+            Vec::new(),
+            args,
+        );
     }
 
     fn env_pairs(&mut self, kv: &[(S<String>, S<String>)]) -> Vec<(String, String)> {

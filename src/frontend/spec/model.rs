@@ -94,11 +94,31 @@ pub struct CopySpec {
     pub span: Span,
 }
 
+/// One file fetched from a URL (a Dockerfile's `ADD URL DEST`).
+#[derive(Debug, Clone)]
+pub struct FetchSpec {
+    /// `url`: an `http://` or `https://` URL.
+    pub url: S<String>,
+    /// `dest`: a path, or a directory ending in `/` (the file then takes
+    /// the URL's last path segment as its name).
+    pub dest: S<String>,
+    /// `checksum`: `sha256:HEX`, verified; the cache key needs no request.
+    pub checksum: Option<S<String>>,
+    /// `mode`: octal or symbolic permissions (0600 otherwise).
+    pub mode: Option<S<Chmod>>,
+    /// `owner`: `user[:group]`.
+    pub owner: Option<S<String>>,
+    /// The whole inline table.
+    pub span: Span,
+}
+
 /// The body of a step.
 #[derive(Debug, Clone)]
 pub enum StepBody {
     /// `copy = [...]`: one layer.
     Copy(Vec<CopySpec>),
+    /// `fetch = [...]`: files from URLs, one layer.
+    Fetch(Vec<FetchSpec>),
     /// `run = ...`: one layer.
     Run {
         /// The command.
@@ -192,6 +212,7 @@ const BUILD_KEYS: &[&str] = &["context", "source_date_epoch", "exclude", "platfo
 const STAGE_ONLY_KEYS: &[&str] = &["from", "step", "platform"];
 const IMAGE_ONLY_KEYS: &[&str] = &["tags", "output", "format", "platforms"];
 const COPY_KEYS: &[&str] = &["src", "dest", "from", "mode", "owner", "exclude", "parents"];
+const FETCH_KEYS: &[&str] = &["url", "dest", "checksum", "mode", "owner"];
 const RUN_KEYS: &[&str] = &["name", "run", "env", "workdir", "user", "network", "cache"];
 
 /// Parses spec text into a [`Spec`], collecting every problem. The spec comes
@@ -462,10 +483,30 @@ fn parse_command(d: &mut Decoder, v: &V<'_>, key: &str) -> Option<S<CommandSpec>
 fn parse_step(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<StepSpec> {
     let has = |k: &str| get(t, k).is_some();
     let name = get(t, "name").and_then(|v| d.string(v, "name"));
-    if has("copy") && has("run") {
-        d.error(span, "a step is either `copy` or `run`, not both")
+    let bodies: Vec<&str> = ["copy", "fetch", "run"]
+        .into_iter()
+        .filter(|k| has(k))
+        .collect();
+    if let [a, b, ..] = bodies.as_slice() {
+        d.error(span, format!("a step is either `{a}` or `{b}`, not both"))
             .help = Some("split it into two steps: each makes its own layer".into());
         return None;
+    }
+    if let Some(v) = get(t, "fetch") {
+        d.check_keys(t, &["name", "fetch"], "a fetch step");
+        let items = d.tables(v, "fetch")?;
+        if items.is_empty() {
+            d.error(v.span(), "`fetch` lists no URLs");
+        }
+        let fetches = items
+            .into_iter()
+            .filter_map(|(ft, fspan)| parse_fetch(d, ft, fspan))
+            .collect();
+        return Some(StepSpec {
+            name,
+            body: StepBody::Fetch(fetches),
+            span,
+        });
     }
     if let Some(v) = get(t, "copy") {
         d.check_keys(t, &["name", "copy"], "a copy step");
@@ -517,12 +558,12 @@ fn parse_step(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<StepSpec> 
     }
     let mut allowed = vec!["name"];
     allowed.extend_from_slice(ConfigKeys::KEYS);
-    allowed.extend_from_slice(&["copy", "run"]);
+    allowed.extend_from_slice(&["copy", "fetch", "run"]);
     d.check_keys(t, &allowed, "a step");
     let config = parse_config(d, t);
     if config.is_empty() {
         d.error(span, "this step does nothing").help =
-            Some("a step has `copy = [...]`, `run = \"...\"`, or config keys such as `env`".into());
+            Some("a step has `copy = [...]`, `fetch = [...]`, `run = \"...\"`, or config keys such as `env`".into());
         return None;
     }
     Some(StepSpec {
@@ -568,6 +609,31 @@ fn parse_copy(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<CopySpec> 
         owner,
         exclude,
         parents,
+        span,
+    })
+}
+
+fn parse_fetch(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<FetchSpec> {
+    d.check_keys(t, FETCH_KEYS, "a fetch");
+    let need = |d: &mut Decoder, key: &str| match get(t, key) {
+        Some(v) => d.string(v, key),
+        None => {
+            d.error(span, format!("a fetch needs `{key}`")).label =
+                Some(format!("missing `{key}`"));
+            None
+        }
+    };
+    let url = need(d, "url");
+    let dest = need(d, "dest");
+    let checksum = get(t, "checksum").and_then(|v| d.string(v, "checksum"));
+    let mode = get(t, "mode").and_then(|v| parse_mode(d, v));
+    let owner = get(t, "owner").and_then(|v| d.string(v, "owner"));
+    Some(FetchSpec {
+        url: url?,
+        dest: dest?,
+        checksum,
+        mode,
+        owner,
         span,
     })
 }

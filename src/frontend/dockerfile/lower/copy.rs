@@ -1,17 +1,25 @@
 //! COPY and ADD: sources, destination and flags expanded against the stage's
-//! variables; heredoc sources become inline files; ADD of a URL is refused
-//! with a clear error (it needs network access).
+//! variables; heredoc sources become inline files; ADD of `http(s)://` URLs
+//! becomes a fetch step (`graph::FetchStep`); git sources are refused with
+//! a clear error (not supported yet).
 
 use super::{Lowerer, Scope, Stage};
+use crate::diag::Span;
 use crate::frontend::dockerfile::ast::{CopyArgs, Instruction};
 use crate::graph::builder::PendingRef;
-use crate::graph::{Chmod, CopyFrom, CopyItem, CopyStep, GraphBuilder, Owner, StepKind};
+use crate::graph::{
+    Chmod, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep, GraphBuilder, HttpSource, Owner,
+    Remote, StepKind, is_http_url,
+};
 
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://")
-        || s.starts_with("https://")
-        || s.starts_with("git@")
-        || s.starts_with("git://")
+/// A git repository as BuildKit's `gitutil.ParseGitRef` takes one: the
+/// git transports, and http(s) URLs whose path ends in `.git`.
+fn is_git(s: &str) -> bool {
+    if s.starts_with("git@") || s.starts_with("git://") {
+        return true;
+    }
+    let no_fragment = s.split_once('#').map_or(s, |(u, _)| u);
+    is_http_url(s) && no_fragment.ends_with(".git")
 }
 
 impl Lowerer<'_> {
@@ -69,9 +77,6 @@ impl Lowerer<'_> {
             let v = self.expand(w, scope)?;
             self.copy_source_ref(&v, w.span)
         });
-        if let Some(sum) = &c.checksum {
-            self.error(sum.span, "ADD --checksum applies to URL sources, which need network access and are not supported yet");
-        }
         if c.keep_git_dir {
             self.error(i.keyword.span, "ADD --keep-git-dir applies to git sources, which need network access and are not supported yet");
         }
@@ -91,6 +96,7 @@ impl Lowerer<'_> {
         let mut args = Vec::new();
         let mut plain = Vec::new();
         let mut plain_spans = Vec::new();
+        let mut urls: Vec<(String, Span)> = Vec::new();
         for s in &c.sources {
             let heredoc = s
                 .value
@@ -140,13 +146,56 @@ impl Lowerer<'_> {
             let Some(v) = self.expand(s, scope) else {
                 continue;
             };
-            if add && is_url(&v) {
-                self.error(s.span, format!("ADD {v}: sources from URLs need network access, which imgbuild does not support yet"))
-                    .help = Some("download the file into the build context and ADD or COPY it from there".into());
+            if add && is_git(&v) {
+                self.error(
+                    s.span,
+                    format!("ADD {v}: git sources are not supported yet"),
+                )
+                .help = Some(
+                    "clone the repository into the build context and COPY it from there".into(),
+                );
+                continue;
+            }
+            if add && is_http_url(&v) {
+                urls.push((v, s.span));
                 continue;
             }
             plain.push(v);
             plain_spans.push(self.at(s.span));
+        }
+        if !urls.is_empty() {
+            if let Some((_, at)) = urls.first()
+                && (!plain.is_empty() || !items.is_empty())
+            {
+                self.error(
+                    *at,
+                    "ADD cannot mix URLs with local sources in one instruction",
+                )
+                .help = Some("write one ADD for the URLs and one for the local files".into());
+                return;
+            }
+            let fetch = self.fetch_item(c, scope, &dest, urls, (mode, owner), &excludes);
+            if let Some((item, args)) = fetch {
+                let step = FetchStep {
+                    items: vec![item],
+                    name: None,
+                    link: c.link,
+                };
+                g.add_step(
+                    st.id,
+                    StepKind::Fetch(step),
+                    self.at(i.span),
+                    Vec::new(),
+                    args,
+                );
+            }
+            return;
+        }
+        if let Some(sum) = &c.checksum {
+            self.error(
+                sum.span,
+                "ADD --checksum applies to http:// and https:// sources only",
+            );
         }
         if !plain.is_empty() {
             // The context (or --from) copy goes first, as the sources are written.
@@ -166,5 +215,82 @@ impl Lowerer<'_> {
             link: c.link,
         };
         g.add_step(st.id, StepKind::Copy(step), self.at(i.span), froms, args);
+    }
+}
+
+impl Lowerer<'_> {
+    /// The fetch of an ADD whose sources are all URLs, with BuildKit's
+    /// rules: `--checksum` for one source only, several sources into a
+    /// directory (`/`-terminated), no `--exclude` or `--unpack` (they are
+    /// about local archives and trees).
+    fn fetch_item(
+        &mut self,
+        c: &CopyArgs,
+        scope: &Scope,
+        dest: &str,
+        urls: Vec<(String, Span)>,
+        (mode, owner): (Option<Chmod>, Option<Owner>),
+        excludes: &[String],
+    ) -> Option<(FetchItem, Vec<crate::diag::SourceRef>)> {
+        let mut ok = true;
+        if let Some(w) = c.excludes.first()
+            && !excludes.is_empty()
+        {
+            self.error(w.span, "ADD --exclude applies to local sources, not URLs");
+            ok = false;
+        }
+        if c.unpack == Some(true) {
+            self.error(c.dest.span, "ADD --unpack=true of a URL is not supported")
+                .help = Some("files from URLs are saved as they are, never extracted".into());
+            ok = false;
+        }
+        if urls.len() > 1 && !dest.ends_with('/') {
+            self.error(
+                c.dest.span,
+                format!(
+                    "{} sources added to `{dest}`: with more than one source the destination \
+                     must be a directory and end with a / (write `{dest}/`)",
+                    urls.len()
+                ),
+            );
+            ok = false;
+        }
+        let checksum = match &c.checksum {
+            Some(w) if urls.len() > 1 => {
+                self.error(w.span, "ADD --checksum applies to one source only");
+                ok = false;
+                None
+            }
+            Some(w) => self.expand(w, scope),
+            None => None,
+        };
+        let mut sources = Vec::new();
+        let mut args = Vec::new();
+        for (url, span) in urls {
+            match HttpSource::parse(&url, checksum.as_deref()) {
+                Ok(h) => sources.push(Remote::Http(h)),
+                Err(e @ crate::graph::UrlError::Checksum(_)) => {
+                    let at = c.checksum.as_ref().map_or(span, |w| w.span);
+                    self.error(at, format!("ADD --checksum: {e}"));
+                    ok = false;
+                }
+                Err(e) => {
+                    self.error(span, format!("ADD: {e}"));
+                    ok = false;
+                }
+            }
+            args.push(self.at(span));
+        }
+        ok.then(|| {
+            (
+                FetchItem {
+                    sources,
+                    dest: dest.to_string(),
+                    mode,
+                    owner,
+                },
+                args,
+            )
+        })
     }
 }
