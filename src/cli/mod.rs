@@ -7,6 +7,7 @@
 
 pub mod args;
 mod commands;
+mod context;
 mod env;
 mod exit;
 mod options;

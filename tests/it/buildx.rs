@@ -3,6 +3,7 @@
 //! that read it (skopeo, podman, tar, a registry).
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::registry::Registry;
 use crate::util::{TestEnv, assert_success, stderr, tool};
@@ -381,4 +382,100 @@ fn issue_15_no_cache_filter_rebuilds_only_the_named_stage() {
         "{id}"
     );
     assert_eq!(stderr(&out), "", "-q prints nothing else");
+}
+
+/// `imgbuild build ARGS…` in `ctx/` with `input` on standard input.
+fn build_stdin(env: &TestEnv, store: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut all = vec!["build", "--progress=plain"];
+    all.extend_from_slice(args);
+    let mut c = env.cmd_in(&env.path().join("ctx"), &all);
+    c.env("IMGBUILD_STORE", env.path().join(store))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+crate::it_test!(issue_15_contexts_and_dockerfiles_from_standard_input);
+/// Item 2: `build -` takes the context as a tar (plain or gzip) on
+/// standard input, or a Dockerfile with no context; `-f -` the Dockerfile
+/// with a context directory. Each gives the image a directory context
+/// gives.
+fn issue_15_contexts_and_dockerfiles_from_standard_input() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    env.write("ctx/a.txt", "alpha\n");
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    let out = build(&env, "s", &["-o", "dir.tar"]);
+    assert_success(&out, &["a directory context"]);
+    let want = std::fs::read(env.path().join("ctx/dir.tar")).unwrap();
+    let tar_of = |gzip: bool| {
+        let mut c = Command::new("tar");
+        c.arg("-C").arg(env.path().join("ctx"));
+        if gzip {
+            c.arg("-z");
+        }
+        c.args(["-c", "a.txt", "Dockerfile"]);
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    for gzip in [false, true] {
+        let out = build_stdin(&env, "s", &["-o", "../stdin.tar", "-"], &tar_of(gzip));
+        assert_success(&out, &["a tar context on stdin"]);
+        assert_eq!(
+            std::fs::read(env.path().join("stdin.tar")).unwrap(),
+            want,
+            "gzip {gzip}"
+        );
+    }
+    let out = build_stdin(
+        &env,
+        "s",
+        &["-f", "-", "-o", "../f.tar", "."],
+        b"FROM scratch\nCOPY a.txt /a.txt\n",
+    );
+    assert_success(&out, &["-f -"]);
+    assert_eq!(std::fs::read(env.path().join("f.tar")).unwrap(), want);
+    // A Dockerfile alone: no context, so a COPY finds nothing.
+    let out = build_stdin(
+        &env,
+        "s",
+        &["-o", "../l.tar", "-"],
+        b"FROM scratch\nLABEL a=b\n",
+    );
+    assert_success(&out, &["a Dockerfile on stdin"]);
+    let out = build_stdin(&env, "s", &["-"], b"FROM scratch\nCOPY a.txt /a.txt\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a.txt"), "{}", stderr(&out));
+    // Not both.
+    let out = build_stdin(&env, "s", &["-f", "-", "-"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A hostile tar cannot write outside the context it becomes.
+    let evil = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, "escape", "/tmp").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "escape/imgbuild-it-evil", &b"bad"[..])
+            .unwrap();
+        b.into_inner().unwrap()
+    };
+    let _ = build_stdin(&env, "s", &["-"], &evil);
+    assert!(!Path::new("/tmp/imgbuild-it-evil").exists());
 }

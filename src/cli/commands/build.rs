@@ -19,8 +19,11 @@ use crate::store::atomic_write;
 
 /// Runs a build.
 pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
-    let hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
+    let mut hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
     let store = open_store(cli, env)?;
+    // `-` and `-f -`: standard input, made into files first.
+    (hi.input, hi.file) =
+        crate::cli::context::prepare(&store, &hi.input, hi.file.as_deref(), std::io::stdin())?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
