@@ -44,6 +44,8 @@ pub(super) struct Cx<'a> {
     /// The build context, the root every context path resolves in.
     pub(super) context: Arc<Root>,
     pub(super) excludes: PatternSet,
+    /// Named local contexts (`--build-context NAME=DIR`) by path.
+    pub(super) locals: HashMap<PathBuf, Arc<Root>>,
     /// Context selections made by the pre-build pass, taken once each.
     planned: Mutex<HashMap<(StepId, usize), Selection>>,
     /// Content digests of context files by stat, across builds.
@@ -79,6 +81,7 @@ impl<'a> Cx<'a> {
             pool,
             context,
             excludes,
+            locals: HashMap::new(),
             planned: Mutex::new(planned),
             memo: Mutex::new(memo),
             results: Mutex::new(HashMap::new()),
@@ -93,6 +96,12 @@ impl<'a> Cx<'a> {
                 opts.host.clone(),
             ),
         }
+    }
+
+    /// The build with these named local contexts opened.
+    pub(super) fn with_locals(mut self, locals: HashMap<PathBuf, Arc<Root>>) -> Self {
+        self.locals = locals;
+        self
     }
 
     /// A warning for the user (plain progress prints `WARNING: …`).

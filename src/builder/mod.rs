@@ -213,6 +213,8 @@ struct Plan {
     /// The context, opened as the root its paths resolve in (`None` only
     /// with a diagnostic saying why).
     context: Option<std::sync::Arc<crate::confine::Root>>,
+    /// Named local contexts by path, opened.
+    locals: HashMap<PathBuf, std::sync::Arc<crate::confine::Root>>,
 }
 
 /// `outputs`: paths inside the context the build writes, excluded from it.
@@ -231,6 +233,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
             return Plan {
                 diags,
                 selections,
+                locals: HashMap::new(),
                 context: None,
             };
         }
@@ -243,6 +246,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
         return Plan {
             diags,
             selections,
+            locals: HashMap::new(),
             context: None,
         };
     }
@@ -253,6 +257,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
             return Plan {
                 diags,
                 selections,
+                locals: HashMap::new(),
                 context: None,
             };
         }
@@ -262,6 +267,38 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
         excludes: Some(&excludes),
         owners: None,
     };
+    // Named local contexts (`--build-context NAME=DIR`), opened once each.
+    let mut locals = HashMap::new();
+    for step in &graph.steps {
+        let StepKind::Copy(c) = &step.kind else {
+            continue;
+        };
+        for item in &c.items {
+            let CopyFrom::Local { name, path } = &item.from else {
+                continue;
+            };
+            if locals.contains_key(path) {
+                continue;
+            }
+            match crate::confine::Root::open(path) {
+                Ok(r) => {
+                    locals.insert(path.clone(), std::sync::Arc::new(r));
+                }
+                Err(e) => {
+                    let at = &step.source;
+                    diags.push(
+                        Diagnostic::error(
+                            &at.file,
+                            at.span,
+                            format!("the context `{name}` ({}): {e}", path.display()),
+                        )
+                        .with_help("--build-context NAME=DIR names a directory"),
+                    );
+                    locals.insert(path.clone(), std::sync::Arc::clone(&context));
+                }
+            }
+        }
+    }
     for stage in &graph.stages {
         if let Base::Image(src) = &stage.base {
             check_image_source(src, &stage.source, &mut diags);
@@ -274,6 +311,24 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
         let mut arg = 0;
         for (item_index, item) in c.items.iter().enumerate() {
             match &item.from {
+                CopyFrom::Local { path, .. } => {
+                    let Some(local) = locals.get(path) else {
+                        continue;
+                    };
+                    let local = SourceRoot {
+                        root: local,
+                        excludes: None,
+                        owners: None,
+                    };
+                    match sources::select(&local, item, "/") {
+                        Err(e) => diags.push(select_diag(step, arg, &e)),
+                        Ok(sel) => {
+                            if item.dest.starts_with('/') {
+                                selections.insert((StepId(step_index), item_index), sel);
+                            }
+                        }
+                    }
+                }
                 CopyFrom::Context => match sources::select(&root, item, "/") {
                     Err(e) => diags.push(select_diag(step, arg, &e)),
                     Ok(sel) => {
@@ -328,6 +383,7 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
     Plan {
         diags,
         selections,
+        locals,
         context: Some(context),
     }
 }
@@ -559,6 +615,7 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         diags,
         selections,
         context,
+        locals,
     } = plan(graph, opts.target.as_deref(), &written);
     let Some(context) = context.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
         return Err(Error::Invalid(diags));
@@ -592,6 +649,7 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
             .unwrap_or_else(|_| graph.settings.context.clone()),
     );
     let cx = cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes));
+    let cx = cx.with_locals(locals);
     let b = scheduler::Scheduler::new(cx, &order);
     b.run(&order)?;
     let reports = b.take_reports()?;

@@ -377,6 +377,11 @@ pub struct BuildArgs {
     /// index (default: this host's).
     #[arg(long = "platform", value_name = "PLATFORMS")]
     pub platforms: Vec<String>,
+    /// Name a context for FROM NAME and COPY --from=NAME (a stage AS NAME
+    /// is replaced): NAME=DIR, NAME=docker-image://REF or
+    /// NAME=oci-layout://PATH[:TAG][@DIGEST]; repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Where the image goes; repeatable. PATH: an OCI archive (default:
     /// the spec's `output`, else ./<name>.oci.tar; a Dockerfile build
     /// writes none). buildx's form: type=oci|docker,dest=FILE |

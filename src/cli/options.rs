@@ -42,6 +42,14 @@ pub enum ArgError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--build-context` that names nothing usable.
+    #[error("--build-context {spec}: {why}")]
+    BuildContext {
+        /// The value as given.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A `--platform` that names no platform.
     #[error("--platform: {0}")]
     Platform(crate::platform::PlatformError),
@@ -158,6 +166,8 @@ pub struct HiBuild {
     pub target: Option<String>,
     /// `--build-arg` as given (`K` alone is looked up while lowering).
     pub build_args: Vec<String>,
+    /// `--build-context`, by the name lowering finds them by.
+    pub named_contexts: crate::graph::NamedContexts,
     /// `--platform`, every value and comma-separated list in order,
     /// normalized, without duplicates (empty: the host's, unnamed).
     pub platforms: Vec<crate::platform::Platform>,
@@ -325,6 +335,17 @@ impl HiBuild {
                 }
             }
         }
+        let mut named_contexts = crate::graph::NamedContexts::new();
+        for spec in &a.build_contexts {
+            let (name, nc) = named_context(spec, cwd)?;
+            if !dockerfile {
+                return Err(ArgError::BuildContext {
+                    spec: spec.clone(),
+                    why: "named contexts apply to Dockerfiles; a spec names its bases and copies directly".into(),
+                });
+            }
+            named_contexts.insert(name, nc);
+        }
         // `-o` says where the image goes: no default archive besides.
         let output_dir = if dockerfile || (!a.outputs.is_empty() && output.is_none()) {
             None
@@ -337,6 +358,7 @@ impl HiBuild {
             dockerfile,
             target: a.target.clone(),
             build_args: a.build_args.clone(),
+            named_contexts,
             platforms,
             tags,
             output,
@@ -460,6 +482,64 @@ fn add_host(spec: &str) -> Result<(String, std::net::IpAddr), ArgError> {
 
 /// An absolute form of `p` against the working directory `cwd`, touching
 /// nothing (what `std::path::absolute` gives in `cwd`).
+/// One `--build-context NAME=VALUE`, as buildx takes it: a directory,
+/// `docker-image://REF` (an image by name, from the store or its
+/// registry), or `oci-layout://PATH[:TAG][@DIGEST]` (an image of an OCI
+/// layout on disk, by tag or by manifest digest).
+fn named_context(
+    spec: &str,
+    cwd: Option<&Path>,
+) -> Result<(String, crate::graph::NamedContext), ArgError> {
+    use crate::graph::{ImageSource, NamedContext};
+    let bad = |why: String| ArgError::BuildContext {
+        spec: spec.to_string(),
+        why,
+    };
+    let (name, value) = spec
+        .split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| bad("expected NAME=VALUE".into()))?;
+    let key = crate::graph::context_name(name);
+    if let Some(r) = value.strip_prefix("docker-image://") {
+        let r = Reference::parse(r).map_err(|e| bad(e.to_string()))?;
+        return Ok((key, NamedContext::Image(ImageSource::Named(r))));
+    }
+    if let Some(rest) = value.strip_prefix("oci-layout://") {
+        // PATH[:TAG][@DIGEST]; a digest wins over a tag, as in buildx.
+        let (rest, digest) = match rest.rsplit_once('@') {
+            Some((p, d)) => {
+                let _: crate::digest::Digest = d
+                    .parse()
+                    .map_err(|_| bad(format!("`{d}` is not a sha256 digest")))?;
+                (p, Some(d.to_string()))
+            }
+            None => (rest, None),
+        };
+        let (path, tag) = match rest.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') => (p, Some(t.to_string())),
+            _ => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(bad("oci-layout:// names no directory".into()));
+        }
+        let path = absolute(cwd, Path::new(path))?;
+        return Ok((
+            key,
+            NamedContext::Image(ImageSource::OciDir {
+                path,
+                name: digest.or(tag),
+            }),
+        ));
+    }
+    if let Some((scheme, _)) = value.split_once("://") {
+        return Err(bad(format!(
+            "{scheme}:// contexts are not supported: give a directory, docker-image:// or oci-layout://"
+        )));
+    }
+    let path = absolute(cwd, Path::new(value))?;
+    Ok((key, NamedContext::Local(path)))
+}
+
 fn absolute(cwd: Option<&Path>, p: &Path) -> Result<PathBuf, ArgError> {
     let joined = if p.is_absolute() || p.as_os_str().is_empty() {
         // Absolute (or empty, which it refuses): std does not look at the

@@ -86,6 +86,35 @@ impl std::fmt::Display for ImageSource {
     }
 }
 
+/// What `--build-context NAME=…` puts in place of NAME, wherever a
+/// Dockerfile names it (`FROM NAME`, `COPY --from=NAME`, a stage `AS
+/// NAME`), as BuildKit's named contexts do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`, `oci-layout://PATH[:TAG][@DIGEST]`: an image.
+    Image(ImageSource),
+    /// A directory: copied from as a second context; as a base, the
+    /// filesystem it holds (one layer, owned by root, as a context copy).
+    Local(PathBuf),
+}
+
+/// Named contexts by [`context_name`].
+pub type NamedContexts = std::collections::BTreeMap<String, NamedContext>;
+
+/// The name a named context is found by: an image name in its familiar
+/// form without `:latest` (`FROM docker.io/library/alpine:latest` finds
+/// `alpine`, as BuildKit's `contextByName` normalizes it), else the name
+/// in lowercase (a stage name).
+pub fn context_name(name: &str) -> String {
+    match Reference::parse(name) {
+        Ok(r) => {
+            let f = r.familiar();
+            f.strip_suffix(":latest").unwrap_or(&f).to_string()
+        }
+        _ => name.to_ascii_lowercase(),
+    }
+}
+
 /// Why an image reference could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageSourceError {
@@ -299,6 +328,17 @@ pub enum CopyFrom {
         /// Which image.
         #[serde(skip)]
         source: ImageSource,
+    },
+    /// A named local context (`--build-context NAME=DIR`): read like the
+    /// build context (its files' digests enter the key, not its path), but
+    /// without the context's exclude patterns.
+    Local {
+        /// The name, for `created_by`.
+        #[serde(skip)]
+        name: String,
+        /// The directory (absolute).
+        #[serde(skip)]
+        path: PathBuf,
     },
     /// Inline content (a Dockerfile heredoc): `sources` holds one name, the
     /// file created is `content` with mode 0664 (BuildKit).

@@ -77,7 +77,9 @@ fn copy_item(word: &str, i: &CopyItem) -> String {
     let mut out = String::from(word);
     match &i.from {
         CopyFrom::Context => {}
-        CopyFrom::Stage { name, .. } => out.push_str(&format!(" --from={name}")),
+        CopyFrom::Stage { name, .. } | CopyFrom::Local { name, .. } => {
+            out.push_str(&format!(" --from={name}"))
+        }
         CopyFrom::Image { source } => out.push_str(&format!(" --from={source}")),
         CopyFrom::Inline { .. } => {}
     }

@@ -308,7 +308,18 @@ fn import_index(
         what: format!("{}: index.json", origin.display()),
         source,
     })?;
+    // A manifest digest selects that manifest (or index) of the layout,
+    // listed in index.json or not (`oci-layout://PATH@DIGEST`).
+    let by_digest = select.filter(|s| s.starts_with("sha256:") && s.parse::<Digest>().is_ok());
     let chosen: Vec<DescriptorDoc> = match select {
+        Some(sel) if by_digest.is_some() => {
+            let listed = doc.manifests.iter().find(|d| d.digest == sel);
+            vec![DescriptorDoc {
+                media_type: listed.map(|d| d.media_type.clone()).unwrap_or_default(),
+                digest: sel.to_string(),
+                annotations: listed.map(|d| d.annotations.clone()).unwrap_or_default(),
+            }]
+        }
         Some(sel) => doc
             .manifests
             .iter()

@@ -479,3 +479,182 @@ fn issue_15_contexts_and_dockerfiles_from_standard_input() {
     let _ = build_stdin(&env, "s", &["-"], &evil);
     assert!(!Path::new("/tmp/imgbuild-it-evil").exists());
 }
+
+crate::it_test!(issue_15_named_contexts_stand_for_what_the_dockerfile_names);
+/// Item 2: `--build-context NAME=…` puts a directory, an image by name
+/// (`docker-image://`) or an image of an OCI layout (`oci-layout://`, by
+/// tag or digest) wherever the Dockerfile names NAME: `FROM NAME`, `COPY
+/// --from=NAME`, and a stage `AS NAME`, which it replaces (its steps do
+/// not run), as BuildKit does.
+fn issue_15_named_contexts_stand_for_what_the_dockerfile_names() {
+    let env = TestEnv::new();
+    crate::util::busybox_base(&env);
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    env.write("tools/bin/tool", "#!/bin/sh\necho tool\n");
+    env.write("gen/out.txt", "generated elsewhere\n");
+    env.write("root/etc/os-release", "ID=dir\n");
+    let store = env.store();
+    let store = store.file_name().unwrap().to_str().unwrap().to_string();
+    let rootfs = |out: &str| env.path().join("ctx").join(out);
+
+    // An image by name and a directory, in FROM and COPY --from; a stage
+    // replaced by a directory: its failing RUN never runs.
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch AS gen\nRUN exit 1\n\
+         FROM busybox\nCOPY --from=tools /bin/tool /usr/local/bin/tool\n\
+         COPY --from=gen /out.txt /out.txt\n",
+    );
+    let out = build(
+        &env,
+        &store,
+        &[
+            "--build-context",
+            "busybox=docker-image://base:latest",
+            "--build-context",
+            "tools=../tools",
+            "--build-context",
+            "gen=../gen",
+            "-o",
+            "type=local,dest=a",
+        ],
+    );
+    assert_success(&out, &["docker-image:// and directories"]);
+    assert!(!stderr(&out).contains("exit 1"), "{}", stderr(&out));
+    assert!(rootfs("a/bin/busybox").is_file(), "the base is the image");
+    assert_eq!(
+        std::fs::read_to_string(rootfs("a/usr/local/bin/tool")).unwrap(),
+        "#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs("a/out.txt")).unwrap(),
+        "generated elsewhere\n"
+    );
+    // Unchanged named contexts: every step from the cache; a changed file
+    // in one: its copy runs again.
+    let again = |tag: &str| {
+        build(
+            &env,
+            &store,
+            &[
+                "--build-context",
+                "busybox=docker-image://base:latest",
+                "--build-context",
+                "tools=../tools",
+                "--build-context",
+                "gen=../gen",
+                "-o",
+                &format!("type=local,dest={tag}"),
+            ],
+        )
+    };
+    let out = again("b");
+    assert_success(&out, &["again"]);
+    assert_eq!(
+        stderr(&out).matches(" ---> Using cache").count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+    env.write("tools/bin/tool", "#!/bin/sh\necho tool 2\n");
+    let out = again("c");
+    assert_success(&out, &["a tool changed"]);
+    assert_eq!(
+        stderr(&out).matches(" ---> Using cache").count(),
+        0,
+        "{}",
+        stderr(&out)
+    );
+
+    // A directory as a base: its files are the image's root filesystem.
+    // (Also a stage replaced in a FROM: `rootdir`'s RUN never runs.)
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch AS rootdir\nRUN exit 1\nFROM rootdir\nCOPY --from=gen out.txt /\n",
+    );
+    let out = build(
+        &env,
+        &store,
+        &[
+            "--build-context",
+            "rootdir=../root",
+            "--build-context",
+            "gen=../gen",
+            "-o",
+            "type=local,dest=d",
+        ],
+    );
+    assert_success(&out, &["a directory as a base"]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs("d/etc/os-release")).unwrap(),
+        "ID=dir\n"
+    );
+    assert!(rootfs("d/out.txt").is_file());
+
+    // An OCI layout, by tag and by manifest digest; the name matches the
+    // FROM however it is spelled (docker.io/library/…:latest).
+    let layout = env.path().join("layout");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci-archive:{}", env.path().join("base/base.tar").display()),
+            &format!("oci:{}:v1", layout.display()),
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.write(
+        "ctx/Dockerfile",
+        "FROM docker.io/library/alpine:latest\nCOPY --from=gen out.txt /\n",
+    );
+    for (i, value) in [
+        format!("oci-layout://{}:v1", layout.display()),
+        format!("oci-layout://{}@{digest}", layout.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dest = format!("type=local,dest=l{i}");
+        let ctx = format!("alpine={value}");
+        let out = build(
+            &env,
+            &store,
+            &[
+                "--build-context",
+                &ctx,
+                "--build-context",
+                "gen=../gen",
+                "-o",
+                &dest,
+            ],
+        );
+        assert_success(&out, &[value.as_str()]);
+        assert!(rootfs(&format!("l{i}/bin/busybox")).is_file(), "{value}");
+        assert!(rootfs(&format!("l{i}/out.txt")).is_file(), "{value}");
+    }
+
+    // What cannot be used: a clear usage error.
+    for bad in [
+        "noequals",
+        "x=https://example.com/repo.git",
+        "x=oci-layout://",
+        "x=docker-image://UPPER",
+    ] {
+        let out = build(&env, &store, &["--build-context", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--build-context"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    let out = build(&env, &store, &["--build-context", "gen=../missing"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gen"), "{}", stderr(&out));
+}

@@ -116,6 +116,7 @@ fn lowered(dockerfile: &Path) -> String {
         build_platform: Platform::new("linux", "amd64", ""),
         resolver: &SyntheticBases,
         warn_unused_stages: true,
+        named_contexts: &Default::default(),
     };
     let diagnostics = |diags: &[imgbuild::diag::Diagnostic]| -> String {
         diags.iter().map(|d| format!("{d}\n\n")).collect()

@@ -1113,6 +1113,7 @@ fn dockerfile(input: &[u8], st: &mut Stats) {
                 build_platform: imgbuild::platform::host(),
                 resolver: &FuzzBases,
                 warn_unused_stages: true,
+                named_contexts: &Default::default(),
             };
             let (graph, diags) = lower(&file, &ast, &opts);
             // The same definition for a second platform, merged as a

@@ -54,6 +54,31 @@ impl Step for Copy<'_> {
                     }
                     selections.push(Some(sel));
                 }
+                CopyFrom::Local { name, path } => {
+                    let sel = match cx.planned(self.id, i)? {
+                        Some(sel) => sel,
+                        None => {
+                            let root = cx.locals.get(path).ok_or_else(|| Error::Internal {
+                                what: format!("the context `{name}` was not opened"),
+                            })?;
+                            let root = SourceRoot {
+                                root,
+                                excludes: None,
+                                owners: None,
+                            };
+                            sources::select(&root, item, workdir).map_err(|e| Error::Copy {
+                                location: location.clone(),
+                                source: CopyError::Select(e),
+                            })?
+                        }
+                    };
+                    let d = cx.hash_context(&sel, &location, &mut files)?;
+                    inputs.push((format!("item{i}:local"), d));
+                    if let Some(c) = content.as_mut() {
+                        c.push((format!("item{i}:local"), d));
+                    }
+                    selections.push(Some(sel));
+                }
                 CopyFrom::Stage { stage, name } => {
                     let built = cx.built(*stage, &format!("it was copied from as `{name}`"))?;
                     inputs.push((format!("item{i}:stage"), built.key.0));
@@ -233,7 +258,7 @@ fn select_from_image(
                 .map_err(|e| unresolved(e.to_string()))?
                 .layers
         }
-        CopyFrom::Context | CopyFrom::Inline { .. } => Vec::new(),
+        CopyFrom::Context | CopyFrom::Local { .. } | CopyFrom::Inline { .. } => Vec::new(),
     };
     let listing = cx.listing(&layers)?;
     let rootfs = snapshot::rootfs(cx.store, &layers, &*cx.opts.progress)?;

@@ -50,6 +50,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         store: &store,
         puller: puller.as_deref(),
         platforms: &hi.platforms,
+        named_contexts: &hi.named_contexts,
     })?;
     let graph = def.graph;
     let store = import_caches(store, &hi);

@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, env: &Env, a: &CheckArgs) -> Result<(), Failure> {
         build_args: &a.build_args,
         env,
         run_checks: true,
+        named_contexts: &crate::graph::NamedContexts::new(),
         store: &store,
         // Lowering needs a base's environment: a missing base is pulled,
         // as build would.

@@ -35,6 +35,8 @@ pub struct Request<'a> {
     /// `--platform`: the platforms to build for (empty: the host's, and the
     /// outputs name none).
     pub platforms: &'a [crate::platform::Platform],
+    /// `--build-context`.
+    pub named_contexts: &'a crate::graph::NamedContexts,
 }
 
 /// What was read.
@@ -170,6 +172,7 @@ fn load_dockerfile(req: &Request<'_>) -> Result<Loaded, Failure> {
         build_platform: host.clone(),
         resolver: &resolver,
         warn_unused_stages: req.platforms.is_empty(),
+        named_contexts: req.named_contexts,
     };
     if !req.platforms.is_empty() {
         // One lowering per platform (TARGETARCH and friends differ), merged

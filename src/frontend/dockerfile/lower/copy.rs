@@ -3,10 +3,10 @@
 //! becomes a fetch step (`graph::FetchStep`); git sources are refused with
 //! a clear error (not supported yet).
 
+use super::CopyRef;
 use super::{Lowerer, Scope, Stage};
 use crate::diag::Span;
 use crate::frontend::dockerfile::ast::{CopyArgs, Instruction};
-use crate::graph::builder::PendingRef;
 use crate::graph::{
     Chmod, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep, GraphBuilder, HttpSource, Owner,
     Remote, StepKind, is_http_url,
@@ -73,7 +73,7 @@ impl Lowerer<'_> {
                 Some(v)
             })
             .collect();
-        let from: Option<PendingRef> = c.from.as_ref().and_then(|w| {
+        let from: Option<CopyRef> = c.from.as_ref().and_then(|w| {
             let v = self.expand(w, scope)?;
             self.copy_source_ref(&v, w.span)
         });
@@ -199,8 +199,15 @@ impl Lowerer<'_> {
         }
         if !plain.is_empty() {
             // The context (or --from) copy goes first, as the sources are written.
-            items.insert(0, item(plain, CopyFrom::Context));
-            froms.insert(0, from);
+            // A named local context is read directly; a stage or an image
+            // is resolved with the graph.
+            let (source, pending) = match from {
+                Some(CopyRef::Local(local)) => (local, None),
+                Some(CopyRef::Pending(p)) => (CopyFrom::Context, Some(p)),
+                None => (CopyFrom::Context, None),
+            };
+            items.insert(0, item(plain, source));
+            froms.insert(0, pending);
             let tail = std::mem::take(&mut args);
             args = plain_spans;
             args.extend(tail);

@@ -21,8 +21,8 @@ use super::parser::{Ast, Word};
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span, did_you_mean};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
-    BaseInfo, BaseResolver, BuildGraph, GraphBuilder, ImageSource, Output, Settings, StageId,
-    StepKind,
+    BaseInfo, BaseResolver, BuildGraph, CopyFrom, CopyItem, CopyStep, GraphBuilder, ImageSource,
+    NamedContext, NamedContexts, Output, Settings, StageId, StepKind, context_name,
 };
 use crate::pattern::clean_path;
 use crate::platform::Platform;
@@ -48,6 +48,9 @@ pub struct Options<'a> {
     /// Warn about stages the target does not need (off when the caller
     /// lowers once per platform and warns on the merged graph).
     pub warn_unused_stages: bool,
+    /// `--build-context NAME=…`: what NAME means wherever the Dockerfile
+    /// names it (a base, `COPY --from`, a stage's own name).
+    pub named_contexts: &'a NamedContexts,
 }
 
 /// Build args usable without an ARG instruction (docker's predefined proxy
@@ -172,6 +175,9 @@ pub(super) struct Stage {
     pub id: StageId,
     pub scope: Scope,
     pub workdir: String,
+    /// A named context replaces the stage (`--build-context NAME=…` for
+    /// its `AS NAME`, as BuildKit does): its instructions are not lowered.
+    pub replaced: bool,
 }
 
 pub(super) struct Lowerer<'a> {
@@ -344,6 +350,9 @@ fn lower_instructions(
             continue;
         }
         let Some(st) = current.as_mut() else { continue };
+        if st.replaced {
+            continue;
+        }
         l.instruction(&mut g, st, &global, &i);
         if l.exhausted {
             break;
@@ -403,7 +412,7 @@ fn lower_instructions(
     (graph, l.diags)
 }
 
-impl Lowerer<'_> {
+impl<'a> Lowerer<'a> {
     pub(super) fn at(&self, span: Span) -> SourceRef {
         SourceRef {
             file: Arc::clone(self.file),
@@ -608,8 +617,29 @@ impl Lowerer<'_> {
         let stage_platform = explicit
             .clone()
             .unwrap_or_else(|| self.opts.platform.clone());
-        let (base, info) = self.base(&base_text, image.span, &stage_platform);
+        // A named context for the stage's own name replaces the stage.
+        let replacing = alias.and_then(|_| self.named_context(&name));
+        let replaced = replacing.is_some();
+        let (base, info, local) = match replacing {
+            Some(nc) => self.context_base(&name, nc, image.span, &stage_platform),
+            None => self.base(&base_text, image.span, &stage_platform),
+        };
         let id = g.add_stage(&name, base, &base_text, at);
+        if let Some((cname, path)) = local {
+            // A directory as a base: its files, as one layer.
+            let item = CopyItem {
+                from: CopyFrom::Local { name: cname, path },
+                ..CopyItem::from_context(&["."], "/")
+            };
+            let step = CopyStep {
+                items: vec![item],
+                name: None,
+                add: false,
+                link: false,
+            };
+            let at = self.at(image.span);
+            g.add_step(id, StepKind::Copy(step), at.clone(), vec![None], vec![at]);
+        }
         g.set_platform(id, stage_platform, explicit.is_some());
         let mut scope = Scope::default();
         let mut workdir = "/".to_string();
@@ -645,7 +675,12 @@ impl Lowerer<'_> {
             onbuild: Vec::new(),
             platform: explicit,
         });
-        let mut st = Stage { id, scope, workdir };
+        let mut st = Stage {
+            id,
+            scope,
+            workdir,
+            replaced,
+        };
         // ONBUILD triggers of the base run first, as if written after FROM.
         for t in triggers {
             self.trigger(g, &mut st, global, &t, i.span);
@@ -660,11 +695,46 @@ impl Lowerer<'_> {
         }
     }
 
-    /// What a FROM names: a stage, scratch, or an image (looked up for its
-    /// environment).
-    fn base(&mut self, text: &str, span: Span, platform: &Platform) -> (PendingBase, BaseLookup) {
+    /// The named context NAME stands for, if `--build-context` gave one.
+    pub(super) fn named_context(&self, name: &str) -> Option<&'a NamedContext> {
+        if self.opts.named_contexts.is_empty() {
+            return None;
+        }
+        self.opts.named_contexts.get(&context_name(name))
+    }
+
+    /// A stage's base from a named context: an image (looked up for its
+    /// environment), or a directory (scratch and a copy of it).
+    fn context_base(
+        &mut self,
+        name: &str,
+        nc: &NamedContext,
+        span: Span,
+        platform: &Platform,
+    ) -> (PendingBase, BaseLookup, Option<(String, PathBuf)>) {
+        match nc {
+            NamedContext::Image(src) => {
+                let (base, info) = self.image_base(src.clone(), name, span, platform);
+                (base, info, None)
+            }
+            NamedContext::Local(path) => (
+                PendingBase::Scratch,
+                BaseLookup::None,
+                Some((name.to_string(), path.clone())),
+            ),
+        }
+    }
+
+    /// What a FROM names: a stage, scratch, a named context, or an image
+    /// (looked up for its environment).
+    fn base(
+        &mut self,
+        text: &str,
+        span: Span,
+        platform: &Platform,
+    ) -> (PendingBase, BaseLookup, Option<(String, PathBuf)>) {
         if text.eq_ignore_ascii_case("scratch") {
-            return (PendingBase::Scratch, BaseLookup::None);
+            return (PendingBase::Scratch, BaseLookup::None, None);
         }
         let lower = text.to_ascii_lowercase();
         if let Some(&i) = self.stage_index.get(&lower) {
@@ -675,11 +745,28 @@ impl Lowerer<'_> {
                     at: self.at(span),
                 }),
                 BaseLookup::Stage(i),
+                None,
             );
         }
+        if let Some(nc) = self.named_context(text) {
+            return self.context_base(text, nc, span, platform);
+        }
         let Some(src) = self.image_source(text, span) else {
-            return (PendingBase::Scratch, BaseLookup::None);
+            return (PendingBase::Scratch, BaseLookup::None, None);
         };
+        let (base, info) = self.image_base(src, text, span, platform);
+        (base, info, None)
+    }
+
+    /// An image as a base, looked up for its environment.
+    fn image_base(
+        &mut self,
+        src: ImageSource,
+        text: &str,
+        span: Span,
+        platform: &Platform,
+    ) -> (PendingBase, BaseLookup) {
+        let lower = text.to_ascii_lowercase();
         let info = match self.opts.resolver.resolve(&src, platform) {
             Ok(info) => BaseLookup::Image(info),
             Err(why) => {
@@ -707,8 +794,9 @@ impl Lowerer<'_> {
         }
     }
 
-    /// A stage name, an index, or an image, for `COPY --from`.
-    pub(super) fn copy_source_ref(&mut self, text: &str, span: Span) -> Option<PendingRef> {
+    /// A stage name, an index, a named context or an image, for `COPY
+    /// --from`.
+    pub(super) fn copy_source_ref(&mut self, text: &str, span: Span) -> Option<CopyRef> {
         let lower = text.to_ascii_lowercase();
         let name = match text.parse::<usize>() {
             Ok(i) if i < self.stages.len() => self.stages[i].name.clone(),
@@ -721,19 +809,31 @@ impl Lowerer<'_> {
             }
             Err(_) => lower.clone(),
         };
-        if self.stage_index.contains_key(&name) {
-            return Some(PendingRef {
+        // A named context first: a stage of that name is replaced by it
+        // anyway, and a directory is read directly, not through a stage.
+        let named = self.named_context(&name);
+        if named.is_none() && self.stage_index.contains_key(&name) {
+            return Some(CopyRef::Pending(PendingRef {
                 name,
                 image: None,
                 at: self.at(span),
-            });
+            }));
         }
-        let image = self.image_source(text, span)?;
-        Some(PendingRef {
+        let image = match named {
+            Some(NamedContext::Local(path)) => {
+                return Some(CopyRef::Local(CopyFrom::Local {
+                    name: text.to_string(),
+                    path: path.clone(),
+                }));
+            }
+            Some(NamedContext::Image(src)) => src.clone(),
+            None => self.image_source(text, span)?,
+        };
+        Some(CopyRef::Pending(PendingRef {
             name: text.to_string(),
             image: Some(image),
             at: self.at(span),
-        })
+        }))
     }
 
     fn trigger(
@@ -827,6 +927,13 @@ pub(super) struct StageInfo {
     /// Its `FROM --platform` (or its base stage's), inherited by stages
     /// built `FROM` it.
     pub platform: Option<Platform>,
+}
+
+/// What `COPY --from=NAME` reads: resolved with the graph (a stage, else
+/// an image), or a named local context.
+pub(super) enum CopyRef {
+    Pending(PendingRef),
+    Local(CopyFrom),
 }
 
 enum BaseLookup {
