@@ -42,6 +42,28 @@ use crate::store::Store;
 use crate::store::memo::StatMemo;
 use sources::{Selection, SourceRoot};
 
+/// Where an `--annotation` goes, as buildx names the levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationLevel {
+    /// The image manifest (each platform's, or the one named).
+    Manifest,
+    /// The multi-platform index.
+    Index,
+}
+
+/// One `--annotation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// Which object it annotates.
+    pub level: AnnotationLevel,
+    /// Only this platform's manifest (`manifest[linux/arm64]:`).
+    pub platform: Option<crate::platform::Platform>,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
 /// Everything a build needs besides the graph. The CLI fills it in; nothing in
 /// the library reads the environment or the clock.
 pub struct BuildOptions {
@@ -99,6 +121,9 @@ pub struct BuildOptions {
     pub run: RunSettings,
     /// `--label`: labels of the output images' configs.
     pub labels: Vec<(String, String)>,
+    /// `--annotation`: annotations of the output images' manifests and
+    /// indexes.
+    pub annotations: Vec<Annotation>,
     /// `--no-cache-filter`: stages whose steps ignore the cache.
     pub no_cache_stages: Vec<String>,
     /// How ADD reaches URLs (proxy, timeouts).

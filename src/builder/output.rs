@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::cx::Cx;
-use super::{BuiltImage, Error, Planned, Result};
+use super::{AnnotationLevel, BuiltImage, Error, Planned, Result};
 use crate::digest::Digest;
 use crate::graph::{Base, StageId};
 use crate::oci::archive::{ArchiveFormat, write_archive};
@@ -172,16 +172,63 @@ impl Cx<'_> {
     /// What an output's archive and tags hold: the image, or an index of
     /// its platforms' images (written to the store).
     fn content_of(&self, o: &Planned) -> Result<(Content, Vec<PlatformImage>)> {
-        let images = self.images_of(o)?;
+        let mut images = self.images_of(o)?;
+        for (p, _, m) in &mut images {
+            *m = self.annotated_manifest(p.as_ref(), *m)?;
+        }
+        let index_annotations: Vec<(&str, &str)> = self
+            .opts
+            .annotations
+            .iter()
+            .filter(|a| a.level == AnnotationLevel::Index)
+            .map(|a| (a.key.as_str(), a.value.as_str()))
+            .collect();
         if let [(_, _, manifest)] = images.as_slice() {
+            if !index_annotations.is_empty() {
+                return Err(Error::Invalid(vec![super::plain_diag(
+                    "--annotation index:… needs a multi-platform image (--platform with several platforms)"
+                        .to_string(),
+                )]));
+            }
             return Ok((Content::Manifest(*manifest), images));
         }
         let entries: Vec<(Platform, Digest)> = images
             .iter()
             .map(|(p, _, m)| (p.clone().unwrap_or_else(crate::platform::host), *m))
             .collect();
-        let bytes = crate::oci::archive::index_bytes(self.store, &entries)?;
+        let bytes = crate::oci::archive::index_bytes(self.store, &entries, &index_annotations)?;
         Ok((Content::Index(self.store.put_blob(&bytes)?), images))
+    }
+
+    /// The manifest `manifest` with the `--annotation`s for `platform`'s
+    /// manifest, stored as a blob beside it (the image record keeps the
+    /// plain one: annotations belong to this build's outputs, not to the
+    /// image, whose ID they do not change).
+    fn annotated_manifest(&self, platform: Option<&Platform>, manifest: Digest) -> Result<Digest> {
+        let mine: Vec<&super::Annotation> = self
+            .opts
+            .annotations
+            .iter()
+            .filter(|a| a.level == AnnotationLevel::Manifest)
+            .filter(|a| a.platform.is_none() || a.platform.as_ref() == platform)
+            .collect();
+        if mine.is_empty() {
+            return Ok(manifest);
+        }
+        let mut doc: serde_json::Value = serde_json::from_slice(&self.store.read_blob(&manifest)?)
+            .map_err(|e| Error::Internal {
+                what: format!("reading manifest {manifest}: {e}"),
+            })?;
+        if !doc["annotations"].is_object() {
+            doc["annotations"] = serde_json::json!({});
+        }
+        for a in mine {
+            doc["annotations"][&a.key] = serde_json::Value::String(a.value.clone());
+        }
+        let bytes = crate::digest::canonical_json(&doc).map_err(|e| Error::Internal {
+            what: format!("encoding an annotated manifest: {e}"),
+        })?;
+        Ok(self.store.put_blob(&bytes)?)
     }
 
     pub(super) fn write_output(&self, o: &Planned) -> Result<BuiltImage> {

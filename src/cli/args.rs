@@ -438,6 +438,11 @@ pub struct BuildArgs {
     /// entry); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Add an annotation to the output's manifest (KEY=VALUE,
+    /// manifest:KEY=VALUE, manifest[os/arch]:KEY=VALUE) or to its
+    /// multi-platform index (index:KEY=VALUE); repeatable.
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Add a custom host-to-IP mapping HOST:IP (or HOST=IP) to every RUN
     /// step's /etc/hosts; repeatable.
     #[arg(long = "add-host", value_name = "HOST:IP")]

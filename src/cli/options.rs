@@ -98,6 +98,14 @@ pub enum ArgError {
         /// Its source, absolute.
         path: PathBuf,
     },
+    /// An `--annotation` that cannot be placed.
+    #[error("--annotation {spec}: {why}")]
+    Annotation {
+        /// The value as given.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A `--label` without `=`.
     #[error("--label {0}: expected KEY=VALUE")]
     Label(String),
@@ -226,6 +234,8 @@ pub struct HiBuild {
     pub push: bool,
     /// `--label`, in order.
     pub labels: Vec<(String, String)>,
+    /// `--annotation`, in order.
+    pub annotations: Vec<crate::builder::Annotation>,
     /// `--add-host`, `--ulimit`, `--shm-size`.
     pub run: crate::builder::RunSettings,
     /// `--no-cache-filter`.
@@ -399,6 +409,11 @@ impl HiBuild {
                         .ok_or_else(|| ArgError::Label(l.clone()))
                 })
                 .collect::<Result<_, _>>()?,
+            annotations: a
+                .annotations
+                .iter()
+                .map(|s| annotation(s))
+                .collect::<Result<_, _>>()?,
             run: crate::builder::RunSettings {
                 add_hosts: a
                     .add_hosts
@@ -482,6 +497,58 @@ fn add_host(spec: &str) -> Result<(String, std::net::IpAddr), ArgError> {
 
 /// An absolute form of `p` against the working directory `cwd`, touching
 /// nothing (what `std::path::absolute` gives in `cwd`).
+/// One `--annotation [TYPE[,TYPE][\[PLATFORM\]]:]KEY=VALUE`, as buildx
+/// takes it; no type is `manifest`. The descriptor levels
+/// (`manifest-descriptor`, `index-descriptor`) are refused.
+fn annotation(spec: &str) -> Result<crate::builder::Annotation, ArgError> {
+    use crate::builder::{Annotation, AnnotationLevel};
+    let bad = |why: &str| ArgError::Annotation {
+        spec: spec.to_string(),
+        why: why.to_string(),
+    };
+    let (head, kv) = match spec.split_once('=') {
+        Some((k, _)) if !k.contains(':') => ("", spec),
+        _ => match spec.split_once(':') {
+            Some((t, kv)) => (t, kv),
+            None => ("", spec),
+        },
+    };
+    let (key, value) = kv
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| bad("expected [TYPE:]KEY=VALUE"))?;
+    let (types, platform) = match head.split_once('[') {
+        Some((t, p)) => {
+            let p = p
+                .strip_suffix(']')
+                .ok_or_else(|| bad("a platform is written TYPE[os/arch]"))?;
+            let p = crate::platform::Platform::parse(p).map_err(|e| bad(&e.to_string()))?;
+            (t, Some(p))
+        }
+        None => (head, None),
+    };
+    let level = match types {
+        "" | "manifest" => AnnotationLevel::Manifest,
+        "index" => AnnotationLevel::Index,
+        "manifest-descriptor" | "index-descriptor" => {
+            return Err(bad("descriptor annotations are not supported yet"));
+        }
+        _ if types.contains(',') => {
+            return Err(bad("give one type per --annotation"));
+        }
+        _ => return Err(bad("the type is manifest or index")),
+    };
+    if level == AnnotationLevel::Index && platform.is_some() {
+        return Err(bad("an index has no platform"));
+    }
+    Ok(Annotation {
+        level,
+        platform,
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
 /// One `--build-context NAME=VALUE`, as buildx takes it: a directory,
 /// `docker-image://REF` (an image by name, from the store or its
 /// registry), or `oci-layout://PATH[:TAG][@DIGEST]` (an image of an OCI
@@ -1071,6 +1138,75 @@ mod tests {
             build(&["-o", "type=image,name=Bad!", "."]),
             Err(ArgError::Tag(_))
         ));
+    }
+
+    #[test]
+    fn annotations_in_buildx_syntax() {
+        use crate::builder::AnnotationLevel;
+        let a = annotation("org.opencontainers.image.title=a=b").unwrap();
+        assert_eq!(
+            (a.level, a.key.as_str(), a.value.as_str()),
+            (
+                AnnotationLevel::Manifest,
+                "org.opencontainers.image.title",
+                "a=b"
+            )
+        );
+        let a = annotation("index:k=v").unwrap();
+        assert_eq!((a.level, a.platform), (AnnotationLevel::Index, None));
+        let a = annotation("manifest[linux/arm64]:k=").unwrap();
+        assert_eq!(a.platform.unwrap().arch, "arm64");
+        assert_eq!(a.value, "");
+        for bad in [
+            "k",
+            "=v",
+            "index-descriptor:k=v",
+            "x:k=v",
+            "manifest[linux/arm64:k=v",
+        ] {
+            assert!(annotation(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_contexts_in_buildx_syntax() {
+        use crate::graph::{ImageSource, NamedContext};
+        let cwd = Some(Path::new("/w"));
+        let (k, c) = named_context("Base=docker-image://alpine:3", cwd).unwrap();
+        assert_eq!(k, "base");
+        assert!(matches!(c, NamedContext::Image(ImageSource::Named(_))));
+        let (_, c) = named_context("x=oci-layout://l:v1", cwd).unwrap();
+        assert_eq!(
+            c,
+            NamedContext::Image(ImageSource::OciDir {
+                path: "/w/l".into(),
+                name: Some("v1".into())
+            })
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let (_, c) = named_context(&format!("x=oci-layout:///l:v1@{d}"), cwd).unwrap();
+        assert_eq!(
+            c,
+            NamedContext::Image(ImageSource::OciDir {
+                path: "/l".into(),
+                name: Some(d)
+            })
+        );
+        let (k, c) = named_context("docker.io/library/alpine:latest=dir", cwd).unwrap();
+        assert_eq!(
+            (k.as_str(), c),
+            ("alpine", NamedContext::Local("/w/dir".into()))
+        );
+        for bad in [
+            "x",
+            "x=",
+            "=d",
+            "x=git://h/r",
+            "x=oci-layout://",
+            "x=oci-layout://l@sha256:zz",
+        ] {
+            assert!(named_context(bad, cwd).is_err(), "{bad}");
+        }
     }
 
     #[test]

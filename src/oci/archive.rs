@@ -333,6 +333,7 @@ pub fn write_index_archive<W: Write>(
 pub fn index_bytes(
     store: &Store,
     images: &[(crate::platform::Platform, Digest)],
+    annotations: &[(&str, &str)],
 ) -> Result<Vec<u8>> {
     let mut manifests = Vec::new();
     for (p, m) in images {
@@ -348,12 +349,19 @@ pub fn index_bytes(
             "platform": platform,
         }));
     }
-    canonical_json(&json!({
+    let mut index = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_INDEX,
         "manifests": manifests,
-    }))
-    .map_err(|source| Error::Json {
+    });
+    if !annotations.is_empty() {
+        index["annotations"] = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    canonical_json(&index).map_err(|source| Error::Json {
         what: "image index".into(),
         source,
     })

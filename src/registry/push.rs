@@ -107,7 +107,23 @@ pub fn push(
     let rec = store
         .image(id)?
         .ok_or_else(|| Error::NotFound(format!("image {id}")))?;
-    let bytes = store.read_blob(&rec.manifest)?;
+    push_manifest_blob(store, client, &rec.manifest, reference, mounts, on)
+}
+
+/// Pushes the manifest blob `manifest` (an image's, or one a build
+/// annotated) and what it names to `reference`.
+///
+/// # Errors
+/// See [`push`].
+pub fn push_manifest_blob(
+    store: &Store,
+    client: &Client,
+    manifest: &Digest,
+    reference: &Reference,
+    mounts: &HashMap<Digest, String>,
+    on: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<Pushed> {
+    let bytes = store.read_blob(manifest)?;
     let target = tag_of(reference);
     push_manifest(
         store,

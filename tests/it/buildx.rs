@@ -658,3 +658,140 @@ fn issue_15_named_contexts_stand_for_what_the_dockerfile_names() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("gen"), "{}", stderr(&out));
 }
+
+crate::it_test!(issue_15_annotations_reach_manifests_and_indexes);
+/// Item 5: `--annotation` puts KEY=VALUE in the output's manifest (all
+/// platforms', or one platform's with `manifest[os/arch]:`) and, with
+/// `index:`, in its multi-platform index: in the archive, as skopeo reads
+/// it, and in what is pushed. The image ID does not change.
+fn issue_15_annotations_reach_manifests_and_indexes() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path().join("ctx")).unwrap();
+    env.write("ctx/a.txt", "alpha\n");
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    let raw = |archive: &str| -> serde_json::Value {
+        let path = env.path().join("ctx").join(archive);
+        serde_json::from_str(&tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}", path.display()),
+            ],
+        ))
+        .unwrap()
+    };
+    let plain = build(&env, "s", &["-q", "-o", "plain.tar"]);
+    assert_success(&plain, &["no annotations"]);
+    let out = build(
+        &env,
+        "s",
+        &[
+            "-q",
+            "--annotation",
+            "org.opencontainers.image.title=app",
+            "--annotation",
+            "manifest:com.example.team=core",
+            "-o",
+            "annotated.tar",
+        ],
+    );
+    assert_success(&out, &["manifest annotations"]);
+    assert_eq!(out.stdout, plain.stdout, "the image ID is the same");
+    let m = raw("annotated.tar");
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.title"], "app",
+        "{m}"
+    );
+    assert_eq!(m["annotations"]["com.example.team"], "core", "{m}");
+    assert!(raw("plain.tar").get("annotations").is_none());
+
+    // Several platforms: the index's, and one platform's manifest.
+    let reg = Registry::start(&env, false);
+    let name = format!("{}/team/app:multi", reg.host());
+    let out = build(
+        &env,
+        "s",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--annotation",
+            "index:com.example.index=yes",
+            "--annotation",
+            "manifest[linux/arm64]:com.example.arch=arm",
+            "--insecure-registry",
+            &reg.host(),
+            "-o",
+            "multi.tar",
+            "-o",
+            &format!("type=registry,name={name}"),
+        ],
+    );
+    assert_success(&out, &["index annotations"]);
+    let pushed: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ],
+    ))
+    .unwrap();
+    for index in [raw("multi.tar"), pushed] {
+        assert_eq!(index["annotations"]["com.example.index"], "yes", "{index}");
+        let manifests = index["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 2, "{index}");
+    }
+    // Every manifest the registry holds for the index, by digest.
+    let index: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ],
+    ))
+    .unwrap();
+    for m in index["manifests"].as_array().unwrap() {
+        let digest = m["digest"].as_str().unwrap();
+        let repo = name.rsplit_once(':').unwrap().0;
+        let manifest: serde_json::Value = serde_json::from_str(&tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{repo}@{digest}"),
+            ],
+        ))
+        .unwrap();
+        let arch = m["platform"]["architecture"].as_str().unwrap();
+        let want = (arch == "arm64").then_some("arm");
+        assert_eq!(
+            manifest["annotations"]["com.example.arch"].as_str(),
+            want,
+            "{arch}: {manifest}"
+        );
+    }
+
+    // Usage errors.
+    for bad in [
+        "nokey",
+        "manifest-descriptor:k=v",
+        "bogus:k=v",
+        "index[linux/amd64]:k=v",
+    ] {
+        let out = build(&env, "s", &["--annotation", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--annotation"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    let out = build(&env, "s", &["--annotation", "index:k=v", "-o", "x.tar"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("multi-platform"), "{}", stderr(&out));
+}

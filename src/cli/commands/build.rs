@@ -80,6 +80,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         puller,
         run: hi.run.clone(),
         labels: hi.labels.clone(),
+        annotations: hi.annotations.clone(),
         no_cache_stages: hi.no_cache_stages.clone(),
         inline_cache: hi
             .cache_to
@@ -201,12 +202,13 @@ fn push_tags(
     }
     for (tag, image) in tags {
         let notice = super::registry::notice_to_stderr;
-        let target = if image.is_index() {
-            crate::store::TagTarget::Index(image.id)
+        if image.is_index() {
+            let target = crate::store::TagTarget::Index(image.id);
+            super::registry::push_target(store, target, tag, opts, Some(&say), notice)?;
         } else {
-            crate::store::TagTarget::Image(image.id)
-        };
-        super::registry::push_target(store, target, tag, opts, Some(&say), notice)?;
+            // The build's manifest: with its --annotation, if any.
+            super::registry::push_manifest(store, &image.manifest, tag, opts, Some(&say), notice)?;
+        }
     }
     Ok(())
 }

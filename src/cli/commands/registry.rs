@@ -225,6 +225,27 @@ fn pushing<T>(
 /// Pushes image `id` to `dest`, telling `say` docker's lines (the
 /// repository, each layer, the digest) and `notice` each retry; `push` and
 /// `build --push` share it.
+/// Pushes the manifest `manifest` (a build's output, annotated or not) as
+/// `dest`.
+///
+/// # Errors
+/// As [`push_image`].
+pub fn push_manifest(
+    store: &crate::store::Store,
+    manifest: &Digest,
+    dest: &Reference,
+    opts: &Options,
+    say: Option<&(dyn Fn(String) + Sync)>,
+    notice: fn(&registry::Retrying<'_>),
+) -> Result<Digest, Failure> {
+    pushing(store, dest, opts, say, notice, |client, mounts, tell| {
+        let on = |e: registry::push::Event<'_>| tell(e.line());
+        let pushed =
+            registry::push::push_manifest_blob(store, client, manifest, dest, mounts, &on)?;
+        Ok((pushed.digest, pushed.size, pushed.digest))
+    })
+}
+
 pub fn push_image(
     store: &crate::store::Store,
     id: &Digest,
