@@ -124,6 +124,9 @@ pub struct BuildOptions {
     /// `--annotation`: annotations of the output images' manifests and
     /// indexes.
     pub annotations: Vec<Annotation>,
+    /// `-o …,force-compression=true`: the outputs' layers all in
+    /// `compression`, base layers recompressed.
+    pub force_compression: bool,
     /// `--no-cache-filter`: stages whose steps ignore the cache.
     pub no_cache_stages: Vec<String>,
     /// How ADD reaches URLs (proxy, timeouts).

@@ -173,7 +173,10 @@ impl Cx<'_> {
     /// its platforms' images (written to the store).
     fn content_of(&self, o: &Planned) -> Result<(Content, Vec<PlatformImage>)> {
         let mut images = self.images_of(o)?;
-        for (p, _, m) in &mut images {
+        for (p, id, m) in &mut images {
+            if self.opts.force_compression {
+                *m = self.recompressed_manifest(id, *m)?;
+            }
             *m = self.annotated_manifest(p.as_ref(), *m)?;
         }
         let index_annotations: Vec<(&str, &str)> = self
@@ -198,6 +201,61 @@ impl Cx<'_> {
             .collect();
         let bytes = crate::oci::archive::index_bytes(self.store, &entries, &index_annotations)?;
         Ok((Content::Index(self.store.put_blob(&bytes)?), images))
+    }
+
+    /// The manifest of image `id` with every layer in the build's
+    /// compression (`force-compression=true`): layers in another one (a
+    /// base's, a cached step's) are recompressed into new blobs, their
+    /// uncompressed bytes checked against the config's diff_ids.
+    fn recompressed_manifest(&self, id: &Digest, manifest: Digest) -> Result<Digest> {
+        let want = self.opts.compression;
+        let image = crate::oci::Image::load(self.store, id)?;
+        if image
+            .layers
+            .iter()
+            .all(|l| crate::layer::Compression::from_media_type(&l.media_type) == Some(want))
+        {
+            return Ok(manifest);
+        }
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for l in &image.layers {
+            let Some(from) =
+                crate::layer::Compression::from_media_type(&l.media_type).filter(|c| *c != want)
+            else {
+                layers.push(l.clone());
+                continue;
+            };
+            let blob = self.store.open_blob(&l.digest)?;
+            let writer = self.store.blob_writer()?;
+            let (writer, digests) = crate::layer::recompress(
+                std::io::BufReader::with_capacity(1 << 20, blob),
+                from,
+                want,
+                writer,
+                Some(&self.pool),
+            )
+            .map_err(|e| Error::Internal {
+                what: format!("recompressing layer {}: {e}", l.digest),
+            })?;
+            if digests.diff_id != l.diff_id {
+                return Err(Error::Internal {
+                    what: format!(
+                        "layer {} is not what the image's config says (diff_id {}, read {})",
+                        l.digest, l.diff_id, digests.diff_id
+                    ),
+                });
+            }
+            let digest = writer.commit(Some(&digests.digest))?;
+            layers.push(crate::oci::LayerDescriptor {
+                diff_id: l.diff_id,
+                digest,
+                size: digests.size,
+                media_type: want.oci_media_type().to_string(),
+            });
+        }
+        let config_size = self.store.read_blob(id)?.len() as u64;
+        let bytes = crate::oci::manifest_bytes(id, config_size, &layers)?;
+        Ok(self.store.put_blob(&bytes)?)
     }
 
     /// The manifest `manifest` with the `--annotation`s for `platform`'s

@@ -236,6 +236,8 @@ pub struct HiBuild {
     pub labels: Vec<(String, String)>,
     /// `--annotation`, in order.
     pub annotations: Vec<crate::builder::Annotation>,
+    /// An `-o …,force-compression=true`.
+    pub force_compression: bool,
     /// `--add-host`, `--ulimit`, `--shm-size`.
     pub run: crate::builder::RunSettings,
     /// `--no-cache-filter`.
@@ -281,14 +283,10 @@ impl HiBuild {
             CompressionArg::None => Compression::None,
         };
         let mut chosen: Option<Compression> = None;
+        let mut force_compression = false;
         let mut push = a.push;
         for o in specs {
-            if o.force_compression {
-                return Err(ArgError::Outputs(
-                    "force-compression=true is not supported yet: base layers keep their                      compression (layers the build makes use compression=)"
-                        .into(),
-                ));
-            }
+            force_compression |= o.force_compression;
             if let Some(c) = o.compression {
                 if chosen.is_some_and(|have| have != c) {
                     return Err(ArgError::Outputs(
@@ -409,6 +407,7 @@ impl HiBuild {
                         .ok_or_else(|| ArgError::Label(l.clone()))
                 })
                 .collect::<Result<_, _>>()?,
+            force_compression,
             annotations: a
                 .annotations
                 .iter()

@@ -332,6 +332,50 @@ fn links_to_first(entries: &mut [Entry]) {
     }
 }
 
+/// Streams a layer blob compressed as `from` into `sink` compressed as
+/// `to` (`-o …,force-compression=true`), returning the sink and the
+/// digests; the uncompressed stream, whose digest is the diff_id, is the
+/// same bytes.
+///
+/// # Errors
+/// A blob that does not decompress, or a failing sink.
+pub fn recompress<R: Read, W: Write>(
+    blob: R,
+    from: Compression,
+    to: Compression,
+    sink: W,
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<(W, LayerDigests)> {
+    let mut plain = Decompressor::new(blob, from).map_err(Error::Write)?;
+    let encoder = to
+        .encoder(HashingWriter::new(sink), pool)
+        .map_err(Error::Write)?;
+    let mut tar = HashingWriter::new(encoder);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = plain.read(&mut buf).map_err(|source| Error::Read {
+            what: "blob".into(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        tar.write_all(&buf[..n]).map_err(Error::Write)?;
+    }
+    let (encoder, diff_id, uncompressed_size) = tar.finish();
+    let blob_hasher = encoder.finish().map_err(Error::Write)?;
+    let (sink, digest, size) = blob_hasher.finish();
+    Ok((
+        sink,
+        LayerDigests {
+            diff_id,
+            digest,
+            size,
+            uncompressed_size,
+        },
+    ))
+}
+
 /// Writes `entries` (already [`normalize`]d) as a layer into `sink`, compressed
 /// with `compression` (gzip blocks on `pool` when given; the bytes are the same
 /// either way), and returns the sink and the digests. `on_bytes` is told how

@@ -205,6 +205,90 @@ fn issue_15_zstd_layers_are_read_by_skopeo_and_podman() {
     assert_eq!(said, "hello\nmade\n");
 }
 
+crate::it_test!(issue_15_force_compression_recompresses_the_base_layers);
+/// Item 1: `force-compression=true` puts every layer in the requested
+/// compression, the base's too; the image ID (its diff_ids) does not
+/// change, and podman runs the result.
+fn issue_15_force_compression_recompresses_the_base_layers() {
+    let env = TestEnv::new();
+    context(&env);
+    let plain = build(&env, "s", &["-q", "-o", "type=oci,dest=g.tar"]);
+    assert_success(&plain, &["gzip"]);
+    let out = build(
+        &env,
+        "s",
+        &[
+            "-q",
+            "-t",
+            "fz:1",
+            "-o",
+            "type=oci,dest=f.tar,compression=zstd,force-compression=true",
+        ],
+    );
+    assert_success(&out, &["force-compression"]);
+    assert_eq!(out.stdout, plain.stdout, "the same image ID");
+    let archive = env.path().join("ctx/f.tar");
+    let m: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    ))
+    .unwrap();
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types, ["application/vnd.oci.image.layer.v1.tar+zstd"; 3],
+        "{m}"
+    );
+    let loaded = podman(&env, &["load", "-i", archive.to_str().unwrap()]);
+    let name = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("{loaded}"))
+        .trim()
+        .to_string();
+    let said = podman(
+        &env,
+        &["run", "--rm", "--network=none", &name, "cat", "/etc/motd"],
+    );
+    assert_eq!(said, "welcome\n");
+    // Back to gzip, forced: the zstd-compressed step layers of a zstd
+    // build come back as gzip.
+    let out = build(
+        &env,
+        "s",
+        &[
+            "-o",
+            "type=oci,dest=back.tar,compression=gzip,force-compression=true",
+        ],
+    );
+    assert_success(&out, &["back to gzip"]);
+    let m: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", env.path().join("ctx/back.tar").display()),
+        ],
+    ))
+    .unwrap();
+    assert!(
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{m}"
+    );
+}
+
 crate::it_test!(issue_15_type_registry_pushes_and_type_image_names);
 /// Item 1: `type=registry,name=…` pushes (a registry on 127.0.0.1 then
 /// serves the image), `type=image,name=…` only names it in the store.

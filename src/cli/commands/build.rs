@@ -81,6 +81,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         run: hi.run.clone(),
         labels: hi.labels.clone(),
         annotations: hi.annotations.clone(),
+        force_compression: hi.force_compression,
         no_cache_stages: hi.no_cache_stages.clone(),
         inline_cache: hi
             .cache_to
