@@ -362,6 +362,14 @@ pub fn recompress<R: Read, W: Write>(
         }
         tar.write_all(&buf[..n]).map_err(Error::Write)?;
     }
+    finish_layer(tar)
+}
+
+/// Ends a layer stream: the uncompressed hasher over the encoder over the
+/// compressed hasher over the sink.
+fn finish_layer<W: Write>(
+    tar: HashingWriter<compress::Encoder<'_, HashingWriter<W>>>,
+) -> Result<(W, LayerDigests)> {
     let (encoder, diff_id, uncompressed_size) = tar.finish();
     let blob_hasher = encoder.finish().map_err(Error::Write)?;
     let (sink, digest, size) = blob_hasher.finish();
@@ -400,18 +408,7 @@ pub fn write<W: Write>(
         write_entry(&mut tar, e, &mut buf, &mut done, on_bytes)?;
     }
     let tar_hasher = tar.finish().map_err(Error::Write)?;
-    let (encoder, diff_id, uncompressed_size) = tar_hasher.finish();
-    let blob_hasher = encoder.finish().map_err(Error::Write)?;
-    let (sink, digest, size) = blob_hasher.finish();
-    Ok((
-        sink,
-        LayerDigests {
-            diff_id,
-            digest,
-            size,
-            uncompressed_size,
-        },
-    ))
+    finish_layer(tar_hasher)
 }
 
 fn write_entry<W: Write>(

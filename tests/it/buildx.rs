@@ -36,6 +36,14 @@ fn build(env: &TestEnv, store: &str, args: &[&str]) -> std::process::Output {
     c.output().unwrap()
 }
 
+/// `skopeo inspect --raw REF`: the manifest or index as stored.
+fn skopeo_raw(reference: &str) -> String {
+    tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", "--raw", reference],
+    )
+}
+
 /// The member names of a tar file (or bytes), sorted.
 fn tar_names(bytes: &[u8]) -> Vec<String> {
     let mut a = tar::Archive::new(bytes);
@@ -93,14 +101,7 @@ fn issue_15_one_build_writes_every_output_type() {
         ("oci-archive", "app.oci.tar"),
         ("docker-archive", "app.docker.tar"),
     ] {
-        let raw = tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--raw",
-                &format!("{transport}:{}", dir.join(file).display()),
-            ],
-        );
+        let raw = skopeo_raw(&format!("{transport}:{}", dir.join(file).display()));
         let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
         assert_eq!(m["layers"].as_array().unwrap().len(), 3, "{file}: {raw}");
         let want = if transport == "oci-archive" {
@@ -150,14 +151,7 @@ fn issue_15_zstd_layers_are_read_by_skopeo_and_podman() {
     );
     assert_success(&out, &["a zstd build"]);
     let archive = env.path().join("ctx/z.tar");
-    let raw = tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", archive.display()),
-        ],
-    );
+    let raw = skopeo_raw(&format!("oci-archive:{}", archive.display()));
     let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let types: Vec<&str> = m["layers"]
         .as_array()
@@ -228,15 +222,8 @@ fn issue_15_force_compression_recompresses_the_base_layers() {
     assert_success(&out, &["force-compression"]);
     assert_eq!(out.stdout, plain.stdout, "the same image ID");
     let archive = env.path().join("ctx/f.tar");
-    let m: serde_json::Value = serde_json::from_str(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", archive.display()),
-        ],
-    ))
-    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&skopeo_raw(&format!("oci-archive:{}", archive.display()))).unwrap();
     let types: Vec<&str> = m["layers"]
         .as_array()
         .unwrap()
@@ -270,14 +257,10 @@ fn issue_15_force_compression_recompresses_the_base_layers() {
         ],
     );
     assert_success(&out, &["back to gzip"]);
-    let m: serde_json::Value = serde_json::from_str(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", env.path().join("ctx/back.tar").display()),
-        ],
-    ))
+    let m: serde_json::Value = serde_json::from_str(&skopeo_raw(&format!(
+        "oci-archive:{}",
+        env.path().join("ctx/back.tar").display()
+    )))
     .unwrap();
     assert!(
         m["layers"]
@@ -308,15 +291,7 @@ fn issue_15_type_registry_pushes_and_type_image_names() {
         ],
     );
     assert_success(&out, &["type=registry"]);
-    let raw = tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--raw",
-            &format!("docker://{name}"),
-        ],
-    );
+    let raw = skopeo_raw(&format!("docker://{name}"));
     assert!(raw.contains("layers"), "{raw}");
     let out = build(&env, "s", &["-o", "type=image,name=local/app:2"]);
     assert_success(&out, &["type=image"]);
@@ -755,15 +730,7 @@ fn issue_15_annotations_reach_manifests_and_indexes() {
     env.write("ctx/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
     let raw = |archive: &str| -> serde_json::Value {
         let path = env.path().join("ctx").join(archive);
-        serde_json::from_str(&tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--raw",
-                &format!("oci-archive:{}", path.display()),
-            ],
-        ))
-        .unwrap()
+        serde_json::from_str(&skopeo_raw(&format!("oci-archive:{}", path.display()))).unwrap()
     };
     let plain = build(&env, "s", &["-q", "-o", "plain.tar"]);
     assert_success(&plain, &["no annotations"]);
@@ -812,45 +779,21 @@ fn issue_15_annotations_reach_manifests_and_indexes() {
         ],
     );
     assert_success(&out, &["index annotations"]);
-    let pushed: serde_json::Value = serde_json::from_str(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--raw",
-            &format!("docker://{name}"),
-        ],
-    ))
-    .unwrap();
+    let pushed: serde_json::Value =
+        serde_json::from_str(&skopeo_raw(&format!("docker://{name}"))).unwrap();
     for index in [raw("multi.tar"), pushed] {
         assert_eq!(index["annotations"]["com.example.index"], "yes", "{index}");
         let manifests = index["manifests"].as_array().unwrap();
         assert_eq!(manifests.len(), 2, "{index}");
     }
     // Every manifest the registry holds for the index, by digest.
-    let index: serde_json::Value = serde_json::from_str(&tool(
-        "skopeo",
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--raw",
-            &format!("docker://{name}"),
-        ],
-    ))
-    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&skopeo_raw(&format!("docker://{name}"))).unwrap();
     for m in index["manifests"].as_array().unwrap() {
         let digest = m["digest"].as_str().unwrap();
         let repo = name.rsplit_once(':').unwrap().0;
-        let manifest: serde_json::Value = serde_json::from_str(&tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--tls-verify=false",
-                "--raw",
-                &format!("docker://{repo}@{digest}"),
-            ],
-        ))
-        .unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&skopeo_raw(&format!("docker://{repo}@{digest}"))).unwrap();
         let arch = m["platform"]["architecture"].as_str().unwrap();
         let want = (arch == "arm64").then_some("arm");
         assert_eq!(

@@ -32,38 +32,24 @@ impl Step for Copy<'_> {
         let mut from_stage = false;
         for (i, item) in self.c.items.iter().enumerate() {
             match &item.from {
-                CopyFrom::Context => {
-                    let sel = match cx.planned(self.id, i)? {
-                        Some(sel) => sel,
-                        None => {
-                            let root = SourceRoot {
-                                root: &cx.context,
-                                excludes: Some(&cx.excludes),
-                                owners: None,
-                            };
-                            sources::select(&root, item, workdir).map_err(|e| Error::Copy {
-                                location: location.clone(),
-                                source: CopyError::Select(e),
-                            })?
-                        }
-                    };
-                    let d = cx.hash_context(&sel, &location, &mut files)?;
-                    inputs.push((format!("item{i}:context"), d));
-                    if let Some(c) = content.as_mut() {
-                        c.push((format!("item{i}:context"), d));
-                    }
-                    selections.push(Some(sel));
-                }
-                CopyFrom::Local { name, path } => {
-                    let sel = match cx.planned(self.id, i)? {
-                        Some(sel) => sel,
-                        None => {
+                CopyFrom::Context | CopyFrom::Local { .. } => {
+                    // The build context, or a named local one (without
+                    // the context's excludes).
+                    let (root, excludes, what) = match &item.from {
+                        CopyFrom::Local { name, path } => {
                             let root = cx.locals.get(path).ok_or_else(|| Error::Internal {
                                 what: format!("the context `{name}` was not opened"),
                             })?;
+                            (root, None, "local")
+                        }
+                        _ => (&cx.context, Some(&cx.excludes), "context"),
+                    };
+                    let sel = match cx.planned(self.id, i)? {
+                        Some(sel) => sel,
+                        None => {
                             let root = SourceRoot {
                                 root,
-                                excludes: None,
+                                excludes,
                                 owners: None,
                             };
                             sources::select(&root, item, workdir).map_err(|e| Error::Copy {
@@ -73,9 +59,9 @@ impl Step for Copy<'_> {
                         }
                     };
                     let d = cx.hash_context(&sel, &location, &mut files)?;
-                    inputs.push((format!("item{i}:local"), d));
+                    inputs.push((format!("item{i}:{what}"), d));
                     if let Some(c) = content.as_mut() {
-                        c.push((format!("item{i}:local"), d));
+                        c.push((format!("item{i}:{what}"), d));
                     }
                     selections.push(Some(sel));
                 }
