@@ -315,6 +315,13 @@ impl HiBuild {
         if let Some(c) = chosen {
             compression = c;
         }
+        let quiet = a.quiet || a.progress == ProgressMode::Quiet;
+        if quiet && exports.iter().any(|o| matches!(o.dest, Dest::Stdout)) {
+            return Err(ArgError::Outputs(
+                "-q prints the image ID on standard output, where this -o writes too: drop one"
+                    .into(),
+            ));
+        }
         if a.depfile.is_some() && output_as_given.is_none() && dockerfile && a.iidfile.is_none() {
             return Err(ArgError::DepfileWithoutTarget);
         }

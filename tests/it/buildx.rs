@@ -321,6 +321,11 @@ fn issue_15_a_bad_output_is_a_usage_error() {
         "{}",
         stderr(&out)
     );
+    // -q and a tar on standard output would share it.
+    let out = build(&env, "s", &["-q", "-o", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("-q"), "{}", stderr(&out));
 }
 
 crate::it_test!(issue_15_run_flags_reach_every_run_step);
