@@ -270,11 +270,24 @@ impl HiBuild {
             .map(|t| Reference::parse(t).map_err(ArgError::Tag))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tags = tags;
+        let given_format = a.format.map(|f| match f {
+            FormatArg::Oci => ArchiveFormat::Oci,
+            FormatArg::Docker => ArchiveFormat::Docker,
+        });
         let specs = a
             .outputs
             .iter()
-            .map(|o| output::output(o, cwd))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|o| {
+                let mut spec = output::output(o, cwd)?;
+                // `-o PATH` names no format: `--format` gives it.
+                if let (false, OutputKind::Archive(f), Some(g)) =
+                    (o.contains('='), &mut spec.kind, given_format)
+                {
+                    *f = g;
+                }
+                Ok(spec)
+            })
+            .collect::<Result<Vec<_>, ArgError>>()?;
         let (mut output, mut output_as_given, mut archive_format) = (None, None, None);
         let mut exports = Vec::new();
         let mut compression = match a.compression {
@@ -380,10 +393,7 @@ impl HiBuild {
             output_as_given,
             exports,
             // A `-o type=` says its archive's format; `--format` the rest.
-            format: archive_format.or(a.format.map(|f| match f {
-                FormatArg::Oci => ArchiveFormat::Oci,
-                FormatArg::Docker => ArchiveFormat::Docker,
-            })),
+            format: archive_format.or(given_format),
             compression,
             no_cache: a.no_cache,
             jobs: a.jobs.unwrap_or(env.cpus),

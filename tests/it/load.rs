@@ -12,9 +12,12 @@ fn demo(env: &TestEnv) -> (std::path::PathBuf, String) {
     );
     let out = env.run_in(&env.path().join("ctx"), &["--progress=quiet", "spec.toml"]);
     assert_success(&out, &["build demo"]);
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(id.len(), 12, "quiet prints the short ID: {id:?}");
-    (env.path().join("ctx/demo.tar"), id)
+    let full = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let hex = full
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("quiet prints the full ID: {full:?}"));
+    assert_eq!(hex.len(), 64, "quiet prints the full ID: {full:?}");
+    (env.path().join("ctx/demo.tar"), hex[..12].to_string())
 }
 
 crate::it_test!(load_round_trips_oci_and_docker_archives);
