@@ -242,6 +242,7 @@ pub fn prepare<'s>(
         },
         argv,
         env,
+        env_files: Vec::new(),
         cwd: opts
             .workdir
             .clone()

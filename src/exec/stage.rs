@@ -133,6 +133,7 @@ fn stage1(dir: &Path) -> Result<i32> {
         seccomp: spec.seccomp.clone(),
         nproc: spec.nproc,
         ulimits: spec.ulimits.clone(),
+        env_files: spec.env_files.clone(),
     };
     write_json(&dir.join("init.json"), &init)?;
     let mut report = Report {

@@ -75,6 +75,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         network: hi.network,
         limits: hi.limits,
         secrets: hi.secrets.clone(),
+        ssh: hi.ssh.clone(),
         sandbox: hi.sandbox,
         host: hi.host.clone(),
         puller,
