@@ -533,6 +533,11 @@ pub(super) fn run_step(
         argv,
         env: environment(inp.config, r),
         env_files: std::mem::take(&mut live.env_files),
+        pass_fds: live
+            .memfds
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .collect(),
         cwd,
         user,
         // Set by the isolation below.
@@ -642,7 +647,8 @@ struct Live {
 
 /// A secret given as a value, as a path the sandbox can read while `live`
 /// holds it. A memfd: the value stays in memory, never on a disk, and goes
-/// when the last descriptor does — with the builder, however it ends. The
+/// when the last descriptor does — with the builder and the sandbox,
+/// however they end. The
 /// kernel will not bind-mount a memfd (it lives on an internal mount), so
 /// the sandbox copies it onto a tmpfs of its own mount namespace
 /// (`exec::MountKind::Copied`), which vanishes with the sandbox.
@@ -664,11 +670,9 @@ fn memfd_path(value: &[u8], live: &mut Live) -> Result<PathBuf, RunError> {
         SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
     )
     .map_err(|e| io(at, e.into()))?;
-    let path = PathBuf::from(format!(
-        "/proc/{}/fd/{}",
-        std::process::id(),
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ));
+    // The sandbox gets it as descriptor 3, 4, … (`exec::Spec::pass_fds`):
+    // in a user namespace, /proc/<builder>/fd is closed to it.
+    let path = PathBuf::from(format!("/proc/self/fd/{}", 3 + live.memfds.len()));
     live.memfds.push(fd);
     Ok(path)
 }

@@ -27,7 +27,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::HostOptions;
@@ -398,7 +397,10 @@ fn connect(path: &Path) -> std::io::Result<UnixStream> {
 /// dropped.
 pub struct Proxy {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the accept loop (it polls the read end). Not a
+    /// connection to the socket: given to another owner and mode, it may
+    /// refuse the builder.
+    wake: Option<OwnedFd>,
     accept: Option<std::thread::JoinHandle<()>>,
     conns: Arc<Mutex<Vec<UnixStream>>>,
 }
@@ -413,32 +415,18 @@ impl Proxy {
             let (_dir, short) = short_name(path)?;
             UnixListener::bind(short)?
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, wake) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let conns: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
         let agent = agent.to_path_buf();
         let accept = {
-            let (stop, conns) = (Arc::clone(&stop), Arc::clone(&conns));
+            let conns = Arc::clone(&conns);
             std::thread::Builder::new()
                 .name("imgbuild-ssh".into())
-                .spawn(move || {
-                    for client in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(client) = client else { continue };
-                        if let Ok(c) = client.try_clone() {
-                            conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
-                        }
-                        let agent = agent.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("imgbuild-ssh".into())
-                            .spawn(move || relay(client, &agent));
-                    }
-                })?
+                .spawn(move || accept_loop(&listener, &stop, &agent, &conns))?
         };
         Ok(Proxy {
             path: path.to_path_buf(),
-            stop,
+            wake: Some(wake),
             accept: Some(accept),
             conns,
         })
@@ -450,11 +438,44 @@ impl Proxy {
     }
 }
 
+/// Accepts until `stop` reads the end (or fails), one relay thread per
+/// connection.
+fn accept_loop(
+    listener: &UnixListener,
+    stop: &OwnedFd,
+    agent: &Path,
+    conns: &Mutex<Vec<UnixStream>>,
+) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        let Ok((client, _)) = listener.accept() else {
+            continue;
+        };
+        if let Ok(c) = client.try_clone() {
+            conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        }
+        let agent = agent.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("imgbuild-ssh".into())
+            .spawn(move || relay(client, &agent));
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop, which then sees `stop`.
-        let _ = connect(&self.path);
+        drop(self.wake.take());
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

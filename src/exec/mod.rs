@@ -119,8 +119,8 @@ pub enum MountKind {
     /// A read-only file holding the bytes of `source` (at most
     /// [`MAX_COPIED`]), copied by stage 1 onto a tmpfs of its own mount
     /// namespace: for what exists only in memory (a secret from the
-    /// caller's environment, a memfd named by `/proc/PID/fd/N`), which the
-    /// kernel will not bind-mount. Mode 0400, owned by root.
+    /// caller's environment, a memfd passed in [`Spec::pass_fds`]), which
+    /// the kernel will not bind-mount. Mode 0400, owned by root.
     Copied {
         /// A path stage 1 can read.
         source: PathBuf,
@@ -188,6 +188,12 @@ pub struct Spec {
     pub argv: Vec<String>,
     /// The environment, in order.
     pub env: Vec<(String, String)>,
+    /// Descriptors of the caller's that stage 1 (and stage 2, never the
+    /// command) gets as 3, 4, … in this order, named `/proc/self/fd/N` by
+    /// mounts and `env_files`: secrets held in memfds, which a process in
+    /// a user namespace may not open through the builder's `/proc/PID/fd`.
+    #[serde(default)]
+    pub pass_fds: Vec<i32>,
     /// Variables whose values stage 2 reads from these files (at most
     /// [`MAX_COPIED`] bytes) just before the command: secrets exposed as
     /// environment variables, whose values never pass through a spec file
@@ -510,6 +516,10 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
     })?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg(STAGE1_ARG).arg(dir);
+    if !spec.pass_fds.is_empty() {
+        let fds = (3..).zip(&spec.pass_fds).map(|(n, fd)| (*fd, n)).collect();
+        sys::pass_fds(&mut cmd, fds, false);
+    }
     // The upper is read through /proc/PID/root, from the root directory.
     let abs = std::path::absolute(dir).map_err(dir_err)?;
     let hold = spec.capture

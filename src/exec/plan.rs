@@ -143,9 +143,13 @@ pub struct Exec {
 /// One step of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Close every descriptor above 2 (stage 1 starts with this: nothing
-    /// inherited from whoever started the builder reaches the sandbox).
-    CloseInherited,
+    /// Close every descriptor above 2 but the `keep` passed ones (stage 1
+    /// starts with this: nothing else inherited from whoever started the
+    /// builder reaches the sandbox).
+    CloseInherited {
+        /// Descriptors 3.. the builder passed on purpose.
+        keep: u32,
+    },
     /// Move this process into a cgroup (its directory).
     JoinCgroup(PathBuf),
     /// A new user namespace with this mapping.
@@ -336,7 +340,7 @@ pub enum Op {
 impl Op {
     fn phase(&self) -> Phase {
         match self {
-            Op::CloseInherited | Op::CloseOnExec => Phase::Descriptors,
+            Op::CloseInherited { .. } | Op::CloseOnExec => Phase::Descriptors,
             Op::JoinCgroup(_) => Phase::Cgroup,
             Op::EnterUserNamespace(_) | Op::JoinUserNamespace(_) => Phase::UserNamespace,
             Op::Unshare(_) => Phase::Namespaces,
@@ -376,7 +380,9 @@ impl Op {
             }
             Op::HostFile { path, .. } => path.display().to_string(),
             Op::CopyFile { from, .. } => from.display().to_string(),
-            Op::Own { path, .. } => path.display().to_string(),
+            Op::Own { path, uid, gid, .. } => {
+                format!("{} (owner {uid}:{gid} of the container)", path.display())
+            }
             Op::ReadEnv { name, .. } => format!("${name}"),
             Op::Ensure { rel, .. } | Op::Symlink { rel, .. } => format!("/{rel}"),
             Op::Mount {
@@ -529,7 +535,7 @@ pub fn apply(ops: &[Op], sys: &mut dyn Syscall) -> Result<Option<i32>, SetupErro
     let mut pid = None;
     for op in ops {
         let r = match op {
-            Op::CloseInherited => sys.close_range(3, false),
+            Op::CloseInherited { keep } => sys.close_range(3 + keep, false),
             Op::CloseOnExec => sys.close_range(3, true),
             Op::JoinCgroup(d) => sys.join_cgroup(d),
             Op::EnterUserNamespace(m) => sys.enter_user_namespace(m),
@@ -684,7 +690,9 @@ fn confined_is_dir(root: &Path, path: &Path) -> bool {
 /// A spec that cannot be mounted (bad characters in overlay options, too
 /// many layers for one mount).
 pub fn stage1(spec: &Spec, dir: &Path) -> Result<Vec<Op>, SetupError> {
-    let mut ops = vec![Op::CloseInherited];
+    let mut ops = vec![Op::CloseInherited {
+        keep: u32::try_from(spec.pass_fds.len()).unwrap_or(u32::MAX),
+    }];
     for c in &spec.cgroups {
         ops.push(Op::JoinCgroup(c.clone()));
     }
@@ -1415,6 +1423,7 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec![],
             env_files: vec![],
+            pass_fds: vec![],
             cwd: "/".into(),
             user: String::new(),
             network: NetworkMode::Host,
@@ -1518,7 +1527,7 @@ mod tests {
             super::super::Mount {
                 target: "/run/secrets/tok".into(),
                 kind: MountKind::Copied {
-                    source: "/proc/9/fd/5".into(),
+                    source: "/proc/self/fd/3".into(),
                 },
             },
             super::super::Mount {
@@ -1531,10 +1540,12 @@ mod tests {
                 },
             },
         ];
+        s.pass_fds = vec![17];
         let r = record(&stage1(&s, Path::new("/d")).unwrap());
+        assert_eq!(r.calls[0], "close_range 4 cloexec=false", "3 is kept");
         let tmpfs = r.index("mount tmpfs tmpfs /d/copied ");
         assert!(r.calls[tmpfs].contains("mode=700"), "{}", r.calls[tmpfs]);
-        let copy = r.index("copy /proc/9/fd/5 /d/copied/0 max=512000 mode=400");
+        let copy = r.index("copy /proc/self/fd/3 /d/copied/0 max=512000 mode=400");
         let bind = r.index("bind /d/copied/0 root:/run/secrets/tok ro=true");
         assert!(tmpfs < copy && copy < bind, "{:#?}", r.calls);
         let own = r.index("own /d/mounts/ssh0.sock 1000:1001 600");
@@ -1557,9 +1568,9 @@ mod tests {
     #[test]
     fn stage2_reads_secret_variables_before_it_pivots() {
         let mut i = init(0);
-        i.env_files = vec![("TOKEN".into(), "/proc/9/fd/5".into())];
+        i.env_files = vec![("TOKEN".into(), "/proc/self/fd/3".into())];
         let r = record(&stage2(&i));
-        let read = r.index("read_env TOKEN /proc/9/fd/5 max=512000");
+        let read = r.index("read_env TOKEN /proc/self/fd/3 max=512000");
         assert!(read < r.index("pivot_root"), "{:#?}", r.calls);
     }
 
