@@ -18,8 +18,11 @@
 //! signing); adding, removing, locking and extensions are answered with
 //! `SSH_AGENT_FAILURE`, as BuildKit's read-only agent does, so a step can
 //! neither change the caller's agent nor lock it. The framing (a 4-byte
-//! length, then the message) is all the proxy reads; the agent protocol is
-//! request/response, one at a time, so one thread per connection relays.
+//! length, at most OpenSSH's 256 KiB, then the message) and the type byte
+//! are all the proxy reads; the agent protocol is request/response, one at
+//! a time, so one thread per connection relays, `MAX_CONNECTIONS` (32) at
+//! most. Filtering needs that much parsing; a byte-for-byte relay would
+//! hand a step the whole agent.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -36,6 +39,11 @@ const MAX_KEY: u64 = 100 * 1024;
 
 /// The longest agent message relayed (OpenSSH's `AGENT_MAX_LEN`).
 const MAX_MESSAGE: usize = 256 * 1024;
+
+/// The most connections one RUN's socket serves at once (a thread each, in
+/// the builder, outside the step's pids limit); more are closed unserved.
+/// git and ssh hold one each.
+const MAX_CONNECTIONS: usize = 32;
 
 /// Requests a RUN may make: `SSH_AGENTC_REQUEST_IDENTITIES` and
 /// `SSH_AGENTC_SIGN_REQUEST` (draft-miller-ssh-agent, section 6.1).
@@ -99,6 +107,21 @@ pub enum SshError {
         /// What failed.
         what: String,
     },
+}
+
+impl SshError {
+    /// Whether the flag's value is at fault (a path that is no socket or
+    /// usable key), rather than this machine (no OpenSSH client, an agent
+    /// that does not start).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SshError::Stat { .. }
+                | SshError::Mixed { .. }
+                | SshError::NotKey { .. }
+                | SshError::Encrypted { .. }
+        )
+    }
 }
 
 /// What an `--ssh` id names.
@@ -402,7 +425,20 @@ pub struct Proxy {
     /// refuse the builder.
     wake: Option<OwnedFd>,
     accept: Option<std::thread::JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<UnixStream>>>,
+    conns: Arc<Conns>,
+}
+
+/// The open connections of a proxy, by number: the relays' sockets, shut
+/// down when the proxy stops; each relay takes itself out when it ends.
+#[derive(Default)]
+struct Conns {
+    open: Mutex<HashMap<u64, UnixStream>>,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, UnixStream>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Proxy {
@@ -416,7 +452,7 @@ impl Proxy {
             UnixListener::bind(short)?
         };
         let (stop, wake) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let conns: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+        let conns: Arc<Conns> = Arc::default();
         let agent = agent.to_path_buf();
         let accept = {
             let conns = Arc::clone(&conns);
@@ -439,14 +475,10 @@ impl Proxy {
 }
 
 /// Accepts until `stop` reads the end (or fails), one relay thread per
-/// connection.
-fn accept_loop(
-    listener: &UnixListener,
-    stop: &OwnedFd,
-    agent: &Path,
-    conns: &Mutex<Vec<UnixStream>>,
-) {
+/// connection, at most [`MAX_CONNECTIONS`] at once.
+fn accept_loop(listener: &UnixListener, stop: &OwnedFd, agent: &Path, conns: &Arc<Conns>) {
     use rustix::event::{PollFd, PollFlags, poll};
+    let mut next = 0u64;
     loop {
         let mut fds = [
             PollFd::new(listener, PollFlags::IN),
@@ -463,13 +495,28 @@ fn accept_loop(
         let Ok((client, _)) = listener.accept() else {
             continue;
         };
-        if let Ok(c) = client.try_clone() {
-            conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        let Ok(handle) = client.try_clone() else {
+            continue;
+        };
+        {
+            let mut open = conns.lock();
+            if open.len() >= MAX_CONNECTIONS {
+                // Dropped: the client sees the end of the stream.
+                continue;
+            }
+            open.insert(next, handle);
         }
-        let agent = agent.to_path_buf();
-        let _ = std::thread::Builder::new()
+        let (n, agent, mine) = (next, agent.to_path_buf(), Arc::clone(conns));
+        next += 1;
+        let spawned = std::thread::Builder::new()
             .name("imgbuild-ssh".into())
-            .spawn(move || relay(client, &agent));
+            .spawn(move || {
+                relay(client, &agent);
+                mine.lock().remove(&n);
+            });
+        if spawned.is_err() {
+            conns.lock().remove(&n);
+        }
     }
 }
 
@@ -479,12 +526,7 @@ impl Drop for Proxy {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        for c in self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for (_, c) in self.conns.lock().drain() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         let _ = fs_err::remove_file(&self.path);
@@ -631,5 +673,64 @@ mod tests {
         }
         drop(proxy);
         assert!(!t.path().join("proxy").exists());
+    }
+
+    /// A fake agent answering every request with `42`, at `dir/agent`.
+    fn answering_agent(dir: &Path) -> PathBuf {
+        let path = dir.join("agent");
+        let agent = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for c in agent.incoming() {
+                let mut c = c.unwrap();
+                std::thread::spawn(move || {
+                    while read_message(&mut c).is_some() {
+                        c.write_all(&[0, 0, 0, 1, 42]).unwrap();
+                    }
+                });
+            }
+        });
+        path
+    }
+
+    fn served(c: &mut UnixStream) -> bool {
+        c.write_all(&[0, 0, 0, 1, 11]).is_ok() && read_message(c).is_some_and(|m| m[4] == 42)
+    }
+
+    #[test]
+    fn the_proxy_bounds_messages_and_connections() {
+        let t = tempfile::tempdir().unwrap();
+        let agent = answering_agent(t.path());
+        let proxy = Proxy::start(&t.path().join("proxy"), &agent).unwrap();
+        // A length over OpenSSH's limit ends the connection, unread.
+        let mut c = UnixStream::connect(proxy.path()).unwrap();
+        let too_long = u32::try_from(MAX_MESSAGE + 1).unwrap().to_be_bytes();
+        c.write_all(&too_long).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        // MAX_CONNECTIONS at once are served; one more is closed.
+        let mut open: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+            .map(|_| UnixStream::connect(proxy.path()).unwrap())
+            .collect();
+        for c in &mut open {
+            assert!(served(c));
+        }
+        let mut extra = UnixStream::connect(proxy.path()).unwrap();
+        assert!(
+            !served(&mut extra),
+            "connection {} is refused",
+            MAX_CONNECTIONS + 1
+        );
+        // One closed makes room (once its relay has noticed).
+        drop(open.pop());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut c = UnixStream::connect(proxy.path()).unwrap();
+            if served(&mut c) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no room made");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
