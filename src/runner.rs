@@ -242,6 +242,8 @@ pub fn prepare<'s>(
         },
         argv,
         env,
+        env_files: Vec::new(),
+        pass_fds: Vec::new(),
         cwd: opts
             .workdir
             .clone()

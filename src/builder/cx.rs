@@ -63,6 +63,8 @@ pub(super) struct Cx<'a> {
     pub(super) sandbox: Mutex<SandboxMode>,
     /// What RUN sandboxes share: seccomp filter, network, cgroups.
     pub(super) isolation: run::Isolation,
+    /// The SSH agents RUN steps may use (`--ssh`), started by the build.
+    pub(super) ssh: super::ssh::Agents,
 }
 
 impl<'a> Cx<'a> {
@@ -95,6 +97,7 @@ impl<'a> Cx<'a> {
                 opts.limits,
                 opts.host.clone(),
             ),
+            ssh: super::ssh::Agents::default(),
         }
     }
 

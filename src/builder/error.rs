@@ -20,6 +20,9 @@ pub enum Error {
         #[source]
         source: Box<super::base::BaseError>,
     },
+    /// An `--ssh` that cannot be used.
+    #[error(transparent)]
+    Ssh(#[from] super::ssh::SshError),
     /// A COPY step failed.
     #[error("{location}: COPY failed")]
     Copy {

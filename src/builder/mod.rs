@@ -19,6 +19,7 @@ pub mod run;
 mod scheduler;
 pub mod snapshot;
 pub mod sources;
+pub mod ssh;
 mod step;
 mod why;
 
@@ -104,8 +105,11 @@ pub struct BuildOptions {
     pub network: RunNetwork,
     /// `--pids-limit`, `--memory`, `--cpu-quota`: limits of each RUN step.
     pub limits: crate::exec::cgroup::Limits,
-    /// `--secret id=…,src=…`: files RUN `--mount=type=secret` may mount.
-    pub secrets: HashMap<String, PathBuf>,
+    /// `--secret`: what RUN `--mount=type=secret` may mount, by id.
+    pub secrets: HashMap<String, Secret>,
+    /// `--ssh`: agent sockets or key files RUN `--mount=type=ssh` may
+    /// use, by id (see [`ssh`]).
+    pub ssh: HashMap<String, Vec<PathBuf>>,
     /// How RUN gets its root filesystem.
     pub sandbox: SandboxMode,
     /// What RUN sandboxes take from the host (helpers in `PATH`,
@@ -131,6 +135,26 @@ pub struct BuildOptions {
     pub no_cache_stages: Vec<String>,
     /// How ADD reaches URLs (proxy, timeouts).
     pub fetch: crate::fetch::Options,
+}
+
+/// A `--secret`'s source: a file, or bytes the CLI took from its
+/// environment (held in memory only: see [`run`]'s secret mounts).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A host file, absolute.
+    File(PathBuf),
+    /// The value itself.
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+            // Never the value, not even in a debug print.
+            Secret::Value(v) => write!(f, "Value(<{} bytes>)", v.len()),
+        }
+    }
 }
 
 /// One image the build produced.
@@ -623,6 +647,44 @@ fn emulation_problems(
     out
 }
 
+/// The agent ids the RUN steps of `order` mount, and a located error for
+/// each `required` one no `--ssh` names (BuildKit fails such a step; here
+/// the build stops before any work).
+fn ssh_mounts(
+    graph: &BuildGraph,
+    order: &[StageId],
+    opts: &BuildOptions,
+) -> (std::collections::HashSet<String>, Vec<Diagnostic>) {
+    let mut used = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for s in order {
+        for step in graph.stage(*s).steps.iter().map(|id| graph.step(*id)) {
+            let StepKind::Run(r) = &step.kind else {
+                continue;
+            };
+            for m in &r.mounts {
+                let crate::graph::Mount::Ssh { id, required, .. } = m else {
+                    continue;
+                };
+                used.insert(id.clone());
+                if *required && !opts.ssh.contains_key(id) {
+                    problems.push(
+                        Diagnostic::error(
+                            &step.source.file,
+                            step.source.span,
+                            format!("RUN --mount=type=ssh,id={id},required: no agent `{id}` was given"),
+                        )
+                        .with_help(format!(
+                            "forward one: --ssh {id} (for $SSH_AUTH_SOCK), --ssh {id}=SOCKET or --ssh {id}=KEYFILE"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+    (used, problems)
+}
+
 /// Builds the graph's outputs.
 ///
 /// # Errors
@@ -660,6 +722,10 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
             return Err(Error::Invalid(problems));
         }
     }
+    let (ssh_used, problems) = ssh_mounts(graph, &order, opts);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
     let _lock = opts.store.lock_shared()?;
     let excludes = PatternSet::new(&graph.settings.context_excludes)
         .map_err(|e| Error::Invalid(vec![plain_diag(e.to_string())]))?
@@ -676,8 +742,17 @@ pub fn build(graph: &BuildGraph, opts: &BuildOptions) -> Result<BuildResult> {
         &fs_err::canonicalize(&graph.settings.context)
             .unwrap_or_else(|_| graph.settings.context.clone()),
     );
-    let cx = cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes));
-    let cx = cx.with_locals(locals);
+    let mut cx =
+        cx::Cx::new(graph, opts, pool, selections, memo, (context, excludes)).with_locals(locals);
+    // Started here, on the caller's thread: a private agent dies with the
+    // thread that spawned it (PR_SET_PDEATHSIG), and this one outlives the
+    // build.
+    cx.ssh = ssh::Agents::start(
+        &opts.ssh,
+        &|id| !opts.dry_run && ssh_used.contains(id),
+        &opts.host,
+        &|what| opts.store.tmp_path(what),
+    )?;
     let b = scheduler::Scheduler::new(cx, &order);
     b.run(&order)?;
     let reports = b.take_reports()?;

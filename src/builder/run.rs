@@ -303,7 +303,9 @@ pub(super) struct RunInputs<'a> {
     pub layers: &'a [LayerDescriptor],
     pub epoch: Option<u64>,
     pub context: &'a Path,
-    pub secrets: &'a std::collections::HashMap<String, PathBuf>,
+    pub secrets: &'a std::collections::HashMap<String, super::Secret>,
+    /// The build's SSH agents (`--ssh`).
+    pub ssh: &'a super::ssh::Agents,
     /// Root filesystems of the stages a `--mount=from=` names.
     pub stage_roots: &'a dyn Fn(Option<crate::graph::StageId>) -> Option<Result<PathBuf, RunError>>,
     pub mode: SandboxMode,
@@ -433,6 +435,17 @@ pub fn environment(cfg: &ImageConfig, r: &RunStep) -> Vec<(String, String)> {
             Some(_) => {}
         }
     }
+    // BuildKit's ExecOp: SSH_AUTH_SOCK names the first ssh mount's socket,
+    // unless the environment already sets it.
+    let first_ssh = r.mounts.iter().find_map(|m| match m {
+        Mount::Ssh { target, .. } => Some(target),
+        _ => None,
+    });
+    if let Some(t) = first_ssh
+        && !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK")
+    {
+        env.push(("SSH_AUTH_SOCK".into(), t.clone()));
+    }
     env
 }
 
@@ -478,8 +491,11 @@ pub(super) fn run_step(
             },
         });
     }
+    // What the mounts need while the command runs: secrets held in
+    // memory, agent proxies.
+    let mut live = Live::default();
     for m in &r.mounts {
-        if let Some(em) = mount_for(m, inp, &cwd)? {
+        if let Some(em) = mount_for(m, inp, &cwd, &mount_dir, &mut live)? {
             mounts.push(em);
         }
     }
@@ -516,6 +532,12 @@ pub(super) fn run_step(
         },
         argv,
         env: environment(inp.config, r),
+        env_files: std::mem::take(&mut live.env_files),
+        pass_fds: live
+            .memfds
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .collect(),
         cwd,
         user,
         // Set by the isolation below.
@@ -550,7 +572,11 @@ pub(super) fn run_step(
         created = exec::prepare_mountpoints(&copy_root, &spec).map_err(RunError::Sandbox)?;
         before = Some(exec::diff::record(&copy_root).map_err(RunError::Diff)?);
     }
-    let outcome = exec::run(dir, &spec, exec::Output::Lines(on_line)).map_err(RunError::Sandbox)?;
+    let outcome = exec::run(dir, &spec, exec::Output::Lines(on_line)).map_err(RunError::Sandbox);
+    // The command is over (its PID namespace with it): the proxies close,
+    // the in-memory secrets go.
+    drop(live);
+    let outcome = outcome?;
     if outcome.code != 0 {
         if let (Some(held), Some(upper)) = (&outcome.held, &outcome.upper)
             && held.upper_full(upper)
@@ -608,9 +634,60 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), RunError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io(path, e))
 }
 
-/// A `--mount` as the sandbox mounts it (`None`: an optional secret that was
-/// not given).
-fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::Mount>, RunError> {
+/// What a RUN's mounts hold while its command runs (dropped after it).
+#[derive(Default)]
+struct Live {
+    /// Secrets from the caller's environment, as sealed memfds.
+    memfds: Vec<std::os::fd::OwnedFd>,
+    /// One per ssh mount.
+    proxies: Vec<super::ssh::Proxy>,
+    /// `env=` secrets: variable and the file stage 2 reads it from.
+    env_files: Vec<(String, PathBuf)>,
+}
+
+/// A secret given as a value, as a path the sandbox can read while `live`
+/// holds it. A memfd: the value stays in memory, never on a disk, and goes
+/// when the last descriptor does — with the builder and the sandbox,
+/// however they end. The
+/// kernel will not bind-mount a memfd (it lives on an internal mount), so
+/// the sandbox copies it onto a tmpfs of its own mount namespace
+/// (`exec::MountKind::Copied`), which vanishes with the sandbox.
+fn memfd_path(value: &[u8], live: &mut Live) -> Result<PathBuf, RunError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let at = Path::new("memfd:imgbuild-secret");
+    let fd = rustix::fs::memfd_create(
+        "imgbuild-secret",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(|e| io(at, e.into()))?;
+    let mut rest = value;
+    while !rest.is_empty() {
+        let n = rustix::io::write(&fd, rest).map_err(|e| io(at, e.into()))?;
+        rest = &rest[n..];
+    }
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )
+    .map_err(|e| io(at, e.into()))?;
+    // The sandbox gets it as descriptor 3, 4, … (`exec::Spec::pass_fds`):
+    // in a user namespace, /proc/<builder>/fd is closed to it.
+    let path = PathBuf::from(format!("/proc/self/fd/{}", 3 + live.memfds.len()));
+    live.memfds.push(fd);
+    Ok(path)
+}
+
+/// A `--mount` as the sandbox mounts it (`None`: an optional secret or
+/// agent that was not given, or a secret that is only a variable). What
+/// the mount needs while the command runs goes into `live`; sockets are
+/// made in `mount_dir`.
+fn mount_for(
+    m: &Mount,
+    inp: &RunInputs<'_>,
+    cwd: &str,
+    mount_dir: &Path,
+    live: &mut Live,
+) -> Result<Option<exec::Mount>, RunError> {
     let abs = |t: &str| {
         if t.starts_with('/') {
             t.to_string()
@@ -683,27 +760,75 @@ fn mount_for(m: &Mount, inp: &RunInputs<'_>, cwd: &str) -> Result<Option<exec::M
             id,
             target,
             required,
-        } => match inp.secrets.get(id) {
-            Some(src) => exec::Mount {
+            env,
+        } => {
+            let (source, copied) = match inp.secrets.get(id) {
+                Some(super::Secret::File(p)) => (p.clone(), false),
+                Some(super::Secret::Value(v)) => (memfd_path(v, live)?, true),
+                None if *required => {
+                    return Err(RunError::Mount {
+                        what: format!(
+                            "secret `{id}` is required but was not given (--secret id={id},src=FILE or id={id},env=VAR)"
+                        ),
+                    });
+                }
+                None => return Ok(None),
+            };
+            if let Some(name) = env {
+                live.env_files.push((name.clone(), source.clone()));
+                if target.is_empty() {
+                    return Ok(None);
+                }
+            }
+            exec::Mount {
                 target: if target.is_empty() {
                     format!("/run/secrets/{id}")
                 } else {
                     abs(target)
                 },
-                kind: MountKind::Bind {
-                    source: src.clone(),
-                    readonly: true,
+                kind: if copied {
+                    MountKind::Copied { source }
+                } else {
+                    MountKind::Bind {
+                        source,
+                        readonly: true,
+                    }
                 },
-            },
-            None if *required => {
-                return Err(RunError::Mount {
-                    what: format!(
-                        "secret `{id}` is required but was not given (--secret id={id},src=FILE)"
-                    ),
-                });
             }
-            None => return Ok(None),
-        },
+        }
+        Mount::Ssh {
+            id,
+            target,
+            required,
+            uid,
+            gid,
+            mode,
+        } => {
+            let Some(agent) = inp.ssh.socket(id) else {
+                if *required {
+                    return Err(RunError::Mount {
+                        what: format!(
+                            "ssh agent `{id}` is required but was not given (--ssh {id}=SOCKET|KEY)"
+                        ),
+                    });
+                }
+                return Ok(None);
+            };
+            #[allow(clippy::disallowed_methods)] // the error names the path already
+            std::fs::create_dir_all(mount_dir).map_err(|e| io(mount_dir, e))?;
+            let path = mount_dir.join(format!("ssh{}.sock", live.proxies.len()));
+            let proxy = super::ssh::Proxy::start(&path, agent).map_err(|e| io(&path, e))?;
+            live.proxies.push(proxy);
+            exec::Mount {
+                target: abs(target),
+                kind: MountKind::Socket {
+                    source: path,
+                    uid: *uid,
+                    gid: *gid,
+                    mode: *mode,
+                },
+            }
+        }
     }))
 }
 

@@ -430,9 +430,10 @@ pub struct BuildArgs {
     /// Resource limits of each RUN step.
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// A secret RUN --mount=type=secret can mount: id=ID,src=FILE; never
-    /// stored in a layer, the history or the cache.
-    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    /// A secret RUN --mount=type=secret can mount: id=ID,src=FILE or
+    /// id=ID,env=VAR (a variable of this environment); never stored in a
+    /// layer, the history or the cache.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
     /// Add a label KEY=VALUE to the output image's config (no history
     /// entry); repeatable.
@@ -458,6 +459,11 @@ pub struct BuildArgs {
     /// hit it); repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+    /// An SSH agent RUN --mount=type=ssh can use: `default` (or ID) for
+    /// $SSH_AUTH_SOCK, ID=SOCKET, or ID=KEYFILE[,KEYFILE…] (held by a
+    /// private ssh-agent for the build); the keys never reach a layer.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY…]]")]
+    pub ssh: Vec<String>,
     /// Base images from registries.
     #[command(flatten)]
     pub bases: BaseArgs,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::args::{BuildArgs, CompressionArg, FormatArg, ProgressMode, PullPolicy, RunArgs};
 use super::env::Env;
 use super::exit::Failure;
-use crate::builder::{RunNetwork, SandboxMode};
+use crate::builder::{RunNetwork, SandboxMode, Secret};
 use crate::exec::HostOptions;
 use crate::exec::cgroup::Limits;
 use crate::layer::Compression;
@@ -85,10 +85,28 @@ pub enum ArgError {
         value: String,
     },
     /// A `--secret` without an id and a source.
-    #[error("--secret {spec}: expected id=ID,src=FILE")]
+    #[error("--secret {spec}: expected id=ID,src=FILE or id=ID,env=VAR")]
     SecretSyntax {
         /// The flag's value.
         spec: String,
+    },
+    /// A `--secret` from a variable holding more than [`MAX_SECRET`] bytes.
+    #[error("--secret {spec}: the value is over 500 KiB")]
+    SecretTooBig {
+        /// The flag's value.
+        spec: String,
+    },
+    /// `--ssh ID` with no path and no `SSH_AUTH_SOCK` (buildx's message).
+    #[error("--ssh {spec}: invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set")]
+    SshNoAgent {
+        /// The flag's value.
+        spec: String,
+    },
+    /// Two `--ssh` of one id.
+    #[error("--ssh: invalid duplicate ID {id}")]
+    SshDuplicate {
+        /// The id.
+        id: String,
     },
     /// A `--secret` whose source is not a file.
     #[error("--secret {spec}: {} is not a file", path.display())]
@@ -220,8 +238,10 @@ pub struct HiBuild {
     pub network: RunNetwork,
     /// `--pids-limit`, `--memory`, `--cpu-*`.
     pub limits: Limits,
-    /// `--secret`: id → absolute path of a file.
-    pub secrets: HashMap<String, PathBuf>,
+    /// `--secret`: id → an absolute path of a file, or a variable's value.
+    pub secrets: HashMap<String, Secret>,
+    /// `--ssh`: id → absolute paths (an agent socket, or key files).
+    pub ssh: HashMap<String, Vec<PathBuf>>,
     /// `IMGBUILD_SANDBOX`.
     pub sandbox: SandboxMode,
     /// `PATH`, `IMGBUILD_NO_SUBIDS`, `IMGBUILD_RUN_MEMORY`.
@@ -354,7 +374,8 @@ impl HiBuild {
             .map(|c| cache::cache_to(c, cwd))
             .collect::<Result<Vec<_>, _>>()?;
         let epoch = epoch(env.source_date_epoch())?;
-        let secrets = secrets(&a.secrets, cwd, is_file)?;
+        let secrets = secrets(&a.secrets, env, is_file)?;
+        let ssh = ssh(&a.ssh, env)?;
         let mut platforms: Vec<crate::platform::Platform> = Vec::new();
         for list in &a.platforms {
             for p in crate::platform::Platform::parse_list(list).map_err(ArgError::Platform)? {
@@ -409,6 +430,7 @@ impl HiBuild {
             network: a.network.run_network(),
             limits: a.limits.limits(),
             secrets,
+            ssh,
             sandbox: env.sandbox(),
             host: env.sandbox_host(),
             registry: a.bases.registry(env.docker_config()),
@@ -662,41 +684,111 @@ fn epoch(value: Option<&str>) -> Result<Option<i64>, ArgError> {
     }
 }
 
-/// `--secret id=ID,src=FILE` (also `source=`, and `type=file`; the id
-/// defaults to the file name). A later secret of the same id wins.
+/// The most a secret may hold (BuildKit's `MaxSecretSize`).
+pub const MAX_SECRET: usize = 500 * 1024;
+
+/// `--secret` as buildx reads it: `id=ID`, `src=FILE` (or `source=`),
+/// `env=VAR`, `type=file|env`. `type=env` takes `src` as the variable's
+/// name; with neither `src` nor `env` the variable `ID` is the source when
+/// it is set, else the file `ID`; the id defaults to the file's name. A
+/// variable that is not set gives an empty secret (buildx's `os.Getenv`).
+/// A later secret of the same id wins.
 fn secrets(
     specs: &[String],
-    cwd: Option<&Path>,
+    env: &Env,
     is_file: &dyn Fn(&Path) -> bool,
-) -> Result<HashMap<String, PathBuf>, ArgError> {
+) -> Result<HashMap<String, Secret>, ArgError> {
+    let cwd = env.cwd.as_deref();
     let mut out = HashMap::new();
     for spec in specs {
         let syntax = || ArgError::SecretSyntax { spec: spec.clone() };
-        let mut id = None;
-        let mut src = None;
+        let (mut id, mut src, mut var, mut typ) = (None, None, None, None);
         for part in spec.split(',') {
-            match part.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_string()),
-                Some(("src" | "source", v)) => src = Some(absolute(cwd, Path::new(v))?),
-                Some(("type", "file")) => {}
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(syntax());
+            };
+            match (k.to_ascii_lowercase().as_str(), v) {
+                ("id", v) => id = Some(v.to_string()),
+                ("src" | "source", v) => src = Some(v.to_string()),
+                ("env", v) => var = Some(v.to_string()),
+                ("type", t @ ("file" | "env")) => typ = Some(t),
                 _ => return Err(syntax()),
             }
         }
-        let id = id.or_else(|| {
-            src.as_ref()
-                .and_then(|s| s.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
+        let (mut src, mut var) = (src.filter(|s| !s.is_empty()), var.filter(|v| !v.is_empty()));
+        if typ == Some("env") && var.is_none() {
+            var = src.take();
+        }
+        if var.is_none() && src.is_none() {
+            let Some(id) = &id else {
+                return Err(syntax());
+            };
+            if env.var_os(id).is_some() {
+                var = Some(id.clone());
+            } else {
+                src = Some(id.clone());
+            }
+        }
+        let secret = match (var, src) {
+            (Some(name), _) => {
+                use std::os::unix::ffi::OsStrExt;
+                let value = env.var_os(&name).map(|v| v.as_bytes().to_vec());
+                let value = value.unwrap_or_default();
+                if value.len() > MAX_SECRET {
+                    return Err(ArgError::SecretTooBig { spec: spec.clone() });
+                }
+                Secret::Value(value)
+            }
+            (None, Some(src)) => {
+                let path = absolute(cwd, Path::new(&src))?;
+                if !is_file(&path) {
+                    return Err(ArgError::SecretNotFile {
+                        spec: spec.clone(),
+                        path,
+                    });
+                }
+                Secret::File(path)
+            }
+            (None, None) => return Err(syntax()),
+        };
+        let id = id.filter(|i| !i.is_empty()).or_else(|| match &secret {
+            Secret::File(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Secret::Value(_) => None,
         });
-        let (Some(id), Some(src)) = (id, src) else {
+        let Some(id) = id else {
             return Err(syntax());
         };
-        if !is_file(&src) {
-            return Err(ArgError::SecretNotFile {
-                spec: spec.clone(),
-                path: src,
-            });
+        out.insert(id, secret);
+    }
+    Ok(out)
+}
+
+/// `--ssh ID[=PATH[,PATH…]]` as buildx reads it: an agent socket or key
+/// files under `ID` (`default` when empty), `$SSH_AUTH_SOCK` when no path
+/// is given. Paths are made absolute; what each is (socket or key) is the
+/// builder's question.
+fn ssh(specs: &[String], env: &Env) -> Result<HashMap<String, Vec<PathBuf>>, ArgError> {
+    let cwd = env.cwd.as_deref();
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (id, paths) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
+        let id = if id.is_empty() { "default" } else { id };
+        let mut paths: Vec<PathBuf> = paths
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| absolute(cwd, Path::new(p)))
+            .collect::<Result<_, _>>()?;
+        if paths.is_empty() {
+            match env.var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+                Some(sock) => paths.push(absolute(cwd, Path::new(sock))?),
+                None => {
+                    return Err(ArgError::SshNoAgent { spec: spec.clone() });
+                }
+            }
         }
-        out.insert(id, src);
+        if out.insert(id.to_string(), paths).is_some() {
+            return Err(ArgError::SshDuplicate { id: id.to_string() });
+        }
     }
     Ok(out)
 }
@@ -997,6 +1089,7 @@ mod tests {
 
     #[test]
     fn secrets() {
+        let file = |p: &str| Secret::File(PathBuf::from(p));
         let h = build(&[
             "--secret",
             "id=token,src=files/t",
@@ -1008,11 +1101,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(h.secrets.len(), 3);
-        assert_eq!(h.secrets["token"], PathBuf::from("/work/files/t"));
-        assert_eq!(h.secrets["key"], PathBuf::from("/work/files/k"));
+        assert_eq!(h.secrets["token"], file("/work/files/t"));
+        assert_eq!(h.secrets["key"], file("/work/files/k"));
         assert_eq!(
             h.secrets["named"],
-            PathBuf::from("/work/files/named"),
+            file("/work/files/named"),
             "the id defaults to the file name"
         );
         let h = build(&[
@@ -1023,36 +1116,141 @@ mod tests {
             ".",
         ])
         .unwrap();
+        assert_eq!(h.secrets["a"], file("/work/files/2"), "the last wins");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_as_buildx_reads_them() {
+        let mut e = env();
+        e.vars_mut().insert("MYTOK".into(), "value".into());
+        e.vars_mut().insert("tok".into(), "by-id".into());
+        let value = |v: &str| Secret::Value(v.as_bytes().to_vec());
+        let h = build_in(
+            &e,
+            &[
+                "--secret",
+                "id=a,env=MYTOK",
+                "--secret",
+                "id=b,type=env,src=MYTOK",
+                "--secret",
+                "id=tok",
+                "--secret",
+                "id=files/f",
+                "--secret",
+                "id=unset,env=NOT_SET",
+                "--secret",
+                "id=both,src=files/x,env=MYTOK",
+                ".",
+            ],
+        )
+        .unwrap();
+        assert_eq!(h.secrets["a"], value("value"));
         assert_eq!(
-            h.secrets["a"],
-            PathBuf::from("/work/files/2"),
-            "the last wins"
+            h.secrets["b"],
+            value("value"),
+            "type=env: src names the variable"
         );
+        assert_eq!(
+            h.secrets["tok"],
+            value("by-id"),
+            "the variable named by the id"
+        );
+        assert_eq!(
+            h.secrets["files/f"],
+            Secret::File(PathBuf::from("/work/files/f")),
+            "no such variable: the file named by the id"
+        );
+        assert_eq!(
+            h.secrets["unset"],
+            value(""),
+            "buildx: an unset variable is empty"
+        );
+        assert_eq!(h.secrets["both"], value("value"), "env wins over src");
+        // Never the value in a debug print.
+        let shown = format!("{:?}", h.secrets["a"]);
+        assert_eq!(shown, "Value(<5 bytes>)");
+        e.vars_mut()
+            .insert("BIG".into(), "x".repeat(MAX_SECRET + 1).into());
+        let err = build_in(&e, &["--secret", "id=big,env=BIG", "."]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--secret id=big,env=BIG: the value is over 500 KiB"
+        );
+        assert!(matches!(err.into_failure(), Failure::Usage(_)));
     }
 
     #[test]
     fn bad_secrets() {
         for bad in [
-            "id=x",
             "",
             "id=x,src=files/y,mode=0400",
-            "type=env,id=x,src=files/y",
+            "type=socket,id=x,src=files/y",
             "files/y",
+            "env=MYTOK",
         ] {
             let err = build(&["--secret", bad, "."]).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("--secret {bad}: expected id=ID,src=FILE"),
+                format!("--secret {bad}: expected id=ID,src=FILE or id=ID,env=VAR"),
                 "{bad}"
             );
             assert!(matches!(err.into_failure(), Failure::Usage(_)));
         }
-        let err = build(&["--secret", "id=x,src=elsewhere/y", "."]).unwrap_err();
+        for (bad, path) in [
+            ("id=x,src=elsewhere/y", "/work/elsewhere/y"),
+            ("id=x", "/work/x"),
+        ] {
+            let err = build(&["--secret", bad, "."]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--secret {bad}: {path} is not a file")
+            );
+            assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        }
+    }
+
+    #[test]
+    fn ssh_agents_and_keys() {
+        let mut e = env();
+        e.vars_mut()
+            .insert("SSH_AUTH_SOCK".into(), "/tmp/ssh-X/agent.1".into());
+        let h = build_in(
+            &e,
+            &[
+                "--ssh",
+                "default",
+                "--ssh",
+                "keys=files/id_a,/k/id_b",
+                "--ssh",
+                "sock=rel.sock",
+                "--ssh",
+                "other=",
+                ".",
+            ],
+        )
+        .unwrap();
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(h.ssh["default"], paths(&["/tmp/ssh-X/agent.1"]));
+        assert_eq!(h.ssh["keys"], paths(&["/work/files/id_a", "/k/id_b"]));
+        assert_eq!(h.ssh["sock"], paths(&["/work/rel.sock"]));
+        assert_eq!(
+            h.ssh["other"],
+            paths(&["/tmp/ssh-X/agent.1"]),
+            "no path: the caller's agent, whatever the id"
+        );
+        assert_eq!(h.ssh.len(), 4);
+        assert!(build(&["."]).unwrap().ssh.is_empty());
+
+        let err = build(&["--ssh", "default", "."]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--secret id=x,src=elsewhere/y: /work/elsewhere/y is not a file"
+            "--ssh default: invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set"
         );
         assert!(matches!(err.into_failure(), Failure::Usage(_)));
+        let err = build_in(&e, &["--ssh", "a=/x", "--ssh", "a=/y", "."]).unwrap_err();
+        assert_eq!(err.to_string(), "--ssh: invalid duplicate ID a");
+        let err = build_in(&e, &["--ssh", "=/x", "--ssh", "default", "."]).unwrap_err();
+        assert_eq!(err.to_string(), "--ssh: invalid duplicate ID default");
     }
 
     #[test]

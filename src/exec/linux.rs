@@ -33,6 +33,21 @@ pub struct Linux {
     held: Vec<OwnedFd>,
     /// The master side of the command's pseudo-terminal ([`Exec::tty`]).
     pub pty: Option<OwnedFd>,
+    /// Variables read by `read_env`, for the command (they win).
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+/// At most `max` bytes of `path` (more is `EFBIG`).
+fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut v)?;
+    if v.len() as u64 > max {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
+    Ok(v)
 }
 
 impl Linux {
@@ -370,6 +385,40 @@ impl Syscall for Linux {
         Ok(())
     }
 
+    fn copy_file(&mut self, from: &Path, to: &Path, max: u64, mode: u32) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let bytes = read_bounded(from, max)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(to)?;
+        f.write_all(&bytes)?;
+        // create_new's mode went through the umask.
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        Ok(())
+    }
+
+    fn own(&mut self, path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+        // Ids of the (user) namespace this stage is in; the kernel refuses
+        // unmapped ones.
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+        Ok(rustix::fs::chmod(path, Mode::from_raw_mode(mode))?)
+    }
+
+    fn read_env(&mut self, name: &str, path: &Path, max: u64) -> io::Result<()> {
+        use std::os::unix::ffi::OsStringExt;
+        let value = std::ffi::OsString::from_vec(read_bounded(path, max)?);
+        self.env.push((name.into(), value));
+        Ok(())
+    }
+
     fn pivot_root(&mut self, root: &Path) -> io::Result<()> {
         self.root = None;
         rustix::process::chdir(root)?;
@@ -533,6 +582,7 @@ impl Syscall for Linux {
             })
             .env_clear()
             .envs(e.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&e.cwd);
         if e.tty {
             let (master, slave) = open_pty()?;

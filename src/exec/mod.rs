@@ -116,12 +116,45 @@ pub enum MountKind {
     },
     /// An empty tmpfs.
     Tmpfs,
+    /// A read-only file holding the bytes of `source` (at most
+    /// [`MAX_COPIED`]), copied by stage 1 onto a tmpfs of its own mount
+    /// namespace: for what exists only in memory (a secret from the
+    /// caller's environment, a memfd passed in [`Spec::pass_fds`]), which
+    /// the kernel will not bind-mount. Mode 0400, owned by root.
+    Copied {
+        /// A path stage 1 can read.
+        source: PathBuf,
+    },
+    /// A Unix socket of the builder's (an SSH agent proxy) bound at the
+    /// target, given this owner and mode by stage 1 (inside the user
+    /// namespace, where the ids are the container's).
+    Socket {
+        /// The socket's host path.
+        source: PathBuf,
+        /// Its owner in the container.
+        uid: u32,
+        /// Its group in the container.
+        gid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A writable view of a host directory whose changes are discarded
     /// (`--mount=type=bind,rw`): an overlay with a throwaway upper.
     Scratch {
         /// The host directory.
         lower: PathBuf,
     },
+}
+
+/// The most [`MountKind::Copied`] and [`Spec::env_files`] read of a source
+/// (BuildKit's limit on a secret).
+pub const MAX_COPIED: u64 = 500 * 1024;
+
+/// Makes `cmd`'s child get `SIGKILL` when the thread that spawns it ends
+/// (`PR_SET_PDEATHSIG`): a helper (the build's private ssh-agent) that must
+/// not outlive a builder killed before it could stop it.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    sys::die_with_parent(cmd);
 }
 
 /// Where an overlay root's upper directory lives.
@@ -155,6 +188,18 @@ pub struct Spec {
     pub argv: Vec<String>,
     /// The environment, in order.
     pub env: Vec<(String, String)>,
+    /// Descriptors of the caller's that stage 1 (and stage 2, never the
+    /// command) gets as 3, 4, … in this order, named `/proc/self/fd/N` by
+    /// mounts and `env_files`: secrets held in memfds, which a process in
+    /// a user namespace may not open through the builder's `/proc/PID/fd`.
+    #[serde(default)]
+    pub pass_fds: Vec<i32>,
+    /// Variables whose values stage 2 reads from these files (at most
+    /// [`MAX_COPIED`] bytes) just before the command: secrets exposed as
+    /// environment variables, whose values never pass through a spec file
+    /// on disk. They win over `env`.
+    #[serde(default)]
+    pub env_files: Vec<(String, PathBuf)>,
     /// Working directory inside the container (created when missing).
     pub cwd: String,
     /// USER as written (`name`, `uid`, `name:group`, `uid:gid`; empty: root).
@@ -471,6 +516,10 @@ pub fn run(dir: &Path, spec: &Spec, output: Output<'_>) -> Result<Outcome, Error
     })?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg(STAGE1_ARG).arg(dir);
+    if !spec.pass_fds.is_empty() {
+        let fds = (3..).zip(&spec.pass_fds).map(|(n, fd)| (*fd, n)).collect();
+        sys::pass_fds(&mut cmd, fds, false);
+    }
     // The upper is read through /proc/PID/root, from the root directory.
     let abs = std::path::absolute(dir).map_err(dir_err)?;
     let hold = spec.capture

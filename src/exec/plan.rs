@@ -104,6 +104,10 @@ pub struct Init {
     /// `--ulimit`s, set after `nproc`.
     #[serde(default)]
     pub ulimits: Vec<super::Ulimit>,
+    /// Variables read from host files before `pivot_root` (see
+    /// [`super::Spec::env_files`]).
+    #[serde(default)]
+    pub env_files: Vec<(String, PathBuf)>,
 }
 
 /// Where a mount goes.
@@ -139,9 +143,13 @@ pub struct Exec {
 /// One step of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Close every descriptor above 2 (stage 1 starts with this: nothing
-    /// inherited from whoever started the builder reaches the sandbox).
-    CloseInherited,
+    /// Close every descriptor above 2 but the `keep` passed ones (stage 1
+    /// starts with this: nothing else inherited from whoever started the
+    /// builder reaches the sandbox).
+    CloseInherited {
+        /// Descriptors 3.. the builder passed on purpose.
+        keep: u32,
+    },
     /// Move this process into a cgroup (its directory).
     JoinCgroup(PathBuf),
     /// A new user namespace with this mapping.
@@ -253,6 +261,39 @@ pub enum Op {
     },
     /// Read the compiled seccomp filter (before `pivot_root` hides it).
     ReadSeccomp(PathBuf),
+    /// Copy a host file of at most `max` bytes to a new host file of mode
+    /// `mode` (a secret onto the sandbox's own tmpfs).
+    CopyFile {
+        /// What is read.
+        from: PathBuf,
+        /// What is written (created, never through a link).
+        to: PathBuf,
+        /// The most read.
+        max: u64,
+        /// The new file's mode.
+        mode: u32,
+    },
+    /// Give a host path (a socket of the builder's) an owner and a mode.
+    Own {
+        /// The path.
+        path: PathBuf,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Read a variable's value from a host file of at most `max` bytes
+    /// (before `pivot_root` hides it); the command gets it.
+    ReadEnv {
+        /// The variable.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The most read.
+        max: u64,
+    },
     /// Pivot into the opened root and detach the host's.
     PivotRoot(PathBuf),
     /// Mask a path (runc's masked paths); missing paths are skipped.
@@ -299,7 +340,7 @@ pub enum Op {
 impl Op {
     fn phase(&self) -> Phase {
         match self {
-            Op::CloseInherited | Op::CloseOnExec => Phase::Descriptors,
+            Op::CloseInherited { .. } | Op::CloseOnExec => Phase::Descriptors,
             Op::JoinCgroup(_) => Phase::Cgroup,
             Op::EnterUserNamespace(_) | Op::JoinUserNamespace(_) => Phase::UserNamespace,
             Op::Unshare(_) => Phase::Namespaces,
@@ -311,6 +352,7 @@ impl Op {
             Op::Mount { phase, .. } | Op::Bind { phase, .. } => *phase,
             Op::BindConfined { .. } | Op::OverlayConfined { .. } => Phase::Mount,
             Op::ReadSeccomp(_) | Op::LoadSeccomp => Phase::Seccomp,
+            Op::CopyFile { .. } | Op::Own { .. } | Op::ReadEnv { .. } => Phase::Mount,
             Op::PivotRoot(_) => Phase::PivotRoot,
             Op::Mask(_) | Op::ReadOnly(_) => Phase::Mask,
             Op::Hostname(_) => Phase::Hostname,
@@ -337,6 +379,11 @@ impl Op {
                 p.display().to_string()
             }
             Op::HostFile { path, .. } => path.display().to_string(),
+            Op::CopyFile { from, .. } => from.display().to_string(),
+            Op::Own { path, uid, gid, .. } => {
+                format!("{} (owner {uid}:{gid} of the container)", path.display())
+            }
+            Op::ReadEnv { name, .. } => format!("${name}"),
             Op::Ensure { rel, .. } | Op::Symlink { rel, .. } => format!("/{rel}"),
             Op::Mount {
                 phase: Phase::Mount,
@@ -437,6 +484,14 @@ pub trait Syscall {
     fn symlink(&mut self, rel: &str, target: &str) -> std::io::Result<()>;
     /// Read the seccomp program.
     fn read_seccomp(&mut self, path: &Path) -> std::io::Result<()>;
+    /// Copy at most `max` bytes of `from` to a new file `to` of `mode`
+    /// (more is an error).
+    fn copy_file(&mut self, from: &Path, to: &Path, max: u64, mode: u32) -> std::io::Result<()>;
+    /// `chown` and `chmod` of a host path.
+    fn own(&mut self, path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()>;
+    /// Read the variable `name` from `path` (at most `max` bytes) for the
+    /// command.
+    fn read_env(&mut self, name: &str, path: &Path, max: u64) -> std::io::Result<()>;
     /// `pivot_root` into `root`, detaching the old root.
     fn pivot_root(&mut self, root: &Path) -> std::io::Result<()>;
     /// Mask `path` (skip a missing one).
@@ -480,7 +535,7 @@ pub fn apply(ops: &[Op], sys: &mut dyn Syscall) -> Result<Option<i32>, SetupErro
     let mut pid = None;
     for op in ops {
         let r = match op {
-            Op::CloseInherited => sys.close_range(3, false),
+            Op::CloseInherited { keep } => sys.close_range(3 + keep, false),
             Op::CloseOnExec => sys.close_range(3, true),
             Op::JoinCgroup(d) => sys.join_cgroup(d),
             Op::EnterUserNamespace(m) => sys.enter_user_namespace(m),
@@ -529,6 +584,19 @@ pub fn apply(ops: &[Op], sys: &mut dyn Syscall) -> Result<Option<i32>, SetupErro
             } => sys.overlay_confined(root, path, target, rest, *flags),
             Op::Symlink { rel, target } => sys.symlink(rel, target),
             Op::ReadSeccomp(p) => sys.read_seccomp(p),
+            Op::CopyFile {
+                from,
+                to,
+                max,
+                mode,
+            } => sys.copy_file(from, to, *max, *mode),
+            Op::Own {
+                path,
+                uid,
+                gid,
+                mode,
+            } => sys.own(path, *uid, *gid, *mode),
+            Op::ReadEnv { name, path, max } => sys.read_env(name, path, *max),
             Op::PivotRoot(p) => sys.pivot_root(p),
             Op::Mask(p) => sys.mask(p),
             Op::ReadOnly(p) => sys.readonly(p),
@@ -594,6 +662,7 @@ pub fn mountpoints(spec: &Spec) -> Vec<(String, bool)> {
             MountKind::Bind { source, .. } => source.is_dir(),
             MountKind::Confined { root, path, .. } => confined_is_dir(root, path),
             MountKind::Tmpfs | MountKind::Scratch { .. } => true,
+            MountKind::Copied { .. } | MountKind::Socket { .. } => false,
         };
         v.push((rel.to_string(), dir));
     }
@@ -621,7 +690,9 @@ fn confined_is_dir(root: &Path, path: &Path) -> bool {
 /// A spec that cannot be mounted (bad characters in overlay options, too
 /// many layers for one mount).
 pub fn stage1(spec: &Spec, dir: &Path) -> Result<Vec<Op>, SetupError> {
-    let mut ops = vec![Op::CloseInherited];
+    let mut ops = vec![Op::CloseInherited {
+        keep: u32::try_from(spec.pass_fds.len()).unwrap_or(u32::MAX),
+    }];
     for c in &spec.cgroups {
         ops.push(Op::JoinCgroup(c.clone()));
     }
@@ -721,9 +792,66 @@ pub fn stage1(spec: &Spec, dir: &Path) -> Result<Vec<Op>, SetupError> {
             nodev: false,
         });
     }
+    let copied = dir.join("copied");
+    if spec
+        .mounts
+        .iter()
+        .any(|m| matches!(m.kind, MountKind::Copied { .. }))
+    {
+        // Secrets that exist only in memory: copied onto a tmpfs of this
+        // mount namespace, gone with it (never on disk).
+        ops.push(Op::HostDir(copied.clone()));
+        ops.push(Op::Mount {
+            phase: Phase::Mount,
+            source: "tmpfs".into(),
+            target: Target::Host(copied.clone()),
+            fstype: "tmpfs".into(),
+            flags: MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data: format!(
+                "mode=700,size={}",
+                (spec.mounts.len() as u64 + 1) * super::MAX_COPIED
+            ),
+        });
+    }
     for (i, m) in spec.mounts.iter().enumerate() {
         let rel = m.target.trim_matches('/');
         match &m.kind {
+            MountKind::Copied { source } => {
+                let file = copied.join(i.to_string());
+                ops.push(Op::CopyFile {
+                    from: source.clone(),
+                    to: file.clone(),
+                    max: super::MAX_COPIED,
+                    mode: 0o400,
+                });
+                ops.push(Op::Bind {
+                    phase: Phase::Mount,
+                    source: file,
+                    target: in_root(rel, false),
+                    readonly: true,
+                    nodev: spec.nodev,
+                });
+            }
+            MountKind::Socket {
+                source,
+                uid,
+                gid,
+                mode,
+            } => {
+                ops.push(Op::Own {
+                    path: source.clone(),
+                    uid: *uid,
+                    gid: *gid,
+                    mode: *mode,
+                });
+                ops.push(Op::Bind {
+                    phase: Phase::Mount,
+                    source: source.clone(),
+                    target: in_root(rel, false),
+                    readonly: true,
+                    nodev: spec.nodev,
+                });
+            }
             MountKind::Tmpfs => ops.push(Op::Mount {
                 phase: Phase::Mount,
                 source: "tmpfs".into(),
@@ -1000,6 +1128,13 @@ pub fn stage2(init: &Init) -> Vec<Op> {
             data: String::new(),
         });
     }
+    for (name, path) in &init.env_files {
+        ops.push(Op::ReadEnv {
+            name: name.clone(),
+            path: path.clone(),
+            max: super::MAX_COPIED,
+        });
+    }
     ops.push(Op::PivotRoot(init.merged.clone()));
     ops.extend(MASKED_PATHS.iter().map(|p| Op::Mask(p.to_string())));
     ops.extend(READONLY_PATHS.iter().map(|p| Op::ReadOnly(p.to_string())));
@@ -1201,6 +1336,25 @@ mod tests {
         fn read_seccomp(&mut self, path: &Path) -> std::io::Result<()> {
             self.rec(format!("read_seccomp {}", path.display()))
         }
+        fn copy_file(
+            &mut self,
+            from: &Path,
+            to: &Path,
+            max: u64,
+            mode: u32,
+        ) -> std::io::Result<()> {
+            self.rec(format!(
+                "copy {} {} max={max} mode={mode:o}",
+                from.display(),
+                to.display()
+            ))
+        }
+        fn own(&mut self, path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+            self.rec(format!("own {} {uid}:{gid} {mode:o}", path.display()))
+        }
+        fn read_env(&mut self, name: &str, path: &Path, max: u64) -> std::io::Result<()> {
+            self.rec(format!("read_env {name} {} max={max}", path.display()))
+        }
         fn pivot_root(&mut self, root: &Path) -> std::io::Result<()> {
             self.rec(format!("pivot_root {}", root.display()))
         }
@@ -1268,6 +1422,8 @@ mod tests {
             layer: None,
             argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec![],
+            env_files: vec![],
+            pass_fds: vec![],
             cwd: "/".into(),
             user: String::new(),
             network: NetworkMode::Host,
@@ -1305,6 +1461,7 @@ mod tests {
             seccomp: Some("/s/tmp/seccomp".into()),
             nproc: None,
             ulimits: Vec::new(),
+            env_files: vec![],
         }
     }
 
@@ -1361,6 +1518,60 @@ mod tests {
                 .iter()
                 .any(|c| c.starts_with("bind /ctx") || c.starts_with("bind /stage"))
         );
+    }
+
+    #[test]
+    fn secrets_in_memory_are_copied_to_a_private_tmpfs_and_sockets_owned_before_binding() {
+        let mut s = spec();
+        s.mounts = vec![
+            super::super::Mount {
+                target: "/run/secrets/tok".into(),
+                kind: MountKind::Copied {
+                    source: "/proc/self/fd/3".into(),
+                },
+            },
+            super::super::Mount {
+                target: "/run/buildkit/ssh_agent.0".into(),
+                kind: MountKind::Socket {
+                    source: "/d/mounts/ssh0.sock".into(),
+                    uid: 1000,
+                    gid: 1001,
+                    mode: 0o600,
+                },
+            },
+        ];
+        s.pass_fds = vec![17];
+        let r = record(&stage1(&s, Path::new("/d")).unwrap());
+        assert_eq!(r.calls[0], "close_range 4 cloexec=false", "3 is kept");
+        let tmpfs = r.index("mount tmpfs tmpfs /d/copied ");
+        assert!(r.calls[tmpfs].contains("mode=700"), "{}", r.calls[tmpfs]);
+        let copy = r.index("copy /proc/self/fd/3 /d/copied/0 max=512000 mode=400");
+        let bind = r.index("bind /d/copied/0 root:/run/secrets/tok ro=true");
+        assert!(tmpfs < copy && copy < bind, "{:#?}", r.calls);
+        let own = r.index("own /d/mounts/ssh0.sock 1000:1001 600");
+        let sock = r.index("bind /d/mounts/ssh0.sock root:/run/buildkit/ssh_agent.0 ro=true");
+        assert!(own < sock, "{:#?}", r.calls);
+        // Both are files to mount over.
+        assert!(
+            r.calls
+                .contains(&"ensure /run/secrets/tok dir=false record=true".to_string())
+        );
+        assert!(
+            r.calls
+                .contains(&"ensure /run/buildkit/ssh_agent.0 dir=false record=true".to_string())
+        );
+        // No tmpfs for copies when there are none.
+        let r = record(&stage1(&spec(), Path::new("/d")).unwrap());
+        assert!(!r.calls.iter().any(|c| c.contains("/d/copied")));
+    }
+
+    #[test]
+    fn stage2_reads_secret_variables_before_it_pivots() {
+        let mut i = init(0);
+        i.env_files = vec![("TOKEN".into(), "/proc/self/fd/3".into())];
+        let r = record(&stage2(&i));
+        let read = r.index("read_env TOKEN /proc/self/fd/3 max=512000");
+        assert!(read < r.index("pivot_root"), "{:#?}", r.calls);
     }
 
     #[test]

@@ -61,9 +61,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         .map_err(|e| SetupError::other(Phase::State, format!("{}: {e}", path.display())))
 }
 
-/// The message for a USER that rootless use without subordinate ids cannot
-/// give: which files grant them and the command that does.
-fn unmapped_user(user: &str, uid: u32, gid: u32, host_uid: u32) -> String {
+/// The message for ids that rootless use without subordinate ids cannot
+/// give (`who`: a USER, a socket's owner): which files grant them and the
+/// command that does.
+fn unmapped(who: &str, host_uid: u32) -> String {
     let name = fs_err::read_to_string("/etc/passwd")
         .unwrap_or_default()
         .lines()
@@ -73,13 +74,17 @@ fn unmapped_user(user: &str, uid: u32, gid: u32, host_uid: u32) -> String {
             (f.nth(1)? == host_uid.to_string()).then(|| name.to_string())
         })
         .unwrap_or_else(|| host_uid.to_string());
-    let user = if user.is_empty() { "root" } else { user };
     format!(
-        "USER {user} is uid {uid}, gid {gid}, but without subordinate ids only root exists \
+        "{who}, but without subordinate ids only root exists \
          in a rootless sandbox: grant {name} a range in /etc/subuid and /etc/subgid \
          (as root: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`) \
          and install newuidmap/newgidmap (Debian: `apt-get install uidmap`)"
     )
+}
+
+fn unmapped_user(user: &str, uid: u32, gid: u32, host_uid: u32) -> String {
+    let user = if user.is_empty() { "root" } else { user };
+    unmapped(&format!("USER {user} is uid {uid}, gid {gid}"), host_uid)
 }
 
 fn stage1(dir: &Path) -> Result<i32> {
@@ -88,12 +93,39 @@ fn stage1(dir: &Path) -> Result<i32> {
     let dir = std::path::absolute(dir).map_err(at(Phase::State, dir.display().to_string()))?;
     let ops = plan::stage1(&spec, &dir)?;
     let mut sys = Linux::default();
-    plan::apply(&ops, &mut sys)?;
+    // Up to the first socket to give an owner (`--mount=type=ssh,uid=`):
+    // the user namespace is made by then, and what it maps decides
+    // whether that owner exists.
+    let owned = ops
+        .iter()
+        .position(|o| matches!(o, Op::Own { .. }))
+        .unwrap_or(ops.len());
+    plan::apply(&ops[..owned], &mut sys)?;
     // Whether container ids other than root are mapped (subordinate ids).
     let ranged = match (&spec.network, spec.rootless) {
         (NetworkMode::Join { userns: true, .. }, Some(m)) => m.sub.is_some(),
         _ => sys.ranged,
     };
+    if let Some(m) = spec.rootless
+        && !ranged
+    {
+        for op in &ops[owned..] {
+            if let Op::Own { uid, gid, .. } = op
+                && (*uid != 0 || *gid != 0)
+            {
+                return Err(SetupError::other(
+                    Phase::Mount,
+                    unmapped(
+                        &format!(
+                            "an ssh agent socket owned by uid={uid},gid={gid} (RUN --mount=type=ssh)"
+                        ),
+                        m.uid,
+                    ),
+                ));
+            }
+        }
+    }
+    plan::apply(&ops[owned..], &mut sys)?;
     let passwd = sys.read_in_root("etc/passwd");
     let group = sys.read_in_root("etc/group");
     let identity = user::resolve(&spec.user, &passwd, &group)
@@ -133,6 +165,7 @@ fn stage1(dir: &Path) -> Result<i32> {
         seccomp: spec.seccomp.clone(),
         nproc: spec.nproc,
         ulimits: spec.ulimits.clone(),
+        env_files: spec.env_files.clone(),
     };
     write_json(&dir.join("init.json"), &init)?;
     let mut report = Report {

@@ -242,3 +242,26 @@ pub(super) fn controlling_terminal(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// See [`super::die_with_parent`].
+pub(super) fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only prctl(2), async-signal-safe; it allocates nothing and takes no
+    // lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

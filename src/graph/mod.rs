@@ -491,10 +491,31 @@ pub enum Mount {
     Secret {
         /// Secret id (from `--secret id=…`).
         id: String,
-        /// Where it appears.
+        /// Where it appears; empty with `env` and no `target=`: no file.
         target: String,
         /// Fail when absent.
         required: bool,
+        /// Also (or only) the command's environment variable of this name
+        /// (`env=`, dockerfile 1.10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+    },
+    /// The SSH agent forwarded under `id` (`--ssh ID=…`), as a socket at
+    /// `target`: in the key by id and target, never by the host's socket or
+    /// keys.
+    Ssh {
+        /// Agent id (`default` unless `id=`).
+        id: String,
+        /// The socket's path (`/run/buildkit/ssh_agent.N` unless `target=`).
+        target: String,
+        /// Fail when `--ssh` does not name `id` (else the mount is left out).
+        required: bool,
+        /// The socket's owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+        /// Its permission bits (0600 unless `mode=`).
+        mode: u32,
     },
 }
 

@@ -37,6 +37,7 @@ mod sandbox;
 mod security;
 mod semantics;
 mod spec;
+mod ssh;
 
 fn main() {
     harness::main();

@@ -697,7 +697,7 @@ fn a_non_root_user_builds_through_a_user_namespace() {
 
 /// Why this machine cannot run the rootless tests: a kernel that refuses
 /// user namespaces to ordinary users (`unshare -U` as uid 1000 fails).
-fn unprivileged_user_namespaces() -> Option<String> {
+pub fn unprivileged_user_namespaces() -> Option<String> {
     let out = std::process::Command::new("setpriv")
         .args([
             "--reuid",
@@ -717,7 +717,7 @@ fn unprivileged_user_namespaces() -> Option<String> {
 }
 
 /// Whether /etc/subuid and /etc/subgid grant `uid` a range (by number or name).
-fn has_subids(uid: u32) -> bool {
+pub fn has_subids(uid: u32) -> bool {
     let name = std::fs::read_to_string("/etc/passwd")
         .unwrap_or_default()
         .lines()

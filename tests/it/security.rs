@@ -35,8 +35,13 @@ impl As {
     /// user, the whole test env is handed to them first (they own the
     /// store and the context, as they would).
     pub fn run(self, env: &TestEnv, cwd: &Path, args: &[&str]) -> Output {
+        self.cmd(env, cwd, args).output().expect("run imgbuild")
+    }
+
+    /// The command [`As::run`] runs, to add to (environment variables).
+    pub fn cmd(self, env: &TestEnv, cwd: &Path, args: &[&str]) -> Command {
         if self == As::Root {
-            return env.run_in(cwd, args);
+            return env.cmd_in(cwd, args);
         }
         chown_tree(env.path(), 1000);
         let mut c = Command::new("setpriv");
@@ -59,7 +64,7 @@ impl As {
         if self == As::UserSingle {
             c.env("IMGBUILD_NO_SUBIDS", "1");
         }
-        c.output().expect("setpriv (util-linux)")
+        c
     }
 }
 

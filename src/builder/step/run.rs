@@ -157,6 +157,7 @@ fn run_layer(
             epoch: cx.opts.epoch.map(|e| e.max(0) as u64),
             context: &cx.graph.settings.context,
             secrets: &cx.opts.secrets,
+            ssh: &cx.ssh,
             stage_roots: &stage_roots,
             mode,
             compression: cx.opts.compression,

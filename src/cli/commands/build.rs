@@ -75,6 +75,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
         network: hi.network,
         limits: hi.limits,
         secrets: hi.secrets.clone(),
+        ssh: hi.ssh.clone(),
         sandbox: hi.sandbox,
         host: hi.host.clone(),
         puller,
@@ -91,6 +92,8 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
+        // A bad --ssh path or key is the caller's to fix, as a bad flag is.
+        builder::Error::Ssh(e) if e.is_usage() => Failure::Usage(e.into()),
         other => Failure::Failed(other.into()),
     })?;
     if let Some(path) = &hi.depfile {

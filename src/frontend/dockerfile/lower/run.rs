@@ -49,7 +49,11 @@ impl Lowerer<'_> {
                 }
             }
         }
-        let mounts = mounts.iter().filter_map(|m| self.mount(m, scope)).collect();
+        let mut ssh = 0;
+        let mounts = mounts
+            .iter()
+            .filter_map(|m| self.mount(m, scope, &mut ssh))
+            .collect();
         let heredocs = heredocs
             .iter()
             .map(|h| RunHeredoc {
@@ -87,8 +91,10 @@ impl Lowerer<'_> {
         self.step(g, st, StepKind::Run(Box::new(step)), i.span);
     }
 
-    /// `--mount=type=cache,target=/x,...` (BuildKit's CSV syntax).
-    fn mount(&mut self, w: &Word, scope: &Scope) -> Option<Mount> {
+    /// `--mount=type=cache,target=/x,...` (BuildKit's CSV syntax); `ssh`
+    /// counts the RUN's ssh mounts so far (their default targets are
+    /// numbered).
+    fn mount(&mut self, w: &Word, scope: &Scope, ssh: &mut usize) -> Option<Mount> {
         let v = self.expand(w, scope)?;
         let mut kind = "bind".to_string();
         let mut target = None;
@@ -97,6 +103,8 @@ impl Lowerer<'_> {
         let mut id = None;
         let mut rw = false;
         let mut required = false;
+        let mut env = None;
+        let (mut mode, mut uid, mut gid) = (None, None, None);
         for field in v.split(',') {
             let (k, val) = match field.split_once('=') {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
@@ -115,8 +123,23 @@ impl Lowerer<'_> {
                 "rw" | "readwrite" => rw = truthy(),
                 "ro" | "readonly" => rw = !truthy(),
                 "required" => required = truthy(),
+                "env" => env = val.filter(|v| !v.is_empty()),
+                // BuildKit's radixes: the mode octal, ids decimal.
+                "mode" | "uid" | "gid" => {
+                    let radix = if k == "mode" { 8 } else { 10 };
+                    let text = val.unwrap_or_default();
+                    let Ok(n) = u32::from_str_radix(&text, radix) else {
+                        self.error(w.span, format!("--mount {k}=`{text}` is not a number"));
+                        return None;
+                    };
+                    match k.as_str() {
+                        "mode" => mode = Some(n),
+                        "uid" => uid = Some(n),
+                        _ => gid = Some(n),
+                    }
+                }
                 // Accepted, applied by the sandbox when it lands.
-                "sharing" | "mode" | "uid" | "gid" | "size" | "env" => {}
+                "sharing" | "size" => {}
                 "" => {}
                 other => {
                     self.error(w.span, format!("unexpected key `{other}` in --mount"));
@@ -161,19 +184,43 @@ impl Lowerer<'_> {
                     self.error(w.span, "--mount=type=secret needs id=NAME (or a target)");
                     return None;
                 };
+                // With env= and no target= the secret is a variable only
+                // (BuildKit's dispatchSecret).
+                let target = match (target, &env) {
+                    (Some(t), _) => t,
+                    (None, Some(_)) => String::new(),
+                    (None, None) => format!("/run/secrets/{id}"),
+                };
                 Mount::Secret {
-                    target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+                    target,
                     id,
                     required,
+                    env,
                 }
             }
             "ssh" => {
-                self.error(w.span, "--mount=type=ssh is not supported");
-                return None;
+                if source.is_some() {
+                    self.error(w.span, "--mount=type=ssh does not take source=");
+                    return None;
+                }
+                let n = *ssh;
+                *ssh += 1;
+                Mount::Ssh {
+                    id: id
+                        .filter(|i| !i.is_empty())
+                        .unwrap_or_else(|| "default".into()),
+                    target: target
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}")),
+                    required,
+                    uid: uid.unwrap_or(0),
+                    gid: gid.unwrap_or(0),
+                    mode: mode.unwrap_or(0o600),
+                }
             }
             other => {
                 self.error(w.span, format!("unknown mount type `{other}`"))
-                    .help = Some("use bind, cache, tmpfs or secret".into());
+                    .help = Some("use bind, cache, tmpfs, secret or ssh".into());
                 return None;
             }
         })
