@@ -22,6 +22,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     let mut hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
     let store = open_store(cli, env)?;
     // `-` and `-f -`: standard input, made into files first.
+    let fetch = fetch_options(env);
     (hi.input, hi.file) =
         crate::cli::context::prepare(&store, &hi.input, hi.file.as_deref(), std::io::stdin())?;
     // Bases are resolved (imported, pulled) before the build proper: under
@@ -84,7 +85,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
             .cache_to
             .iter()
             .any(|c| c.backend == CacheBackend::Inline),
-        fetch: fetch_options(env),
+        fetch,
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
@@ -139,7 +140,9 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
 
 /// How ADD reaches URLs: the proxy the usual variables name (the first
 /// set of `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, each also in lower
-/// case; one proxy for both schemes) and `NO_PROXY`.
+/// case; one proxy for both schemes) and `NO_PROXY`; `PATH` for git, and
+/// `IMGBUILD_GIT_ALLOW_FILE` (a test seam: ADD may name `file://`
+/// repositories).
 fn fetch_options(env: &Env) -> crate::fetch::Options {
     let first = |names: &[&str]| {
         names
@@ -158,6 +161,10 @@ fn fetch_options(env: &Env) -> crate::fetch::Options {
             "all_proxy",
         ]),
         no_proxy: first(&["NO_PROXY", "no_proxy"]),
+        path: env.var_os("PATH").map(std::ffi::OsStr::to_os_string),
+        git_file: env
+            .var_os("IMGBUILD_GIT_ALLOW_FILE")
+            .is_some_and(|v| v == "1"),
         ..crate::fetch::Options::default()
     }
 }
