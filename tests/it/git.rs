@@ -1,4 +1,4 @@
-//! ADD of a git repository, against real
+//! ADD of a git repository and the git build context, against real
 //! repositories: a bare repository made with `git init --bare`, a work
 //! repository pushing commits to it, served by path (`file://`) and by
 //! `git http-backend` behind a small CGI bridge on 127.0.0.1 that each test
@@ -377,7 +377,7 @@ fn build(
     build_input(env, ctx, out, extra, ".", allow_file)
 }
 
-/// [`build`] of the context `input`, run in `cwd`.
+/// [`build`] of the context `input` (a git URL), run in `cwd`.
 fn build_input(
     env: &TestEnv,
     cwd: &Path,
@@ -786,6 +786,172 @@ fn add_git_hostile_repo_stays_confined() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("no branch, tag or ref named `nope`"), "{err}");
+}
+
+crate::it_test!(git_context_with_subdir);
+fn git_context_with_subdir() {
+    let repo = Repo::new("ctx");
+    repo.write("top.txt", "top\n", 0o644);
+    repo.write("app/Dockerfile", "FROM scratch\nCOPY . /ctx/\n", 0o644);
+    repo.write("app/.dockerignore", "ignored.txt\n", 0o644);
+    repo.write("app/ignored.txt", "no\n", 0o644);
+    repo.write("app/main.txt", "main\n", 0o644);
+    repo.write(
+        "app/alt.Dockerfile",
+        "FROM scratch\nCOPY main.txt /alt.txt\n",
+        0o644,
+    );
+    repo.commit("ctx", T1);
+    let srv = GitHttp::start(&repo.srv_root());
+    let env = TestEnv::new();
+    let cwd = env.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+
+    // Over HTTP: SUBDIR is the context, its Dockerfile and .dockerignore
+    // used; no .git.
+    let url = format!("{}#main:app", srv.url(&repo));
+    let (id, _) = build_input(&env, &cwd, "type=local,dest=root", &[], &url, false);
+    let root = cwd.join("root/ctx");
+    assert_eq!(
+        std::fs::read_to_string(root.join("main.txt")).unwrap(),
+        "main\n"
+    );
+    assert!(!root.join("ignored.txt").exists());
+    assert!(!root.join("top.txt").exists());
+    assert!(!root.join(".git").exists());
+    assert!(srv.fetches() >= 1);
+
+    // By file:// (the user's own URL: no seam needed), the same image.
+    let file = format!("{}#main:app", repo.file_url());
+    let (by_file, _) = build_input(&env, &cwd, "a.tar", &[], &file, false);
+    assert_eq!(by_file, id);
+
+    // `-f` is a file of the repository, relative to SUBDIR.
+    build_input(
+        &env,
+        &cwd,
+        "type=local,dest=alt",
+        &["-f", "alt.Dockerfile"],
+        &url,
+        false,
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("alt/alt.txt")).unwrap(),
+        "main\n"
+    );
+
+    // `-f -`: the Dockerfile from standard input, the context from git.
+    let mut c = env.cmd_in(
+        &cwd,
+        &["build", "-f", "-", "-o", "type=local,dest=stdin", &url],
+    );
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nCOPY main.txt /from-stdin.txt\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_success(&o, &["build -f - URL"]);
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("stdin/from-stdin.txt")).unwrap(),
+        "main\n"
+    );
+
+    // BUILDKIT_CONTEXT_KEEP_GIT_DIR keeps .git (for the whole tree).
+    repo.write("Dockerfile", "FROM scratch\nCOPY . /all/\n", 0o644);
+    let c2 = repo.commit("root dockerfile", T2);
+    let whole = format!("{}#main", srv.url(&repo));
+    build_input(
+        &env,
+        &cwd,
+        "type=local,dest=kept",
+        &["--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1"],
+        &whole,
+        false,
+    );
+    assert_eq!(
+        git_in(&cwd.join("kept/all"), &["rev-parse", "HEAD"], T1),
+        c2
+    );
+
+    // A SUBDIR that is missing, or a link: a clear error.
+    for (sub, message) in [
+        ("nope", "no directory `nope`"),
+        ("..", "leaves the repository"),
+    ] {
+        let u = format!("{}#main:{sub}", srv.url(&repo));
+        let o = imgbuild(&env, &cwd, &["build", "-o", "x.tar", &u], false);
+        assert_ne!(o.status.code(), Some(0), "{sub}");
+        assert!(stderr(&o).contains(message), "{sub}: {}", stderr(&o));
+    }
+}
+
+crate::it_test!(git_context_links_stay_in_the_tree);
+fn git_context_links_stay_in_the_tree() {
+    // A repository whose Dockerfile and .dockerignore are links out of it:
+    // read through the tree (where /etc/passwd does not exist), never from
+    // the host, whose lines would otherwise show in the diagnostics.
+    let repo = Repo::new("links");
+    repo.symlink("Dockerfile", "/etc/passwd");
+    repo.symlink("linkdir", "real");
+    repo.symlink("hostdir", "/etc");
+    repo.write("real/Dockerfile", "FROM scratch\nCOPY f /f\n", 0o644);
+    repo.write("real/f", "f\n", 0o644);
+    repo.symlink("real/.dockerignore", "/etc/hostname");
+    repo.symlink("real/alias.Dockerfile", "Dockerfile");
+    repo.commit("links", T1);
+    let env = TestEnv::new();
+    let cwd = env.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let base = repo.file_url();
+
+    let o = imgbuild(
+        &env,
+        &cwd,
+        &["build", "-o", "a.tar", &format!("{base}#main")],
+        false,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no Dockerfile at Dockerfile"), "{err}");
+    assert!(!err.contains("root:x:0"), "{err}");
+
+    // A SUBDIR through a link would be a host path out of the tree.
+    let o = imgbuild(
+        &env,
+        &cwd,
+        &["build", "-o", "a.tar", &format!("{base}#main:linkdir")],
+        false,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+
+    // A link inside the tree is followed inside it; the .dockerignore link
+    // to the host reads nothing from the host.
+    build_input(
+        &env,
+        &cwd,
+        "type=local,dest=root",
+        &["-f", "alias.Dockerfile"],
+        &format!("{base}#main:real"),
+        false,
+    );
+    assert_eq!(std::fs::read_to_string(cwd.join("root/f")).unwrap(), "f\n");
 }
 
 crate::it_test!(spec_git_fetch_matches_add);

@@ -21,10 +21,20 @@ use crate::store::atomic_write;
 pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     let mut hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
     let store = open_store(cli, env)?;
-    // `-` and `-f -`: standard input, made into files first.
+    // `-` and `-f -`: standard input, made into files first; a git
+    // context checked out.
     let fetch = fetch_options(env);
-    (hi.input, hi.file) =
-        crate::cli::context::prepare(&store, &hi.input, hi.file.as_deref(), std::io::stdin())?;
+    let git = crate::cli::context::GitOptions {
+        fetch: &fetch,
+        keep_git_dir: keep_git_dir(&hi.build_args),
+    };
+    (hi.input, hi.file) = crate::cli::context::prepare(
+        &store,
+        &hi.input,
+        hi.file.as_deref(),
+        std::io::stdin(),
+        &git,
+    )?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
@@ -136,6 +146,16 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `--build-arg BUILDKIT_CONTEXT_KEEP_GIT_DIR=1` (or `true`): a git
+/// context keeps its `.git`, as BuildKit's Dockerfile frontend has it.
+fn keep_git_dir(build_args: &[String]) -> bool {
+    build_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("BUILDKIT_CONTEXT_KEEP_GIT_DIR="))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "t"))
 }
 
 /// How ADD reaches URLs: the proxy the usual variables name (the first
