@@ -245,15 +245,18 @@ impl Fetch<'_> {
                 (Some(Got::Commit(r)), Remote::Git(g)) => {
                     checkout(cx, g, &r, &mut temps).map_err(|e| git_error(below.location(), e))?
                 }
-                (None, Remote::Http(h)) if h.checksum.is_some() => {
-                    let sum = h.checksum.as_ref().ok_or_else(|| Error::Internal {
-                        what: "a checksum vanished".into(),
-                    })?;
-                    Fetched::Blob(
-                        fetch_checksummed(cx, client, h, sum)
-                            .map_err(|e| fetch_error(below.location(), e))?,
-                    )
-                }
+                (
+                    None,
+                    Remote::Http(
+                        h @ HttpSource {
+                            checksum: Some(sum),
+                            ..
+                        },
+                    ),
+                ) => Fetched::Blob(
+                    fetch_checksummed(cx, client, h, sum)
+                        .map_err(|e| fetch_error(below.location(), e))?,
+                ),
                 // Only a dry run leaves a source unfetched, and it runs no
                 // step.
                 (_, source) => {
