@@ -41,6 +41,15 @@ pub enum Error {
         #[source]
         source: Box<crate::fetch::http::Error>,
     },
+    /// An ADD of a git repository could not resolve or check it out.
+    #[error("{location}: ADD failed")]
+    Git {
+        /// The step.
+        location: String,
+        /// Why (boxed: the other variants are small).
+        #[source]
+        source: Box<crate::fetch::git::Error>,
+    },
     /// A RUN step failed: the command, or the sandbox around it.
     #[error("{location}: `{step}`: {source}")]
     Run {

@@ -70,6 +70,9 @@ pub(super) fn explain(old: Option<&StepRecord>, new: &StepRecord, previous_misse
             Some(_) if label.ends_with(":url") => {
                 return "the file at its URL changed".into();
             }
+            Some(_) if label.ends_with(":git") => {
+                return "its git ref names another commit now".into();
+            }
             Some(_) if label.ends_with(":stage") => {
                 return "the stage it copies from changed".into();
             }

@@ -1,12 +1,14 @@
-//! Remote sources: what ADD fetches from outside the build, saved in the
-//! store as it streams in. `http` downloads one URL (with the store's
-//! saved validators, `store::validators`); a git fetcher sits beside it.
-//! Knows nothing of steps, layers or keys; the builder's
-//! `step::fetch` decides what to ask and what the answer means for the
-//! cache.
+//! Remote sources: what ADD fetches from outside the build. `http`
+//! downloads one URL into the store as it streams in (with the store's
+//! saved validators, `store::validators`); `git` resolves a ref to a
+//! commit and checks a commit out, with the system `git`. Knows nothing of
+//! steps, layers or keys; the builder's `step::fetch` (and the CLI's git
+//! context) decides what to ask and what the answer means for the cache.
 
+pub mod git;
 pub mod http;
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 /// How fetches connect, as the user chose (the CLI reads the proxy
@@ -25,6 +27,13 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Redirects followed before giving up.
     pub max_redirects: u32,
+    /// Where `git` (and the helpers it runs: `git-remote-https`, `ssh`)
+    /// is looked up, in `PATH` syntax; `None`: `/usr/local/bin:/usr/bin:/bin`.
+    pub path: Option<OsString>,
+    /// Whether ADD may name a `file://` git repository: it reads this
+    /// machine's files outside the context, so only tests allow it
+    /// (`IMGBUILD_GIT_ALLOW_FILE`).
+    pub git_file: bool,
 }
 
 impl Default for Options {
@@ -35,6 +44,8 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             max_redirects: 10,
+            path: None,
+            git_file: false,
         }
     }
 }

@@ -23,7 +23,10 @@ use crate::reference::Reference;
 
 pub use builder::GraphBuilder;
 pub use chmod::Chmod;
-pub use fetch::{FetchItem, FetchStep, HttpSource, Remote, UrlError, is_http_url};
+pub use fetch::{
+    FetchItem, FetchStep, GitSource, HttpSource, Remote, UrlError, is_git_context, is_git_url,
+    is_http_url,
+};
 pub use key::CacheKey;
 pub use merge::merge;
 

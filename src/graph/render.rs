@@ -43,7 +43,15 @@ fn fetch_item(word: &str, i: &FetchItem) -> String {
                     out.push_str(&format!(" --checksum={c}"));
                 }
             }
+            Remote::Git(_) => {}
         }
+    }
+    // One flag for the instruction, as it is written.
+    if i.sources
+        .iter()
+        .any(|s| matches!(s, Remote::Git(g) if g.keep_git_dir))
+    {
+        out.push_str(" --keep-git-dir=true");
     }
     let mut args: Vec<String> = i.sources.iter().map(Remote::to_string).collect();
     args.push(i.dest.clone());
@@ -282,6 +290,25 @@ mod tests {
         assert_eq!(
             created_by(&f),
             format!("ADD --chown=app --chmod=644 --checksum={sum} https://h/x.tgz /opt/")
+        );
+    }
+
+    #[test]
+    fn git_fetch_reads_like_add_with_the_password_redacted() {
+        let g = super::super::GitSource::parse("https://u:tok@h/x.git#v1:/docs/", true).unwrap();
+        let f = StepKind::Fetch(FetchStep {
+            items: vec![FetchItem {
+                sources: vec![Remote::Git(g)],
+                dest: "/src".into(),
+                mode: None,
+                owner: None,
+            }],
+            name: None,
+            link: true,
+        });
+        assert_eq!(
+            created_by(&f),
+            "ADD --link --keep-git-dir=true https://u:xxxxx@h/x.git#v1:docs /src"
         );
     }
 

@@ -22,6 +22,7 @@ mod cli_output;
 mod concurrent;
 mod dockerfile;
 mod emulation;
+mod git;
 mod golden;
 mod hostile;
 mod kill;

@@ -1,4 +1,5 @@
-//! ADD of a URL: files fetched from outside the build, into one layer.
+//! ADD of a URL or a git repository: files fetched from outside the
+//! build, into one layer.
 //!
 //! The step's key is over what was fetched, not over the request: a file
 //! is downloaded (or found unchanged by a `304` to the validators the store
@@ -19,18 +20,35 @@
 //!
 //! A dry run revalidates (a conditional request) but reads no body: a
 //! `304` gives the exact key, a changed file shows as a miss.
+//!
+//! A git source is keyed on the commit its REF names now (`git ls-remote`,
+//! as BuildKit's git source computes its cache key; a full commit hash
+//! needs no request): a rebuild of the same commit hits without a clone,
+//! a branch that moved misses. Only a miss checks the commit out
+//! (`fetch::git`, into the store's temporary directory, kept until the
+//! layer is written), and its tree (or SUBDIR, resolved inside it) lands
+//! like a COPY of a directory: its contents into DEST, symlinks kept as
+//! links and never followed, modes as git keeps them (0644, 0755 for
+//! executables, directories 0755, whatever the umask), owner `--chown`
+//! (0:0 otherwise), every mtime the commit's committer time (BuildKit's
+//! `git.mtime=commit`; `SOURCE_DATE_EPOCH` wins). No `.git` unless
+//! `--keep-git-dir` (and no SUBDIR).
 
 use std::sync::Arc;
 
 use super::{CacheMap, Output, Step};
+use crate::builder::add::TempDirs;
 use crate::builder::cx::{Cx, Labelled};
 use crate::builder::scheduler::Below;
 use crate::builder::sources::{self, Selected, SourceKind};
 use crate::builder::{CopyError, Error, ImageState, Result, copy};
 use crate::confine::Root;
 use crate::digest::{Digest, Hasher};
+use crate::fetch::git::{self, Git, Resolved};
 use crate::fetch::http::{self, Answer, Body, Client, Conditions};
-use crate::graph::{FetchItem, FetchStep, HttpSource, Remote, Step as GraphStep};
+use crate::graph::{
+    CopyItem, FetchItem, FetchStep, GitSource, HttpSource, Remote, Step as GraphStep,
+};
 use crate::layer::index::Merged;
 use crate::layer::{FileSource, LayerPath};
 use crate::store::validators::Validators;
@@ -43,9 +61,24 @@ pub(super) struct Fetch<'g> {
 /// A fetched file: its blob and mtime (a `--checksum` source has none
 /// until the step runs: it is fetched only then).
 #[derive(Debug, Clone, Copy)]
-struct Got {
+struct Blob {
     content: Digest,
     mtime: i64,
+}
+
+/// What the key found out about a source.
+#[derive(Debug, Clone)]
+enum Got {
+    /// A file in the store.
+    Blob(Blob),
+    /// The commit a git REF names, not checked out yet.
+    Commit(Resolved),
+}
+
+/// A source ready to land: a file in the store, or a checked-out tree.
+enum Fetched {
+    Blob(Blob),
+    Tree { root: Arc<Root>, commit_time: i64 },
 }
 
 impl Step for Fetch<'_> {
@@ -56,13 +89,18 @@ impl Step for Fetch<'_> {
         let mut got = Vec::new();
         for (i, item) in self.f.items.iter().enumerate() {
             for (j, source) in item.sources.iter().enumerate() {
-                let g = match source {
-                    Remote::Http(h) => {
-                        http_input(cx, &client, h).map_err(|e| fetch_error(&location, e))?
-                    }
+                let (g, label) = match source {
+                    Remote::Http(h) => (
+                        http_input(cx, &client, h).map_err(|e| fetch_error(&location, e))?,
+                        "url",
+                    ),
+                    Remote::Git(g) => (
+                        git_input(cx, g).map_err(|e| git_error(&location, e))?,
+                        "git",
+                    ),
                 };
                 if let Some(d) = g.label {
-                    inputs.push((format!("item{i}.{j}:url"), d));
+                    inputs.push((format!("item{i}.{j}:{label}"), d));
                 }
                 got.push(g.got);
             }
@@ -108,7 +146,7 @@ fn http_input(cx: &Cx<'_>, client: &Client, h: &HttpSource) -> http::Result<Inpu
         Body::Save(None)
     };
     let got = match (client.get(&h.url, cond, body, store)?, known) {
-        (Answer::NotModified, Some(v)) => Got {
+        (Answer::NotModified, Some(v)) => Blob {
             content: v.content,
             mtime: mtime_of(v.last_modified.as_deref()),
         },
@@ -123,7 +161,7 @@ fn http_input(cx: &Cx<'_>, client: &Client, h: &HttpSource) -> http::Result<Inpu
                     content: s.digest,
                 });
             }
-            Got {
+            Blob {
                 content: s.digest,
                 mtime: mtime_of(s.last_modified.as_deref()),
             }
@@ -141,7 +179,25 @@ fn http_input(cx: &Cx<'_>, client: &Client, h: &HttpSource) -> http::Result<Inpu
     k.field(got.mtime.to_string().as_bytes());
     Ok(Input {
         label: Some(k.finish()),
-        got: Some(got),
+        got: Some(Got::Blob(got)),
+    })
+}
+
+/// git as the build's options say.
+fn git(cx: &Cx<'_>) -> Git {
+    Git::new(&cx.opts.fetch).allow_file(cx.opts.fetch.git_file)
+}
+
+/// The commit the source's REF names now: the input (asked with `git
+/// ls-remote`; a full commit hash asks nothing).
+fn git_input(cx: &Cx<'_>, g: &GitSource) -> git::Result<Input> {
+    let resolved = git(cx).resolve(&g.url, g.reference.as_deref())?;
+    let mut k = Hasher::new();
+    k.field(b"git-commit");
+    k.field(resolved.commit.as_bytes());
+    Ok(Input {
+        label: Some(k.finish()),
+        got: Some(Got::Commit(resolved)),
     })
 }
 
@@ -161,6 +217,13 @@ fn fetch_error(location: &str, source: http::Error) -> Error {
     }
 }
 
+fn git_error(location: &str, source: git::Error) -> Error {
+    Error::Git {
+        location: location.to_string(),
+        source: Box::new(source),
+    }
+}
+
 impl Fetch<'_> {
     fn exec(
         &self,
@@ -170,23 +233,37 @@ impl Fetch<'_> {
         workdir: &str,
         below: &mut Below<'_, '_>,
     ) -> Result<Output> {
-        // The sources the key did not need fetched: fetch them now.
+        // The sources the key did not need fetched: fetch them now; git
+        // commits are checked out (into directories the layer reads until
+        // it is written).
         let mut files = Vec::with_capacity(got.len());
+        let mut temps = TempDirs::default();
         let sources = self.f.items.iter().flat_map(|i| i.sources.iter());
         for (source, g) in sources.zip(got) {
             let g = match (g, source) {
-                (Some(g), _) => g,
-                (None, Remote::Http(h)) => match &h.checksum {
-                    Some(sum) => fetch_checksummed(cx, client, h, sum)
+                (Some(Got::Blob(b)), _) => Fetched::Blob(b),
+                (Some(Got::Commit(r)), Remote::Git(g)) => {
+                    checkout(cx, g, &r, &mut temps).map_err(|e| git_error(below.location(), e))?
+                }
+                (
+                    None,
+                    Remote::Http(
+                        h @ HttpSource {
+                            checksum: Some(sum),
+                            ..
+                        },
+                    ),
+                ) => Fetched::Blob(
+                    fetch_checksummed(cx, client, h, sum)
                         .map_err(|e| fetch_error(below.location(), e))?,
-                    // Only a dry run leaves a file unfetched, and it runs
-                    // no step.
-                    None => {
-                        return Err(Error::Internal {
-                            what: format!("ADD {} ran before it was fetched", h.url),
-                        });
-                    }
-                },
+                ),
+                // Only a dry run leaves a source unfetched, and it runs no
+                // step.
+                (_, source) => {
+                    return Err(Error::Internal {
+                        what: format!("ADD {source} ran before it was fetched"),
+                    });
+                }
             };
             files.push(g);
         }
@@ -207,14 +284,14 @@ impl Fetch<'_> {
             .map_err(|e| below.copy_error(e))?;
         Ok(Output::Entries {
             entries,
-            guard: None,
+            guard: Some(Box::new(temps)),
         })
     }
 
     fn entries(
         &self,
         cx: &Cx<'_>,
-        files: Vec<Got>,
+        files: Vec<Fetched>,
         state: &ImageState,
         workdir: &str,
         lower: &Merged,
@@ -227,12 +304,28 @@ impl Fetch<'_> {
                 None => (0, 0),
             };
             let mut selected = Vec::new();
-            let dest_dir = into_dir_only(item).then(|| sources::absolute(workdir, &item.dest));
+            let has_tree = item.sources.iter().any(|s| matches!(s, Remote::Git(_)));
+            let dest_dir =
+                (into_dir_only(item) || has_tree).then(|| sources::absolute(workdir, &item.dest));
             let mut into_dir = None;
+            // Directories the copy creates take the commit's time, so a
+            // tree lands the same on every machine.
+            let mut created = cx.opts.now.max(0) as u64;
             for source in &item.sources {
                 let Some(g) = files.next() else { break };
-                let name = match source {
-                    Remote::Http(h) => &h.file_name,
+                let (blob, name) = match (g, source) {
+                    (Fetched::Blob(b), Remote::Http(h)) => (b, &h.file_name),
+                    (Fetched::Tree { root, commit_time }, _) => {
+                        created = commit_time.max(0) as u64;
+                        selected.extend(tree_files(&root, &item.dest, workdir, commit_time)?);
+                        continue;
+                    }
+                    (Fetched::Blob(_), Remote::Git(g)) => {
+                        return Err(CopyError::Read {
+                            path: g.to_string().into(),
+                            source: std::io::Error::other("a git source fetched as a file"),
+                        });
+                    }
                 };
                 let dest = sources::absolute(workdir, &item.dest);
                 let dest = match &dest_dir {
@@ -243,7 +336,7 @@ impl Fetch<'_> {
                         dest
                     }
                 };
-                selected.push(blob_file(cx, source, g, dest)?);
+                selected.push(blob_file(cx, source, blob, dest)?);
             }
             items.push(copy::ItemSelection {
                 selected,
@@ -253,13 +346,83 @@ impl Fetch<'_> {
                     uid,
                     gid,
                     epoch: cx.opts.epoch.map(|e| e.max(0) as u64),
-                    now: cx.opts.now.max(0) as u64,
+                    now: created,
                 },
                 dest_root: dest_dir,
                 into_dir,
             });
         }
         Ok(crate::layer::normalize(copy::entries(items, lower)?)?)
+    }
+}
+
+/// Checks the commit `r` of `g` out into a new temporary directory (kept
+/// in `temps`), and opens its tree, or SUBDIR inside it.
+fn checkout(
+    cx: &Cx<'_>,
+    g: &GitSource,
+    r: &Resolved,
+    temps: &mut TempDirs,
+) -> git::Result<Fetched> {
+    let dir = cx.store.tmp_path("git");
+    fs_err::create_dir_all(&dir).map_err(|source| git::Error::Dir {
+        path: dir.clone(),
+        source,
+    })?;
+    temps.0.push(dir.clone());
+    let co = git(cx).checkout(&g.url, r, &dir, g.keep_git_dir && g.subdir.is_none())?;
+    let root = co.root(g.subdir.as_deref())?;
+    Ok(Fetched::Tree {
+        root: Arc::new(root),
+        commit_time: co.commit_time,
+    })
+}
+
+/// The files of a checked-out tree as the contents of DEST (a COPY of a
+/// directory), stamped the same on every checkout: modes as git records
+/// them, whatever the umask was, and the commit's time.
+fn tree_files(
+    root: &Arc<Root>,
+    dest: &str,
+    workdir: &str,
+    commit_time: i64,
+) -> Result<Vec<Selected>, CopyError> {
+    let from = sources::SourceRoot {
+        root,
+        excludes: None,
+        owners: None,
+    };
+    let sel = sources::select(&from, &CopyItem::from_context(&["."], dest), workdir)?;
+    Ok(sel
+        .entries
+        .into_iter()
+        .map(|mut s| {
+            s.mode = git_mode(&s.kind, s.mode);
+            s.mtime = commit_time;
+            s.link_key = None;
+            s.stat = None;
+            s.owner = None;
+            s
+        })
+        .collect())
+}
+
+/// The mode a checkout would have under umask 022 (BuildKit runs git with
+/// it): git writes files 0666 or 0777 (read-only 0444 in `.git`) and
+/// directories 0777, and the umask only ever clears bits, so the owner's
+/// bits tell which it was.
+fn git_mode(kind: &SourceKind, mode: u32) -> u32 {
+    match kind {
+        SourceKind::Dir => 0o755,
+        SourceKind::Symlink(_) => 0o777,
+        SourceKind::File { .. } | SourceKind::Hardlink(_) => {
+            let base = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
+            if mode & 0o200 == 0 {
+                base & !0o222
+            } else {
+                base
+            }
+        }
     }
 }
 
@@ -271,8 +434,8 @@ fn fetch_checksummed(
     client: &Client,
     h: &HttpSource,
     sum: &Digest,
-) -> http::Result<Got> {
-    let got = Got {
+) -> http::Result<Blob> {
+    let got = Blob {
         content: *sum,
         mtime: 0,
     };
@@ -306,7 +469,12 @@ fn into_dir_only(item: &FetchItem) -> bool {
 }
 
 /// The blob of a fetched file as one selected file, landing at `dest`.
-fn blob_file(cx: &Cx<'_>, source: &Remote, g: Got, dest: LayerPath) -> Result<Selected, CopyError> {
+fn blob_file(
+    cx: &Cx<'_>,
+    source: &Remote,
+    g: Blob,
+    dest: LayerPath,
+) -> Result<Selected, CopyError> {
     let path = cx.store.blob_path(&g.content);
     let dir = path.parent().unwrap_or(&path).to_path_buf();
     let size = fs_err::metadata(&path)
@@ -338,6 +506,29 @@ fn blob_file(cx: &Cx<'_>, source: &Remote, g: Got, dest: LayerPath) -> Result<Se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_modes_do_not_depend_on_the_umask() {
+        let file = |mode| {
+            let kind = SourceKind::Hardlink(LayerPath::root());
+            git_mode(&kind, mode)
+        };
+        // umask 022, 077 and 002 over git's 0666 and 0777.
+        for (on_disk, want) in [
+            (0o644, 0o644),
+            (0o600, 0o644),
+            (0o664, 0o644),
+            (0o755, 0o755),
+            (0o700, 0o755),
+            (0o775, 0o755),
+            // A pack in a kept .git (0444).
+            (0o444, 0o444),
+            (0o400, 0o444),
+        ] {
+            assert_eq!(file(on_disk), want, "{on_disk:o}");
+        }
+        assert_eq!(git_mode(&SourceKind::Dir, 0o700), 0o755);
+    }
 
     #[test]
     fn mtimes_are_http_dates_or_the_epoch() {

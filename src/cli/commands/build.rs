@@ -21,9 +21,20 @@ use crate::store::atomic_write;
 pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     let mut hi = HiBuild::from_low_args(a, env, &|p| p.is_file()).map_err(|e| e.into_failure())?;
     let store = open_store(cli, env)?;
-    // `-` and `-f -`: standard input, made into files first.
-    (hi.input, hi.file) =
-        crate::cli::context::prepare(&store, &hi.input, hi.file.as_deref(), std::io::stdin())?;
+    // `-` and `-f -`: standard input, made into files first; a git
+    // context checked out.
+    let fetch = fetch_options(env);
+    let git = crate::cli::context::GitOptions {
+        fetch: &fetch,
+        keep_git_dir: keep_git_dir(&hi.build_args),
+    };
+    (hi.input, hi.file) = crate::cli::context::prepare(
+        &store,
+        &hi.input,
+        hi.file.as_deref(),
+        std::io::stdin(),
+        &git,
+    )?;
     // Bases are resolved (imported, pulled) before the build proper: under
     // the lock too, so a prune never sweeps what they bring in.
     let _lock = store.lock_shared()?;
@@ -88,7 +99,7 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
             .cache_to
             .iter()
             .any(|c| c.backend == CacheBackend::Inline),
-        fetch: fetch_options(env),
+        fetch,
     };
     let result = builder::build(&graph, &opts).map_err(|e| match e {
         builder::Error::Invalid(d) => Failure::Diagnostics(d),
@@ -143,9 +154,21 @@ pub fn run(cli: &Cli, env: &Env, a: &BuildArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--build-arg BUILDKIT_CONTEXT_KEEP_GIT_DIR=1` (or `true`): a git
+/// context keeps its `.git`, as BuildKit's Dockerfile frontend has it.
+fn keep_git_dir(build_args: &[String]) -> bool {
+    build_args
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("BUILDKIT_CONTEXT_KEEP_GIT_DIR="))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "t"))
+}
+
 /// How ADD reaches URLs: the proxy the usual variables name (the first
 /// set of `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, each also in lower
-/// case; one proxy for both schemes) and `NO_PROXY`.
+/// case; one proxy for both schemes) and `NO_PROXY`; `PATH` for git, and
+/// `IMGBUILD_GIT_ALLOW_FILE` (a test seam: ADD may name `file://`
+/// repositories).
 fn fetch_options(env: &Env) -> crate::fetch::Options {
     let first = |names: &[&str]| {
         names
@@ -164,6 +187,10 @@ fn fetch_options(env: &Env) -> crate::fetch::Options {
             "all_proxy",
         ]),
         no_proxy: first(&["NO_PROXY", "no_proxy"]),
+        path: env.var_os("PATH").map(std::ffi::OsStr::to_os_string),
+        git_file: env
+            .var_os("IMGBUILD_GIT_ALLOW_FILE")
+            .is_some_and(|v| v == "1"),
         ..crate::fetch::Options::default()
     }
 }

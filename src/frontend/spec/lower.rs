@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use super::decode::S;
 use super::model::{
-    CommandSpec, ConfigKeys, CopySpec, FetchSpec, Spec, StepBody, TargetKind, TargetSpec,
+    CommandSpec, ConfigKeys, CopySpec, FetchSource, FetchSpec, Spec, StepBody, TargetKind,
+    TargetSpec,
 };
 use super::vars::Vars;
 use crate::diag::{Diagnostic, SourceFile, SourceRef, Span};
 use crate::graph::builder::{PendingBase, PendingRef};
 use crate::graph::{
     BuildGraph, Command, ConfigChange, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep,
-    GraphBuilder, HttpSource, ImageSource, ImageSourceError, Mount, Network, Output, Owner, Remote,
-    RunStep, Settings, StageId, StepKind, UrlError,
+    GitSource, GraphBuilder, HttpSource, ImageSource, ImageSourceError, Mount, Network, Output,
+    Owner, Remote, RunStep, Settings, StageId, StepKind, UrlError,
 };
 use crate::pattern::{PatternSet, clean_path};
 use crate::platform::Platform;
@@ -421,12 +422,12 @@ impl Lowerer<'_> {
         let mut items = Vec::new();
         let mut args = Vec::new();
         for f in specs {
-            let url = self.var(&f.url, true);
             let dest = self.var(&f.dest, true);
             let checksum = f.checksum.as_ref().map(|c| self.var(c, true));
-            let (Some(url), Some(dest), Some(checksum)) =
-                (url, dest, checksum.map_or(Some(None), |c| c.map(Some)))
-            else {
+            let Some(checksum) = checksum.map_or(Some(None), |c| c.map(Some)) else {
+                continue;
+            };
+            let Some(dest) = dest else {
                 continue;
             };
             if dest.value.is_empty() {
@@ -436,19 +437,90 @@ impl Lowerer<'_> {
                     Some("write an absolute path such as \"/opt/\""),
                 );
             }
-            let source =
-                match HttpSource::parse(&url.value, checksum.as_ref().map(|c| c.value.as_str())) {
-                    Ok(h) => h,
-                    Err(e @ UrlError::Checksum(_)) => {
-                        let at = checksum.as_ref().map_or(url.span, |c| c.span);
-                        self.error(at, e.to_string(), None);
+            let (source, at) = match &f.source {
+                FetchSource::Url(url) => {
+                    let Some(url) = self.var(url, true) else {
+                        continue;
+                    };
+                    let parsed =
+                        HttpSource::parse(&url.value, checksum.as_ref().map(|c| c.value.as_str()));
+                    match parsed {
+                        Ok(h) => (Remote::Http(h), url.span),
+                        Err(e @ UrlError::Checksum(_)) => {
+                            let at = checksum.as_ref().map_or(url.span, |c| c.span);
+                            self.error(at, e.to_string(), None);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.error(url.span, e.to_string(), None);
+                            continue;
+                        }
+                    }
+                }
+                FetchSource::Git {
+                    url,
+                    reference,
+                    subdir,
+                    keep_git_dir,
+                } => {
+                    if let Some(c) = &checksum {
+                        self.error(
+                            c.span,
+                            "`checksum` applies to a `url` fetch; pin a git source by its commit",
+                            Some("write the commit hash as `ref`"),
+                        );
                         continue;
                     }
-                    Err(e) => {
-                        self.error(url.span, e.to_string(), None);
+                    let Some(url) = self.var(url, true) else {
                         continue;
+                    };
+                    let reference = match reference.as_ref().map(|r| self.var(r, true)) {
+                        Some(None) => continue,
+                        r => r.flatten(),
+                    };
+                    let subdir = match subdir.as_ref().map(|r| self.var(r, true)) {
+                        Some(None) => continue,
+                        r => r.flatten(),
+                    };
+                    let parsed = if reference.is_none() && subdir.is_none() {
+                        GitSource::parse(&url.value, *keep_git_dir)
+                    } else if url.value.contains('#') {
+                        let at = reference
+                            .as_ref()
+                            .or(subdir.as_ref())
+                            .map_or(url.span, |r| r.span);
+                        self.error(
+                            at,
+                            "`git` already has a #fragment: write REF and SUBDIR there or in `ref` and `subdir`, not both",
+                            None,
+                        );
+                        continue;
+                    } else {
+                        GitSource::new(
+                            &url.value,
+                            reference.as_ref().map(|r| r.value.as_str()),
+                            subdir.as_ref().map(|r| r.value.as_str()),
+                            *keep_git_dir,
+                        )
+                    };
+                    match parsed {
+                        Ok(g) => (Remote::Git(g), url.span),
+                        Err(e @ (UrlError::BadRef(_) | UrlError::SubdirEscapes(_))) => {
+                            let at = match &e {
+                                UrlError::BadRef(_) => reference.as_ref(),
+                                _ => subdir.as_ref(),
+                            }
+                            .map_or(url.span, |r| r.span);
+                            self.error(at, e.to_string(), None);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.error(url.span, e.to_string(), None);
+                            continue;
+                        }
                     }
-                };
+                }
+            };
             let owner = f.owner.as_ref().and_then(|o| match Owner::parse(&o.value) {
                 Some(owner) => Some(owner),
                 None => {
@@ -460,9 +532,9 @@ impl Lowerer<'_> {
                     None
                 }
             });
-            args.push(self.at(url.span));
+            args.push(self.at(at));
             items.push(FetchItem {
-                sources: vec![Remote::Http(source)],
+                sources: vec![source],
                 dest: dest.value,
                 mode: f.mode.as_ref().map(|m| m.value.clone()),
                 owner,

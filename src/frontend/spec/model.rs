@@ -94,11 +94,12 @@ pub struct CopySpec {
     pub span: Span,
 }
 
-/// One file fetched from a URL (a Dockerfile's `ADD URL DEST`).
+/// One file fetched from a URL (a Dockerfile's `ADD URL DEST`), or a git
+/// repository's tree (`ADD GIT-URL#REF:SUBDIR DEST`).
 #[derive(Debug, Clone)]
 pub struct FetchSpec {
-    /// `url`: an `http://` or `https://` URL.
-    pub url: S<String>,
+    /// What is fetched.
+    pub source: FetchSource,
     /// `dest`: a path, or a directory ending in `/` (the file then takes
     /// the URL's last path segment as its name).
     pub dest: S<String>,
@@ -110,6 +111,25 @@ pub struct FetchSpec {
     pub owner: Option<S<String>>,
     /// The whole inline table.
     pub span: Span,
+}
+
+/// Where a fetch's content comes from.
+#[derive(Debug, Clone)]
+pub enum FetchSource {
+    /// `url`: an `http://` or `https://` URL.
+    Url(S<String>),
+    /// `git`: a repository (`URL[#REF[:SUBDIR]]`), with `ref`, `subdir`
+    /// and `keep_git_dir` beside it.
+    Git {
+        /// `git`.
+        url: S<String>,
+        /// `ref`: a branch, tag or commit.
+        reference: Option<S<String>>,
+        /// `subdir`: a directory of the tree.
+        subdir: Option<S<String>>,
+        /// `keep_git_dir`.
+        keep_git_dir: bool,
+    },
 }
 
 /// The body of a step.
@@ -212,7 +232,17 @@ const BUILD_KEYS: &[&str] = &["context", "source_date_epoch", "exclude", "platfo
 const STAGE_ONLY_KEYS: &[&str] = &["from", "step", "platform"];
 const IMAGE_ONLY_KEYS: &[&str] = &["tags", "output", "format", "platforms"];
 const COPY_KEYS: &[&str] = &["src", "dest", "from", "mode", "owner", "exclude", "parents"];
-const FETCH_KEYS: &[&str] = &["url", "dest", "checksum", "mode", "owner"];
+const FETCH_KEYS: &[&str] = &[
+    "url",
+    "git",
+    "ref",
+    "subdir",
+    "keep_git_dir",
+    "dest",
+    "checksum",
+    "mode",
+    "owner",
+];
 const RUN_KEYS: &[&str] = &["name", "run", "env", "workdir", "user", "network", "cache"];
 
 /// Parses spec text into a [`Spec`], collecting every problem. The spec comes
@@ -623,13 +653,43 @@ fn parse_fetch(d: &mut Decoder, t: &DeTable<'_>, span: Span) -> Option<FetchSpec
             None
         }
     };
-    let url = need(d, "url");
+    let source = match (get(t, "url"), get(t, "git")) {
+        (Some(_), Some(g)) => {
+            d.error(g.span(), "a fetch has `url` or `git`, not both")
+                .label = Some("second source".into());
+            None
+        }
+        (None, Some(g)) => {
+            let url = d.string(g, "git");
+            let reference = get(t, "ref").and_then(|v| d.string(v, "ref"));
+            let subdir = get(t, "subdir").and_then(|v| d.string(v, "subdir"));
+            let keep_git_dir = get(t, "keep_git_dir")
+                .and_then(|v| d.boolean(v, "keep_git_dir"))
+                .unwrap_or(false);
+            url.map(|url| FetchSource::Git {
+                url,
+                reference,
+                subdir,
+                keep_git_dir,
+            })
+        }
+        (Some(_), None) | (None, None) => {
+            let url = need(d, "url").map(FetchSource::Url);
+            for key in ["ref", "subdir", "keep_git_dir"] {
+                if let Some(v) = get(t, key) {
+                    d.error(v.span(), format!("`{key}` applies to a `git` fetch"))
+                        .label = Some("no `git` in this fetch".into());
+                }
+            }
+            url
+        }
+    };
     let dest = need(d, "dest");
     let checksum = get(t, "checksum").and_then(|v| d.string(v, "checksum"));
     let mode = get(t, "mode").and_then(|v| parse_mode(d, v));
     let owner = get(t, "owner").and_then(|v| d.string(v, "owner"));
     Some(FetchSpec {
-        url: url?,
+        source: source?,
         dest: dest?,
         checksum,
         mode,

@@ -1,26 +1,16 @@
 //! COPY and ADD: sources, destination and flags expanded against the stage's
 //! variables; heredoc sources become inline files; ADD of `http(s)://` URLs
-//! becomes a fetch step (`graph::FetchStep`); git sources are refused with
-//! a clear error (not supported yet).
+//! and of git repositories (BuildKit's forms: `graph::is_git_url`) becomes
+//! a fetch step (`graph::FetchStep`).
 
 use super::CopyRef;
 use super::{Lowerer, Scope, Stage};
 use crate::diag::Span;
 use crate::frontend::dockerfile::ast::{CopyArgs, Instruction};
 use crate::graph::{
-    Chmod, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep, GraphBuilder, HttpSource, Owner,
-    Remote, StepKind, is_http_url,
+    Chmod, CopyFrom, CopyItem, CopyStep, FetchItem, FetchStep, GitSource, GraphBuilder, HttpSource,
+    Owner, Remote, StepKind, is_git_url, is_http_url,
 };
-
-/// A git repository as BuildKit's `gitutil.ParseGitRef` takes one: the
-/// git transports, and http(s) URLs whose path ends in `.git`.
-fn is_git(s: &str) -> bool {
-    if s.starts_with("git@") || s.starts_with("git://") {
-        return true;
-    }
-    let no_fragment = s.split_once('#').map_or(s, |(u, _)| u);
-    is_http_url(s) && no_fragment.ends_with(".git")
-}
 
 impl Lowerer<'_> {
     pub(super) fn copy(
@@ -77,10 +67,6 @@ impl Lowerer<'_> {
             let v = self.expand(w, scope)?;
             self.copy_source_ref(&v, w.span)
         });
-        if c.keep_git_dir {
-            self.error(i.keyword.span, "ADD --keep-git-dir applies to git sources, which need network access and are not supported yet");
-        }
-
         let item = |sources: Vec<String>, from: CopyFrom| CopyItem {
             from,
             sources,
@@ -146,17 +132,8 @@ impl Lowerer<'_> {
             let Some(v) = self.expand(s, scope) else {
                 continue;
             };
-            if add && is_git(&v) {
-                self.error(
-                    s.span,
-                    format!("ADD {v}: git sources are not supported yet"),
-                )
-                .help = Some(
-                    "clone the repository into the build context and COPY it from there".into(),
-                );
-                continue;
-            }
-            if add && is_http_url(&v) {
+            // A git URL first: `https://…/x.git` is one, not a file.
+            if add && (is_git_url(&v) || is_http_url(&v)) {
                 urls.push((v, s.span));
                 continue;
             }
@@ -226,10 +203,12 @@ impl Lowerer<'_> {
 }
 
 impl Lowerer<'_> {
-    /// The fetch of an ADD whose sources are all URLs, with BuildKit's
-    /// rules: `--checksum` for one source only, several sources into a
-    /// directory (`/`-terminated), no `--exclude` or `--unpack` (they are
-    /// about local archives and trees).
+    /// The fetch of an ADD whose sources are all URLs or git repositories,
+    /// with BuildKit's rules: `--checksum` for one http(s) source only,
+    /// several sources into a directory (`/`-terminated), no `--exclude` or
+    /// `--unpack` (they are about local archives and trees);
+    /// `--keep-git-dir` for git sources (ignored for others, as BuildKit
+    /// does).
     fn fetch_item(
         &mut self,
         c: &CopyArgs,
@@ -268,12 +247,32 @@ impl Lowerer<'_> {
                 ok = false;
                 None
             }
+            Some(w) if urls.iter().any(|(u, _)| is_git_url(u)) => {
+                self.error(
+                    w.span,
+                    "ADD --checksum applies to http:// and https:// sources only, not git",
+                )
+                .help = Some("pin a git source by its commit: URL#COMMIT".into());
+                ok = false;
+                None
+            }
             Some(w) => self.expand(w, scope),
             None => None,
         };
         let mut sources = Vec::new();
         let mut args = Vec::new();
         for (url, span) in urls {
+            if is_git_url(&url) {
+                match GitSource::parse(&url, c.keep_git_dir) {
+                    Ok(g) => sources.push(Remote::Git(g)),
+                    Err(e) => {
+                        self.error(span, format!("ADD: {e}"));
+                        ok = false;
+                    }
+                }
+                args.push(self.at(span));
+                continue;
+            }
             match HttpSource::parse(&url, checksum.as_deref()) {
                 Ok(h) => sources.push(Remote::Http(h)),
                 Err(e @ crate::graph::UrlError::Checksum(_)) => {
