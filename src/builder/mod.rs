@@ -346,7 +346,6 @@ fn plan(graph: &BuildGraph, target: Option<&str>, outputs: &[String]) -> Plan {
                         )
                         .with_help("--build-context NAME=DIR names a directory"),
                     );
-                    locals.insert(path.clone(), std::sync::Arc::clone(&context));
                 }
             }
         }

@@ -103,7 +103,13 @@ pub fn prepare(
             .context("reading the context from standard input")?;
         crate::layer::extract::extract_layer(&dir, tar)
             .map_err(|e| anyhow!("extracting the context from standard input: {e}"))?;
-        Ok((dir, file.map(PathBuf::from)))
+        // `-f` names a file of the tar, as docker reads it, and a link
+        // there resolves inside it: never to a host file.
+        let file = match file {
+            Some(f) if f.is_absolute() => f.to_path_buf(),
+            f => definition_in(store, &dir, f.unwrap_or(Path::new("Dockerfile")))?,
+        };
+        Ok((dir, Some(file)))
     } else {
         // `docker build - < Dockerfile`: the Dockerfile, and no context.
         let path = dir.join("Dockerfile");

@@ -373,6 +373,11 @@ impl HiBuild {
             .iter()
             .map(|c| cache::cache_to(c, cwd))
             .collect::<Result<Vec<_>, _>>()?;
+        let annotations = a
+            .annotations
+            .iter()
+            .map(|s| Ok((s, annotation(s)?)))
+            .collect::<Result<Vec<_>, ArgError>>()?;
         let epoch = epoch(env.source_date_epoch())?;
         let secrets = secrets(&a.secrets, env, is_file)?;
         let ssh = ssh(&a.ssh, env)?;
@@ -384,6 +389,19 @@ impl HiBuild {
                 }
             }
         }
+        let index_annotation = annotations
+            .iter()
+            .find(|(_, a)| a.level == crate::builder::AnnotationLevel::Index);
+        if let Some((spec, _)) = index_annotation
+            && dockerfile
+            && platforms.len() < 2
+        {
+            return Err(ArgError::Annotation {
+                spec: (*spec).clone(),
+                why: "an index annotation needs a multi-platform image (--platform with several platforms)".into(),
+            });
+        }
+        let annotations = annotations.into_iter().map(|(_, a)| a).collect();
         let mut named_contexts = crate::graph::NamedContexts::new();
         for spec in &a.build_contexts {
             let (name, nc) = named_context(spec, cwd)?;
@@ -447,11 +465,7 @@ impl HiBuild {
                 })
                 .collect::<Result<_, _>>()?,
             force_compression,
-            annotations: a
-                .annotations
-                .iter()
-                .map(|s| annotation(s))
-                .collect::<Result<_, _>>()?,
+            annotations,
             run: crate::builder::RunSettings {
                 add_hosts: a
                     .add_hosts
@@ -533,8 +547,6 @@ fn add_host(spec: &str) -> Result<(String, std::net::IpAddr), ArgError> {
     Ok((host.to_string(), ip))
 }
 
-/// An absolute form of `p` against the working directory `cwd`, touching
-/// nothing (what `std::path::absolute` gives in `cwd`).
 /// One `--annotation [TYPE[,TYPE][\[PLATFORM\]]:]KEY=VALUE`, as buildx
 /// takes it; no type is `manifest`. The descriptor levels
 /// (`manifest-descriptor`, `index-descriptor`) are refused.
@@ -645,6 +657,8 @@ fn named_context(
     Ok((key, NamedContext::Local(path)))
 }
 
+/// An absolute form of `p` against the working directory `cwd`, touching
+/// nothing (what `std::path::absolute` gives in `cwd`).
 fn absolute(cwd: Option<&Path>, p: &Path) -> Result<PathBuf, ArgError> {
     let joined = if p.is_absolute() || p.as_os_str().is_empty() {
         // Absolute (or empty, which it refuses): std does not look at the

@@ -101,6 +101,16 @@ pub enum Error {
         /// What it said (cut to 200 bytes).
         output: String,
     },
+    /// A git command ran past its deadline (a stalled server).
+    #[error("git {what} {url} took more than {secs} s: stopped")]
+    TimedOut {
+        /// The operation.
+        what: &'static str,
+        /// The repository.
+        url: String,
+        /// The deadline.
+        secs: u64,
+    },
     /// `ls-remote` said more than any repository needs to.
     #[error("git ls-remote {url}: the server listed more than {limit} bytes of refs")]
     TooMuch {
@@ -165,6 +175,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The most `ls-remote` may print (a repository with a million refs needs
 /// about 60 MiB).
 const LS_REMOTE_LIMIT: usize = 64 << 20;
+/// How long asking a server for its refs may take: it runs for the cache
+/// key on every build, cached or not.
+const LS_REMOTE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a fetch (or a local git operation) may take, all told.
+const FETCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// How much of git's stderr an error keeps (its end).
 const STDERR_TAIL: usize = 4096;
 /// What a command that should print nothing (or a line) may print.
@@ -368,20 +383,54 @@ impl Git {
     }
 
     /// Runs `c`, returning its stdout (up to `limit` bytes).
+    /// Stops it (and its helpers, `git-remote-https` and ssh: git runs in
+    /// its own process group) when it runs past its deadline.
     fn run(&self, what: &'static str, url: &str, mut c: Command, limit: usize) -> Result<Vec<u8>> {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        use std::os::unix::process::CommandExt;
+        let deadline = if what == "ls-remote" {
+            LS_REMOTE_DEADLINE
+        } else {
+            FETCH_DEADLINE
+        };
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut child = c.spawn().map_err(|source| Error::Spawn { source })?;
+        let group = rustix::process::Pid::from_child(&child);
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        // stderr is drained beside stdout, or a chatty git would block on it.
-        let (out, over, err) = std::thread::scope(|s| {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        // stderr is drained beside stdout, or a chatty git would block on
+        // it; the watchdog is joined before the child is reaped, so the
+        // group it may kill is still ours.
+        let (out, over, err, timed_out) = std::thread::scope(|s| {
+            let watchdog = s.spawn(move || {
+                let late = matches!(
+                    finished.recv_timeout(deadline),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if late {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+                late
+            });
             let err = s.spawn(move || stderr.map(read_tail).unwrap_or_default());
             let (out, over) = stdout.map(|o| read_bounded(o, limit)).unwrap_or_default();
-            (out, over, err.join().unwrap_or_default())
+            if over {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            let err = err.join().unwrap_or_default();
+            let _ = done.send(());
+            (out, over, err, watchdog.join().unwrap_or(false))
         });
-        if over {
-            let _ = child.kill();
-        }
         let status = child.wait().map_err(|source| Error::Spawn { source })?;
+        if timed_out {
+            return Err(Error::TimedOut {
+                what,
+                url: redact(url),
+                secs: deadline.as_secs(),
+            });
+        }
         if over {
             return Err(Error::TooMuch {
                 url: redact(url),
@@ -421,6 +470,13 @@ impl Git {
             c.arg("--symref");
         }
         c.arg("--").arg(url).arg(reference.unwrap_or("HEAD"));
+        // An annotated tag's commit is listed only when asked for by name.
+        if let Some(r) = reference {
+            c.arg(format!("{r}^{{}}"));
+        }
+        // Outside any repository: git would otherwise read the config of
+        // the one imgbuild runs in (`url.insteadOf`, extra headers).
+        c.env("GIT_DIR", "/dev/null");
         let out = self.run("ls-remote", url, c, LS_REMOTE_LIMIT)?;
         let text = String::from_utf8_lossy(&out);
         let (refs, head_symref) = parse_ls_remote(&text).ok_or_else(|| Error::Output {
@@ -827,6 +883,45 @@ mod tests {
         assert_eq!(got("7/head"), got("pull/7/head"));
         assert_eq!(got("nope"), None);
         assert_eq!(got("ain"), None, "a tail match is by whole components");
+    }
+
+    #[test]
+    fn an_annotated_tag_resolves_to_its_commit_with_real_git() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("w");
+        let sh = |args: &[&str], dir: &Path| {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args)
+                .current_dir(dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", t.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        fs_err::create_dir_all(&work).unwrap();
+        sh(&["init", "-q"], &work);
+        fs_err::write(work.join("f"), "x").unwrap();
+        sh(&["add", "f"], &work);
+        sh(&["commit", "-q", "-m", "one"], &work);
+        sh(&["tag", "-a", "-m", "tag", "v1"], &work);
+        let commit = sh(&["rev-parse", "v1^{commit}"], &work);
+        let tag = sh(&["rev-parse", "v1"], &work);
+        assert_ne!(commit, tag);
+        let git = Git::new(&Options::default()).allow_file(true);
+        let url = format!("file://{}", work.display());
+        let got = git.resolve(&url, Some("v1")).unwrap();
+        assert_eq!(got.commit, commit);
+        assert_eq!(got.name, RefName::Tag("v1".into()));
     }
 
     #[test]

@@ -525,23 +525,47 @@ fn issue_15_contexts_and_dockerfiles_from_standard_input() {
     // Not both.
     let out = build_stdin(&env, "s", &["-f", "-", "-"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    // A hostile tar cannot write outside the context it becomes.
+    // A hostile tar cannot write outside the context it becomes: a link
+    // out, then a member through it.
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
     let evil = {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
-        b.append_link(&mut h, "escape", "/tmp").unwrap();
+        b.append_link(&mut h, "escape", &outside).unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_size(3);
         h.set_mode(0o644);
-        b.append_data(&mut h, "escape/imgbuild-it-evil", &b"bad"[..])
-            .unwrap();
+        b.append_data(&mut h, "escape/evil", &b"bad"[..]).unwrap();
         b.into_inner().unwrap()
     };
-    let _ = build_stdin(&env, "s", &["-"], &evil);
-    assert!(!Path::new("/tmp/imgbuild-it-evil").exists());
+    let out = build_stdin(&env, "s", &["-"], &evil);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("standard input"), "{}", stderr(&out));
+    assert!(!outside.join("evil").exists());
+    // A Dockerfile that is a link to a host file is read inside the tar
+    // (where it leads nowhere), never from the host.
+    for target in ["/etc/passwd", "../../../../../../../../etc/passwd"] {
+        let linked = {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            b.append_link(&mut h, "Dockerfile", target).unwrap();
+            b.into_inner().unwrap()
+        };
+        let out = build_stdin(&env, "s", &["-"], &linked);
+        assert_ne!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("root:x:0:0"),
+            "{target}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 crate::it_test!(issue_15_named_contexts_stand_for_what_the_dockerfile_names);

@@ -222,11 +222,8 @@ fn pushing<T>(
     Ok(result)
 }
 
-/// Pushes image `id` to `dest`, telling `say` docker's lines (the
-/// repository, each layer, the digest) and `notice` each retry; `push` and
-/// `build --push` share it.
 /// Pushes the manifest `manifest` (a build's output, annotated or not) as
-/// `dest`.
+/// `dest`, as [`push_image`] does.
 ///
 /// # Errors
 /// As [`push_image`].
@@ -246,6 +243,9 @@ pub fn push_manifest(
     })
 }
 
+/// Pushes image `id` to `dest`, telling `say` docker's lines (the
+/// repository, each layer, the digest) and `notice` each retry; `push` and
+/// `build --push` share it.
 pub fn push_image(
     store: &crate::store::Store,
     id: &Digest,
