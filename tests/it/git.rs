@@ -347,16 +347,7 @@ fn cgi(c: TcpStream, root: &Path, seen: &Mutex<Vec<Seen>>, v0: bool) {
 /// machine sets; `file://` allowed in ADD when `allow_file`.
 fn imgbuild(env: &TestEnv, ctx: &Path, args: &[&str], allow_file: bool) -> std::process::Output {
     let mut c = env.cmd_in(ctx, args);
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    crate::util::without_proxies(&mut c);
     if allow_file {
         c.env("IMGBUILD_GIT_ALLOW_FILE", "1");
     } else {

@@ -222,16 +222,7 @@ const DATE2: &str = "Thu, 22 Oct 2015 07:28:00 GMT";
 /// machine sets.
 fn run(env: &TestEnv, ctx: &Path, args: &[&str]) -> std::process::Output {
     let mut c = env.cmd_in(ctx, args);
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    crate::util::without_proxies(&mut c);
     c.output().unwrap()
 }
 

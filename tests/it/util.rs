@@ -81,6 +81,21 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Takes the machine's proxy variables away from `c`: a test's servers are
+/// on 127.0.0.1, reached directly.
+pub fn without_proxies(c: &mut Command) {
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
+}
+
 /// Runs an external tool, failing the test with its output if it fails. The
 /// tools are installed by .ci/run; a missing tool is a failure, not a skip.
 pub fn tool(program: &str, args: &[&str]) -> String {
