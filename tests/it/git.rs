@@ -476,16 +476,7 @@ fn add_git_branch_tag_commit_and_subdir() {
     let mut c = env.cmd_in(&ctx, &["build", "-o", "e.tar", "."]);
     c.env("SOURCE_DATE_EPOCH", "100")
         .env("IMGBUILD_GIT_ALLOW_FILE", "1");
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    crate::util::without_proxies(&mut c);
     assert_success(&c.output().unwrap(), &["build SOURCE_DATE_EPOCH=100"]);
     let e = layer_listing(&archive_layers(&ctx.join("e.tar"))[0]);
     assert!(
@@ -846,16 +837,7 @@ fn git_context_with_subdir() {
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    crate::util::without_proxies(&mut c);
     let mut child = c.spawn().unwrap();
     child
         .stdin

@@ -447,16 +447,7 @@ fn add_url_modes_owners_and_destinations() {
     );
     let mut c = env.cmd_in(&ctx, &["build", "-o", "a.tar", "."]);
     c.env("SOURCE_DATE_EPOCH", "100");
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    crate::util::without_proxies(&mut c);
     assert_success(&c.output().unwrap(), &["build"]);
     let a = ctx.join("a.tar");
     let l = |i| listing(&a, i);
