@@ -225,6 +225,17 @@ impl Cx<'_> {
                 layers.push(l.clone());
                 continue;
             };
+            let descriptor = |digest, size| crate::oci::LayerDescriptor {
+                diff_id: l.diff_id,
+                digest,
+                size,
+                media_type: want.oci_media_type().to_string(),
+            };
+            // Made before (the same bytes, the same pinned level): reused.
+            if let Some((digest, size)) = self.store.recompressed(&l.digest, want.name()) {
+                layers.push(descriptor(digest, size));
+                continue;
+            }
             let blob = self.store.open_blob(&l.digest)?;
             let writer = self.store.blob_writer()?;
             let (writer, digests) = crate::layer::recompress(
@@ -246,12 +257,11 @@ impl Cx<'_> {
                 });
             }
             let digest = writer.commit(Some(&digests.digest))?;
-            layers.push(crate::oci::LayerDescriptor {
-                diff_id: l.diff_id,
-                digest,
-                size: digests.size,
-                media_type: want.oci_media_type().to_string(),
-            });
+            // Only saves work next time: a failure to record costs nothing.
+            let _ = self
+                .store
+                .put_recompressed(&l.digest, want.name(), &digest, digests.size);
+            layers.push(descriptor(digest, digests.size));
         }
         let config_size = self.store.read_blob(id)?.len() as u64;
         let bytes = crate::oci::manifest_bytes(id, config_size, &layers)?;

@@ -210,7 +210,7 @@ impl Store {
             }
         }
         // What removed blobs decompressed to goes with them.
-        for records in ["diffids", "sizes"] {
+        for records in ["diffids", "sizes", "recompressed"] {
             let records = self.root.join(records);
             for name in list_names(&records)? {
                 if !dir.join(&name).exists() {

@@ -230,6 +230,7 @@ const DIRS: &[&str] = &[
     "snapshots",
     "diffids",
     "sizes",
+    "recompressed",
     "memo",
     "outputs",
     "steps",
@@ -691,6 +692,44 @@ impl Store {
         }
         known.insert(compression.to_string(), *diff_id);
         self.write_record(&self.diff_id_path(blob), &known)
+    }
+
+    fn recompressed_path(&self, blob: &Digest) -> PathBuf {
+        self.root.join("recompressed").join(blob.hex())
+    }
+
+    /// The blob (digest, size) that layer `blob` became when recompressed
+    /// as `compression` (`-o …,force-compression=true`), if it was and that
+    /// blob is still here. Recompression is a function of the bytes and
+    /// the pinned level, so the answer never goes stale.
+    pub fn recompressed(&self, blob: &Digest, compression: &str) -> Option<(Digest, u64)> {
+        let known: BTreeMap<String, (Digest, u64)> = self
+            .read_record(&self.recompressed_path(blob))
+            .ok()
+            .flatten()?;
+        known
+            .get(compression)
+            .copied()
+            .filter(|(d, _)| self.has_blob(d))
+    }
+
+    /// Records that `blob` recompressed as `compression` is `into`
+    /// (`size` bytes).
+    ///
+    /// # Errors
+    /// When the record cannot be written.
+    pub fn put_recompressed(
+        &self,
+        blob: &Digest,
+        compression: &str,
+        into: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let p = self.recompressed_path(blob);
+        let mut known: BTreeMap<String, (Digest, u64)> =
+            self.read_record(&p).ok().flatten().unwrap_or_default();
+        known.insert(compression.to_string(), (*into, size));
+        self.write_record(&p, &known)
     }
 
     /// Forgets what `blob` decompresses to (`store check --repair`).

@@ -234,6 +234,40 @@ fn issue_15_force_compression_recompresses_the_base_layers() {
         types, ["application/vnd.oci.image.layer.v1.tar+zstd"; 3],
         "{m}"
     );
+    // Again: the recompressed blobs are reused (none is written again:
+    // a write would replace the file), and the archive is the same.
+    let blobs = || -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+                std::fs::metadata(env.path().join("s/blobs/sha256").join(hex))
+                    .unwrap()
+                    .ino()
+            })
+            .collect()
+    };
+    let before = blobs();
+    let out = build(
+        &env,
+        "s",
+        &[
+            "-q",
+            "-t",
+            "fz:1",
+            "-o",
+            "type=oci,dest=f2.tar,compression=zstd,force-compression=true",
+        ],
+    );
+    assert_success(&out, &["force-compression again"]);
+    assert_eq!(blobs(), before, "no layer recompressed twice");
+    assert!(
+        std::fs::read(&archive).unwrap() == std::fs::read(env.path().join("ctx/f2.tar")).unwrap(),
+        "the same archive"
+    );
     let loaded = podman(&env, &["load", "-i", archive.to_str().unwrap()]);
     let name = loaded
         .lines()
