@@ -34,6 +34,7 @@ use std::process::{Command, Stdio};
 
 use super::Options;
 use crate::confine::{self, Root};
+use crate::reference::redact_url as redact;
 
 /// Why a git operation failed; each names the repository.
 #[derive(Debug, thiserror::Error)]
@@ -708,24 +709,6 @@ impl Git {
                 output: s.chars().take(200).collect(),
             })
         }
-    }
-}
-
-/// `scheme://user:password@host/…` with the password replaced by `xxxxx`,
-/// for messages and a kept `.git/config` (BuildKit's
-/// `urlutil.RedactCredentials`; `graph::fetch::redact` is the same rule
-/// for history, kept apart because neither module may import the other).
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:xxxxx@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_string(),
     }
 }
 

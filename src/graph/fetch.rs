@@ -287,24 +287,7 @@ impl GitSource {
     /// `urlutil.RedactCredentials`), for history, messages and a kept
     /// `.git/config`.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
-    }
-}
-
-/// `scheme://user:password@host/…` with the password replaced (the rule
-/// of `fetch::git::redact`).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:xxxxx@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_string(),
+        crate::reference::redact_url(&self.url)
     }
 }
 

@@ -90,31 +90,13 @@ fn tag_of(reference: &Reference) -> String {
     }
 }
 
-/// Pushes image `id` from the store to `reference` (its tag, or its digest).
+/// Pushes the manifest blob `manifest` (an image's, or one a build
+/// annotated) and what it names to `reference` (its tag, or its digest).
 /// A blob the registry lacks in the repository is mounted from the one
 /// `mounts` names when the registry allows, else uploaded.
 ///
 /// # Errors
 /// Registry, store or file failures.
-pub fn push(
-    store: &Store,
-    client: &Client,
-    id: &Digest,
-    reference: &Reference,
-    mounts: &HashMap<Digest, String>,
-    on: &(dyn Fn(Event<'_>) + Sync),
-) -> Result<Pushed> {
-    let rec = store
-        .image(id)?
-        .ok_or_else(|| Error::NotFound(format!("image {id}")))?;
-    push_manifest_blob(store, client, &rec.manifest, reference, mounts, on)
-}
-
-/// Pushes the manifest blob `manifest` (an image's, or one a build
-/// annotated) and what it names to `reference`.
-///
-/// # Errors
-/// See [`push`].
 pub fn push_manifest_blob(
     store: &Store,
     client: &Client,

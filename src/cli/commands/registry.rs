@@ -174,7 +174,12 @@ pub fn push_target(
 ) -> Result<Digest, Failure> {
     let index = match target {
         TagTarget::Image(id) => {
-            return push_image(store, &id, dest, opts, say, notice).map(|p| p.digest);
+            let manifest = store
+                .image(&id)
+                .context("reading the image record")?
+                .ok_or_else(|| anyhow::anyhow!("image {id} is not in the store"))?
+                .manifest;
+            return push_manifest(store, &manifest, dest, opts, say, notice);
         }
         TagTarget::Index(i) => i,
     };
@@ -222,11 +227,13 @@ fn pushing<T>(
     Ok(result)
 }
 
-/// Pushes the manifest `manifest` (a build's output, annotated or not) as
-/// `dest`, as [`push_image`] does.
+/// Pushes the manifest `manifest` (an image's, or a build's output with
+/// its annotations) as `dest`, telling `say` docker's lines (the
+/// repository, each layer, the digest) and `notice` each retry; `push` and
+/// `build --push` share it.
 ///
 /// # Errors
-/// As [`push_image`].
+/// Registry, store or file failures.
 pub fn push_manifest(
     store: &crate::store::Store,
     manifest: &Digest,
@@ -240,24 +247,6 @@ pub fn push_manifest(
         let pushed =
             registry::push::push_manifest_blob(store, client, manifest, dest, mounts, &on)?;
         Ok((pushed.digest, pushed.size, pushed.digest))
-    })
-}
-
-/// Pushes image `id` to `dest`, telling `say` docker's lines (the
-/// repository, each layer, the digest) and `notice` each retry; `push` and
-/// `build --push` share it.
-pub fn push_image(
-    store: &crate::store::Store,
-    id: &Digest,
-    dest: &Reference,
-    opts: &Options,
-    say: Option<&(dyn Fn(String) + Sync)>,
-    notice: fn(&registry::Retrying<'_>),
-) -> Result<registry::push::Pushed, Failure> {
-    pushing(store, dest, opts, say, notice, |client, mounts, tell| {
-        let on = |e: registry::push::Event<'_>| tell(e.line());
-        let pushed = registry::push::push(store, client, id, dest, mounts, &on)?;
-        Ok((pushed.digest, pushed.size, pushed))
     })
 }
 
